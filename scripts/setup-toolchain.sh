@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs what building the eBPF half of sip-xdp needs on a fresh Debian machine, from Debian's
+# packages and crates.io only (no rustup downloads). Idempotent: skips what is already present and
+# prints what it installs.
+set -euo pipefail
+
+BPF_LINKER_VERSION=0.13.0
+LLVM_MAJOR=22
+EBPF_TOOLCHAIN=sip-xdp-ebpf   # rustup name given to Debian's rustc-web, which ships rust-src
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+if [ "$(id -u)" != 0 ]; then
+    echo "setup: must run as root (apt-get install, BPF tests); rerun with sudo" >&2
+    exit 1
+fi
+
+apt_pkgs=()
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+for p in rustc-web rust-web-src "llvm-${LLVM_MAJOR}-dev" libpolly-${LLVM_MAJOR}-dev libzstd-dev zlib1g-dev \
+         iproute2 ${SIP_XDP_EXTRA_APT:-}; do
+    have_pkg "$p" || apt_pkgs+=("$p")
+done
+if [ ${#apt_pkgs[@]} -gt 0 ]; then
+    log "installing apt packages: ${apt_pkgs[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}" >/dev/null
+else
+    log "apt packages present"
+fi
+
+if ! rustup toolchain list | grep -q "^${EBPF_TOOLCHAIN}"; then
+    log "linking Debian's rustc as rustup toolchain ${EBPF_TOOLCHAIN}"
+    rustup toolchain link "${EBPF_TOOLCHAIN}" /usr
+else
+    log "rustup toolchain ${EBPF_TOOLCHAIN} present"
+fi
+
+if ! command -v bpf-linker >/dev/null 2>&1 || ! bpf-linker --version 2>/dev/null | grep -q "${BPF_LINKER_VERSION}"; then
+    log "building bpf-linker ${BPF_LINKER_VERSION} against LLVM ${LLVM_MAJOR}"
+    LLVM_PREFIX="/usr/lib/llvm-${LLVM_MAJOR}" cargo install --locked bpf-linker --version "${BPF_LINKER_VERSION}" \
+        --no-default-features --features "llvm-${LLVM_MAJOR}"
+else
+    log "bpf-linker ${BPF_LINKER_VERSION} present"
+fi

@@ -1,0 +1,68 @@
+//! The program's maps. Sizes here are defaults: the loader may resize `SOURCES` before load.
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+};
+use sip_xdp_common::{
+    AllowEntry, BAN_EVENTS_BYTES, COUNTER_SLOTS, Config, DEFAULT_MAX_SOURCES, DenyEntry,
+    FragmentFate, FragmentKey, MAX_LIST_ENTRIES, MAX_TRACKED_FRAGMENTS, SourceKey, SourceState,
+};
+
+#[map(name = "CONFIG")]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+#[map(name = "SOURCES")]
+pub static SOURCES: LruHashMap<SourceKey, SourceState> =
+    LruHashMap::with_max_entries(DEFAULT_MAX_SOURCES, 0);
+
+#[map(name = "ALLOWLIST")]
+pub static ALLOWLIST: LpmTrie<[u8; 16], AllowEntry> =
+    LpmTrie::with_max_entries(MAX_LIST_ENTRIES, 0);
+
+#[map(name = "DENYLIST")]
+pub static DENYLIST: LpmTrie<[u8; 16], DenyEntry> = LpmTrie::with_max_entries(MAX_LIST_ENTRIES, 0);
+
+#[map(name = "COUNTERS")]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+#[map(name = "FRAGMENTS")]
+pub static FRAGMENTS: LruHashMap<FragmentKey, FragmentFate> =
+    LruHashMap::with_max_entries(MAX_TRACKED_FRAGMENTS, 0);
+
+#[map(name = "BAN_EVENTS")]
+pub static BAN_EVENTS: RingBuf = RingBuf::with_byte_size(BAN_EVENTS_BYTES, 0);
+
+/// Staging area for a new source's state: building it on the stack would push the call chain
+/// past the 512-byte BPF stack.
+#[map(name = "NEW_SOURCE")]
+pub static NEW_SOURCE: PerCpuArray<SourceState> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn bump(index: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, and XDP programs do not preempt each other on one CPU.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Per-CPU scratch slots used by [`opaque`].
+#[map(name = "SCRATCH")]
+static SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
+
+/// Returns `value`, laundered through a map so the verifier sees an unknown scalar.
+///
+/// Every parse path (VLAN depth, IPv4 options, each IPv6 extension header chain) reaches the
+/// payload at a differently bounded offset, and the verifier would walk the payload scan once per
+/// distinct bound, past its instruction budget. After this, and the caller's explicit clamp,
+/// every path enters the scan in the same state and the verifier prunes them into one.
+#[inline(always)]
+pub fn opaque(slot: u32, value: usize) -> usize {
+    match SCRATCH.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot, no concurrent user; volatile so the store is not forwarded.
+        Some(ptr) => unsafe {
+            core::ptr::write_volatile(ptr, value as u64);
+            core::ptr::read_volatile(ptr) as usize
+        },
+        None => value,
+    }
+}

@@ -1,0 +1,468 @@
+//! Packet parsing: Ethernet, up to two VLAN tags, IPv4/IPv6 (with extension headers), UDP, and
+//! the first line of a SIP message.
+//!
+//! Every read goes through [`load`], which checks the read against `data_end` right before it,
+//! in the shape the verifier tracks (packet pointer + bounded offset vs `data_end`). Offsets are
+//! kept small and bounded on purpose: an unbounded offset makes the verifier reject the program.
+use core::mem::size_of;
+
+use aya_ebpf::programs::XdpContext;
+
+use crate::maps::opaque;
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+    udp::UdpHdr,
+    vlan::VlanHdr,
+};
+use sip_xdp_common::{
+    Config, MAX_IPV6_EXT_HEADERS, MAX_KEEPALIVE_LEN, MAX_REQUEST_LINE_SCAN, MethodClass,
+    ipv4_mapped,
+};
+
+const ETH_P_IPV4: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_DSTOPTS: u8 = 60;
+
+/// Past this offset the parser stops looking for a UDP header (and passes the packet): it keeps
+/// every offset provably small for the verifier, and no real SIP packet carries that many bytes
+/// of IPv6 extension headers.
+const MAX_L4_OFFSET: usize = 512;
+
+/// What the parser found.
+pub enum Parsed {
+    /// Not a UDP datagram to a configured SIP port, or not parseable as IP: never touched.
+    NotSip,
+    /// A non-first fragment of a UDP datagram: no ports to read, matched by (source, id).
+    Fragment { src: [u8; 16], id: u32 },
+    /// A UDP datagram to a SIP port.
+    Sip(SipDatagram),
+}
+
+pub struct SipDatagram {
+    /// Source address, IPv4 mapped into IPv6.
+    pub src: [u8; 16],
+    pub is_ipv4: bool,
+    pub class: MethodClass,
+    /// Set for the first fragment of a fragmented datagram: its IP identification.
+    pub first_fragment_id: Option<u32>,
+}
+
+#[inline(always)]
+fn load<T: Copy>(ctx: &XdpContext, offset: usize) -> Option<T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + size_of::<T>() > end {
+        return None;
+    }
+    // SAFETY: bounds checked just above; T is a plain byte-array struct, any alignment.
+    Some(unsafe { core::ptr::read_unaligned((start + offset) as *const T) })
+}
+
+/// [`load`] for offsets computed from scanned positions: LLVM would otherwise check the end of
+/// the read and address it with negative offsets, which the verifier refuses.
+#[inline(always)]
+fn load_opaque<T: Copy>(ctx: &XdpContext, offset: usize) -> Option<T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    // The offset, not the pointer, is opaque: a constant folded into the pointer (as in
+    // `offset + line_end - 8`) becomes a negative fixed offset that the verifier refuses.
+    let ptr = start + core::hint::black_box(offset);
+    if ptr + size_of::<T>() > end {
+        return None;
+    }
+    // SAFETY: bounds checked just above; T is a plain byte array, any alignment.
+    Some(unsafe { core::ptr::read_unaligned(ptr as *const T) })
+}
+
+/// One byte at `offset`. LLVM rewrites `p + 1 > end` as `p >= end`, a form from which the
+/// verifier learns no packet range; hiding the 1 from the optimizer keeps the check verifiable.
+#[inline(always)]
+fn load_byte(ctx: &XdpContext, offset: usize) -> Option<u8> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    // Both opaque, or LLVM folds them back together.
+    let ptr = core::hint::black_box(start + offset);
+    if ptr + core::hint::black_box(1usize) > end {
+        return None;
+    }
+    // SAFETY: bounds checked just above.
+    Some(unsafe { *(ptr as *const u8) })
+}
+
+/// Where the IP header of the packet starts and which protocol it is.
+#[inline(always)]
+fn l3_offset(ctx: &XdpContext) -> Option<(usize, u16)> {
+    let eth: EthHdr = load(ctx, 0)?;
+    let mut ether_type = u16::from_be(eth.ether_type);
+    let mut offset = EthHdr::LEN;
+    // Up to two tags: 802.1Q, or 802.1ad (QinQ) outer + 802.1Q inner.
+    if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
+        let vlan: VlanHdr = load(ctx, offset)?;
+        ether_type = u16::from_be(vlan.ether_type);
+        offset += VlanHdr::LEN;
+        if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
+            let vlan: VlanHdr = load(ctx, offset)?;
+            ether_type = u16::from_be(vlan.ether_type);
+            offset += VlanHdr::LEN;
+        }
+    }
+    Some((offset, ether_type))
+}
+
+/// Transport-level facts common to both IP versions.
+struct L4 {
+    src: [u8; 16],
+    is_ipv4: bool,
+    /// Offset of the UDP header.
+    offset: usize,
+    /// Offset one past the IP payload (from the IP length field, not the frame: frames are padded).
+    ip_end: usize,
+    /// `Some(id)` for the first fragment of a fragmented datagram.
+    first_fragment_id: Option<u32>,
+}
+
+enum L3 {
+    NotSip,
+    Fragment { src: [u8; 16], id: u32 },
+    Udp(L4),
+}
+
+#[inline(always)]
+fn parse_ipv4(ctx: &XdpContext, offset: usize) -> L3 {
+    let Some(ip) = load::<Ipv4Hdr>(ctx, offset) else {
+        return L3::NotSip;
+    };
+    let header_len = ((ip.vihl & 0x0f) as usize) * 4;
+    if ip.vihl >> 4 != 4 || header_len < Ipv4Hdr::LEN || ip.proto != IPPROTO_UDP {
+        return L3::NotSip;
+    }
+    let total_len = u16::from_be_bytes(ip.tot_len) as usize;
+    if total_len < header_len {
+        return L3::NotSip;
+    }
+    let src = ipv4_mapped(ip.src_addr);
+    let frags = u16::from_be_bytes(ip.frags);
+    let id = u16::from_be_bytes(ip.id) as u32;
+    if frags & 0x1fff != 0 {
+        return L3::Fragment { src, id };
+    }
+    let more_fragments = frags & 0x2000 != 0;
+    L3::Udp(L4 {
+        src,
+        is_ipv4: true,
+        offset: offset + header_len,
+        ip_end: offset + total_len,
+        first_fragment_id: if more_fragments { Some(id) } else { None },
+    })
+}
+
+#[inline(always)]
+fn parse_ipv6(ctx: &XdpContext, offset: usize) -> L3 {
+    let Some(ip) = load::<Ipv6Hdr>(ctx, offset) else {
+        return L3::NotSip;
+    };
+    if ip.vcf[0] >> 4 != 6 {
+        return L3::NotSip;
+    }
+    let src = ip.src_addr;
+    let ip_end = offset + Ipv6Hdr::LEN + u16::from_be_bytes(ip.payload_len) as usize;
+    let mut next = ip.next_hdr;
+    let mut l4 = offset + Ipv6Hdr::LEN;
+    let mut first_fragment_id = None;
+    for _ in 0..MAX_IPV6_EXT_HEADERS {
+        match next {
+            IPPROTO_UDP => break,
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+                let Some(ext) = load::<[u8; 2]>(ctx, l4) else {
+                    return L3::NotSip;
+                };
+                next = ext[0];
+                l4 += (ext[1] as usize + 1) * 8;
+            }
+            IPPROTO_FRAGMENT => {
+                let Some(frag) = load::<[u8; 8]>(ctx, l4) else {
+                    return L3::NotSip;
+                };
+                next = frag[0];
+                let offset_and_flags = u16::from_be_bytes([frag[2], frag[3]]);
+                let id = u32::from_be_bytes([frag[4], frag[5], frag[6], frag[7]]);
+                if offset_and_flags & 0xfff8 != 0 {
+                    return if next == IPPROTO_UDP {
+                        L3::Fragment { src, id }
+                    } else {
+                        L3::NotSip
+                    };
+                }
+                if offset_and_flags & 1 != 0 {
+                    first_fragment_id = Some(id);
+                }
+                l4 += 8;
+            }
+            _ => return L3::NotSip,
+        }
+        if l4 > MAX_L4_OFFSET {
+            return L3::NotSip;
+        }
+    }
+    if next != IPPROTO_UDP {
+        return L3::NotSip;
+    }
+    L3::Udp(L4 {
+        src,
+        is_ipv4: false,
+        offset: l4,
+        ip_end,
+        first_fragment_id,
+    })
+}
+
+/// Parses a frame up to its SIP first line. Not inlined: its stack frame (header copies) is gone
+/// by the time the policy runs, which keeps the combined BPF stack under 512 bytes.
+#[inline(never)]
+pub fn parse(ctx: &XdpContext, cfg: &Config) -> Parsed {
+    let Some((l3, ether_type)) = l3_offset(ctx) else {
+        return Parsed::NotSip;
+    };
+    let l4 = match ether_type {
+        ETH_P_IPV4 => parse_ipv4(ctx, l3),
+        ETH_P_IPV6 => parse_ipv6(ctx, l3),
+        _ => return Parsed::NotSip,
+    };
+    let l4 = match l4 {
+        L3::NotSip => return Parsed::NotSip,
+        L3::Fragment { src, id } => return Parsed::Fragment { src, id },
+        L3::Udp(l4) => l4,
+    };
+    let Some(udp) = load::<UdpHdr>(ctx, l4.offset) else {
+        return Parsed::NotSip;
+    };
+    if !is_sip_port(cfg, u16::from_be_bytes(udp.dst)) {
+        return Parsed::NotSip;
+    }
+    let class = classify_datagram(ctx, &l4, u16::from_be_bytes(udp.len) as usize);
+    Parsed::Sip(SipDatagram {
+        src: l4.src,
+        is_ipv4: l4.is_ipv4,
+        class,
+        first_fragment_id: l4.first_fragment_id,
+    })
+}
+
+#[inline(always)]
+fn is_sip_port(cfg: &Config, port: u16) -> bool {
+    // Unused slots hold 0, which no real UDP datagram is addressed to.
+    let mut i = 0;
+    while i < cfg.sip_ports.len() {
+        if cfg.sip_ports[i] == port && port != 0 {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Bounds the SIP payload of a datagram and classifies it.
+#[inline(always)]
+fn classify_datagram(ctx: &XdpContext, l4: &L4, udp_len: usize) -> MethodClass {
+    let payload = l4.offset + UdpHdr::LEN;
+    if udp_len < UdpHdr::LEN || l4.ip_end > ctx.data_end() - ctx.data() {
+        return MethodClass::Malformed;
+    }
+    let payload_end = if l4.first_fragment_id.is_some() {
+        // The UDP length covers the whole datagram; this fragment holds its head only.
+        l4.ip_end
+    } else {
+        let datagram_end = l4.offset + udp_len;
+        if datagram_end > l4.ip_end {
+            return MethodClass::Malformed;
+        }
+        datagram_end
+    };
+    if payload_end < payload {
+        return MethodClass::Malformed;
+    }
+    let payload = opaque(0, payload);
+    let len = opaque(1, payload_end - payload);
+    if payload > MAX_L4_OFFSET + UdpHdr::LEN || len > u16::MAX as usize {
+        return MethodClass::Malformed;
+    }
+    classify(ctx, payload, len)
+}
+
+/// `needle` as a little-endian word with its mask, for comparing up to 8 bytes in one go.
+const fn word(bytes: &[u8], from: usize) -> (u64, u64) {
+    let mut value = 0u64;
+    let mut mask = 0u64;
+    let mut i = 0;
+    while i < 8 && from + i < bytes.len() {
+        value |= (bytes[from + i] as u64) << (8 * i);
+        mask |= 0xff << (8 * i);
+        i += 1;
+    }
+    (value, mask)
+}
+
+struct MethodPattern {
+    w0: (u64, u64),
+    w1: (u64, u64),
+    /// Method length including the space after it.
+    len: usize,
+    class: MethodClass,
+}
+
+const fn method(text: &[u8], class: MethodClass) -> MethodPattern {
+    MethodPattern {
+        w0: word(text, 0),
+        w1: word(text, 8),
+        len: text.len(),
+        class,
+    }
+}
+
+/// Most frequent first: a scanner's REGISTER flood matches on the first try.
+const METHODS: [MethodPattern; 14] = [
+    method(b"REGISTER ", MethodClass::Register),
+    method(b"INVITE ", MethodClass::Invite),
+    method(b"OPTIONS ", MethodClass::Options),
+    method(b"ACK ", MethodClass::Ack),
+    method(b"BYE ", MethodClass::Bye),
+    method(b"CANCEL ", MethodClass::Cancel),
+    method(b"SUBSCRIBE ", MethodClass::Subscribe),
+    method(b"NOTIFY ", MethodClass::Notify),
+    method(b"MESSAGE ", MethodClass::Message),
+    method(b"PRACK ", MethodClass::Prack),
+    method(b"UPDATE ", MethodClass::Update),
+    method(b"INFO ", MethodClass::Info),
+    method(b"REFER ", MethodClass::Refer),
+    method(b"PUBLISH ", MethodClass::Publish),
+];
+
+const SIP_VERSION_PREFIX: (u64, u64) = word(b"SIP/2.0 ", 0);
+const SIP_VERSION_SUFFIX: (u64, u64) = word(b" SIP/2.0", 0);
+const STUN_MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
+/// Shortest request line: "ACK " + a one-character URI + " SIP/2.0" + CR.
+const MIN_CLASSIFIABLE: usize = 16;
+
+/// Classifies a SIP payload of `len` bytes at `offset` from its first line.
+///
+/// A BPF-to-BPF call on purpose: its loops are verified once per call path instead of once per
+/// combination of everything the caller had in registers, which keeps the verifier well inside
+/// its instruction budget.
+#[inline(never)]
+pub fn classify(ctx: &XdpContext, offset: usize, len: usize) -> MethodClass {
+    if len <= MAX_KEEPALIVE_LEN && is_keepalive(ctx, offset, len) {
+        return MethodClass::KeepAlive;
+    }
+    if len < MIN_CLASSIFIABLE {
+        return MethodClass::Malformed;
+    }
+    let Some(head) = load::<[u8; 16]>(ctx, offset) else {
+        return MethodClass::Malformed;
+    };
+    let w0 = u64::from_le_bytes([
+        head[0], head[1], head[2], head[3], head[4], head[5], head[6], head[7],
+    ]);
+    let w1 = u64::from_le_bytes([
+        head[8], head[9], head[10], head[11], head[12], head[13], head[14], head[15],
+    ]);
+
+    // RFC 5626 allows STUN binding requests as keep-alives on the SIP port.
+    if len >= 20 && head[0] & 0xc0 == 0 && [head[4], head[5], head[6], head[7]] == STUN_MAGIC_COOKIE
+    {
+        return MethodClass::KeepAlive;
+    }
+
+    if w0 == SIP_VERSION_PREFIX.0 {
+        let status_ok = (b'1'..=b'6').contains(&head[8])
+            && head[9].is_ascii_digit()
+            && head[10].is_ascii_digit()
+            && head[11] == b' ';
+        return if status_ok {
+            MethodClass::Response
+        } else {
+            MethodClass::Malformed
+        };
+    }
+
+    // Scan before matching the method: the scan then starts in one state whatever the method,
+    // and its result is laundered so the method checks below are not walked once per position.
+    let line_end = opaque(0, find_line_end(ctx, offset, len));
+    if line_end == LINE_TRUNCATED {
+        return MethodClass::Malformed;
+    }
+
+    let mut i = 0;
+    let mut found: Option<(MethodClass, usize)> = None;
+    while i < METHODS.len() {
+        let m = &METHODS[i];
+        if w0 & m.w0.1 == m.w0.0 && w1 & m.w1.1 == m.w1.0 {
+            found = Some((m.class, m.len));
+            break;
+        }
+        i += 1;
+    }
+    let Some((class, method_len)) = found else {
+        return MethodClass::Malformed;
+    };
+    if line_end >= MAX_REQUEST_LINE_SCAN {
+        return class;
+    }
+    // The line must hold the method, a non-empty Request-URI and " SIP/2.0".
+    if line_end < method_len + 1 + 8 {
+        return MethodClass::Malformed;
+    }
+    match load_opaque::<[u8; 8]>(ctx, offset + line_end - 8) {
+        Some(version) if u64::from_le_bytes(version) == SIP_VERSION_SUFFIX.0 => class,
+        _ => MethodClass::Malformed,
+    }
+}
+
+/// [`find_line_end`]: the payload ends before any CR or LF.
+const LINE_TRUNCATED: usize = 0;
+
+/// Offset of the first CR or LF of the payload; [`LINE_TRUNCATED`] when the payload ends first;
+/// [`MAX_REQUEST_LINE_SCAN`] when the line is longer than the scan.
+#[inline(always)]
+fn find_line_end(ctx: &XdpContext, offset: usize, len: usize) -> usize {
+    // No method is shorter than three letters and a space, so the scan starts after that.
+    let mut i = 4;
+    while i < MAX_REQUEST_LINE_SCAN {
+        if i >= len {
+            return LINE_TRUNCATED;
+        }
+        let Some(c) = load_byte(ctx, offset + i) else {
+            return LINE_TRUNCATED;
+        };
+        if c == b'\r' || c == b'\n' {
+            return i;
+        }
+        i += 1;
+    }
+    MAX_REQUEST_LINE_SCAN
+}
+
+/// Empty datagrams and short runs of CR/LF (RFC 5626 ping "\r\n\r\n", pong "\r\n"), with the
+/// NUL and space padding some phones send, keep NAT bindings open: they must pass.
+#[inline(always)]
+fn is_keepalive(ctx: &XdpContext, offset: usize, len: usize) -> bool {
+    let mut i = 0;
+    while i < MAX_KEEPALIVE_LEN {
+        if i >= len {
+            return true;
+        }
+        match load_byte(ctx, offset + i) {
+            Some(b'\r' | b'\n' | b' ' | b'\t' | 0) => {}
+            _ => return false,
+        }
+        i += 1;
+    }
+    true
+}

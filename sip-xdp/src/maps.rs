@@ -1,0 +1,234 @@
+//! Typed access to the program's maps, shared by the daemon, the CLI and the tests.
+use std::net::{IpAddr, Ipv6Addr};
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key},
+};
+use ipnet::IpNet;
+use sip_xdp_common::{
+    AllowEntry, Config, DenyEntry, EventCounter, MethodClass, SourceKey, SourceState, Verdict,
+    event_counter_index, ipv4_mapped, map_names, packet_counter_index,
+};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum MapsError {
+    #[error("map {0} is missing from the sip-xdp object; rebuild sip-xdp")]
+    Missing(&'static str),
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+}
+
+fn map_err(name: &'static str) -> impl FnOnce(MapError) -> MapsError {
+    move |source| MapsError::Map { name, source }
+}
+
+/// The 16-byte key form of an address: IPv4 as IPv4-mapped IPv6.
+pub fn addr_key(addr: IpAddr) -> [u8; 16] {
+    match addr {
+        IpAddr::V4(v4) => ipv4_mapped(v4.octets()),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// The address a 16-byte key stands for (IPv4-mapped keys come back as IPv4).
+pub fn key_addr(key: [u8; 16]) -> IpAddr {
+    let v6 = Ipv6Addr::from(key);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
+/// LPM trie key of a CIDR, in the one-trie-for-both-families form the program looks up.
+pub fn cidr_key(net: IpNet) -> Key<[u8; 16]> {
+    let net = net.trunc();
+    match net {
+        IpNet::V4(v4) => Key::new(
+            96 + u32::from(v4.prefix_len()),
+            ipv4_mapped(v4.addr().octets()),
+        ),
+        IpNet::V6(v6) => Key::new(u32::from(v6.prefix_len()), v6.addr().octets()),
+    }
+}
+
+/// The CIDR an LPM trie key stands for.
+pub fn key_cidr(key: &Key<[u8; 16]>) -> IpNet {
+    let prefix = key.prefix_len();
+    match key_addr(key.data()) {
+        IpAddr::V4(v4) if prefix >= 96 => IpNet::new(IpAddr::V4(v4), (prefix - 96) as u8),
+        addr => IpNet::new(addr, prefix.min(128) as u8),
+    }
+    .unwrap_or_else(|_| {
+        IpNet::new(IpAddr::V6(Ipv6Addr::from(key.data())), 128).expect("/128 is valid")
+    })
+}
+
+/// Packet and event counters, summed over CPUs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    slots: Vec<u64>,
+}
+
+impl Counters {
+    pub fn packets(&self, verdict: Verdict, class: MethodClass) -> u64 {
+        self.slots
+            .get(packet_counter_index(verdict, class) as usize)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn by_verdict(&self, verdict: Verdict) -> u64 {
+        MethodClass::ALL
+            .iter()
+            .map(|&c| self.packets(verdict, c))
+            .sum()
+    }
+
+    pub fn by_class(&self, class: MethodClass) -> u64 {
+        Verdict::ALL.iter().map(|&v| self.packets(v, class)).sum()
+    }
+
+    pub fn total(&self) -> u64 {
+        Verdict::ALL.iter().map(|&v| self.by_verdict(v)).sum()
+    }
+
+    pub fn event(&self, counter: EventCounter) -> u64 {
+        self.slots
+            .get(event_counter_index(counter) as usize)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// The program's maps, typed.
+pub struct SipMaps {
+    config: Array<MapData, Config>,
+    sources: HashMap<MapData, SourceKey, SourceState>,
+    allowlist: LpmTrie<MapData, [u8; 16], AllowEntry>,
+    denylist: LpmTrie<MapData, [u8; 16], DenyEntry>,
+    counters: PerCpuArray<MapData, u64>,
+}
+
+fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, MapsError> {
+    ebpf.take_map(name).ok_or(MapsError::Missing(name))
+}
+
+impl SipMaps {
+    /// Takes the maps out of a freshly loaded object.
+    pub fn take_from(ebpf: &mut Ebpf) -> Result<Self, MapsError> {
+        Ok(Self {
+            config: Array::try_from(take(ebpf, map_names::CONFIG)?)
+                .map_err(map_err(map_names::CONFIG))?,
+            sources: HashMap::try_from(take(ebpf, map_names::SOURCES)?)
+                .map_err(map_err(map_names::SOURCES))?,
+            allowlist: LpmTrie::try_from(take(ebpf, map_names::ALLOWLIST)?)
+                .map_err(map_err(map_names::ALLOWLIST))?,
+            denylist: LpmTrie::try_from(take(ebpf, map_names::DENYLIST)?)
+                .map_err(map_err(map_names::DENYLIST))?,
+            counters: PerCpuArray::try_from(take(ebpf, map_names::COUNTERS)?)
+                .map_err(map_err(map_names::COUNTERS))?,
+        })
+    }
+
+    pub fn write_config(&mut self, config: &Config) -> Result<(), MapsError> {
+        self.config
+            .set(0, config, 0)
+            .map_err(map_err(map_names::CONFIG))
+    }
+
+    pub fn read_config(&self) -> Result<Config, MapsError> {
+        self.config.get(&0, 0).map_err(map_err(map_names::CONFIG))
+    }
+
+    pub fn counters(&self) -> Result<Counters, MapsError> {
+        let mut slots = Vec::with_capacity(self.counters.len() as usize);
+        for per_cpu in self.counters.iter() {
+            let per_cpu = per_cpu.map_err(map_err(map_names::COUNTERS))?;
+            slots.push(per_cpu.iter().sum());
+        }
+        Ok(Counters { slots })
+    }
+
+    pub fn allow(&mut self, net: IpNet) -> Result<(), MapsError> {
+        self.allowlist
+            .insert(&cidr_key(net), AllowEntry::default(), 0)
+            .map_err(map_err(map_names::ALLOWLIST))
+    }
+
+    /// Removes an allowlist entry; `false` when there was none.
+    pub fn unallow(&mut self, net: IpNet) -> Result<bool, MapsError> {
+        absent_is_false(self.allowlist.remove(&cidr_key(net)), map_names::ALLOWLIST)
+    }
+
+    pub fn allowlist(&self) -> Result<Vec<IpNet>, MapsError> {
+        self.allowlist
+            .keys()
+            .map(|k| {
+                k.map(|k| key_cidr(&k))
+                    .map_err(map_err(map_names::ALLOWLIST))
+            })
+            .collect()
+    }
+
+    /// Denies a CIDR until `expires_at_ns` (monotonic), or for good with 0.
+    pub fn deny(&mut self, net: IpNet, expires_at_ns: u64) -> Result<(), MapsError> {
+        self.denylist
+            .insert(&cidr_key(net), DenyEntry { expires_at_ns }, 0)
+            .map_err(map_err(map_names::DENYLIST))
+    }
+
+    pub fn undeny(&mut self, net: IpNet) -> Result<bool, MapsError> {
+        absent_is_false(self.denylist.remove(&cidr_key(net)), map_names::DENYLIST)
+    }
+
+    pub fn denylist(&self) -> Result<Vec<(IpNet, DenyEntry)>, MapsError> {
+        self.denylist
+            .iter()
+            .map(|kv| {
+                kv.map(|(k, v)| (key_cidr(&k), v))
+                    .map_err(map_err(map_names::DENYLIST))
+            })
+            .collect()
+    }
+
+    /// Per-source state, keyed as the program keys it (IPv6 masked by the config's prefix).
+    pub fn source(&self, key: [u8; 16]) -> Result<Option<SourceState>, MapsError> {
+        match self.sources.get(&SourceKey { addr: key }, 0) {
+            Ok(state) => Ok(Some(state)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(map_names::SOURCES)(e)),
+        }
+    }
+
+    pub fn sources(&self) -> Result<Vec<(SourceKey, SourceState)>, MapsError> {
+        self.sources
+            .iter()
+            .map(|kv| kv.map_err(map_err(map_names::SOURCES)))
+            .collect()
+    }
+
+    /// Lifts a rate-limit ban and forgets the source's strikes.
+    pub fn forget_source(&mut self, key: [u8; 16]) -> Result<bool, MapsError> {
+        absent_is_false(
+            self.sources.remove(&SourceKey { addr: key }),
+            map_names::SOURCES,
+        )
+    }
+}
+
+fn absent_is_false(result: Result<(), MapError>, name: &'static str) -> Result<bool, MapsError> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(MapError::KeyNotFound) => Ok(false),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(false)
+        }
+        Err(e) => Err(map_err(name)(e)),
+    }
+}

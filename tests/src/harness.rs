@@ -1,0 +1,69 @@
+//! Runs the real XDP program on crafted frames through BPF_PROG_TEST_RUN.
+use anyhow::{Context as _, Result, ensure};
+use aya::{
+    Ebpf,
+    programs::{TestRun as _, TestRunOptions},
+};
+use sip_xdp::{
+    loader::{self, LoadOptions},
+    maps::SipMaps,
+};
+use sip_xdp_common::Config;
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+
+/// One loaded instance of the program with its own maps, unattached.
+pub struct Datapath {
+    ebpf: Ebpf,
+    pub maps: SipMaps,
+}
+
+/// BPF tests need root (CAP_BPF + CAP_NET_ADMIN); say so plainly instead of an EPERM deep inside.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "sip-xdp's BPF tests load real programs: run them as root"
+    );
+}
+
+impl Datapath {
+    pub fn load(config: &Config) -> Result<Self> {
+        Self::load_with(config, &LoadOptions::default())
+    }
+
+    pub fn load_with(config: &Config, options: &LoadOptions) -> Result<Self> {
+        require_root();
+        let mut ebpf = loader::load(options).context("loading the XDP program")?;
+        let mut maps = SipMaps::take_from(&mut ebpf)?;
+        maps.write_config(config)?;
+        Ok(Self { ebpf, maps })
+    }
+
+    /// Runs the program once on `frame` and returns the XDP action.
+    pub fn run(&mut self, frame: &[u8]) -> Result<u32> {
+        Ok(self.run_repeat(frame, 1)?.0)
+    }
+
+    /// Runs the program `repeat` times on `frame`: (action, mean ns per run as the kernel timed it).
+    pub fn run_repeat(&mut self, frame: &[u8], repeat: u32) -> Result<(u32, f64)> {
+        ensure!(repeat > 0, "repeat must be at least 1");
+        let program = loader::xdp_program(&mut self.ebpf)?;
+        let mut out = vec![0u8; frame.len() + 256];
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat,
+            ..Default::default()
+        };
+        let result = program.test_run(opts).context("BPF_PROG_TEST_RUN")?;
+        let ns = result.duration.as_nanos() as f64;
+        Ok((result.return_value, ns))
+    }
+
+    pub fn ebpf(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+}

@@ -1,0 +1,279 @@
+//! Builds Ethernet frames byte by byte, including the odd shapes a parser must survive: VLAN
+//! and QinQ tags, IPv4 options, IPv6 extension headers, fragments, lying length fields.
+use std::net::IpAddr;
+
+pub const ETH_P_IPV4: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_ARP: u16 = 0x0806;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88a8;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMP: u8 = 1;
+
+/// An IPv6 extension header placed between the fixed header and UDP.
+#[derive(Clone, Debug)]
+pub enum Ipv6Ext {
+    HopByHop {
+        len_units: u8,
+    },
+    Routing {
+        len_units: u8,
+    },
+    DestinationOptions {
+        len_units: u8,
+    },
+    Fragment {
+        offset_units: u16,
+        more: bool,
+        id: u32,
+    },
+}
+
+impl Ipv6Ext {
+    fn proto(&self) -> u8 {
+        match self {
+            Self::HopByHop { .. } => 0,
+            Self::Routing { .. } => 43,
+            Self::DestinationOptions { .. } => 60,
+            Self::Fragment { .. } => 44,
+        }
+    }
+
+    fn bytes(&self, next: u8) -> Vec<u8> {
+        match *self {
+            Self::HopByHop { len_units }
+            | Self::Routing { len_units }
+            | Self::DestinationOptions { len_units } => {
+                let mut b = vec![0u8; (len_units as usize + 1) * 8];
+                b[0] = next;
+                b[1] = len_units;
+                if matches!(
+                    self,
+                    Self::HopByHop { .. } | Self::DestinationOptions { .. }
+                ) {
+                    // PadN option filling the rest.
+                    b[2] = 1;
+                    b[3] = (b.len() - 4) as u8;
+                }
+                b
+            }
+            Self::Fragment {
+                offset_units,
+                more,
+                id,
+            } => {
+                let mut b = vec![0u8; 8];
+                b[0] = next;
+                let off = (offset_units << 3) | more as u16;
+                b[2..4].copy_from_slice(&off.to_be_bytes());
+                b[4..8].copy_from_slice(&id.to_be_bytes());
+                b
+            }
+        }
+    }
+}
+
+/// One frame to build. Defaults give a well-formed IPv4 UDP datagram to port 5060.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// (TPID, VLAN id), outermost first.
+    pub vlans: Vec<(u16, u16)>,
+    /// IPv4 options (padded to 4 bytes).
+    pub ipv4_options: Vec<u8>,
+    /// IPv4: (more fragments, offset in 8-byte units, id).
+    pub ipv4_fragment: Option<(bool, u16, u16)>,
+    pub ipv6_ext: Vec<Ipv6Ext>,
+    pub protocol: u8,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub payload: Vec<u8>,
+    /// Overrides the UDP length field.
+    pub udp_len_override: Option<u16>,
+    /// Leave out the transport header (non-first fragments).
+    pub omit_l4_header: bool,
+}
+
+impl Frame {
+    pub fn udp(src: IpAddr, dst: IpAddr, dst_port: u16, payload: &[u8]) -> Self {
+        Self {
+            src,
+            dst,
+            vlans: Vec::new(),
+            ipv4_options: Vec::new(),
+            ipv4_fragment: None,
+            ipv6_ext: Vec::new(),
+            protocol: IPPROTO_UDP,
+            src_port: 5062,
+            dst_port,
+            payload: payload.to_vec(),
+            udp_len_override: None,
+            omit_l4_header: false,
+        }
+    }
+
+    pub fn sip(src: IpAddr, dst: IpAddr, payload: &[u8]) -> Self {
+        Self::udp(src, dst, 5060, payload)
+    }
+
+    pub fn vlan(mut self, vid: u16) -> Self {
+        self.vlans.push((ETH_P_8021Q, vid));
+        self
+    }
+
+    pub fn qinq(mut self, outer: u16, inner: u16) -> Self {
+        self.vlans.push((ETH_P_8021AD, outer));
+        self.vlans.push((ETH_P_8021Q, inner));
+        self
+    }
+
+    pub fn build(&self) -> Vec<u8> {
+        let l4 = self.l4_bytes();
+        let mut frame = Vec::with_capacity(64 + l4.len());
+        frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02]); // dst MAC
+        frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]); // src MAC
+        for &(tpid, vid) in &self.vlans {
+            frame.extend_from_slice(&tpid.to_be_bytes());
+            frame.extend_from_slice(&(vid & 0x0fff).to_be_bytes());
+        }
+        match (self.src, self.dst) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                frame.extend_from_slice(&ETH_P_IPV4.to_be_bytes());
+                let mut options = self.ipv4_options.clone();
+                while options.len() % 4 != 0 {
+                    options.push(0); // End of options list
+                }
+                let ihl = 5 + options.len() / 4;
+                let total = ihl * 4 + l4.len();
+                let mut ip = vec![0u8; 20];
+                ip[0] = 0x40 | ihl as u8;
+                ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+                let (more, offset, id) = self.ipv4_fragment.unwrap_or((false, 0, 0x1234));
+                ip[4..6].copy_from_slice(&id.to_be_bytes());
+                let frags = ((more as u16) << 13) | (offset & 0x1fff);
+                ip[6..8].copy_from_slice(&frags.to_be_bytes());
+                ip[8] = 64;
+                ip[9] = self.protocol;
+                ip[12..16].copy_from_slice(&src.octets());
+                ip[16..20].copy_from_slice(&dst.octets());
+                ip.extend_from_slice(&options);
+                let sum = checksum(&ip);
+                ip[10..12].copy_from_slice(&sum.to_be_bytes());
+                frame.extend_from_slice(&ip);
+            }
+            (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                frame.extend_from_slice(&ETH_P_IPV6.to_be_bytes());
+                let mut ext = Vec::new();
+                for (i, h) in self.ipv6_ext.iter().enumerate() {
+                    let next = self
+                        .ipv6_ext
+                        .get(i + 1)
+                        .map_or(self.protocol, Ipv6Ext::proto);
+                    ext.extend_from_slice(&h.bytes(next));
+                }
+                let first = self.ipv6_ext.first().map_or(self.protocol, Ipv6Ext::proto);
+                let mut ip = vec![0u8; 40];
+                ip[0] = 0x60;
+                ip[4..6].copy_from_slice(&((ext.len() + l4.len()) as u16).to_be_bytes());
+                ip[6] = first;
+                ip[7] = 64;
+                ip[8..24].copy_from_slice(&src.octets());
+                ip[24..40].copy_from_slice(&dst.octets());
+                frame.extend_from_slice(&ip);
+                frame.extend_from_slice(&ext);
+            }
+            _ => panic!("source and destination must be the same IP version"),
+        }
+        frame.extend_from_slice(&l4);
+        // Ethernet pads short frames to 60 bytes; the parser must use IP lengths, not the frame.
+        while frame.len() < 60 {
+            frame.push(0);
+        }
+        frame
+    }
+
+    fn l4_bytes(&self) -> Vec<u8> {
+        if self.omit_l4_header {
+            return self.payload.clone();
+        }
+        match self.protocol {
+            IPPROTO_UDP => {
+                let mut udp = Vec::with_capacity(8 + self.payload.len());
+                udp.extend_from_slice(&self.src_port.to_be_bytes());
+                udp.extend_from_slice(&self.dst_port.to_be_bytes());
+                let len = self
+                    .udp_len_override
+                    .unwrap_or((8 + self.payload.len()) as u16);
+                udp.extend_from_slice(&len.to_be_bytes());
+                udp.extend_from_slice(&[0, 0]); // checksum optional on IPv4; unchecked by XDP
+                udp.extend_from_slice(&self.payload);
+                udp
+            }
+            IPPROTO_TCP => {
+                let mut tcp = vec![0u8; 20];
+                tcp[0..2].copy_from_slice(&self.src_port.to_be_bytes());
+                tcp[2..4].copy_from_slice(&self.dst_port.to_be_bytes());
+                tcp[12] = 5 << 4;
+                tcp[13] = 0x02; // SYN
+                tcp.extend_from_slice(&self.payload);
+                tcp
+            }
+            _ => self.payload.clone(),
+        }
+    }
+}
+
+/// An ARP request frame: not IP at all.
+pub fn arp_frame() -> Vec<u8> {
+    let mut frame = vec![0xff; 6];
+    frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
+    frame.extend_from_slice(&ETH_P_ARP.to_be_bytes());
+    frame.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    frame.resize(60, 0);
+    frame
+}
+
+fn checksum(bytes: &[u8]) -> u16 {
+    let mut sum = 0u32;
+    for chunk in bytes.chunks(2) {
+        let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
+        sum += u32::from(word);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// A REGISTER as a phone sends it (first of the digest exchange).
+pub fn register(user: &str, seq: u32) -> Vec<u8> {
+    request("REGISTER", &format!("sip:{user}@example.com"), seq)
+}
+
+/// A minimal, well-formed SIP request.
+pub fn request(method: &str, uri: &str, seq: u32) -> Vec<u8> {
+    format!(
+        "{method} {uri} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 198.51.100.10:5062;branch=z9hG4bK{seq:08x}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:100@example.com>;tag={seq}\r\n\
+         To: <sip:100@example.com>\r\n\
+         Call-ID: {seq}@198.51.100.10\r\n\
+         CSeq: {seq} {method}\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// A SIP response.
+pub fn response(code: u16, reason: &str) -> Vec<u8> {
+    format!(
+        "SIP/2.0 {code} {reason}\r\n\
+         Via: SIP/2.0/UDP 203.0.113.1:5060;branch=z9hG4bK1\r\n\
+         CSeq: 1 INVITE\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
