@@ -77,3 +77,67 @@ pub fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, LoaderError> {
         .try_into()
         .map_err(|e: ProgramError| LoaderError::Program(e))
 }
+
+/// How to attach: native (driver) XDP, generic (skb) XDP, or native falling back to generic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AttachMode {
+    #[default]
+    Auto,
+    Native,
+    Skb,
+}
+
+#[derive(Debug, Error)]
+pub enum AttachError {
+    #[error("network interface {0} does not exist (see `ip link`)")]
+    NoSuchInterface(String),
+    #[error("cannot attach XDP to {iface} in {mode:?} mode: {source}")]
+    Attach {
+        iface: String,
+        mode: AttachMode,
+        #[source]
+        source: ProgramError,
+    },
+    #[error(transparent)]
+    Loader(#[from] LoaderError),
+}
+
+/// Attaches the loaded program to `iface`. Returns the mode that took effect.
+pub fn attach(
+    ebpf: &mut Ebpf,
+    iface: &str,
+    mode: AttachMode,
+) -> Result<(aya::programs::xdp::XdpLinkId, AttachMode), AttachError> {
+    use aya::programs::XdpMode;
+    if !std::path::Path::new("/sys/class/net").join(iface).exists() {
+        return Err(AttachError::NoSuchInterface(iface.to_owned()));
+    }
+    let program = xdp_program(ebpf)?;
+    let try_mode = |program: &mut Xdp, flags: XdpMode| program.attach(iface, flags);
+    match mode {
+        AttachMode::Native => try_mode(program, XdpMode::Driver)
+            .map(|id| (id, AttachMode::Native))
+            .map_err(|source| AttachError::Attach {
+                iface: iface.to_owned(),
+                mode,
+                source,
+            }),
+        AttachMode::Skb => try_mode(program, XdpMode::Skb)
+            .map(|id| (id, AttachMode::Skb))
+            .map_err(|source| AttachError::Attach {
+                iface: iface.to_owned(),
+                mode,
+                source,
+            }),
+        AttachMode::Auto => match try_mode(program, XdpMode::Driver) {
+            Ok(id) => Ok((id, AttachMode::Native)),
+            Err(_) => try_mode(program, XdpMode::Skb)
+                .map(|id| (id, AttachMode::Skb))
+                .map_err(|source| AttachError::Attach {
+                    iface: iface.to_owned(),
+                    mode,
+                    source,
+                }),
+        },
+    }
+}
