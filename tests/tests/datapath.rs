@@ -1,0 +1,1072 @@
+//! Packet-level tests of the real XDP program through BPF_PROG_TEST_RUN: each crafts a frame,
+//! runs it through the verified program, and checks the verdict, the counters and the map
+//! entries read back from the kernel.
+use std::{net::IpAddr, thread::sleep, time::Duration};
+
+use aya::maps::RingBuf;
+use ipnet::IpNet;
+use sip_xdp::maps::addr_key;
+use sip_xdp_common::{
+    BanEvent, Config, EventCounter, LimitClass, MethodClass, RateLimit, Verdict, ban_event_kind,
+    ban_flags, flags, map_names,
+};
+use sip_xdp_tests::{
+    harness::{Datapath, XDP_DROP, XDP_PASS},
+    packet::*,
+};
+
+const MS: u64 = 1_000_000;
+const HOUR_NS: u64 = 3600 * 1_000_000_000;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn net(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+
+const CLIENT: &str = "198.51.100.10";
+const CLIENT2: &str = "198.51.100.11";
+const SERVER: &str = "203.0.113.1";
+const CLIENT6: &str = "2001:db8:1::10";
+const SERVER6: &str = "2001:db8::1";
+
+fn sip_from(src: &str, payload: &[u8]) -> Vec<u8> {
+    let dst = if src.contains(':') { SERVER6 } else { SERVER };
+    Frame::sip(ip(src), ip(dst), payload).build()
+}
+
+fn reg(src: &str) -> Vec<u8> {
+    sip_from(src, &register("100", 1))
+}
+
+/// A config whose buckets never refill during a test (one token per hour), so verdicts do not
+/// depend on how fast the test runs.
+fn strict_config(register_burst: u64) -> Config {
+    let mut cfg = Config::DEFAULT;
+    let slow = |burst| RateLimit::per_interval(1, HOUR_NS, burst);
+    cfg.limits = [slow(register_burst), slow(3), slow(3), slow(3)];
+    cfg.ban_base_ns = HOUR_NS;
+    cfg.ban_max_ns = 8 * HOUR_NS;
+    cfg
+}
+
+fn load(cfg: &Config) -> Datapath {
+    Datapath::load(cfg).expect("load the XDP program")
+}
+
+#[track_caller]
+fn expect_verdict(
+    dp: &mut Datapath,
+    frame: &[u8],
+    action: u32,
+    verdict: Verdict,
+    class: MethodClass,
+) {
+    let before = dp.maps.counters().unwrap();
+    let got = dp.run(frame).unwrap();
+    let after = dp.maps.counters().unwrap();
+    assert_eq!(got, action, "XDP action for {verdict:?}/{class:?}");
+    assert_eq!(
+        after.packets(verdict, class) - before.packets(verdict, class),
+        1,
+        "counter ({verdict:?}, {class:?}) must grow by one"
+    );
+    assert_eq!(
+        after.total() - before.total(),
+        1,
+        "exactly one counter per packet"
+    );
+}
+
+#[test]
+fn ipv4_register_passes_and_creates_source_state() {
+    let mut dp = load(&strict_config(5));
+    expect_verdict(
+        &mut dp,
+        &reg(CLIENT),
+        XDP_PASS,
+        Verdict::Pass,
+        MethodClass::Register,
+    );
+    let state = dp
+        .maps
+        .source(addr_key(ip(CLIENT)))
+        .unwrap()
+        .expect("source tracked");
+    assert_eq!(state.packets, 1);
+    assert_eq!(state.dropped, 0);
+    assert_eq!(state.banned_until_ns, 0);
+    assert!(state.tat_ns[LimitClass::Register as usize] > 0);
+}
+
+#[test]
+fn every_request_method_is_classified() {
+    let mut dp = load(&strict_config(5));
+    let methods = [
+        ("REGISTER", MethodClass::Register),
+        ("INVITE", MethodClass::Invite),
+        ("OPTIONS", MethodClass::Options),
+        ("SUBSCRIBE", MethodClass::Subscribe),
+        ("NOTIFY", MethodClass::Notify),
+        ("MESSAGE", MethodClass::Message),
+        ("ACK", MethodClass::Ack),
+        ("BYE", MethodClass::Bye),
+        ("CANCEL", MethodClass::Cancel),
+        ("PRACK", MethodClass::Prack),
+        ("UPDATE", MethodClass::Update),
+        ("INFO", MethodClass::Info),
+        ("REFER", MethodClass::Refer),
+        ("PUBLISH", MethodClass::Publish),
+    ];
+    for (i, (method, class)) in methods.into_iter().enumerate() {
+        // One source per method so no bucket runs dry.
+        let src = format!("198.51.100.{}", 100 + i);
+        let frame = sip_from(&src, &request(method, "sip:200@example.com", 1));
+        expect_verdict(&mut dp, &frame, XDP_PASS, Verdict::Pass, class);
+    }
+    expect_verdict(
+        &mut dp,
+        &sip_from(CLIENT, &response(401, "Unauthorized")),
+        XDP_PASS,
+        Verdict::Pass,
+        MethodClass::Response,
+    );
+}
+
+#[test]
+fn ipv6_vlan_qinq_and_ipv4_options_reach_the_classifier() {
+    let mut dp = load(&strict_config(50));
+    expect_verdict(
+        &mut dp,
+        &reg(CLIENT6),
+        XDP_PASS,
+        Verdict::Pass,
+        MethodClass::Register,
+    );
+    let vlan = Frame::sip(ip(CLIENT), ip(SERVER), &register("1", 1))
+        .vlan(100)
+        .build();
+    expect_verdict(
+        &mut dp,
+        &vlan,
+        XDP_PASS,
+        Verdict::Pass,
+        MethodClass::Register,
+    );
+    let qinq = Frame::sip(ip(CLIENT6), ip(SERVER6), &register("1", 1))
+        .qinq(200, 100)
+        .build();
+    expect_verdict(
+        &mut dp,
+        &qinq,
+        XDP_PASS,
+        Verdict::Pass,
+        MethodClass::Register,
+    );
+    for option_len in [4usize, 8, 20, 40] {
+        let mut frame = Frame::sip(ip(CLIENT), ip(SERVER), &register("1", 1));
+        // NOP options: IHL from 6 up to 15.
+        frame.ipv4_options = vec![1; option_len];
+        expect_verdict(
+            &mut dp,
+            &frame.build(),
+            XDP_PASS,
+            Verdict::Pass,
+            MethodClass::Register,
+        );
+    }
+    let v6 = dp
+        .maps
+        .source(addr_key(ip(CLIENT6)))
+        .unwrap()
+        .expect("IPv6 source tracked");
+    assert_eq!(v6.packets, 2);
+    let v4 = dp
+        .maps
+        .source(addr_key(ip(CLIENT)))
+        .unwrap()
+        .expect("IPv4 source tracked");
+    assert_eq!(v4.packets, 5);
+}
+
+#[test]
+fn ipv6_extension_headers_are_walked() {
+    let mut dp = load(&strict_config(50));
+    let chains = [
+        vec![Ipv6Ext::HopByHop { len_units: 0 }],
+        vec![Ipv6Ext::Routing { len_units: 2 }],
+        vec![
+            Ipv6Ext::HopByHop { len_units: 1 },
+            Ipv6Ext::DestinationOptions { len_units: 0 },
+            Ipv6Ext::Routing { len_units: 0 },
+        ],
+        vec![
+            Ipv6Ext::DestinationOptions { len_units: 3 },
+            Ipv6Ext::Fragment {
+                offset_units: 0,
+                more: false,
+                id: 7,
+            },
+        ],
+    ];
+    for chain in chains {
+        let mut frame = Frame::sip(ip(CLIENT6), ip(SERVER6), &register("1", 1));
+        frame.ipv6_ext = chain.clone();
+        expect_verdict(
+            &mut dp,
+            &frame.build(),
+            XDP_PASS,
+            Verdict::Pass,
+            MethodClass::Register,
+        );
+        // The same chain to a non-SIP port is left alone.
+        frame.dst_port = 5353;
+        expect_verdict(
+            &mut dp,
+            &frame.build(),
+            XDP_PASS,
+            Verdict::PassNotSip,
+            MethodClass::NotSip,
+        );
+    }
+    // Garbage behind extension headers is still seen as what it is.
+    let mut frame = Frame::sip(
+        ip(CLIENT6),
+        ip(SERVER6),
+        b"\x16\x03\x01garbage-not-sip-at-all",
+    );
+    frame.ipv6_ext = vec![Ipv6Ext::HopByHop { len_units: 0 }];
+    expect_verdict(
+        &mut dp,
+        &frame.build(),
+        XDP_DROP,
+        Verdict::DropMalformed,
+        MethodClass::Malformed,
+    );
+}
+
+#[test]
+fn non_sip_traffic_is_never_touched() {
+    let mut dp = load(&strict_config(1));
+    // Even from a source that is banned for SIP.
+    dp.run(&reg(CLIENT)).unwrap();
+    assert_eq!(dp.run(&reg(CLIENT)).unwrap(), XDP_DROP);
+    let mut tcp = Frame::sip(ip(CLIENT), ip(SERVER), b"REGISTER sip:x SIP/2.0\r\n\r\n");
+    tcp.protocol = IPPROTO_TCP;
+    let mut icmp = Frame::sip(ip(CLIENT), ip(SERVER), &[8, 0, 0, 0, 0, 1, 0, 1]);
+    icmp.protocol = IPPROTO_ICMP;
+    let frames = [
+        Frame::udp(ip(CLIENT), ip(SERVER), 53, b"\x12\x34\x01\x00").build(), // DNS
+        Frame::udp(ip(CLIENT), ip(SERVER), 10000, &[0x80; 172]).build(),     // RTP
+        Frame::udp(ip(CLIENT), ip(SERVER), 5061, &register("1", 1)).build(), // not configured
+        tcp.build(),
+        icmp.build(),
+        arp_frame(),
+        Frame::udp(ip(CLIENT6), ip(SERVER6), 22, b"SSH-2.0-OpenSSH_9.2").build(),
+    ];
+    for frame in frames {
+        expect_verdict(
+            &mut dp,
+            &frame,
+            XDP_PASS,
+            Verdict::PassNotSip,
+            MethodClass::NotSip,
+        );
+    }
+}
+
+#[test]
+fn sip_ports_change_at_runtime() {
+    let mut cfg = strict_config(5);
+    let mut dp = load(&cfg);
+    let on_5080 = Frame::udp(ip(CLIENT), ip(SERVER), 5080, b"garbage garbage garbage").build();
+    expect_verdict(
+        &mut dp,
+        &on_5080,
+        XDP_PASS,
+        Verdict::PassNotSip,
+        MethodClass::NotSip,
+    );
+    cfg.sip_ports = [5060, 5080, 0, 0, 0, 0, 0, 0];
+    dp.maps.write_config(&cfg).unwrap();
+    expect_verdict(
+        &mut dp,
+        &on_5080,
+        XDP_DROP,
+        Verdict::DropMalformed,
+        MethodClass::Malformed,
+    );
+    cfg.sip_ports = [5070, 0, 0, 0, 0, 0, 0, 0];
+    dp.maps.write_config(&cfg).unwrap();
+    expect_verdict(
+        &mut dp,
+        &reg(CLIENT),
+        XDP_PASS,
+        Verdict::PassNotSip,
+        MethodClass::NotSip,
+    );
+}
+
+#[test]
+fn keepalives_pass_and_garbage_is_dropped() {
+    let mut dp = load(&strict_config(5));
+    let keepalives: [&[u8]; 5] = [b"", b"\r\n", b"\r\n\r\n", b"\0\0\0\0", b" \r\n"];
+    for payload in keepalives {
+        expect_verdict(
+            &mut dp,
+            &sip_from(CLIENT, payload),
+            XDP_PASS,
+            Verdict::Pass,
+            MethodClass::KeepAlive,
+        );
+    }
+    let mut stun = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+    stun.extend_from_slice(&[0xab; 12]);
+    expect_verdict(
+        &mut dp,
+        &sip_from(CLIENT, &stun),
+        XDP_PASS,
+        Verdict::Pass,
+        MethodClass::KeepAlive,
+    );
+
+    let malformed: [&[u8]; 9] = [
+        b"hello",                                       // short garbage
+        b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n", // another protocol
+        &[
+            0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,
+        ],
+        b"REGISTER sip:100@example.com",         // truncated, no CRLF
+        b"REGISTER sip:100@example.com SIP/2.0", // truncated before CRLF
+        b"REGISTER sip:100@example.com HTTP/1.1\r\n\r\n", // wrong version
+        b"REGISTER SIP/2.0\r\nVia: x\r\n\r\n",   // no Request-URI
+        b"register sip:100@example.com SIP/2.0\r\n\r\n", // methods are case-sensitive
+        b"SIP/2.0 9xx Nonsense\r\n\r\n",         // bad status code
+    ];
+    for payload in malformed {
+        expect_verdict(
+            &mut dp,
+            &sip_from(CLIENT2, payload),
+            XDP_DROP,
+            Verdict::DropMalformed,
+            MethodClass::Malformed,
+        );
+    }
+    // A request line longer than the scan cannot be proven truncated: classified by its method.
+    let long_uri = format!("sip:{}@example.com", "a".repeat(400));
+    let long = request("INVITE", &long_uri, 1);
+    expect_verdict(
+        &mut dp,
+        &sip_from(CLIENT, &long),
+        XDP_PASS,
+        Verdict::Pass,
+        MethodClass::Invite,
+    );
+}
+
+#[test]
+fn malformed_passes_when_configured() {
+    let mut cfg = strict_config(5);
+    cfg.flags &= !flags::DROP_MALFORMED;
+    let mut dp = load(&cfg);
+    expect_verdict(
+        &mut dp,
+        &sip_from(CLIENT, b"not a sip message at all"),
+        XDP_PASS,
+        Verdict::Pass,
+        MethodClass::Malformed,
+    );
+}
+
+#[test]
+fn truncation_at_every_layer_is_safe() {
+    let mut dp = load(&strict_config(5));
+    let full = reg(CLIENT);
+    // Cut right after Ethernet, inside IPv4 and UDP headers: nothing to read a port from, so
+    // untouched. (BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header, as no NIC
+    // delivers them.)
+    for len in [14usize, 20, 33, 34, 38, 41] {
+        expect_verdict(
+            &mut dp,
+            &full[..len],
+            XDP_PASS,
+            Verdict::PassNotSip,
+            MethodClass::NotSip,
+        );
+    }
+    // Cut inside the payload: the IP length now lies about the frame.
+    for len in [42usize, 50, 100] {
+        expect_verdict(
+            &mut dp,
+            &full[..len],
+            XDP_DROP,
+            Verdict::DropMalformed,
+            MethodClass::Malformed,
+        );
+    }
+    // UDP length field larger than the datagram, or smaller than its own header.
+    for udp_len in [8u16 + 2000, 4] {
+        let mut frame = Frame::sip(ip(CLIENT), ip(SERVER), &register("1", 1));
+        frame.udp_len_override = Some(udp_len);
+        expect_verdict(
+            &mut dp,
+            &frame.build(),
+            XDP_DROP,
+            Verdict::DropMalformed,
+            MethodClass::Malformed,
+        );
+    }
+    // IPv6 cut inside its extension header chain.
+    let mut frame = Frame::sip(ip(CLIENT6), ip(SERVER6), &register("1", 1));
+    frame.ipv6_ext = vec![Ipv6Ext::Routing { len_units: 4 }];
+    let bytes = frame.build();
+    expect_verdict(
+        &mut dp,
+        &bytes[..14 + 40 + 10],
+        XDP_PASS,
+        Verdict::PassNotSip,
+        MethodClass::NotSip,
+    );
+    // A VLAN tag with nothing behind it.
+    let vlan = Frame::sip(ip(CLIENT), ip(SERVER), b"").vlan(7).build();
+    expect_verdict(
+        &mut dp,
+        &vlan[..16],
+        XDP_PASS,
+        Verdict::PassNotSip,
+        MethodClass::NotSip,
+    );
+    assert!(
+        dp.maps.source(addr_key(ip(CLIENT))).unwrap().is_none(),
+        "no state for broken frames"
+    );
+}
+
+#[test]
+fn bucket_exhaustion_bans_and_reports() {
+    let burst = 5;
+    let mut dp = load(&strict_config(burst));
+    let mut events = RingBuf::try_from(dp.ebpf().take_map(map_names::BAN_EVENTS).unwrap()).unwrap();
+    for _ in 0..burst {
+        expect_verdict(
+            &mut dp,
+            &reg(CLIENT),
+            XDP_PASS,
+            Verdict::Pass,
+            MethodClass::Register,
+        );
+    }
+    expect_verdict(
+        &mut dp,
+        &reg(CLIENT),
+        XDP_DROP,
+        Verdict::DropRate,
+        MethodClass::Register,
+    );
+    for _ in 0..3 {
+        expect_verdict(
+            &mut dp,
+            &reg(CLIENT),
+            XDP_DROP,
+            Verdict::DropBanned,
+            MethodClass::Register,
+        );
+    }
+    // A banned source's other SIP traffic is dropped too, even what is never rate limited.
+    expect_verdict(
+        &mut dp,
+        &sip_from(CLIENT, b"\r\n\r\n"),
+        XDP_DROP,
+        Verdict::DropBanned,
+        MethodClass::KeepAlive,
+    );
+    // Another source is unaffected.
+    expect_verdict(
+        &mut dp,
+        &reg(CLIENT2),
+        XDP_PASS,
+        Verdict::Pass,
+        MethodClass::Register,
+    );
+
+    let state = dp.maps.source(addr_key(ip(CLIENT))).unwrap().unwrap();
+    assert_eq!(state.strikes, 1);
+    assert_eq!(state.ban_class, LimitClass::Register as u8);
+    assert_eq!(state.ban_duration_ns, HOUR_NS);
+    assert!(state.banned_until_ns > sip_xdp::time::monotonic_now_ns() + HOUR_NS / 2);
+    assert_eq!(state.packets, burst + 5);
+    assert_eq!(state.dropped, 5);
+    assert_eq!(
+        dp.maps.counters().unwrap().event(EventCounter::BansIssued),
+        1
+    );
+
+    let item = events.next().expect("a ban event in the ring buffer");
+    let event: BanEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+    assert_eq!(event.kind, ban_event_kind::BAN);
+    assert_eq!(event.addr, addr_key(ip(CLIENT)));
+    assert_eq!(event.limit_class, LimitClass::Register as u8);
+    assert_eq!(event.strikes, 1);
+    assert_eq!(event.duration_ns, HOUR_NS);
+    assert_eq!(event.window_packets as u64, burst + 1);
+}
+
+#[test]
+fn each_method_has_its_own_bucket() {
+    let mut dp = load(&strict_config(2));
+    // OPTIONS and INVITE buckets hold 3 each (strict_config), REGISTER 2.
+    let options = sip_from(CLIENT, &request("OPTIONS", "sip:100@example.com", 1));
+    for _ in 0..3 {
+        expect_verdict(
+            &mut dp,
+            &options,
+            XDP_PASS,
+            Verdict::Pass,
+            MethodClass::Options,
+        );
+    }
+    expect_verdict(
+        &mut dp,
+        &options,
+        XDP_DROP,
+        Verdict::DropRate,
+        MethodClass::Options,
+    );
+    let state = dp.maps.source(addr_key(ip(CLIENT))).unwrap().unwrap();
+    assert_eq!(state.ban_class, LimitClass::Options as u8);
+    // Responses and in-dialog requests are not limited by default...
+    let mut dp = load(&strict_config(2));
+    for _ in 0..10 {
+        expect_verdict(
+            &mut dp,
+            &sip_from(CLIENT, &response(200, "OK")),
+            XDP_PASS,
+            Verdict::Pass,
+            MethodClass::Response,
+        );
+        let bye = sip_from(CLIENT, &request("BYE", "sip:100@198.51.100.10:5062", 2));
+        expect_verdict(&mut dp, &bye, XDP_PASS, Verdict::Pass, MethodClass::Bye);
+    }
+    // ...unless configured.
+    let mut cfg = strict_config(2);
+    cfg.flags |= flags::LIMIT_IN_DIALOG | flags::LIMIT_RESPONSES;
+    let mut dp = load(&cfg);
+    let bye = sip_from(CLIENT, &request("BYE", "sip:100@198.51.100.10:5062", 2));
+    for _ in 0..3 {
+        expect_verdict(&mut dp, &bye, XDP_PASS, Verdict::Pass, MethodClass::Bye);
+    }
+    expect_verdict(
+        &mut dp,
+        &sip_from(CLIENT, &response(200, "OK")),
+        XDP_DROP,
+        Verdict::DropRate,
+        MethodClass::Response,
+    );
+}
+
+#[test]
+fn allowlist_bypasses_limits_and_wins_over_denylist() {
+    let mut dp = load(&strict_config(2));
+    dp.maps.allow(net("198.51.100.0/28")).unwrap();
+    dp.maps.deny(net("198.51.100.10/32"), 0).unwrap();
+    dp.maps.allow(net("2001:db8:1::/48")).unwrap();
+    // An office of 100 phones behind one address registering at once.
+    for seq in 0..100 {
+        let frame = sip_from(CLIENT, &register(&format!("{}", 200 + seq), seq));
+        expect_verdict(
+            &mut dp,
+            &frame,
+            XDP_PASS,
+            Verdict::PassAllowlisted,
+            MethodClass::Register,
+        );
+    }
+    expect_verdict(
+        &mut dp,
+        &reg(CLIENT6),
+        XDP_PASS,
+        Verdict::PassAllowlisted,
+        MethodClass::Register,
+    );
+    // Allowlisted sources keep no state: nothing to ban.
+    assert!(dp.maps.source(addr_key(ip(CLIENT))).unwrap().is_none());
+    assert_eq!(dp.maps.allowlist().unwrap().len(), 2);
+    // Outside the allowlisted /28, limits apply again.
+    let outside = "198.51.100.20";
+    for _ in 0..2 {
+        expect_verdict(
+            &mut dp,
+            &reg(outside),
+            XDP_PASS,
+            Verdict::Pass,
+            MethodClass::Register,
+        );
+    }
+    expect_verdict(
+        &mut dp,
+        &reg(outside),
+        XDP_DROP,
+        Verdict::DropRate,
+        MethodClass::Register,
+    );
+    assert!(dp.maps.unallow(net("198.51.100.0/28")).unwrap());
+    expect_verdict(
+        &mut dp,
+        &reg(CLIENT),
+        XDP_DROP,
+        Verdict::DropDenylisted,
+        MethodClass::Register,
+    );
+}
+
+#[test]
+fn denylist_drops_and_expires_in_the_kernel() {
+    let mut dp = load(&strict_config(5));
+    let now = sip_xdp::time::monotonic_now_ns();
+    dp.maps.deny(net("203.0.113.128/25"), 0).unwrap();
+    dp.maps
+        .deny(net("198.51.100.10/32"), now + 300 * MS)
+        .unwrap();
+    dp.maps.deny(net("2001:db8:bad::/48"), 0).unwrap();
+    expect_verdict(
+        &mut dp,
+        &reg("203.0.113.200"),
+        XDP_DROP,
+        Verdict::DropDenylisted,
+        MethodClass::Register,
+    );
+    expect_verdict(
+        &mut dp,
+        &reg("2001:db8:bad::5"),
+        XDP_DROP,
+        Verdict::DropDenylisted,
+        MethodClass::Register,
+    );
+    expect_verdict(
+        &mut dp,
+        &reg(CLIENT),
+        XDP_DROP,
+        Verdict::DropDenylisted,
+        MethodClass::Register,
+    );
+    expect_verdict(
+        &mut dp,
+        &reg("203.0.113.5"),
+        XDP_PASS,
+        Verdict::Pass,
+        MethodClass::Register,
+    );
+    sleep(Duration::from_millis(400));
+    // The timed entry lapsed with no user space involved.
+    expect_verdict(
+        &mut dp,
+        &reg(CLIENT),
+        XDP_PASS,
+        Verdict::Pass,
+        MethodClass::Register,
+    );
+    expect_verdict(
+        &mut dp,
+        &reg("203.0.113.200"),
+        XDP_DROP,
+        Verdict::DropDenylisted,
+        MethodClass::Register,
+    );
+    assert_eq!(
+        dp.maps.denylist().unwrap().len(),
+        3,
+        "expired entries stay until user space removes them"
+    );
+}
+
+fn short_ban_config() -> Config {
+    let mut cfg = strict_config(2);
+    cfg.ban_base_ns = 300 * MS;
+    cfg.ban_max_ns = 1_000 * MS;
+    cfg.ban_factor = 3;
+    cfg.flags &= !flags::EXTEND_WHILE_ACTIVE;
+    cfg
+}
+
+/// Sends REGISTERs until one is dropped for rate; returns how many passed first.
+fn exhaust(dp: &mut Datapath, src: &str) -> usize {
+    let mut passed = 0;
+    while dp.run(&reg(src)).unwrap() == XDP_PASS {
+        passed += 1;
+        assert!(passed < 1000, "the bucket never ran dry");
+    }
+    passed
+}
+
+#[test]
+fn bans_expire_escalate_and_cap() {
+    let mut dp = load(&short_ban_config());
+    assert_eq!(exhaust(&mut dp, CLIENT), 2);
+    let first = dp.maps.source(addr_key(ip(CLIENT))).unwrap().unwrap();
+    assert_eq!((first.strikes, first.ban_duration_ns), (1, 300 * MS));
+    assert_eq!(dp.run(&reg(CLIENT)).unwrap(), XDP_DROP);
+    sleep(Duration::from_millis(400));
+    // Expired in the kernel; the bucket (one token per hour) is still empty, so the next
+    // REGISTER is a repeat offence: strike two, three times as long.
+    expect_verdict(
+        &mut dp,
+        &reg(CLIENT),
+        XDP_DROP,
+        Verdict::DropRate,
+        MethodClass::Register,
+    );
+    let second = dp.maps.source(addr_key(ip(CLIENT))).unwrap().unwrap();
+    assert_eq!((second.strikes, second.ban_duration_ns), (2, 900 * MS));
+    sleep(Duration::from_millis(1_000));
+    dp.run(&reg(CLIENT)).unwrap();
+    let third = dp.maps.source(addr_key(ip(CLIENT))).unwrap().unwrap();
+    assert_eq!(
+        (third.strikes, third.ban_duration_ns),
+        (3, 1_000 * MS),
+        "capped at ban_max"
+    );
+}
+
+#[test]
+fn ban_expiry_lets_a_refilled_source_back_in() {
+    let mut cfg = short_ban_config();
+    // Fast refill: 20 tokens/s, burst 2.
+    cfg.limits[LimitClass::Register as usize] = RateLimit::per_second(20, 2);
+    let mut dp = load(&cfg);
+    assert_eq!(exhaust(&mut dp, CLIENT), 2);
+    expect_verdict(
+        &mut dp,
+        &reg(CLIENT),
+        XDP_DROP,
+        Verdict::DropBanned,
+        MethodClass::Register,
+    );
+    sleep(Duration::from_millis(400));
+    expect_verdict(
+        &mut dp,
+        &reg(CLIENT),
+        XDP_PASS,
+        Verdict::Pass,
+        MethodClass::Register,
+    );
+}
+
+#[test]
+fn strikes_decay_after_a_quiet_period() {
+    let mut cfg = short_ban_config();
+    cfg.limits[LimitClass::Register as usize] = RateLimit::per_second(20, 2);
+    cfg.strike_decay_ns = 200 * MS;
+    let mut dp = load(&cfg);
+    exhaust(&mut dp, CLIENT);
+    sleep(Duration::from_millis(300 + 250));
+    exhaust(&mut dp, CLIENT);
+    let state = dp.maps.source(addr_key(ip(CLIENT))).unwrap().unwrap();
+    assert_eq!(
+        (state.strikes, state.ban_duration_ns),
+        (1, 300 * MS),
+        "strikes reset after quiet"
+    );
+}
+
+#[test]
+fn ban_is_extended_while_the_source_keeps_sending() {
+    let mut cfg = short_ban_config();
+    cfg.flags |= flags::EXTEND_WHILE_ACTIVE;
+    cfg.ban_extend_ns = 2 * HOUR_NS;
+    let mut dp = load(&cfg);
+    exhaust(&mut dp, CLIENT);
+    let before = dp
+        .maps
+        .source(addr_key(ip(CLIENT)))
+        .unwrap()
+        .unwrap()
+        .banned_until_ns;
+    expect_verdict(
+        &mut dp,
+        &reg(CLIENT),
+        XDP_DROP,
+        Verdict::DropBanned,
+        MethodClass::Register,
+    );
+    let after = dp
+        .maps
+        .source(addr_key(ip(CLIENT)))
+        .unwrap()
+        .unwrap()
+        .banned_until_ns;
+    assert!(
+        after >= before + HOUR_NS,
+        "ban extended: {before} -> {after}"
+    );
+}
+
+#[test]
+fn monitor_mode_counts_but_never_drops() {
+    let mut cfg = strict_config(2);
+    cfg.flags |= flags::MONITOR;
+    let mut dp = load(&cfg);
+    dp.maps.deny(net("203.0.113.66/32"), 0).unwrap();
+    for _ in 0..2 {
+        expect_verdict(
+            &mut dp,
+            &reg(CLIENT),
+            XDP_PASS,
+            Verdict::Pass,
+            MethodClass::Register,
+        );
+    }
+    expect_verdict(
+        &mut dp,
+        &reg(CLIENT),
+        XDP_PASS,
+        Verdict::DropRate,
+        MethodClass::Register,
+    );
+    expect_verdict(
+        &mut dp,
+        &reg(CLIENT),
+        XDP_PASS,
+        Verdict::DropBanned,
+        MethodClass::Register,
+    );
+    expect_verdict(
+        &mut dp,
+        &reg("203.0.113.66"),
+        XDP_PASS,
+        Verdict::DropDenylisted,
+        MethodClass::Register,
+    );
+    expect_verdict(
+        &mut dp,
+        &sip_from(CLIENT2, b"garbage garbage garbage"),
+        XDP_PASS,
+        Verdict::DropMalformed,
+        MethodClass::Malformed,
+    );
+    let counters = dp.maps.counters().unwrap();
+    assert_eq!(counters.event(EventCounter::WouldBans), 1);
+    assert_eq!(counters.event(EventCounter::BansIssued), 0);
+    let state = dp.maps.source(addr_key(ip(CLIENT))).unwrap().unwrap();
+    assert_eq!(
+        state.ban_flags & ban_flags::MONITOR_ONLY,
+        ban_flags::MONITOR_ONLY
+    );
+
+    // Switching to enforcing does not turn recorded would-bans into real ones...
+    cfg.flags &= !flags::MONITOR;
+    dp.maps.write_config(&cfg).unwrap();
+    // ...but the source's bucket is still empty, so it is banned for real on its next REGISTER.
+    expect_verdict(
+        &mut dp,
+        &reg(CLIENT),
+        XDP_DROP,
+        Verdict::DropRate,
+        MethodClass::Register,
+    );
+    let state = dp.maps.source(addr_key(ip(CLIENT))).unwrap().unwrap();
+    assert_eq!(state.ban_flags & ban_flags::MONITOR_ONLY, 0);
+    assert_eq!(
+        dp.maps.counters().unwrap().event(EventCounter::BansIssued),
+        1
+    );
+}
+
+#[test]
+fn fragments_follow_their_first_fragment() {
+    let mut dp = load(&strict_config(5));
+    dp.maps.deny(net("198.51.100.66/32"), 0).unwrap();
+    let big_invite = request("INVITE", "sip:200@example.com", 1);
+    for (src, id, first_action, first_verdict, rest_action, rest_verdict) in [
+        (
+            CLIENT,
+            0x4242u16,
+            XDP_PASS,
+            Verdict::Pass,
+            XDP_PASS,
+            Verdict::Pass,
+        ),
+        (
+            "198.51.100.66",
+            0x4343,
+            XDP_DROP,
+            Verdict::DropDenylisted,
+            XDP_DROP,
+            Verdict::DropFragment,
+        ),
+    ] {
+        let mut first = Frame::sip(ip(src), ip(SERVER), &big_invite);
+        first.ipv4_fragment = Some((true, 0, id));
+        expect_verdict(
+            &mut dp,
+            &first.build(),
+            first_action,
+            first_verdict,
+            MethodClass::Invite,
+        );
+        let mut rest = Frame::sip(
+            ip(src),
+            ip(SERVER),
+            b"v=0\r\no=- 1 1 IN IP4 198.51.100.10\r\n",
+        );
+        rest.ipv4_fragment = Some((false, 100, id));
+        rest.omit_l4_header = true;
+        expect_verdict(
+            &mut dp,
+            &rest.build(),
+            rest_action,
+            rest_verdict,
+            MethodClass::Fragment,
+        );
+    }
+    // IPv6 fragments, matched by the 32-bit identification.
+    let mut first = Frame::sip(ip(CLIENT6), ip(SERVER6), &big_invite);
+    first.ipv6_ext = vec![Ipv6Ext::Fragment {
+        offset_units: 0,
+        more: true,
+        id: 0xfeed,
+    }];
+    expect_verdict(
+        &mut dp,
+        &first.build(),
+        XDP_PASS,
+        Verdict::Pass,
+        MethodClass::Invite,
+    );
+    let mut rest = Frame::sip(ip(CLIENT6), ip(SERVER6), b"a=rtpmap:0 PCMU/8000\r\n");
+    rest.ipv6_ext = vec![Ipv6Ext::Fragment {
+        offset_units: 150,
+        more: false,
+        id: 0xfeed,
+    }];
+    rest.omit_l4_header = true;
+    expect_verdict(
+        &mut dp,
+        &rest.build(),
+        XDP_PASS,
+        Verdict::Pass,
+        MethodClass::Fragment,
+    );
+
+    // A fragment whose head was never seen may be anyone's (DNS, VPN): passed by default...
+    let mut orphan = Frame::sip(ip(CLIENT2), ip(SERVER), b"tail of something");
+    orphan.ipv4_fragment = Some((false, 185, 0x9999));
+    orphan.omit_l4_header = true;
+    expect_verdict(
+        &mut dp,
+        &orphan.build(),
+        XDP_PASS,
+        Verdict::PassNotSip,
+        MethodClass::Fragment,
+    );
+    // ...dropped when the operator asks for it.
+    let mut cfg = strict_config(5);
+    cfg.flags |= flags::DROP_UNKNOWN_FRAGMENTS;
+    dp.maps.write_config(&cfg).unwrap();
+    expect_verdict(
+        &mut dp,
+        &orphan.build(),
+        XDP_DROP,
+        Verdict::DropFragment,
+        MethodClass::Fragment,
+    );
+}
+
+#[test]
+fn ipv6_sources_can_be_grouped_by_prefix() {
+    let mut cfg = strict_config(2);
+    let mut mask = [0u8; 16];
+    mask[..8].fill(0xff);
+    cfg.ipv6_source_mask = mask;
+    let mut dp = load(&cfg);
+    // Two addresses of one /64 share one bucket.
+    expect_verdict(
+        &mut dp,
+        &reg("2001:db8:1::1"),
+        XDP_PASS,
+        Verdict::Pass,
+        MethodClass::Register,
+    );
+    expect_verdict(
+        &mut dp,
+        &reg("2001:db8:1::2"),
+        XDP_PASS,
+        Verdict::Pass,
+        MethodClass::Register,
+    );
+    expect_verdict(
+        &mut dp,
+        &reg("2001:db8:1::3"),
+        XDP_DROP,
+        Verdict::DropRate,
+        MethodClass::Register,
+    );
+    expect_verdict(
+        &mut dp,
+        &reg("2001:db8:2::1"),
+        XDP_PASS,
+        Verdict::Pass,
+        MethodClass::Register,
+    );
+    let key = addr_key(ip("2001:db8:1::"));
+    assert_eq!(dp.maps.source(key).unwrap().unwrap().strikes, 1);
+    // IPv4 sources are never grouped.
+    expect_verdict(
+        &mut dp,
+        &reg(CLIENT),
+        XDP_PASS,
+        Verdict::Pass,
+        MethodClass::Register,
+    );
+    expect_verdict(
+        &mut dp,
+        &reg(CLIENT2),
+        XDP_PASS,
+        Verdict::Pass,
+        MethodClass::Register,
+    );
+}
+
+#[test]
+fn unconfigured_program_uses_safe_defaults() {
+    let mut cfg = Config::DEFAULT;
+    cfg.version = 0; // as if user space never wrote the map
+    let mut dp = load(&cfg);
+    let burst = Config::DEFAULT.limits[LimitClass::Register as usize].burst() as usize;
+    for _ in 0..burst {
+        assert_eq!(dp.run(&reg(CLIENT)).unwrap(), XDP_PASS);
+    }
+    expect_verdict(
+        &mut dp,
+        &reg(CLIENT),
+        XDP_DROP,
+        Verdict::DropRate,
+        MethodClass::Register,
+    );
+    expect_verdict(
+        &mut dp,
+        &Frame::udp(ip(CLIENT), ip(SERVER), 53, b"dns").build(),
+        XDP_PASS,
+        Verdict::PassNotSip,
+        MethodClass::NotSip,
+    );
+}
+
+#[test]
+fn lru_keeps_memory_bounded_under_spoofed_sources() {
+    let options = sip_xdp::loader::LoadOptions { max_sources: 256 };
+    let mut dp = Datapath::load_with(&strict_config(5), &options).unwrap();
+    for i in 0..2_000u32 {
+        let src = format!("203.0.113.{}", i % 250);
+        let src6 = format!("2001:db8:ffff::{:x}", i);
+        dp.run(&reg(&src)).unwrap();
+        dp.run(&reg(&src6)).unwrap();
+    }
+    let tracked = dp.maps.sources().unwrap().len();
+    assert!(
+        tracked <= 256,
+        "LRU holds at most its capacity, got {tracked}"
+    );
+    assert!(tracked > 0);
+}
