@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): installs what is missing, then checks formatting and lints
+# and runs every test, including those that load and attach the real XDP program (root only).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./scripts/setup-toolchain.sh
+
+echo "== cargo fmt --check" >&2
+cargo fmt --all -- --check
+echo "== cargo clippy" >&2
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo test" >&2
+cargo test --workspace "$@"
