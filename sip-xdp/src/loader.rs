@@ -109,7 +109,12 @@ pub fn attach(
     mode: AttachMode,
 ) -> Result<(aya::programs::xdp::XdpLinkId, AttachMode), AttachError> {
     use aya::programs::XdpMode;
-    if !std::path::Path::new("/sys/class/net").join(iface).exists() {
+    // Resolved in the caller's network namespace (unlike /sys/class/net, which shows the
+    // namespace sysfs was mounted in).
+    let name = std::ffi::CString::new(iface)
+        .map_err(|_| AttachError::NoSuchInterface(iface.to_owned()))?;
+    // SAFETY: valid NUL-terminated string.
+    if unsafe { libc::if_nametoindex(name.as_ptr()) } == 0 {
         return Err(AttachError::NoSuchInterface(iface.to_owned()));
     }
     let program = xdp_program(ebpf)?;
