@@ -1,0 +1,705 @@
+//! A host-side reference model of the XDP program: classification and policy in plain Rust.
+//!
+//! Written from the specification of the datapath, not from the kernel code: it reads a whole
+//! frame as a `&[u8]`, keeps its own copy of every map the program consults (sources, fragments,
+//! allowlist, denylist, counters) and decides each packet the way the program is specified to.
+//! The differential test runs both on the same packets and compares them.
+//!
+//! Time is an input: [`Model::process`] takes `now_ns` (CLOCK_MONOTONIC_COARSE nanoseconds, the
+//! program's clock). Nothing here reads a clock.
+use std::{collections::HashMap, net::IpAddr};
+
+use ipnet::IpNet;
+use sip_xdp_common::{
+    BAN_DURATION_CEILING_NS, BAN_EXTEND_GRANULARITY_NS, CONFIG_VERSION, Config, EventCounter,
+    LimitClass, MAX_IPV6_EXT_HEADERS, MAX_KEEPALIVE_LEN, MAX_REQUEST_LINE_SCAN, MethodClass,
+    RATE_WINDOW_NS, SourceState, Verdict, ban_flags, flags, ipv4_mapped,
+};
+
+/// XDP actions, as `BPF_PROG_TEST_RUN` reports them.
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+
+/// Deepest UDP header offset (from the start of the frame) the parser accepts.
+pub const MAX_L4_OFFSET: usize = 512;
+/// Escalation factors are clamped to this.
+pub const MAX_BAN_FACTOR: u64 = 16;
+/// Payloads shorter than this (that are not keep-alives) cannot hold a request line.
+pub const MIN_CLASSIFIABLE: usize = 16;
+
+const ETH_HLEN: usize = 14;
+const VLAN_HLEN: usize = 4;
+const IPV4_HLEN: usize = 20;
+const IPV6_HLEN: usize = 40;
+const UDP_HLEN: usize = 8;
+const PROTO_UDP: u8 = 17;
+
+/// Request methods with the class each one is, as they must start a request line.
+pub const METHODS: [(&[u8], MethodClass); 14] = [
+    (b"REGISTER", MethodClass::Register),
+    (b"INVITE", MethodClass::Invite),
+    (b"OPTIONS", MethodClass::Options),
+    (b"ACK", MethodClass::Ack),
+    (b"BYE", MethodClass::Bye),
+    (b"CANCEL", MethodClass::Cancel),
+    (b"SUBSCRIBE", MethodClass::Subscribe),
+    (b"NOTIFY", MethodClass::Notify),
+    (b"MESSAGE", MethodClass::Message),
+    (b"PRACK", MethodClass::Prack),
+    (b"UPDATE", MethodClass::Update),
+    (b"INFO", MethodClass::Info),
+    (b"REFER", MethodClass::Refer),
+    (b"PUBLISH", MethodClass::Publish),
+];
+
+/// What the parser makes of a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parsed {
+    NotSip,
+    /// A non-first fragment: `src` in 16-byte form, `id` the IP identification.
+    Fragment {
+        src: [u8; 16],
+        id: u32,
+    },
+    Sip(Datagram),
+}
+
+/// A UDP datagram to a SIP port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Datagram {
+    /// Source address, IPv4 mapped into IPv6.
+    pub src: [u8; 16],
+    pub is_ipv4: bool,
+    pub class: MethodClass,
+    /// The IP identification when this is the first fragment of a fragmented datagram.
+    pub first_fragment_id: Option<u32>,
+}
+
+/// What the model decided for one packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub verdict: Verdict,
+    pub class: MethodClass,
+    /// [`XDP_DROP`] or [`XDP_PASS`].
+    pub action: u32,
+}
+
+fn byte(frame: &[u8], at: usize) -> Option<u8> {
+    frame.get(at).copied()
+}
+
+fn u16_at(frame: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([byte(frame, at)?, byte(frame, at + 1)?]))
+}
+
+fn u32_at(frame: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(frame.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// Whether `len` bytes starting at `at` are inside the frame.
+fn present(frame: &[u8], at: usize, len: usize) -> bool {
+    at.checked_add(len).is_some_and(|end| end <= frame.len())
+}
+
+/// Network-layer result: either nothing to inspect, a non-first fragment, or where UDP starts.
+enum Network {
+    NotSip,
+    Fragment { src: [u8; 16], id: u32 },
+    Udp(Transport),
+}
+
+struct Transport {
+    src: [u8; 16],
+    is_ipv4: bool,
+    /// Offset of the UDP header in the frame.
+    l4: usize,
+    /// One past the end of the IP datagram, from its length field.
+    ip_end: usize,
+    first_fragment_id: Option<u32>,
+}
+
+/// Parses a frame the way the program is specified to, up to the class of its SIP payload.
+pub fn parse(frame: &[u8], cfg: &Config) -> Parsed {
+    parse_inner(frame, cfg).unwrap_or(Parsed::NotSip)
+}
+
+/// `None` anywhere means a header was cut short, i.e. [`Parsed::NotSip`].
+fn parse_inner(frame: &[u8], cfg: &Config) -> Option<Parsed> {
+    if !present(frame, 0, ETH_HLEN) {
+        return None;
+    }
+    let mut ethertype = u16_at(frame, 12)?;
+    let mut l3 = ETH_HLEN;
+    let mut tags = 0;
+    while tags < 2 && (ethertype == 0x8100 || ethertype == 0x88a8) {
+        if !present(frame, l3, VLAN_HLEN) {
+            return None;
+        }
+        ethertype = u16_at(frame, l3 + 2)?;
+        l3 += VLAN_HLEN;
+        tags += 1;
+    }
+    let network = match ethertype {
+        0x0800 => ipv4(frame, l3)?,
+        0x86dd => ipv6(frame, l3)?,
+        _ => Network::NotSip,
+    };
+    let t = match network {
+        Network::NotSip => return Some(Parsed::NotSip),
+        Network::Fragment { src, id } => return Some(Parsed::Fragment { src, id }),
+        Network::Udp(t) => t,
+    };
+    if !present(frame, t.l4, UDP_HLEN) {
+        return None;
+    }
+    let dst_port = u16_at(frame, t.l4 + 2)?;
+    if dst_port == 0 || !cfg.sip_ports.contains(&dst_port) {
+        return Some(Parsed::NotSip);
+    }
+    let udp_len = u16_at(frame, t.l4 + 4)? as usize;
+    let class = datagram_class(frame, &t, udp_len);
+    Some(Parsed::Sip(Datagram {
+        src: t.src,
+        is_ipv4: t.is_ipv4,
+        class,
+        first_fragment_id: t.first_fragment_id,
+    }))
+}
+
+fn ipv4(frame: &[u8], l3: usize) -> Option<Network> {
+    if !present(frame, l3, IPV4_HLEN) {
+        return None;
+    }
+    let version_ihl = frame[l3];
+    let header_len = usize::from(version_ihl & 0x0f) * 4;
+    let protocol = frame[l3 + 9];
+    let total_len = usize::from(u16_at(frame, l3 + 2)?);
+    if version_ihl >> 4 != 4 || header_len < IPV4_HLEN || protocol != PROTO_UDP {
+        return Some(Network::NotSip);
+    }
+    if total_len < header_len {
+        return Some(Network::NotSip);
+    }
+    let mut src4 = [0u8; 4];
+    src4.copy_from_slice(&frame[l3 + 12..l3 + 16]);
+    let src = ipv4_mapped(src4);
+    let id = u32::from(u16_at(frame, l3 + 4)?);
+    let fragment_field = u16_at(frame, l3 + 6)?;
+    let fragment_offset = fragment_field & 0x1fff;
+    let more_fragments = fragment_field & 0x2000 != 0;
+    if fragment_offset != 0 {
+        return Some(Network::Fragment { src, id });
+    }
+    Some(Network::Udp(Transport {
+        src,
+        is_ipv4: true,
+        l4: l3 + header_len,
+        ip_end: l3 + total_len,
+        first_fragment_id: more_fragments.then_some(id),
+    }))
+}
+
+fn ipv6(frame: &[u8], l3: usize) -> Option<Network> {
+    if !present(frame, l3, IPV6_HLEN) {
+        return None;
+    }
+    if frame[l3] >> 4 != 6 {
+        return Some(Network::NotSip);
+    }
+    let payload_len = usize::from(u16_at(frame, l3 + 4)?);
+    let mut src = [0u8; 16];
+    src.copy_from_slice(&frame[l3 + 8..l3 + 24]);
+    let mut next = frame[l3 + 6];
+    let mut offset = l3 + IPV6_HLEN;
+    let mut first_fragment_id = None;
+    let mut walked = 0;
+    while next != PROTO_UDP {
+        if walked == MAX_IPV6_EXT_HEADERS {
+            return Some(Network::NotSip);
+        }
+        match next {
+            // Hop-by-hop, routing, destination options: length in 8-byte units, first 8 excluded.
+            0 | 43 | 60 => {
+                if !present(frame, offset, 2) {
+                    return None;
+                }
+                let len = (usize::from(frame[offset + 1]) + 1) * 8;
+                next = frame[offset];
+                offset += len;
+            }
+            // Fragment header: fixed 8 bytes.
+            44 => {
+                if !present(frame, offset, 8) {
+                    return None;
+                }
+                next = frame[offset];
+                let offset_flags = u16_at(frame, offset + 2)?;
+                let id = u32_at(frame, offset + 4)?;
+                if offset_flags & 0xfff8 != 0 {
+                    return Some(if next == PROTO_UDP {
+                        Network::Fragment { src, id }
+                    } else {
+                        Network::NotSip
+                    });
+                }
+                if offset_flags & 1 != 0 {
+                    first_fragment_id = Some(id);
+                }
+                offset += 8;
+            }
+            _ => return Some(Network::NotSip),
+        }
+        walked += 1;
+        if offset > MAX_L4_OFFSET {
+            return Some(Network::NotSip);
+        }
+    }
+    Some(Network::Udp(Transport {
+        src,
+        is_ipv4: false,
+        l4: offset,
+        ip_end: l3 + IPV6_HLEN + payload_len,
+        first_fragment_id,
+    }))
+}
+
+/// Bounds the UDP payload with the IP and UDP lengths, then classifies it.
+fn datagram_class(frame: &[u8], t: &Transport, udp_len: usize) -> MethodClass {
+    if udp_len < UDP_HLEN || t.ip_end > frame.len() {
+        return MethodClass::Malformed;
+    }
+    let start = t.l4 + UDP_HLEN;
+    let end = if t.first_fragment_id.is_some() {
+        // Only the head of the datagram is here; the UDP length speaks for all of it.
+        t.ip_end
+    } else {
+        if t.l4 + udp_len > t.ip_end {
+            return MethodClass::Malformed;
+        }
+        t.l4 + udp_len
+    };
+    if end < start {
+        return MethodClass::Malformed;
+    }
+    classify_payload(&frame[start..end])
+}
+
+fn is_keepalive_byte(b: u8) -> bool {
+    matches!(b, b'\r' | b'\n' | b' ' | b'\t' | 0)
+}
+
+/// Classifies a UDP payload sent to a SIP port by its first line.
+pub fn classify_payload(payload: &[u8]) -> MethodClass {
+    let len = payload.len();
+    if len <= MAX_KEEPALIVE_LEN && payload.iter().all(|&b| is_keepalive_byte(b)) {
+        return MethodClass::KeepAlive;
+    }
+    if len < MIN_CLASSIFIABLE {
+        return MethodClass::Malformed;
+    }
+    // STUN binding keep-alive (RFC 5626 section 4.4.1): top two bits clear, magic cookie.
+    if len >= 20 && payload[0] & 0xc0 == 0 && payload[4..8] == [0x21, 0x12, 0xa4, 0x42] {
+        return MethodClass::KeepAlive;
+    }
+    if payload.starts_with(b"SIP/2.0 ") {
+        let code_ok = (b'1'..=b'6').contains(&payload[8])
+            && payload[9].is_ascii_digit()
+            && payload[10].is_ascii_digit()
+            && payload[11] == b' ';
+        return if code_ok {
+            MethodClass::Response
+        } else {
+            MethodClass::Malformed
+        };
+    }
+    // Where the first line ends: Some(i) at a CR/LF, None when longer than the scan.
+    let scan_end = MAX_REQUEST_LINE_SCAN.min(len);
+    let line_end = payload[4..scan_end]
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .map(|i| i + 4);
+    if line_end.is_none() && len < MAX_REQUEST_LINE_SCAN {
+        // The payload ends inside the first line.
+        return MethodClass::Malformed;
+    }
+    let Some((method_len, class)) = METHODS.iter().find_map(|&(name, class)| {
+        (payload.len() > name.len() && payload.starts_with(name) && payload[name.len()] == b' ')
+            .then_some((name.len() + 1, class))
+    }) else {
+        return MethodClass::Malformed;
+    };
+    let Some(line_end) = line_end else {
+        // Too long to check its end: the method decides.
+        return class;
+    };
+    // Method, space, at least one URI byte, then " SIP/2.0".
+    if line_end < method_len + 1 + 8 {
+        return MethodClass::Malformed;
+    }
+    if &payload[line_end - 8..line_end] == b" SIP/2.0" {
+        class
+    } else {
+        MethodClass::Malformed
+    }
+}
+
+/// The 16-byte key form of an address (IPv4 mapped into IPv6).
+pub fn key_of(addr: IpAddr) -> [u8; 16] {
+    match addr {
+        IpAddr::V4(v4) => ipv4_mapped(v4.octets()),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// A longest-prefix-match table over 16-byte keys, as the kernel's LPM trie behaves.
+#[derive(Clone, Debug, Default)]
+pub struct Lpm<V> {
+    entries: Vec<([u8; 16], u32, V)>,
+}
+
+fn prefix_matches(addr: &[u8; 16], net: &[u8; 16], prefix_len: u32) -> bool {
+    let prefix_len = prefix_len.min(128) as usize;
+    let full = prefix_len / 8;
+    if addr[..full] != net[..full] {
+        return false;
+    }
+    let rest = prefix_len % 8;
+    if rest == 0 {
+        return true;
+    }
+    let mask = 0xffu8 << (8 - rest);
+    addr[full] & mask == net[full] & mask
+}
+
+fn truncate(addr: [u8; 16], prefix_len: u32) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        let bits = prefix_len.saturating_sub(8 * i as u32).min(8);
+        let mask = if bits == 0 { 0 } else { 0xffu8 << (8 - bits) };
+        *b = addr[i] & mask;
+    }
+    out
+}
+
+impl<V: Clone> Lpm<V> {
+    /// Adds or replaces the entry for `net`.
+    pub fn insert(&mut self, net: IpNet, value: V) {
+        let (addr, prefix_len) = match net.trunc() {
+            IpNet::V4(v4) => (
+                ipv4_mapped(v4.addr().octets()),
+                96 + u32::from(v4.prefix_len()),
+            ),
+            IpNet::V6(v6) => (v6.addr().octets(), u32::from(v6.prefix_len())),
+        };
+        let addr = truncate(addr, prefix_len);
+        self.entries
+            .retain(|(a, p, _)| !(*a == addr && *p == prefix_len));
+        self.entries.push((addr, prefix_len, value));
+    }
+
+    /// The value of the longest prefix containing `addr`.
+    pub fn lookup(&self, addr: &[u8; 16]) -> Option<&V> {
+        self.entries
+            .iter()
+            .filter(|(net, prefix_len, _)| prefix_matches(addr, net, *prefix_len))
+            .max_by_key(|(_, prefix_len, _)| *prefix_len)
+            .map(|(_, _, v)| v)
+    }
+}
+
+/// The model: configuration, lists, per-source and per-fragment state, counters.
+#[derive(Clone, Debug)]
+pub struct Model {
+    /// The configuration as written to the `CONFIG` map (a wrong version means defaults).
+    pub config: Config,
+    pub allowlist: Lpm<()>,
+    /// Value: expiry (monotonic ns), 0 = never.
+    pub denylist: Lpm<u64>,
+    /// Keyed like `SOURCES`: IPv4 mapped, IPv6 masked.
+    pub sources: HashMap<[u8; 16], SourceState>,
+    /// (unmasked source, IP id) → whether the first fragment was dropped.
+    pub fragments: HashMap<([u8; 16], u32), bool>,
+    packets: [[u64; MethodClass::COUNT]; Verdict::COUNT],
+    events: [u64; EventCounter::COUNT],
+}
+
+impl Model {
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            allowlist: Lpm::default(),
+            denylist: Lpm::default(),
+            sources: HashMap::new(),
+            fragments: HashMap::new(),
+            packets: [[0; MethodClass::COUNT]; Verdict::COUNT],
+            events: [0; EventCounter::COUNT],
+        }
+    }
+
+    pub fn allow(&mut self, net: IpNet) {
+        self.allowlist.insert(net, ());
+    }
+
+    pub fn deny(&mut self, net: IpNet, expires_at_ns: u64) {
+        self.denylist.insert(net, expires_at_ns);
+    }
+
+    /// The configuration the program acts on: the written one, or the defaults when its
+    /// version is not the one the program knows.
+    pub fn effective_config(&self) -> Config {
+        if self.config.version == CONFIG_VERSION {
+            self.config
+        } else {
+            Config::DEFAULT
+        }
+    }
+
+    /// Packets counted under (verdict, class).
+    pub fn packets(&self, verdict: Verdict, class: MethodClass) -> u64 {
+        self.packets[verdict as usize][class as usize]
+    }
+
+    pub fn total_packets(&self) -> u64 {
+        self.packets.iter().flatten().sum()
+    }
+
+    /// Bans issued (enforcing) or would-be bans (monitor) so far; the model never loses events
+    /// nor fails to track a source.
+    pub fn event(&self, counter: EventCounter) -> u64 {
+        self.events[counter as usize]
+    }
+
+    /// The per-source key of `src` (16-byte form) under the current configuration.
+    pub fn source_key(&self, src: &[u8; 16], is_ipv4: bool) -> [u8; 16] {
+        let cfg = self.effective_config();
+        if is_ipv4 {
+            return *src;
+        }
+        let mut key = *src;
+        for (b, m) in key.iter_mut().zip(cfg.ipv6_source_mask) {
+            *b &= m;
+        }
+        key
+    }
+
+    /// One packet through the model at `now_ns`.
+    pub fn process(&mut self, frame: &[u8], now_ns: u64) -> Outcome {
+        let cfg = self.effective_config();
+        let (verdict, class) = match parse(frame, &cfg) {
+            Parsed::NotSip => (Verdict::PassNotSip, MethodClass::NotSip),
+            Parsed::Fragment { src, id } => {
+                (self.fragment_verdict(&cfg, &src, id), MethodClass::Fragment)
+            }
+            Parsed::Sip(d) => {
+                let verdict = self.sip_verdict(&cfg, &d.src, d.is_ipv4, d.class, now_ns);
+                if let Some(id) = d.first_fragment_id {
+                    self.fragments.insert((d.src, id), verdict.is_drop());
+                }
+                (verdict, d.class)
+            }
+        };
+        self.packets[verdict as usize][class as usize] += 1;
+        let action = if verdict.is_drop() && !cfg.has_flag(flags::MONITOR) {
+            XDP_DROP
+        } else {
+            XDP_PASS
+        };
+        Outcome {
+            verdict,
+            class,
+            action,
+        }
+    }
+
+    fn is_allowlisted(&self, src: &[u8; 16]) -> bool {
+        self.allowlist.lookup(src).is_some()
+    }
+
+    fn fragment_verdict(&self, cfg: &Config, src: &[u8; 16], id: u32) -> Verdict {
+        match self.fragments.get(&(*src, id)) {
+            Some(false) => Verdict::Pass,
+            Some(true) => Verdict::DropFragment,
+            None if !cfg.has_flag(flags::DROP_UNKNOWN_FRAGMENTS) => Verdict::PassNotSip,
+            None if self.is_allowlisted(src) => Verdict::PassAllowlisted,
+            None => Verdict::DropFragment,
+        }
+    }
+
+    /// The bucket a class draws from, if any.
+    pub fn limit_class(cfg: &Config, class: MethodClass) -> Option<LimitClass> {
+        use MethodClass as M;
+        match class {
+            M::Register => Some(LimitClass::Register),
+            M::Invite => Some(LimitClass::Invite),
+            M::Options => Some(LimitClass::Options),
+            M::Subscribe
+            | M::Notify
+            | M::Message
+            | M::Prack
+            | M::Update
+            | M::Info
+            | M::Refer
+            | M::Publish => Some(LimitClass::Other),
+            M::Ack | M::Bye | M::Cancel => cfg
+                .has_flag(flags::LIMIT_IN_DIALOG)
+                .then_some(LimitClass::Other),
+            M::Response => cfg
+                .has_flag(flags::LIMIT_RESPONSES)
+                .then_some(LimitClass::Other),
+            M::KeepAlive | M::Malformed | M::Fragment | M::NotSip => None,
+        }
+    }
+
+    fn sip_verdict(
+        &mut self,
+        cfg: &Config,
+        src: &[u8; 16],
+        is_ipv4: bool,
+        class: MethodClass,
+        now: u64,
+    ) -> Verdict {
+        if self.is_allowlisted(src) {
+            return Verdict::PassAllowlisted;
+        }
+        if let Some(&expires) = self.denylist.lookup(src)
+            && (expires == 0 || now < expires)
+        {
+            return Verdict::DropDenylisted;
+        }
+        let drop_malformed = cfg.has_flag(flags::DROP_MALFORMED);
+        let malformed = if drop_malformed {
+            Verdict::DropMalformed
+        } else {
+            Verdict::Pass
+        };
+        let limit = Self::limit_class(cfg, class)
+            .map(|l| (l, cfg.limits[l as usize]))
+            .filter(|(_, rate)| rate.interval_ns != 0);
+        let key = self.source_key(src, is_ipv4);
+        let monitor = cfg.has_flag(flags::MONITOR);
+
+        let Some(state) = self.sources.get_mut(&key) else {
+            if class == MethodClass::Malformed {
+                return malformed;
+            }
+            let Some((limit, rate)) = limit else {
+                return Verdict::Pass;
+            };
+            let mut state = SourceState {
+                window_start_ns: now,
+                packets: 1,
+                window_packets: 1,
+                ..SourceState::default()
+            };
+            state.tat_ns[limit as usize] = now + rate.interval_ns;
+            self.sources.insert(key, state);
+            return Verdict::Pass;
+        };
+
+        state.packets += 1;
+        if now.wrapping_sub(state.window_start_ns) >= RATE_WINDOW_NS {
+            state.window_start_ns = now;
+            state.window_packets = 0;
+        }
+        state.window_packets += 1;
+
+        let ban_applies = state.ban_flags & ban_flags::MONITOR_ONLY == 0 || monitor;
+        if now < state.banned_until_ns && ban_applies {
+            if cfg.has_flag(flags::EXTEND_WHILE_ACTIVE) {
+                let extended = now + cfg.ban_extend_ns;
+                if extended > state.banned_until_ns + BAN_EXTEND_GRANULARITY_NS {
+                    state.banned_until_ns = extended;
+                }
+            }
+            state.dropped += 1;
+            return Verdict::DropBanned;
+        }
+        if class == MethodClass::Malformed {
+            if drop_malformed {
+                state.dropped += 1;
+            }
+            return malformed;
+        }
+        let Some((limit, rate)) = limit else {
+            return Verdict::Pass;
+        };
+        let tat = state.tat_ns[limit as usize].max(now);
+        if tat - now <= rate.burst_tolerance_ns {
+            state.tat_ns[limit as usize] = tat + rate.interval_ns;
+            return Verdict::Pass;
+        }
+
+        // The bucket ran dry: ban, escalating for a repeat offender.
+        if state.banned_until_ns == 0
+            || now.saturating_sub(state.banned_until_ns) > cfg.strike_decay_ns
+        {
+            state.strikes = 0;
+        }
+        let duration = if state.strikes == 0 {
+            cfg.ban_base_ns
+        } else {
+            state
+                .ban_duration_ns
+                .saturating_mul(u64::from(cfg.ban_factor).min(MAX_BAN_FACTOR))
+        }
+        .min(cfg.ban_max_ns)
+        .min(BAN_DURATION_CEILING_NS);
+        state.strikes += 1;
+        state.ban_duration_ns = duration;
+        state.banned_until_ns = now + duration;
+        state.ban_class = limit as u8;
+        state.ban_flags = if monitor { ban_flags::MONITOR_ONLY } else { 0 };
+        state.dropped += 1;
+        let event = if monitor {
+            EventCounter::WouldBans
+        } else {
+            EventCounter::BansIssued
+        };
+        self.events[event as usize] += 1;
+        Verdict::DropRate
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_first_lines() {
+        let c = classify_payload;
+        assert_eq!(c(b""), MethodClass::KeepAlive);
+        assert_eq!(c(b"\r\n\r\n"), MethodClass::KeepAlive);
+        assert_eq!(c(&[0u8; 16]), MethodClass::KeepAlive);
+        assert_eq!(c(&[0u8; 17]), MethodClass::Malformed);
+        assert_eq!(c(b"hello"), MethodClass::Malformed);
+        assert_eq!(c(b"ACK s SIP/2.0\r\n\r\n"), MethodClass::Ack);
+        assert_eq!(c(b"ACK  SIP/2.0\r\n\r\n\r\n"), MethodClass::Malformed);
+        assert_eq!(c(b"REGISTER sip:a SIP/2.0\r\n"), MethodClass::Register);
+        assert_eq!(c(b"REGISTER sip:a SIP/2.1\r\n"), MethodClass::Malformed);
+        assert_eq!(c(b"REGISTERX sip:a SIP/2.0\r\n"), MethodClass::Malformed);
+        assert_eq!(c(b"REGISTER sip:a SIP/2.0"), MethodClass::Malformed);
+        assert_eq!(c(b"SIP/2.0 200 OK\r\n\r\n"), MethodClass::Response);
+        assert_eq!(c(b"SIP/2.0 700 OK\r\n\r\n"), MethodClass::Malformed);
+        let mut long = b"INVITE sip:".to_vec();
+        long.resize(300, b'a');
+        assert_eq!(c(&long), MethodClass::Invite);
+        long.truncate(191);
+        assert_eq!(c(&long), MethodClass::Malformed);
+        let mut stun = vec![0u8; 20];
+        stun[1] = 1;
+        stun[4..8].copy_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+        assert_eq!(c(&stun), MethodClass::KeepAlive);
+    }
+
+    #[test]
+    fn lpm_prefers_longest_prefix() {
+        let mut lpm = Lpm::default();
+        lpm.insert("203.0.113.0/24".parse().unwrap(), 1u64);
+        lpm.insert("203.0.113.0/30".parse().unwrap(), 2u64);
+        let key = |s: &str| key_of(s.parse().unwrap());
+        assert_eq!(lpm.lookup(&key("203.0.113.2")), Some(&2));
+        assert_eq!(lpm.lookup(&key("203.0.113.9")), Some(&1));
+        assert_eq!(lpm.lookup(&key("198.51.100.1")), None);
+        assert_eq!(lpm.lookup(&key("2001:db8::1")), None);
+    }
+}

@@ -1,0 +1,1399 @@
+//! Differential test: the real XDP program (through BPF_PROG_TEST_RUN) against the host-side
+//! reference model (`sip_xdp_tests::model`) on generated and mutated packets.
+//!
+//! Every packet's XDP action and the (verdict, class) counter it bumps must match the model;
+//! every few thousand packets (and at the end) the whole counter matrix, the ban counters, every
+//! per-source state and the first-fragment table are compared too.
+//!
+//! Time: the buckets refill one token per hour and bans last hours, so nothing the program
+//! decides during a run (well under an hour) depends on how fast the packets go through. The
+//! model runs on one `now` read before the first packet; timestamps the kernel stores (bucket
+//! arrival times, ban ends) may only be later than the model's by at most the run's length.
+//!
+//! Knobs (environment):
+//! - `SIP_XDP_DIFF_PACKETS`: packets per scenario (default 200000, three scenarios);
+//! - `SIP_XDP_DIFF_SEED`: generator seed, decimal or 0x-hex (default below);
+//! - `SIP_XDP_DIFF_MAX_MISMATCHES`: report up to this many mismatches before failing (default
+//!   1; after the first, the model is resynchronised to the kernel for the packet's source, but
+//!   later reports may still be consequences of the first).
+use std::{
+    collections::{BTreeSet, HashSet},
+    fmt::Write as _,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::Instant,
+};
+
+use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray};
+use ipnet::IpNet;
+use sip_xdp::{loader, maps::Counters, time::monotonic_now_ns};
+use sip_xdp_common::{
+    Config, EventCounter, FragmentFate, FragmentKey, LimitClass, MethodClass, RateLimit,
+    SourceState, Verdict, flags, map_names, packet_counter_index,
+};
+use sip_xdp_tests::{
+    harness::Datapath,
+    model::{self, Model, Outcome, Parsed, XDP_DROP, key_of},
+    packet::{
+        ETH_P_8021AD, ETH_P_8021Q, Frame, IPPROTO_ICMP, IPPROTO_TCP, Ipv6Ext, register, request,
+        response,
+    },
+};
+
+const SECOND_NS: u64 = 1_000_000_000;
+const HOUR_NS: u64 = 3600 * SECOND_NS;
+const DEFAULT_PACKETS: u64 = 200_000;
+const DEFAULT_SEED: u64 = 0x5119_d1ff_2026_0001;
+/// Full comparison (counters, sources, fragments) every this many packets.
+const CHECK_EVERY: u64 = 5_000;
+/// A random source's state is compared and then forgotten (on both sides) this often, so
+/// banned sources come back and go through the whole bucket/ban cycle again.
+const FORGET_EVERY: u64 = 97;
+/// Above this many tracked entries, extra sources or fragments are flushed on both sides (after
+/// a comparison), far below the LRU capacities so the kernel never evicts on its own.
+const MAX_MODEL_SOURCES: usize = 20_000;
+const MAX_MODEL_FRAGMENTS: usize = 2_000;
+/// Slack for clock reads around the coarse clock's tick.
+const CLOCK_SLACK_NS: u64 = 50_000_000;
+
+// ---------------------------------------------------------------------------------------------
+// Deterministic randomness (SplitMix64: no dependency, same stream on every platform).
+
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// Uniform in `lo..=hi`.
+    fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + self.below(hi - lo + 1)
+    }
+
+    /// True with probability `percent`/100.
+    fn percent(&mut self, percent: usize) -> bool {
+        self.below(100) < percent
+    }
+
+    fn byte(&mut self) -> u8 {
+        self.next_u64() as u8
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.byte()).collect()
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Addresses and lists.
+
+const V4_SOURCES: [&str; 8] = [
+    "198.51.100.1",
+    "198.51.100.2",
+    "198.51.100.3",
+    "198.51.100.4", // allowlisted
+    "203.0.113.1",  // under an expired /30 deny that shadows a live /24 deny
+    "203.0.113.2",
+    "203.0.113.3",
+    "203.0.113.4", // denylisted for good
+];
+const V6_SOURCES: [&str; 5] = [
+    "2001:db8::1",
+    "2001:db8::2", // same /64 as ::1 (one source under a /64 mask)
+    "2001:db8:0:1::1",
+    "2001:db8:0:2::1",  // denylisted /64, expiring in hours
+    "2001:db8:ffff::5", // allowlisted /48
+];
+const V4_DST: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const V6_DST: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xaaaa, 0, 0, 0, 0, 0x10);
+
+fn net(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+
+/// (network, expiry) for the denylist; `None` expiry is filled in relative to `now`.
+fn list_setup(now: u64) -> (Vec<IpNet>, Vec<(IpNet, u64)>) {
+    let allow = vec![net("198.51.100.4/32"), net("2001:db8:ffff::/48")];
+    let deny = vec![
+        (net("203.0.113.4/32"), 0),
+        (net("203.0.113.0/24"), now + 10 * HOUR_NS),
+        // Longest match for .0-.3, and expired: those are not denied.
+        (net("203.0.113.0/30"), now - 1),
+        (net("2001:db8:0:2::/64"), now + 10 * HOUR_NS),
+    ];
+    (allow, deny)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Packet generation.
+
+const METHOD_NAMES: [&str; 14] = [
+    "REGISTER",
+    "INVITE",
+    "OPTIONS",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "SUBSCRIBE",
+    "NOTIFY",
+    "MESSAGE",
+    "PRACK",
+    "UPDATE",
+    "INFO",
+    "REFER",
+    "PUBLISH",
+];
+const BAD_METHODS: [&str; 10] = [
+    "FOO",
+    "register",
+    "REGISTE",
+    "REGISTERX",
+    "INVITEX",
+    "OPTION",
+    "AC",
+    "",
+    "SIP/2.0",
+    "Invite",
+];
+
+struct Gen {
+    rng: Rng,
+    v4: Vec<IpAddr>,
+    v6: Vec<IpAddr>,
+    seq: u32,
+    /// Packets generated so far.
+    count: u64,
+}
+
+/// One generated packet: the frame and how it was made.
+struct Packet {
+    bytes: Vec<u8>,
+    tags: Vec<&'static str>,
+}
+
+impl Gen {
+    fn new(seed: u64) -> Self {
+        Self {
+            rng: Rng::new(seed),
+            v4: V4_SOURCES.iter().map(|s| s.parse().unwrap()).collect(),
+            v6: V6_SOURCES.iter().map(|s| s.parse().unwrap()).collect(),
+            seq: 0,
+            count: 0,
+        }
+    }
+
+    /// A source, with its index among the core sources when it is one.
+    fn source(&mut self) -> (IpAddr, Option<usize>) {
+        let v4 = self.v4.len();
+        let addr = match self.rng.below(100) {
+            0..60 => {
+                let i = self.rng.below(v4);
+                return (self.v4[i], Some(i));
+            }
+            60..95 => {
+                let i = self.rng.below(self.v6.len());
+                return (self.v6[i], Some(v4 + i));
+            }
+            95..98 => IpAddr::V4(Ipv4Addr::new(
+                *self.rng.pick(&[198, 203]),
+                *self.rng.pick(&[51, 0]),
+                *self.rng.pick(&[100, 113]),
+                self.rng.byte(),
+            )),
+            98 => {
+                // IPv4-mapped source in an IPv6 header: keyed (and listed) like the IPv4
+                // address it embeds.
+                let v4 = match self.rng.below(3) {
+                    0 => Ipv4Addr::new(198, 51, 100, 4),
+                    1 => Ipv4Addr::new(203, 0, 113, 4),
+                    _ => Ipv4Addr::new(198, 51, 100, 1),
+                };
+                IpAddr::V6(v4.to_ipv6_mapped())
+            }
+            _ => {
+                let mut o = [0u8; 16];
+                o[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+                o[5] = self.rng.below(3) as u8;
+                o[7] = self.rng.below(3) as u8;
+                o[15] = self.rng.byte();
+                IpAddr::V6(Ipv6Addr::from(o))
+            }
+        };
+        (addr, None)
+    }
+
+    /// What a core source mostly floods with for a while (it changes every few thousand
+    /// packets), so every bucket, not only REGISTER's, runs dry first now and then.
+    fn favorite(&mut self, source: usize) -> Vec<u8> {
+        let pick = (source * 5 + (self.count / 3_000) as usize) % (METHOD_NAMES.len() + 1);
+        match METHOD_NAMES.get(pick) {
+            Some(method) => request(method, "sip:200@example.com", self.seq),
+            None => response(200, "OK"),
+        }
+    }
+
+    fn method(&mut self) -> &'static str {
+        if self.rng.percent(85) {
+            METHOD_NAMES[self.rng.below(METHOD_NAMES.len())]
+        } else {
+            BAD_METHODS[self.rng.below(BAD_METHODS.len())]
+        }
+    }
+
+    fn filler(&mut self, len: usize) -> Vec<u8> {
+        let odd = self.rng.percent(10);
+        (0..len)
+            .map(|_| {
+                if odd && self.rng.percent(5) {
+                    *self.rng.pick(b" \r\n\t\0")
+                } else {
+                    b'a' + self.rng.below(26) as u8
+                }
+            })
+            .collect()
+    }
+
+    /// A request line built to end at a chosen offset: around the minimum, in the middle, and
+    /// around the 192-byte scan limit.
+    fn request_line(&mut self) -> Vec<u8> {
+        let method = self.method();
+        let m = method.len() + 1;
+        let line_end = match self.rng.below(6) {
+            0 => m + 8 + self.rng.below(3), // URI of 0..2 bytes
+            1 => self.rng.range(m + 9, 80),
+            2 => self.rng.range(186, 198),
+            3 => self.rng.range(189, 194),
+            4 => self.rng.range(198, 400),
+            _ => self.rng.range(4, 40),
+        };
+        let version: &[u8] = match self.rng.below(20) {
+            0 => b" SIP/2.1",
+            1 => b" sip/2.0",
+            2 => b"SIP/2.0",
+            3 => b" SIP/2.",
+            _ => b" SIP/2.0",
+        };
+        let mut p = method.as_bytes().to_vec();
+        p.push(b' ');
+        let uri_len = line_end.saturating_sub(m + version.len());
+        let uri = self.filler(uri_len);
+        p.extend_from_slice(&uri);
+        p.extend_from_slice(version);
+        match self.rng.below(10) {
+            0 => {}
+            1 => p.push(b'\n'),
+            2 => p.push(b'\r'),
+            _ => p.extend_from_slice(b"\r\n"),
+        }
+        if self.rng.percent(50) {
+            p.extend_from_slice(b"Via: SIP/2.0/UDP 198.51.100.1;branch=z9hG4bK1\r\n\r\n");
+        }
+        p
+    }
+
+    fn keepalive(&mut self) -> Vec<u8> {
+        let len = self.rng.range(0, 20);
+        let mut p: Vec<u8> = (0..len).map(|_| *self.rng.pick(b"\r\n \t\0")).collect();
+        if len > 0 && self.rng.percent(10) {
+            let i = self.rng.below(len);
+            p[i] = self.rng.byte();
+        }
+        p
+    }
+
+    fn stun(&mut self) -> Vec<u8> {
+        let len = self.rng.range(16, 48);
+        let mut p = self.rng.bytes(len);
+        p[0] = if self.rng.percent(80) {
+            self.rng.below(2) as u8
+        } else {
+            self.rng.byte()
+        };
+        if self.rng.percent(85) {
+            p[4..8].copy_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+        }
+        p
+    }
+
+    fn response(&mut self) -> Vec<u8> {
+        if self.rng.percent(70) {
+            let code = self.rng.range(100, 699) as u16;
+            return response(code, "Whatever");
+        }
+        let mut p = b"SIP/2.0 ".to_vec();
+        for _ in 0..4 {
+            p.push(*self.rng.pick(b"0123456789 x7\r"));
+        }
+        let tail = self.rng.range(0, 30);
+        p.extend_from_slice(&self.filler(tail));
+        p
+    }
+
+    fn garbage(&mut self) -> Vec<u8> {
+        let len = if self.rng.percent(50) {
+            self.rng.range(0, 40)
+        } else {
+            self.rng.range(0, 400)
+        };
+        let mut p = Vec::new();
+        match self.rng.below(4) {
+            0 => p.extend_from_slice(b"SIP/2.0 "),
+            1 => {
+                p.extend_from_slice(self.method().as_bytes());
+                p.push(b' ');
+            }
+            _ => {}
+        }
+        p.extend_from_slice(&self.rng.bytes(len));
+        p
+    }
+
+    /// Short payloads around the 16-byte minimum.
+    fn short(&mut self) -> Vec<u8> {
+        let method = *self.rng.pick(&["ACK", "BYE", "INFO", "FOO"]);
+        let uri = self.rng.range(0, 4);
+        let mut p = format!("{method} {} SIP/2.0", "x".repeat(uri)).into_bytes();
+        match self.rng.below(3) {
+            0 => p.extend_from_slice(b"\r\n"),
+            1 => p.push(b'\n'),
+            _ => {}
+        }
+        if self.rng.percent(30) {
+            let n = self.rng.range(0, 4);
+            p.extend_from_slice(&b"\r\n\r\n"[..n]);
+        }
+        p
+    }
+
+    fn payload(&mut self, source: Option<usize>, tags: &mut Vec<&'static str>) -> Vec<u8> {
+        self.seq += 1;
+        let seq = self.seq;
+        match self.rng.below(100) {
+            0..25 if source.is_some() => {
+                tags.push("favorite");
+                self.favorite(source.unwrap_or(0))
+            }
+            0..30 => {
+                tags.push("register");
+                register("100", seq)
+            }
+            30..45 => {
+                tags.push("request");
+                let method = self.method();
+                request(method, "sip:100@example.com", seq)
+            }
+            45..57 => {
+                tags.push("request-line");
+                self.request_line()
+            }
+            57..64 => {
+                tags.push("response");
+                self.response()
+            }
+            64..72 => {
+                tags.push("keepalive");
+                self.keepalive()
+            }
+            72..76 => {
+                tags.push("stun");
+                self.stun()
+            }
+            76..86 => {
+                tags.push("garbage");
+                self.garbage()
+            }
+            86..93 => {
+                tags.push("short");
+                self.short()
+            }
+            _ => {
+                tags.push("mutated-request");
+                let mut p = request(self.method(), "sip:1@h", seq);
+                for _ in 0..self.rng.range(1, 3) {
+                    let i = self.rng.below(p.len().min(40));
+                    p[i] = *self.rng.pick(b" \r\nSIP/2.0\0x");
+                }
+                let keep = self.rng.range(0, p.len());
+                if self.rng.percent(40) {
+                    p.truncate(keep);
+                }
+                p
+            }
+        }
+    }
+
+    fn port(&mut self, tags: &mut Vec<&'static str>) -> u16 {
+        match self.rng.below(100) {
+            0..82 => 5060,
+            82..88 => {
+                tags.push("port-5080");
+                5080
+            }
+            88..92 => {
+                tags.push("port-5061");
+                5061
+            }
+            92..94 => {
+                tags.push("port-0");
+                0
+            }
+            _ => {
+                tags.push("port-other");
+                let random = self.rng.byte() as u16 * 257;
+                *self.rng.pick(&[53, 80, 443, 5062, 65535, random])
+            }
+        }
+    }
+
+    fn ext_header(&mut self) -> Ipv6Ext {
+        let len_units = if self.rng.percent(5) {
+            self.rng.range(10, 70) as u8
+        } else {
+            self.rng.range(0, 3) as u8
+        };
+        match self.rng.below(3) {
+            0 => Ipv6Ext::HopByHop { len_units },
+            1 => Ipv6Ext::Routing { len_units },
+            _ => Ipv6Ext::DestinationOptions { len_units },
+        }
+    }
+
+    fn frag_id(&mut self) -> u32 {
+        if self.rng.percent(10) {
+            self.rng.next_u64() as u32
+        } else {
+            self.rng.below(8) as u32
+        }
+    }
+
+    fn next_packet(&mut self) -> Packet {
+        let mut tags = Vec::new();
+        self.count += 1;
+        let (src, source_index) = self.source();
+        let is_v4 = src.is_ipv4();
+        let dst = if is_v4 {
+            IpAddr::V4(V4_DST)
+        } else {
+            IpAddr::V6(V6_DST)
+        };
+        let payload = self.payload(source_index, &mut tags);
+        let port = self.port(&mut tags);
+        let mut f = Frame::udp(src, dst, port, &payload);
+        if self.rng.percent(10) {
+            f.src_port = *self.rng.pick(&[5060, 0, 5080, 40000]);
+        }
+
+        // Layer 2.
+        match self.rng.below(100) {
+            0..8 => {
+                tags.push("vlan");
+                f = f.vlan(self.rng.below(4096) as u16);
+            }
+            8..13 => {
+                tags.push("qinq");
+                f = f.qinq(100, 200);
+            }
+            13..15 => {
+                tags.push("three-tags");
+                f.vlans = vec![(ETH_P_8021AD, 1), (ETH_P_8021Q, 2), (ETH_P_8021Q, 3)];
+            }
+            15..17 => {
+                tags.push("odd-tags");
+                f.vlans = vec![(ETH_P_8021Q, 1), (ETH_P_8021AD, 2)];
+            }
+            _ => {}
+        }
+
+        // Layer 3 extras.
+        if is_v4 && self.rng.percent(8) {
+            tags.push("ipv4-options");
+            let n = self.rng.range(1, 40);
+            f.ipv4_options = self.rng.bytes(n);
+        }
+        if !is_v4 && self.rng.percent(15) {
+            tags.push("ipv6-ext");
+            let n = if self.rng.percent(85) {
+                self.rng.range(1, 3)
+            } else {
+                self.rng.range(4, 8)
+            };
+            f.ipv6_ext = (0..n).map(|_| self.ext_header()).collect();
+        }
+
+        // Fragments.
+        if self.rng.percent(12) {
+            let id = self.frag_id();
+            let first = self.rng.percent(50);
+            if first {
+                tags.push("first-fragment");
+                if self.rng.percent(60) {
+                    let extra = self.rng.range(0, 1200);
+                    f.udp_len_override = Some((payload.len() + 8 + extra).min(65535) as u16);
+                }
+            } else {
+                tags.push("later-fragment");
+                f.omit_l4_header = self.rng.percent(80);
+            }
+            let offset_units = if first {
+                0
+            } else {
+                self.rng.range(1, 400) as u16
+            };
+            let more = if first {
+                self.rng.percent(90) // else an atomic fragment (RFC 6946)
+            } else {
+                self.rng.percent(50)
+            };
+            if is_v4 {
+                f.ipv4_fragment = Some((more, offset_units, id as u16));
+            } else {
+                let at = self.rng.range(0, f.ipv6_ext.len());
+                f.ipv6_ext.insert(
+                    at,
+                    Ipv6Ext::Fragment {
+                        offset_units,
+                        more,
+                        id,
+                    },
+                );
+            }
+        } else if is_v4 && self.rng.percent(3) {
+            tags.push("ipv4-fragment-id");
+            f.ipv4_fragment = Some((false, 0, self.frag_id() as u16));
+        }
+
+        // Layer 4.
+        match self.rng.below(100) {
+            0..3 => {
+                tags.push("tcp");
+                f.protocol = IPPROTO_TCP;
+            }
+            3..5 => {
+                tags.push("icmp");
+                f.protocol = IPPROTO_ICMP;
+            }
+            5..6 => {
+                tags.push("proto-random");
+                f.protocol = self.rng.byte();
+            }
+            _ => {}
+        }
+        if self.rng.percent(5) {
+            tags.push("udp-len");
+            let real = payload.len() + 8;
+            f.udp_len_override = Some(match self.rng.below(4) {
+                0 => self.rng.range(0, 8) as u16,
+                1 => real.saturating_sub(self.rng.range(1, 20)) as u16,
+                2 => (real + self.rng.range(1, 20)) as u16,
+                _ => self.rng.next_u64() as u16,
+            });
+        }
+
+        let mut bytes = f.build();
+        let l3 = 14 + 4 * f.vlans.len();
+
+        // The reserved bits of an IPv6 fragment header (between the offset and the M flag).
+        if let Some(at) = f
+            .ipv6_ext
+            .iter()
+            .position(|h| matches!(h, Ipv6Ext::Fragment { .. }))
+            && !f.src.is_ipv4()
+            && self.rng.percent(20)
+        {
+            tags.push("frag-reserved-bits");
+            let before: usize = f.ipv6_ext[..at]
+                .iter()
+                .map(|h| match h {
+                    Ipv6Ext::HopByHop { len_units }
+                    | Ipv6Ext::Routing { len_units }
+                    | Ipv6Ext::DestinationOptions { len_units } => (*len_units as usize + 1) * 8,
+                    Ipv6Ext::Fragment { .. } => 8,
+                })
+                .sum();
+            let flags_at = l3 + 40 + before + 3;
+            bytes[flags_at] |= (1 + self.rng.below(3) as u8) << 1;
+        }
+
+        // Byte-level mutations.
+        if self.rng.percent(4) && bytes.len() >= l3 + 6 {
+            tags.push("ip-length");
+            let at = if is_v4 { l3 + 2 } else { l3 + 4 };
+            let old = u16::from_be_bytes([bytes[at], bytes[at + 1]]) as i64;
+            let new = match self.rng.below(3) {
+                0 => old + self.rng.range(1, 16) as i64,
+                1 => old - self.rng.range(1, 16) as i64,
+                _ => self.rng.next_u64() as u16 as i64,
+            };
+            bytes[at..at + 2].copy_from_slice(&(new.clamp(0, 65535) as u16).to_be_bytes());
+        }
+        if self.rng.percent(12) {
+            tags.push("flip");
+            for _ in 0..self.rng.range(1, 4) {
+                let span = if self.rng.percent(60) {
+                    bytes.len().min(l3 + 80)
+                } else {
+                    bytes.len()
+                };
+                let i = self.rng.below(span);
+                if self.rng.percent(50) {
+                    bytes[i] ^= 1 << self.rng.below(8);
+                } else {
+                    bytes[i] = self.rng.byte();
+                }
+            }
+        }
+        if self.rng.percent(6) {
+            tags.push("truncate");
+            let len = self.rng.range(14, bytes.len());
+            bytes.truncate(len);
+        }
+        if self.rng.percent(3) {
+            tags.push("trailer");
+            let n = self.rng.range(1, 64);
+            bytes.extend_from_slice(&self.rng.bytes(n));
+        }
+        if self.rng.percent(1) && bytes.len() >= l3 {
+            tags.push("ethertype");
+            let at = l3 - 2;
+            bytes[at] = self.rng.byte();
+            bytes[at + 1] = self.rng.byte();
+        }
+        Packet { bytes, tags }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios.
+
+fn slow(burst: u64) -> RateLimit {
+    RateLimit::per_interval(1, HOUR_NS, burst)
+}
+
+fn base_config() -> Config {
+    let mut cfg = Config::DEFAULT;
+    cfg.flags = flags::DROP_MALFORMED | flags::EXTEND_WHILE_ACTIVE;
+    cfg.sip_ports = [5060, 5080, 0, 0, 0, 0, 0, 0];
+    cfg.limits = [slow(5), slow(3), slow(10), slow(8)];
+    cfg.ban_factor = 2;
+    cfg.ban_base_ns = 2 * HOUR_NS;
+    cfg.ban_max_ns = 24 * HOUR_NS;
+    cfg.strike_decay_ns = HOUR_NS;
+    cfg.ban_extend_ns = 10 * HOUR_NS;
+    cfg
+}
+
+fn mask(prefix: u32) -> [u8; 16] {
+    (u128::MAX.checked_shl(128 - prefix).unwrap_or(0)).to_be_bytes()
+}
+
+/// Configurations applied in turn: (fraction of the run after which it takes over, config).
+type Phases = Vec<(f64, Config)>;
+
+fn phases_enforcing() -> Phases {
+    vec![(0.0, base_config())]
+}
+
+fn phases_permissive() -> Phases {
+    let mut cfg = base_config();
+    cfg.flags = flags::LIMIT_IN_DIALOG | flags::LIMIT_RESPONSES | flags::DROP_UNKNOWN_FRAGMENTS;
+    cfg.sip_ports = [5060, 0, 0, 5061, 0, 0, 0, 5080];
+    cfg.ipv6_source_mask = mask(64);
+    cfg.limits = [slow(5), slow(4), RateLimit::UNLIMITED, slow(20)];
+    cfg.ban_factor = 3;
+    vec![(0.0, cfg)]
+}
+
+fn phases_monitor_flips() -> Phases {
+    let mut monitor = base_config();
+    monitor.flags = flags::MONITOR
+        | flags::DROP_MALFORMED
+        | flags::LIMIT_RESPONSES
+        | flags::EXTEND_WHILE_ACTIVE;
+    monitor.sip_ports = [5060, 0, 0, 0, 0, 0, 0, 0];
+    let mut enforce = base_config();
+    enforce.flags = flags::DROP_MALFORMED | flags::LIMIT_IN_DIALOG | flags::DROP_UNKNOWN_FRAGMENTS;
+    enforce.ban_factor = 40; // clamped to 16
+    enforce.ban_max_ns = 40 * HOUR_NS;
+    let mut monitor2 = base_config();
+    monitor2.flags = flags::MONITOR | flags::DROP_UNKNOWN_FRAGMENTS;
+    monitor2.ipv6_source_mask = mask(48);
+    let mut capped = enforce;
+    capped.ban_max_ns = 3 * HOUR_NS;
+    // A zero factor makes every repeat ban zero-length: the source is banned again (DropRate,
+    // one more strike) by each packet its empty bucket refuses.
+    capped.ban_factor = 0;
+    vec![
+        (0.0, monitor),
+        (0.3, enforce),
+        (0.55, monitor2),
+        (0.8, capped),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// The comparison.
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => {
+            let v = v.trim();
+            let parsed = match v.strip_prefix("0x") {
+                Some(hex) => u64::from_str_radix(hex, 16),
+                None => v.parse(),
+            };
+            parsed.unwrap_or_else(|_| panic!("{name}={v} is not a number"))
+        }
+        Err(_) => default,
+    }
+}
+
+fn hex_dump(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for (row, chunk) in bytes.chunks(16).enumerate() {
+        let _ = write!(out, "    {:04x}:", row * 16);
+        for b in chunk {
+            let _ = write!(out, " {b:02x}");
+        }
+        out.push_str("   ");
+        for &b in chunk {
+            out.push(if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '.'
+            });
+        }
+        out.push('\n');
+    }
+    let _ = write!(out, "    as one hex string: ");
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+fn slot_name(slot: usize) -> String {
+    let v = Verdict::from_index(slot / MethodClass::COUNT).unwrap();
+    let c = MethodClass::from_index(slot % MethodClass::COUNT).unwrap();
+    format!("({v:?}, {c:?})")
+}
+
+/// The datapath, a second handle on its counters, and the model fed the same packets.
+struct Run {
+    name: &'static str,
+    seed: u64,
+    packets: u64,
+    dp: Datapath,
+    counters: PerCpuArray<MapData, u64>,
+    model: Model,
+    /// The model's `now`; the kernel's clock reads are at or after it.
+    now: u64,
+    /// Kernel counter minus model counter per packet slot, from resynchronisations after a
+    /// mismatch (all zero when nothing went wrong).
+    adjust: Vec<i64>,
+    mismatches: Vec<String>,
+    max_mismatches: usize,
+    /// Core sources in key form (unmasked), for forgetting.
+    core_keys: Vec<([u8; 16], bool)>,
+}
+
+/// A handle on the datapath's `COUNTERS` map of its own, found through the program's map ids:
+/// `SipMaps` reads the whole matrix, and one slot per packet is all this test needs.
+fn counters_handle(dp: &mut Datapath) -> PerCpuArray<MapData, u64> {
+    let program = loader::xdp_program(dp.ebpf()).expect("the XDP program");
+    let info = program.info().expect("program info");
+    let ids = info
+        .map_ids()
+        .expect("program map ids")
+        .expect("kernel reports map ids");
+    for id in ids {
+        let data = MapData::from_id(id).expect("open map by id");
+        let name = data
+            .info()
+            .expect("map info")
+            .name_as_str()
+            .map(str::to_owned);
+        if name.as_deref() == Some(map_names::COUNTERS) {
+            return PerCpuArray::try_from(Map::from_map_data(data).expect("map type"))
+                .expect("COUNTERS is a per-CPU array");
+        }
+    }
+    panic!("the program has no COUNTERS map");
+}
+
+impl Run {
+    fn new(name: &'static str, first: &Config, seed: u64, packets: u64) -> Self {
+        let mut dp = Datapath::load(first).expect("load the XDP program");
+        let counters = counters_handle(&mut dp);
+        let now = monotonic_now_ns();
+        let mut model = Model::new(*first);
+        let (allow, deny) = list_setup(now);
+        for n in allow {
+            dp.maps.allow(n).unwrap();
+            model.allow(n);
+        }
+        for (n, expires) in deny {
+            dp.maps.deny(n, expires).unwrap();
+            model.deny(n, expires);
+        }
+        let core_keys = V4_SOURCES
+            .iter()
+            .chain(V6_SOURCES.iter())
+            .map(|s| {
+                let a: IpAddr = s.parse().unwrap();
+                (key_of(a), a.is_ipv4())
+            })
+            .collect();
+        Self {
+            name,
+            seed,
+            packets,
+            dp,
+            counters,
+            model,
+            now,
+            adjust: vec![0; Verdict::COUNT * MethodClass::COUNT],
+            mismatches: Vec::new(),
+            max_mismatches: env_u64("SIP_XDP_DIFF_MAX_MISMATCHES", 1).max(1) as usize,
+            core_keys,
+        }
+    }
+
+    fn set_config(&mut self, cfg: &Config) {
+        self.dp.maps.write_config(cfg).unwrap();
+        self.model.config = *cfg;
+    }
+
+    fn repro(&self) -> String {
+        format!(
+            "reproduce: SIP_XDP_DIFF_SEED={:#x} SIP_XDP_DIFF_PACKETS={} cargo test -p sip-xdp-tests --test differential {}",
+            self.seed, self.packets, self.name
+        )
+    }
+
+    fn record(&mut self, report: String) {
+        self.mismatches.push(report);
+        if self.mismatches.len() >= self.max_mismatches {
+            self.fail();
+        }
+        eprintln!("{}\n", self.mismatches.last().unwrap());
+    }
+
+    fn fail(&self) -> ! {
+        panic!(
+            "[{}] {} mismatch(es) between the XDP program and the model; the first:\n{}\n{}",
+            self.name,
+            self.mismatches.len(),
+            self.mismatches[0],
+            self.repro()
+        );
+    }
+
+    fn kernel_slot(&self, slot: usize) -> i64 {
+        let values = self
+            .counters
+            .get(&(slot as u32), 0)
+            .expect("read a counter");
+        values.iter().sum::<u64>() as i64
+    }
+
+    fn kernel_counters(&self) -> Counters {
+        self.dp.maps.counters().expect("read counters")
+    }
+
+    fn model_slot(&self, slot: usize) -> i64 {
+        let v = Verdict::from_index(slot / MethodClass::COUNT).unwrap();
+        let c = MethodClass::from_index(slot % MethodClass::COUNT).unwrap();
+        self.model.packets(v, c) as i64
+    }
+
+    /// One packet through both.
+    fn step(&mut self, index: u64, packet: &Packet) {
+        assert!(
+            (14..=3000).contains(&packet.bytes.len()),
+            "generator made a frame of {} bytes",
+            packet.bytes.len()
+        );
+        let cfg = self.model.effective_config();
+        let parsed = model::parse(&packet.bytes, &cfg);
+        let before =
+            parsed_key(&self.model, &parsed).and_then(|k| self.model.sources.get(&k).copied());
+        let expected = self.model.process(&packet.bytes, self.now);
+        let action = self.dp.run(&packet.bytes).expect("BPF_PROG_TEST_RUN");
+        let slot = packet_counter_index(expected.verdict, expected.class) as usize;
+        let counted = self.kernel_slot(slot) == self.model_slot(slot) + self.adjust[slot];
+        if action == expected.action && counted {
+            return;
+        }
+
+        // Mismatch: find which counter the kernel bumped, describe everything, resynchronise.
+        let kernel = self.kernel_counters();
+        let mut bumped = Vec::new();
+        for s in 0..self.adjust.len() {
+            let v = Verdict::from_index(s / MethodClass::COUNT).unwrap();
+            let c = MethodClass::from_index(s % MethodClass::COUNT).unwrap();
+            let mut model_before = self.model_slot(s) + self.adjust[s];
+            if s == slot {
+                model_before -= 1;
+            }
+            let k = kernel.packets(v, c) as i64;
+            if k != model_before {
+                bumped.push(format!("{} {:+}", slot_name(s), k - model_before));
+            }
+            self.adjust[s] = k - self.model_slot(s);
+        }
+        let key = parsed_key(&self.model, &parsed);
+        let kernel_state = key.and_then(|k| self.dp.maps.source(k).expect("read source"));
+        let mut report = String::new();
+        let _ = writeln!(
+            report,
+            "[{}] MISMATCH at packet #{index} (phase config flags {:#x}), made as: {}",
+            self.name,
+            cfg.flags,
+            packet.tags.join(" + ")
+        );
+        let _ = writeln!(
+            report,
+            "  expected: action={} verdict={:?} class={:?}",
+            action_name(expected.action),
+            expected.verdict,
+            expected.class
+        );
+        let _ = writeln!(
+            report,
+            "  kernel:   action={} counter change(s) vs model-before: [{}]",
+            action_name(action),
+            bumped.join(", ")
+        );
+        let _ = writeln!(report, "  model parse: {parsed:?}");
+        if let Some(k) = key {
+            let _ = writeln!(report, "  source key {}:", fmt_key(&k));
+            let _ = writeln!(report, "    model before: {}", fmt_state(before.as_ref()));
+            let _ = writeln!(
+                report,
+                "    model after:  {}",
+                fmt_state(self.model.sources.get(&k))
+            );
+            let _ = writeln!(
+                report,
+                "    kernel after: {}",
+                fmt_state(kernel_state.as_ref())
+            );
+            // Resynchronise the model's view of this source to the kernel's.
+            match kernel_state {
+                Some(s) => {
+                    self.model.sources.insert(k, s);
+                }
+                None => {
+                    self.model.sources.remove(&k);
+                }
+            }
+        }
+        if let Parsed::Sip(model::Datagram {
+            src,
+            first_fragment_id: Some(id),
+            ..
+        }) = parsed
+        {
+            match self.kernel_fragment(src, id) {
+                Some(dropped) => {
+                    self.model.fragments.insert((src, id), dropped);
+                }
+                None => {
+                    self.model.fragments.remove(&(src, id));
+                }
+            }
+        }
+        let _ = writeln!(report, "  frame ({} bytes):", packet.bytes.len());
+        let _ = write!(report, "{}", hex_dump(&packet.bytes));
+        self.record(report);
+    }
+
+    fn fragments_map(&mut self) -> BpfHashMap<&mut MapData, FragmentKey, FragmentFate> {
+        let map = self
+            .dp
+            .ebpf()
+            .map_mut(map_names::FRAGMENTS)
+            .expect("FRAGMENTS map");
+        BpfHashMap::try_from(map).expect("FRAGMENTS is a hash map")
+    }
+
+    fn kernel_fragment(&mut self, src: [u8; 16], id: u32) -> Option<bool> {
+        let key = FragmentKey { src, id, _pad: 0 };
+        self.fragments_map()
+            .get(&key, 0)
+            .ok()
+            .map(|f| f.dropped != 0)
+    }
+
+    /// Compares one source's state; `None` when equal.
+    fn compare_source(&self, key: &[u8; 16], elapsed: u64) -> Option<String> {
+        let kernel = self.dp.maps.source(*key).expect("read source");
+        let model = self.model.sources.get(key);
+        let diff = match (model, kernel.as_ref()) {
+            (None, None) => return None,
+            (Some(m), Some(k)) => state_diff(m, k, elapsed),
+            _ => Some("present on one side only".to_owned()),
+        }?;
+        Some(format!(
+            "source {}: {diff}\n    model:  {}\n    kernel: {}",
+            fmt_key(key),
+            fmt_state(model),
+            fmt_state(kernel.as_ref())
+        ))
+    }
+
+    /// Full comparison: every counter, the ban counters, every source, every fragment entry.
+    fn check_all(&mut self, index: u64) {
+        let elapsed = monotonic_now_ns() - self.now + CLOCK_SLACK_NS;
+        let mut problems = Vec::new();
+        let kernel = self.kernel_counters();
+        for s in 0..self.adjust.len() {
+            let v = Verdict::from_index(s / MethodClass::COUNT).unwrap();
+            let c = MethodClass::from_index(s % MethodClass::COUNT).unwrap();
+            let k = kernel.packets(v, c) as i64;
+            let m = self.model_slot(s) + self.adjust[s];
+            if k != m {
+                problems.push(format!("counter {}: kernel {k}, model {m}", slot_name(s)));
+            }
+        }
+        let ktotal = kernel.total();
+        if ktotal as i64 != self.model.total_packets() as i64 + self.adjust.iter().sum::<i64>() {
+            problems.push(format!(
+                "packet total: kernel {ktotal}, model {}",
+                self.model.total_packets()
+            ));
+        }
+        if self.mismatches.is_empty() {
+            for e in [
+                EventCounter::BansIssued,
+                EventCounter::WouldBans,
+                EventCounter::TrackFailures,
+            ] {
+                let (k, m) = (kernel.event(e), self.model.event(e));
+                if k != m {
+                    problems.push(format!("event counter {e:?}: kernel {k}, model {m}"));
+                }
+            }
+        }
+
+        let kernel_sources = self.dp.maps.sources().expect("read sources");
+        let mut keys: BTreeSet<[u8; 16]> = kernel_sources.iter().map(|(k, _)| k.addr).collect();
+        keys.extend(self.model.sources.keys().copied());
+        for key in &keys {
+            if let Some(p) = self.compare_source(key, elapsed) {
+                problems.push(p);
+            }
+        }
+
+        let kernel_fragments: Vec<(FragmentKey, FragmentFate)> = self
+            .fragments_map()
+            .iter()
+            .map(|kv| kv.expect("read fragments"))
+            .collect();
+        let kernel_fragment_keys: HashSet<([u8; 16], u32)> = kernel_fragments
+            .iter()
+            .map(|(k, _)| (k.src, k.id))
+            .collect();
+        for (k, fate) in &kernel_fragments {
+            match self.model.fragments.get(&(k.src, k.id)) {
+                Some(&dropped) if dropped == (fate.dropped != 0) => {}
+                other => problems.push(format!(
+                    "fragment ({}, id {:#x}): kernel dropped={}, model {:?}",
+                    fmt_key(&k.src),
+                    k.id,
+                    fate.dropped,
+                    other
+                )),
+            }
+        }
+        for (src, id) in self.model.fragments.keys() {
+            if !kernel_fragment_keys.contains(&(*src, *id)) {
+                problems.push(format!(
+                    "fragment ({}, id {id:#x}): only in the model",
+                    fmt_key(src)
+                ));
+            }
+        }
+
+        if !problems.is_empty() {
+            let shown = problems.len().min(20);
+            let report = format!(
+                "[{}] STATE MISMATCH after packet #{index} ({} problem(s), first {shown}):\n  {}",
+                self.name,
+                problems.len(),
+                problems[..shown].join("\n  ")
+            );
+            // No single packet to blame: resynchronise everything and go on (or stop).
+            for (k, s) in &kernel_sources {
+                self.model.sources.insert(k.addr, *s);
+            }
+            let kernel_keys: HashSet<[u8; 16]> =
+                kernel_sources.iter().map(|(k, _)| k.addr).collect();
+            self.model.sources.retain(|k, _| kernel_keys.contains(k));
+            self.model.fragments = kernel_fragments
+                .iter()
+                .map(|(k, f)| ((k.src, k.id), f.dropped != 0))
+                .collect();
+            self.record(report);
+        }
+
+        // Keep both tables far from their LRU capacities.
+        if self.model.sources.len() > MAX_MODEL_SOURCES {
+            let core: HashSet<[u8; 16]> = self.core_source_keys().into_iter().collect();
+            let extra: Vec<[u8; 16]> = self
+                .model
+                .sources
+                .keys()
+                .filter(|k| !core.contains(*k))
+                .copied()
+                .collect();
+            for k in extra {
+                self.dp.maps.forget_source(k).expect("forget source");
+                self.model.sources.remove(&k);
+            }
+        }
+        if self.model.fragments.len() > MAX_MODEL_FRAGMENTS {
+            let keys: Vec<([u8; 16], u32)> = self.model.fragments.keys().copied().collect();
+            let mut map = self.fragments_map();
+            for (src, id) in keys {
+                let _ = map.remove(&FragmentKey { src, id, _pad: 0 });
+            }
+            self.model.fragments.clear();
+        }
+    }
+
+    fn core_source_keys(&self) -> Vec<[u8; 16]> {
+        self.core_keys
+            .iter()
+            .map(|(k, v4)| self.model.source_key(k, *v4))
+            .collect()
+    }
+
+    /// Compares a random core source, then forgets it on both sides.
+    fn forget_one(&mut self, rng: &mut Rng, index: u64) {
+        let keys = self.core_source_keys();
+        let key = *rng.pick(&keys);
+        let elapsed = monotonic_now_ns() - self.now + CLOCK_SLACK_NS;
+        if let Some(p) = self.compare_source(&key, elapsed) {
+            let report = format!(
+                "[{}] STATE MISMATCH before forgetting, packet #{index}: {p}",
+                self.name
+            );
+            self.record(report);
+        }
+        self.dp.maps.forget_source(key).expect("forget source");
+        self.model.sources.remove(&key);
+    }
+}
+
+fn parsed_key(model: &Model, parsed: &Parsed) -> Option<[u8; 16]> {
+    match parsed {
+        Parsed::Sip(d) => Some(model.source_key(&d.src, d.is_ipv4)),
+        _ => None,
+    }
+}
+
+fn action_name(action: u32) -> &'static str {
+    if action == XDP_DROP { "DROP" } else { "PASS" }
+}
+
+fn fmt_key(key: &[u8; 16]) -> String {
+    sip_xdp::maps::key_addr(*key).to_string()
+}
+
+fn fmt_state(state: Option<&SourceState>) -> String {
+    match state {
+        None => "absent".to_owned(),
+        Some(s) => format!(
+            "packets={} dropped={} strikes={} ban_class={} ban_flags={:#x} ban_duration={}s banned_until={} tat={:?}",
+            s.packets,
+            s.dropped,
+            s.strikes,
+            LimitClass::from_index(s.ban_class as usize).map_or("?", LimitClass::name),
+            s.ban_flags,
+            s.ban_duration_ns / SECOND_NS,
+            s.banned_until_ns,
+            s.tat_ns
+        ),
+    }
+}
+
+/// Differences between the model's and the kernel's state of one source. Counts and ban facts
+/// must be equal; timestamps only as close as the run's length allows.
+fn state_diff(model: &SourceState, kernel: &SourceState, elapsed: u64) -> Option<String> {
+    let mut d = Vec::new();
+    let mut eq = |name: &str, m: u64, k: u64| {
+        if m != k {
+            d.push(format!("{name}: model {m}, kernel {k}"));
+        }
+    };
+    eq("packets", model.packets, kernel.packets);
+    eq("dropped", model.dropped, kernel.dropped);
+    eq("strikes", model.strikes.into(), kernel.strikes.into());
+    eq("ban_class", model.ban_class.into(), kernel.ban_class.into());
+    eq("ban_flags", model.ban_flags.into(), kernel.ban_flags.into());
+    eq(
+        "ban_duration_ns",
+        model.ban_duration_ns,
+        kernel.ban_duration_ns,
+    );
+    let mut close = |name: String, m: u64, k: u64| {
+        let ok = if m == 0 || k == 0 {
+            m == k
+        } else {
+            k + CLOCK_SLACK_NS >= m && k <= m + elapsed
+        };
+        if !ok {
+            d.push(format!(
+                "{name}: model {m}, kernel {k} (allowed drift {elapsed} ns)"
+            ));
+        }
+    };
+    close(
+        "banned_until_ns".into(),
+        model.banned_until_ns,
+        kernel.banned_until_ns,
+    );
+    for (i, (m, k)) in model.tat_ns.iter().zip(kernel.tat_ns).enumerate() {
+        close(format!("tat_ns[{}]", LimitClass::ALL[i].name()), *m, k);
+    }
+    (!d.is_empty()).then(|| d.join("; "))
+}
+
+fn run_scenario(name: &'static str, index: u64, phases: Phases) {
+    let packets = env_u64("SIP_XDP_DIFF_PACKETS", DEFAULT_PACKETS);
+    let seed = env_u64("SIP_XDP_DIFF_SEED", DEFAULT_SEED);
+    let scenario_seed = seed ^ index.wrapping_mul(0xa076_1d64_78bd_642f);
+    let started = Instant::now();
+    let mut run = Run::new(name, &phases[0].1, seed, packets);
+    let mut generator = Gen::new(scenario_seed);
+    let mut side = Rng::new(scenario_seed ^ 0xf0f0_f0f0);
+    let mut next_phase = 1;
+    for i in 0..packets {
+        if next_phase < phases.len() && i as f64 >= phases[next_phase].0 * packets as f64 {
+            run.check_all(i);
+            run.set_config(&phases[next_phase].1);
+            next_phase += 1;
+        }
+        let packet = generator.next_packet();
+        run.step(i, &packet);
+        if (i + 1) % FORGET_EVERY == 0 {
+            run.forget_one(&mut side, i);
+        }
+        if (i + 1) % CHECK_EVERY == 0 {
+            run.check_all(i);
+        }
+    }
+    run.check_all(packets);
+    if !run.mismatches.is_empty() {
+        run.fail();
+    }
+
+    let elapsed = started.elapsed();
+    let k = run.kernel_counters();
+    assert_eq!(k.total(), packets, "one counter per packet");
+    let mut summary = String::new();
+    for v in Verdict::ALL {
+        for c in MethodClass::ALL {
+            let n = run.model.packets(v, c);
+            if n > 0 {
+                let _ = write!(summary, " {}/{}={n}", v.name(), c.name());
+            }
+        }
+    }
+    eprintln!(
+        "[{name}] {packets} packets, seed {seed:#x}, {:.1}s; bans {} would-bans {}; sources {}; fragments {}\n  {summary}",
+        elapsed.as_secs_f64(),
+        run.model.event(EventCounter::BansIssued),
+        run.model.event(EventCounter::WouldBans),
+        run.model.sources.len(),
+        run.model.fragments.len(),
+    );
+    // The generator must actually reach the interesting paths.
+    for v in [
+        Verdict::Pass,
+        Verdict::PassNotSip,
+        Verdict::PassAllowlisted,
+        Verdict::DropDenylisted,
+        Verdict::DropRate,
+        Verdict::DropBanned,
+        Verdict::DropFragment,
+    ] {
+        assert!(k.by_verdict(v) > 0, "[{name}] no packet got {v:?}");
+    }
+    for c in MethodClass::ALL {
+        assert!(
+            k.by_class(c) > 0 || packets < DEFAULT_PACKETS,
+            "[{name}] no packet classified {c:?}"
+        );
+    }
+}
+
+/// Enforcing, default-like flags, two SIP ports, /128 IPv6 sources.
+#[test]
+fn enforcing() {
+    run_scenario("enforcing", 0, phases_enforcing());
+}
+
+/// No malformed drops, in-dialog and responses limited, unknown fragments dropped, /64 sources.
+#[test]
+fn permissive() {
+    run_scenario("permissive", 1, phases_permissive());
+}
+
+/// Monitor mode, then enforcing (monitor-only bans escalate), monitor again with a /48 mask,
+/// then enforcing with capped bans.
+#[test]
+fn monitor_flips() {
+    run_scenario("monitor_flips", 2, phases_monitor_flips());
+}
+
+/// The model itself, on hand-made frames (no BPF needed).
+#[test]
+fn model_sanity() {
+    let cfg = base_config();
+    let src: IpAddr = "198.51.100.1".parse().unwrap();
+    let dst = IpAddr::V4(V4_DST);
+    let reg = Frame::sip(src, dst, &register("1", 1)).build();
+    let mut m = Model::new(cfg);
+    let now = 1_000 * SECOND_NS;
+    for _ in 0..5 {
+        assert_eq!(m.process(&reg, now).verdict, Verdict::Pass);
+    }
+    let o: Outcome = m.process(&reg, now);
+    assert_eq!(
+        (o.verdict, o.class, o.action),
+        (Verdict::DropRate, MethodClass::Register, XDP_DROP)
+    );
+    assert_eq!(m.process(&reg, now).verdict, Verdict::DropBanned);
+    let s = m.sources[&key_of(src)];
+    assert_eq!((s.packets, s.dropped, s.strikes), (7, 2, 1));
+    assert_eq!(
+        s.banned_until_ns,
+        now + 10 * HOUR_NS,
+        "extended while active"
+    );
+    let tcp = {
+        let mut f = Frame::sip(src, dst, b"x");
+        f.protocol = IPPROTO_TCP;
+        f.build()
+    };
+    assert_eq!(m.process(&tcp, now).class, MethodClass::NotSip);
+}
