@@ -30,6 +30,13 @@ pub fn sip_xdp(ctx: XdpContext) -> u32 {
         Some(cfg) if cfg.version == CONFIG_VERSION => cfg,
         _ => &DEFAULT_CONFIG,
     };
+    if parse::quick_not_sip(&ctx, cfg) {
+        bump(packet_counter_index(
+            Verdict::PassNotSip,
+            MethodClass::NotSip,
+        ));
+        return xdp_action::XDP_PASS;
+    }
     let (verdict, class) = match parse::parse(&ctx, cfg) {
         Parsed::NotSip => (Verdict::PassNotSip, MethodClass::NotSip),
         Parsed::Fragment { src, id } => policy::fragment_verdict(cfg, &src, id),

@@ -224,6 +224,34 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize) -> L3 {
     })
 }
 
+/// The common untagged, option-less IPv4 frame that is plainly not UDP to a SIP port (TCP, ARP,
+/// DNS, RTP). Answered inline, because the full parser is a BPF-to-BPF call that alone costs
+/// more than the rest of the non-SIP path. `false` means "parse it properly", never "it is SIP".
+#[inline(always)]
+pub fn quick_not_sip(ctx: &XdpContext, cfg: &Config) -> bool {
+    let Some(eth) = load::<EthHdr>(ctx, 0) else {
+        return false;
+    };
+    match u16::from_be(eth.ether_type) {
+        ETH_P_IPV4 => {}
+        ETH_P_IPV6 | ETH_P_8021Q | ETH_P_8021AD => return false,
+        _ => return true,
+    }
+    let Some(ip) = load::<Ipv4Hdr>(ctx, EthHdr::LEN) else {
+        return false;
+    };
+    if ip.vihl != 0x45 || u16::from_be_bytes(ip.frags) & 0x1fff != 0 {
+        return false;
+    }
+    if ip.proto != IPPROTO_UDP {
+        return true;
+    }
+    match load::<[u8; 4]>(ctx, EthHdr::LEN + Ipv4Hdr::LEN) {
+        Some(ports) => !is_sip_port(cfg, u16::from_be_bytes([ports[2], ports[3]])),
+        None => false,
+    }
+}
+
 /// Parses a frame up to its SIP first line. Not inlined: its stack frame (header copies) is gone
 /// by the time the policy runs, which keeps the combined BPF stack under 512 bytes.
 #[inline(never)]
