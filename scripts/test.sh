@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
 echo "== cargo clippy" >&2
-cargo clippy --workspace --all-targets --quiet -- -D warnings
+# The eBPF crate is left out: it only builds for bpfel-unknown-none (through build.rs).
+cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo test" >&2
-cargo test --workspace "$@"
+cargo test "$@"

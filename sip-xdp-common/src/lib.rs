@@ -345,10 +345,9 @@ impl RateLimit {
 
     /// The burst this bucket admits back to back.
     pub const fn burst(&self) -> u64 {
-        if self.interval_ns == 0 {
-            0
-        } else {
-            self.burst_tolerance_ns / self.interval_ns + 1
+        match self.burst_tolerance_ns.checked_div(self.interval_ns) {
+            Some(extra) => extra + 1,
+            None => 0,
         }
     }
 }

@@ -142,7 +142,7 @@ impl Frame {
             (IpAddr::V4(src), IpAddr::V4(dst)) => {
                 frame.extend_from_slice(&ETH_P_IPV4.to_be_bytes());
                 let mut options = self.ipv4_options.clone();
-                while options.len() % 4 != 0 {
+                while !options.len().is_multiple_of(4) {
                     options.push(0); // End of options list
                 }
                 let ihl = 5 + options.len() / 4;
