@@ -12,4 +12,9 @@ echo "== cargo clippy" >&2
 # The eBPF crate is left out: it only builds for bpfel-unknown-none (through build.rs).
 cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo test" >&2
-cargo test "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test "$@" 2>&1 | tee "$log"
+# One closing line over every test binary (cargo prints one summary per binary, the last of
+# which is often an empty doc-test run).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "total: %d passed, %d failed\n", p, f }' "$log"
