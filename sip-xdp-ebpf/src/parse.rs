@@ -287,9 +287,12 @@ pub fn parse(ctx: &XdpContext, cfg: &Config) -> Parsed {
 #[inline(always)]
 fn is_sip_port(cfg: &Config, port: u16) -> bool {
     // Unused slots hold 0, which no real UDP datagram is addressed to.
+    if port == 0 {
+        return false;
+    }
     let mut i = 0;
     while i < cfg.sip_ports.len() {
-        if cfg.sip_ports[i] == port && port != 0 {
+        if cfg.sip_ports[i] == port {
             return true;
         }
         i += 1;

@@ -73,9 +73,7 @@ pub fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, LoaderError> {
     let program = ebpf
         .program_mut(PROGRAM_NAME)
         .ok_or(LoaderError::MissingProgram)?;
-    program
-        .try_into()
-        .map_err(|e: ProgramError| LoaderError::Program(e))
+    Ok(program.try_into()?)
 }
 
 /// How to attach: native (driver) XDP, generic (skb) XDP, or native falling back to generic.
@@ -118,31 +116,21 @@ pub fn attach(
         return Err(AttachError::NoSuchInterface(iface.to_owned()));
     }
     let program = xdp_program(ebpf)?;
-    let try_mode = |program: &mut Xdp, flags: XdpMode| program.attach(iface, flags);
-    match mode {
-        AttachMode::Native => try_mode(program, XdpMode::Driver)
+    let attached = match mode {
+        AttachMode::Native => program.attach(iface, XdpMode::Driver).map(|id| (id, mode)),
+        AttachMode::Skb => program.attach(iface, XdpMode::Skb).map(|id| (id, mode)),
+        AttachMode::Auto => program
+            .attach(iface, XdpMode::Driver)
             .map(|id| (id, AttachMode::Native))
-            .map_err(|source| AttachError::Attach {
-                iface: iface.to_owned(),
-                mode,
-                source,
+            .or_else(|_| {
+                program
+                    .attach(iface, XdpMode::Skb)
+                    .map(|id| (id, AttachMode::Skb))
             }),
-        AttachMode::Skb => try_mode(program, XdpMode::Skb)
-            .map(|id| (id, AttachMode::Skb))
-            .map_err(|source| AttachError::Attach {
-                iface: iface.to_owned(),
-                mode,
-                source,
-            }),
-        AttachMode::Auto => match try_mode(program, XdpMode::Driver) {
-            Ok(id) => Ok((id, AttachMode::Native)),
-            Err(_) => try_mode(program, XdpMode::Skb)
-                .map(|id| (id, AttachMode::Skb))
-                .map_err(|source| AttachError::Attach {
-                    iface: iface.to_owned(),
-                    mode,
-                    source,
-                }),
-        },
-    }
+    };
+    attached.map_err(|source| AttachError::Attach {
+        iface: iface.to_owned(),
+        mode,
+        source,
+    })
 }
