@@ -498,6 +498,8 @@ pub struct FragmentFate {
 pub mod ban_event_kind {
     pub const BAN: u8 = 0;
     pub const WOULD_BAN: u8 = 1;
+    /// The first packet from a source after its ban (or would-be ban) ran out.
+    pub const EXPIRED: u8 = 2;
 }
 
 /// Sent through the `BAN_EVENTS` ring buffer each time a source is (or would be) banned.

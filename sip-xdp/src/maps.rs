@@ -76,6 +76,11 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Counters from raw slot values, indexed as in `COUNTERS` (summed over CPUs).
+    pub fn from_slots(slots: Vec<u64>) -> Self {
+        Self { slots }
+    }
+
     pub fn packets(&self, verdict: Verdict, class: MethodClass) -> u64 {
         self.slots
             .get(packet_counter_index(verdict, class) as usize)
