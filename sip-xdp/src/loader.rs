@@ -1,7 +1,21 @@
 //! Loads the embedded XDP object into the kernel.
+use std::{
+    ffi::CString,
+    os::{
+        fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
+        unix::ffi::OsStrExt as _,
+    },
+    path::{Path, PathBuf},
+};
+
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{ProgramError, Xdp},
+    maps::{MapError, MapInfo},
+    programs::{
+        ProgramError, Xdp,
+        links::{FdLink, LinkError, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+    },
 };
 use sip_xdp_common::{DEFAULT_MAX_SOURCES, PROGRAM_NAME, map_names};
 use thiserror::Error;
@@ -87,50 +101,620 @@ pub enum AttachMode {
 
 #[derive(Debug, Error)]
 pub enum AttachError {
-    #[error("network interface {0} does not exist (see `ip link`)")]
+    #[error("network interface {0} does not exist in this network namespace (see `ip link`)")]
     NoSuchInterface(String),
-    #[error("cannot attach XDP to {iface} in {mode:?} mode: {source}")]
+    #[error(
+        "{iface} already has another XDP program attached (not sip-xdp's); remove it \
+         (`ip link set dev {iface} xdp off`) or choose another interface"
+    )]
+    Busy { iface: String },
+    #[error("cannot attach XDP to {iface} in {mode} mode: {source}{hint}", hint = mode_hint(*.mode))]
     Attach {
         iface: String,
         mode: AttachMode,
         #[source]
         source: ProgramError,
     },
+    #[error(
+        "sip-xdp is already attached to {iface} in {existing} mode; run `sip-xdp detach --iface \
+         {iface}` first to switch to {requested}"
+    )]
+    ModeMismatch {
+        iface: String,
+        existing: AttachMode,
+        requested: AttachMode,
+    },
+    #[error(
+        "the pinned link {path} is not a usable XDP link ({source}); remove it with `rm {path}` \
+         and attach again"
+    )]
+    StaleLink {
+        path: PathBuf,
+        #[source]
+        source: LinkError,
+    },
+    #[error(
+        "the kernel attached XDP to {iface} without a BPF link, which cannot be pinned; sip-xdp \
+         needs Linux 5.9 or newer for daemonless operation"
+    )]
+    NoLinkSupport { iface: String },
+    #[error("cannot pin the XDP link at {path}: {source}")]
+    PinLink {
+        path: PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
+    #[error("cannot detach sip-xdp from {iface}: {source}")]
+    Detach {
+        iface: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Pin(PinError),
     #[error(transparent)]
     Loader(#[from] LoaderError),
 }
 
-/// Attaches the loaded program to `iface`. Returns the mode that took effect.
+fn mode_hint(mode: AttachMode) -> &'static str {
+    match mode {
+        AttachMode::Native => {
+            " (the driver may not support native XDP; try --mode skb or --mode auto)"
+        }
+        _ => "",
+    }
+}
+
+fn is_busy(error: &ProgramError) -> bool {
+    matches!(error, ProgramError::SyscallError(e) if e.io_error.raw_os_error() == Some(libc::EBUSY))
+}
+
+/// Attaches the loaded program to `iface` (a link owned by `ebpf`). Returns the mode that took
+/// effect: Auto tries native first and falls back to generic (skb) XDP.
 pub fn attach(
     ebpf: &mut Ebpf,
     iface: &str,
     mode: AttachMode,
-) -> Result<(aya::programs::xdp::XdpLinkId, AttachMode), AttachError> {
+) -> Result<(XdpLinkId, AttachMode), AttachError> {
     use aya::programs::XdpMode;
     // Resolved in the caller's network namespace (unlike /sys/class/net, which shows the
     // namespace sysfs was mounted in).
-    let name = std::ffi::CString::new(iface)
-        .map_err(|_| AttachError::NoSuchInterface(iface.to_owned()))?;
-    // SAFETY: valid NUL-terminated string.
-    if unsafe { libc::if_nametoindex(name.as_ptr()) } == 0 {
-        return Err(AttachError::NoSuchInterface(iface.to_owned()));
-    }
+    if_index(iface)?;
     let program = xdp_program(ebpf)?;
     let attached = match mode {
         AttachMode::Native => program.attach(iface, XdpMode::Driver).map(|id| (id, mode)),
         AttachMode::Skb => program.attach(iface, XdpMode::Skb).map(|id| (id, mode)),
-        AttachMode::Auto => program
-            .attach(iface, XdpMode::Driver)
-            .map(|id| (id, AttachMode::Native))
-            .or_else(|_| {
-                program
-                    .attach(iface, XdpMode::Skb)
-                    .map(|id| (id, AttachMode::Skb))
-            }),
+        AttachMode::Auto => match program.attach(iface, XdpMode::Driver) {
+            Ok(id) => Ok((id, AttachMode::Native)),
+            // Another program on the interface refuses both modes alike: say so, not "skb failed".
+            Err(e) if is_busy(&e) => Err(e),
+            Err(_) => program
+                .attach(iface, XdpMode::Skb)
+                .map(|id| (id, AttachMode::Skb)),
+        },
     };
-    attached.map_err(|source| AttachError::Attach {
+    attached.map_err(|source| {
+        if is_busy(&source) {
+            AttachError::Busy {
+                iface: iface.to_owned(),
+            }
+        } else {
+            AttachError::Attach {
+                iface: iface.to_owned(),
+                mode,
+                source,
+            }
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pinned operation: program state that outlives the process.
+// ---------------------------------------------------------------------------------------------
+
+/// Where sip-xdp pins its maps and links unless told otherwise.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/sip-xdp";
+/// Where bpffs is conventionally mounted; sip-xdp mounts it there when it is missing.
+pub const BPFFS_MOUNT: &str = "/sys/fs/bpf";
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+const LINK_PREFIX: &str = "link_";
+
+/// The maps whose contents must survive a program reload, a daemon restart and a detach:
+/// config, per-source state and bans, lists, counters, fragment fates and queued ban events.
+/// The per-CPU scratch maps are left out on purpose: they hold nothing between packets.
+pub const PINNED_MAPS: &[&str] = &[
+    map_names::CONFIG,
+    map_names::SOURCES,
+    map_names::ALLOWLIST,
+    map_names::DENYLIST,
+    map_names::COUNTERS,
+    map_names::FRAGMENTS,
+    map_names::BAN_EVENTS,
+];
+
+#[derive(Debug, Error)]
+pub enum PinError {
+    #[error(
+        "{path} is not on a BPF filesystem; mount one (`mount -t bpf bpf {BPFFS_MOUNT}`) or pass \
+         --pin-dir under a bpffs mount"
+    )]
+    NotBpffs { path: PathBuf },
+    #[error("cannot mount bpffs at {BPFFS_MOUNT}: {source} (are you root?)")]
+    Mount {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the pinned map {path} does not match this sip-xdp ({what}); it was left by another \
+         version. Run `sip-xdp detach --all --purge` (this drops bans and counters; allow/deny \
+         lists and manual bans are restored from the state file) and attach again"
+    )]
+    Incompatible { path: PathBuf, what: String },
+    #[error("cannot read the pinned map {path}: {source}")]
+    Map {
+        path: PathBuf,
+        #[source]
+        source: MapError,
+    },
+}
+
+/// The bpffs directory holding sip-xdp's pinned maps and per-interface links.
+#[derive(Clone, Debug)]
+pub struct PinDir {
+    path: PathBuf,
+}
+
+/// One interface sip-xdp's program is attached to, as recorded by its pinned link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinnedAttachment {
+    pub iface: String,
+    pub mode: AttachMode,
+    pub path: PathBuf,
+}
+
+impl AttachMode {
+    pub const fn name(self) -> &'static str {
+        match self {
+            AttachMode::Auto => "auto",
+            AttachMode::Native => "native",
+            AttachMode::Skb => "skb",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "native" => Some(AttachMode::Native),
+            "skb" => Some(AttachMode::Skb),
+            "auto" => Some(AttachMode::Auto),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for AttachMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        AttachMode::from_name(s).ok_or_else(|| format!("unknown XDP mode {s:?}: use auto, native or skb"))
+    }
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> PinError {
+    let path = path.to_owned();
+    move |source| PinError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: zeroed statfs is a valid out value; the path is NUL-terminated.
+    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statfs(c_path.as_ptr(), &mut buf) };
+    rc == 0 && buf.f_type as i64 == BPF_FS_MAGIC
+}
+
+impl PinDir {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn map_path(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    pub fn link_path(&self, iface: &str, mode: AttachMode) -> PathBuf {
+        self.path
+            .join(format!("{LINK_PREFIX}{}_{iface}", mode.name()))
+    }
+
+    /// Whether the maps are pinned, i.e. sip-xdp state exists on this host.
+    pub fn has_maps(&self) -> bool {
+        PINNED_MAPS.iter().all(|name| self.map_path(name).exists())
+    }
+
+    /// Makes sure the directory exists on a bpffs, mounting bpffs at /sys/fs/bpf when the pin
+    /// directory lives there and nothing is mounted (a minimal host or container).
+    pub fn ensure(&self) -> Result<(), PinError> {
+        if self.path.exists() {
+            return if is_bpffs(&self.path) {
+                Ok(())
+            } else {
+                Err(PinError::NotBpffs {
+                    path: self.path.clone(),
+                })
+            };
+        }
+        let mount = Path::new(BPFFS_MOUNT);
+        if self.path.starts_with(mount) && !is_bpffs(mount) {
+            let source = CString::new("bpf").expect("no NUL");
+            let target = CString::new(BPFFS_MOUNT).expect("no NUL");
+            let options = CString::new("mode=0700").expect("no NUL");
+            // SAFETY: NUL-terminated strings; the kernel copies them.
+            let rc = unsafe {
+                libc::mount(
+                    source.as_ptr(),
+                    target.as_ptr(),
+                    source.as_ptr(),
+                    0,
+                    options.as_ptr().cast(),
+                )
+            };
+            if rc != 0 {
+                return Err(PinError::Mount {
+                    source: std::io::Error::last_os_error(),
+                });
+            }
+        }
+        let parent = self.path.parent().unwrap_or(Path::new("/"));
+        if !is_bpffs(parent) {
+            return Err(PinError::NotBpffs {
+                path: self.path.clone(),
+            });
+        }
+        std::fs::create_dir_all(&self.path).map_err(io_err("cannot create", &self.path))
+    }
+
+    /// The interfaces with a pinned sip-xdp link.
+    pub fn attachments(&self) -> Result<Vec<PinnedAttachment>, PinError> {
+        let entries = match std::fs::read_dir(&self.path) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("cannot list", &self.path)(e)),
+        };
+        let mut found = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io_err("cannot list", &self.path))?;
+            let name = entry.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(LINK_PREFIX)) else {
+                continue;
+            };
+            let Some((mode, iface)) = rest.split_once('_') else {
+                continue;
+            };
+            let Some(mode) = AttachMode::from_name(mode) else {
+                continue;
+            };
+            found.push(PinnedAttachment {
+                iface: iface.to_owned(),
+                mode,
+                path: entry.path(),
+            });
+        }
+        found.sort_by(|a, b| a.iface.cmp(&b.iface));
+        Ok(found)
+    }
+
+    pub fn attachment(&self, iface: &str) -> Result<Option<PinnedAttachment>, PinError> {
+        Ok(self.attachments()?.into_iter().find(|a| a.iface == iface))
+    }
+
+    /// Checks that maps pinned by an earlier run have the layout this binary's program expects,
+    /// so a program never runs against maps whose values it would misread.
+    fn check_compatible(&self) -> Result<(), PinError> {
+        for &(name, key_size, value_size) in EXPECTED_LAYOUT {
+            let path = self.map_path(name);
+            if !path.exists() {
+                continue;
+            }
+            let info = MapInfo::from_pin(&path).map_err(|source| PinError::Map {
+                path: path.clone(),
+                source,
+            })?;
+            if info.key_size() != key_size || info.value_size() != value_size {
+                return Err(PinError::Incompatible {
+                    what: format!(
+                        "key/value size {}/{}, expected {key_size}/{value_size}",
+                        info.key_size(),
+                        info.value_size()
+                    ),
+                    path,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every pinned map (not the links; detach those first). Used by `--purge`.
+    pub fn remove_maps(&self) -> Result<Vec<&'static str>, PinError> {
+        let mut removed = Vec::new();
+        for &name in PINNED_MAPS {
+            let path = self.map_path(name);
+            match std::fs::remove_file(&path) {
+                Ok(()) => removed.push(name),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("cannot remove", &path)(e)),
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Removes the directory when nothing is left in it.
+    pub fn remove_if_empty(&self) {
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// (map, key size, value size) as this build's program declares them.
+const EXPECTED_LAYOUT: &[(&str, u32, u32)] = &[
+    (map_names::CONFIG, 4, size_of::<sip_xdp_common::Config>() as u32),
+    (
+        map_names::SOURCES,
+        size_of::<sip_xdp_common::SourceKey>() as u32,
+        size_of::<sip_xdp_common::SourceState>() as u32,
+    ),
+    (map_names::ALLOWLIST, 4 + 16, size_of::<sip_xdp_common::AllowEntry>() as u32),
+    (map_names::DENYLIST, 4 + 16, size_of::<sip_xdp_common::DenyEntry>() as u32),
+    (map_names::COUNTERS, 4, 8),
+    (
+        map_names::FRAGMENTS,
+        size_of::<sip_xdp_common::FragmentKey>() as u32,
+        size_of::<sip_xdp_common::FragmentFate>() as u32,
+    ),
+];
+
+/// A program loaded against the pinned maps.
+pub struct PinnedLoad {
+    pub ebpf: Ebpf,
+    /// True when the maps already existed: counters, bans and lists carried over.
+    pub adopted_maps: bool,
+    created_pins: Vec<PathBuf>,
+}
+
+impl PinnedLoad {
+    /// Undoes what this load created (pins of maps that did not exist before), so a failed
+    /// attach leaves the host as it found it.
+    pub fn rollback(self, pins: &PinDir) {
+        for path in &self.created_pins {
+            let _ = std::fs::remove_file(path);
+        }
+        pins.remove_if_empty();
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum PinnedLoadError {
+    #[error(transparent)]
+    Pin(#[from] PinError),
+    #[error(transparent)]
+    Loader(#[from] LoaderError),
+}
+
+/// Loads the program so that it uses the maps pinned in `pins`, creating and pinning any that
+/// are missing. A program loaded this way shares counters, bans and lists with every earlier
+/// and later load against the same directory.
+pub fn load_pinned(options: &LoadOptions, pins: &PinDir) -> Result<PinnedLoad, PinnedLoadError> {
+    if EBPF_OBJECT.is_empty() {
+        return Err(LoaderError::NoObject.into());
+    }
+    if options.max_sources == 0 || options.max_sources > MAX_SOURCES_LIMIT {
+        return Err(LoaderError::BadMaxSources {
+            got: options.max_sources,
+            max: MAX_SOURCES_LIMIT,
+        }
+        .into());
+    }
+    pins.ensure()?;
+    pins.check_compatible()?;
+    let adopted_maps = pins.has_maps();
+    let created_pins: Vec<PathBuf> = PINNED_MAPS
+        .iter()
+        .map(|name| pins.map_path(name))
+        .filter(|path| !path.exists())
+        .collect();
+    let paths: Vec<(&str, PathBuf)> = PINNED_MAPS
+        .iter()
+        .map(|&name| (name, pins.map_path(name)))
+        .collect();
+    let mut loader = EbpfLoader::new();
+    loader.map_max_entries(map_names::SOURCES, options.max_sources);
+    for (name, path) in &paths {
+        loader.map_pin_path(name, path.as_path());
+    }
+    let loaded = loader
+        .load(EBPF_OBJECT)
+        .map_err(LoaderError::from)
+        .and_then(|mut ebpf| {
+            xdp_program(&mut ebpf)?.load()?;
+            Ok(ebpf)
+        });
+    match loaded {
+        Ok(ebpf) => Ok(PinnedLoad {
+            ebpf,
+            adopted_maps,
+            created_pins,
+        }),
+        Err(e) => {
+            for path in &created_pins {
+                let _ = std::fs::remove_file(path);
+            }
+            pins.remove_if_empty();
+            Err(e.into())
+        }
+    }
+}
+
+/// What `attach_pinned` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttachOutcome {
+    /// The mode in effect (never Auto).
+    pub mode: AttachMode,
+    /// True when the interface already had a sip-xdp link whose program was replaced in place
+    /// (no moment without filtering); false for a new attachment.
+    pub replaced: bool,
+    /// True when Auto fell back to generic (skb) XDP because the driver refused native mode.
+    pub fell_back: bool,
+}
+
+/// Attaches `ebpf`'s program to `iface` through a link pinned in `pins`, so it stays attached
+/// after this process exits. An interface that already has a sip-xdp link gets the new program
+/// atomically (`bpf_link_update`).
+pub fn attach_pinned(
+    ebpf: &mut Ebpf,
+    pins: &PinDir,
+    iface: &str,
+    mode: AttachMode,
+) -> Result<AttachOutcome, AttachError> {
+    if_index(iface)?;
+    if let Some(existing) = pins.attachment(iface).map_err(AttachError::Pin)? {
+        if mode != AttachMode::Auto && mode != existing.mode {
+            return Err(AttachError::ModeMismatch {
+                iface: iface.to_owned(),
+                existing: existing.mode,
+                requested: mode,
+            });
+        }
+        let pinned = PinnedLink::from_pin(&existing.path).map_err(|source| {
+            AttachError::StaleLink {
+                path: existing.path.clone(),
+                source,
+            }
+        })?;
+        let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|source| {
+            AttachError::StaleLink {
+                path: existing.path.clone(),
+                source,
+            }
+        })?;
+        let program = xdp_program(ebpf)?;
+        let id = program
+            .attach_to_link(link)
+            .map_err(|source| AttachError::Attach {
+                iface: iface.to_owned(),
+                mode: existing.mode,
+                source,
+            })?;
+        // The pin keeps the link; this process's handle goes when the program is dropped.
+        let _ = program.take_link(id);
+        return Ok(AttachOutcome {
+            mode: existing.mode,
+            replaced: true,
+            fell_back: false,
+        });
+    }
+    let (id, effective) = attach(ebpf, iface, mode)?;
+    let program = xdp_program(ebpf)?;
+    let link = program.take_link(id).map_err(|source| AttachError::Attach {
         iface: iface.to_owned(),
         mode,
         source,
+    })?;
+    let fd_link = FdLink::try_from(link).map_err(|_| AttachError::NoLinkSupport {
+        iface: iface.to_owned(),
+    })?;
+    let path = pins.link_path(iface, effective);
+    fd_link.pin(&path).map_err(|source| AttachError::PinLink {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(AttachOutcome {
+        mode: effective,
+        replaced: false,
+        fell_back: mode == AttachMode::Auto && effective == AttachMode::Skb,
     })
+}
+
+/// Detaches sip-xdp from `iface`: the link is detached in the kernel (even if some process
+/// still holds it open) and its pin removed. Returns false when it was not attached.
+pub fn detach_pinned(pins: &PinDir, iface: &str) -> Result<bool, AttachError> {
+    let Some(existing) = pins.attachment(iface).map_err(AttachError::Pin)? else {
+        return Ok(false);
+    };
+    if let Ok(fd) = obj_get(&existing.path) {
+        link_detach(fd.as_fd()).map_err(|source| AttachError::Detach {
+            iface: iface.to_owned(),
+            source,
+        })?;
+    }
+    std::fs::remove_file(&existing.path)
+        .map_err(|e| AttachError::Pin(io_err("cannot remove", &existing.path)(e)))?;
+    Ok(true)
+}
+
+/// Program id and link id of a pinned attachment, for status output.
+pub fn attachment_ids(attachment: &PinnedAttachment) -> Option<(u32, u32)> {
+    let pinned = PinnedLink::from_pin(&attachment.path).ok()?;
+    let info = FdLink::from(pinned).info().ok()?;
+    Some((info.program_id(), info.id()))
+}
+
+fn if_index(iface: &str) -> Result<u32, AttachError> {
+    let name = CString::new(iface).map_err(|_| AttachError::NoSuchInterface(iface.to_owned()))?;
+    // SAFETY: valid NUL-terminated string.
+    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+        0 => Err(AttachError::NoSuchInterface(iface.to_owned())),
+        index => Ok(index),
+    }
+}
+
+fn bpf(cmd: libc::c_long, attr: &mut [u64; 16]) -> std::io::Result<libc::c_long> {
+    // SAFETY: attr is a valid, zero-padded union bpf_attr of the size passed.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), size_of_val(attr) as u32) };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// BPF_OBJ_GET: opens a pinned object (aya's link types keep their descriptor private).
+fn obj_get(path: &Path) -> std::io::Result<OwnedFd> {
+    const BPF_OBJ_GET: libc::c_long = 7;
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // obj_pin/obj_get form: { __aligned_u64 pathname; __u32 bpf_fd; __u32 file_flags; }
+    let mut attr = [0u64; 16];
+    attr[0] = c_path.as_ptr() as u64;
+    let fd = bpf(BPF_OBJ_GET, &mut attr)?;
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// BPF_LINK_DETACH: ends the attachment now, whoever else holds the link.
+fn link_detach(fd: BorrowedFd<'_>) -> std::io::Result<()> {
+    const BPF_LINK_DETACH: libc::c_long = 34;
+    // union bpf_attr, link_detach form: { __u32 link_fd; }; the rest must be zero.
+    let mut attr = [0u64; 16];
+    attr[0] = fd.as_raw_fd() as u32 as u64;
+    bpf(BPF_LINK_DETACH, &mut attr).map(drop)
 }

@@ -3,7 +3,9 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key},
+    maps::{
+        Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf, lpm_trie::Key,
+    },
 };
 use ipnet::IpNet;
 use sip_xdp_common::{
@@ -12,10 +14,26 @@ use sip_xdp_common::{
 };
 use thiserror::Error;
 
+use crate::loader::PinDir;
+
 #[derive(Debug, Error)]
 pub enum MapsError {
     #[error("map {0} is missing from the sip-xdp object; rebuild sip-xdp")]
     Missing(&'static str),
+    #[error(
+        "sip-xdp has no pinned map {path}: it is not attached on this host yet; run `sip-xdp \
+         attach --iface IFACE` (or start the daemon) first"
+    )]
+    NotPinned { path: std::path::PathBuf },
+    #[error(
+        "cannot open the pinned map {path}: {source} (sip-xdp needs root, or CAP_BPF and \
+         CAP_NET_ADMIN)"
+    )]
+    OpenPinned {
+        path: std::path::PathBuf,
+        #[source]
+        source: MapError,
+    },
     #[error("map {name}: {source}")]
     Map {
         name: &'static str,
@@ -118,27 +136,71 @@ pub struct SipMaps {
     allowlist: LpmTrie<MapData, [u8; 16], AllowEntry>,
     denylist: LpmTrie<MapData, [u8; 16], DenyEntry>,
     counters: PerCpuArray<MapData, u64>,
+    sources_capacity: u32,
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, MapsError> {
     ebpf.take_map(name).ok_or(MapsError::Missing(name))
 }
 
+fn open_pin(pins: &PinDir, name: &'static str) -> Result<Map, MapsError> {
+    let path = pins.map_path(name);
+    if !path.exists() {
+        return Err(MapsError::NotPinned { path });
+    }
+    MapData::from_pin(&path)
+        .and_then(Map::from_map_data)
+        .map_err(|source| MapsError::OpenPinned { path, source })
+}
+
+/// The ban event ring buffer pinned in `pins`.
+pub fn open_ban_events(pins: &PinDir) -> Result<RingBuf<MapData>, MapsError> {
+    RingBuf::try_from(open_pin(pins, map_names::BAN_EVENTS)?)
+        .map_err(map_err(map_names::BAN_EVENTS))
+}
+
+fn capacity(map: &Map) -> u32 {
+    match map {
+        Map::LruHashMap(data) | Map::HashMap(data) => {
+            data.info().map(|info| info.max_entries()).unwrap_or(0)
+        }
+        _ => 0,
+    }
+}
+
 impl SipMaps {
+    /// Opens the maps pinned in `pins` (those of an attached program, or of a running daemon).
+    pub fn open_pinned(pins: &PinDir) -> Result<Self, MapsError> {
+        Self::build(|name| open_pin(pins, name))
+    }
+
     /// Takes the maps out of a freshly loaded object.
     pub fn take_from(ebpf: &mut Ebpf) -> Result<Self, MapsError> {
+        Self::build(|name| take(ebpf, name))
+    }
+
+    fn build(
+        mut take: impl FnMut(&'static str) -> Result<Map, MapsError>,
+    ) -> Result<Self, MapsError> {
+        let sources = take(map_names::SOURCES)?;
+        let sources_capacity = capacity(&sources);
         Ok(Self {
-            config: Array::try_from(take(ebpf, map_names::CONFIG)?)
+            sources_capacity,
+            config: Array::try_from(take(map_names::CONFIG)?)
                 .map_err(map_err(map_names::CONFIG))?,
-            sources: HashMap::try_from(take(ebpf, map_names::SOURCES)?)
-                .map_err(map_err(map_names::SOURCES))?,
-            allowlist: LpmTrie::try_from(take(ebpf, map_names::ALLOWLIST)?)
+            sources: HashMap::try_from(sources).map_err(map_err(map_names::SOURCES))?,
+            allowlist: LpmTrie::try_from(take(map_names::ALLOWLIST)?)
                 .map_err(map_err(map_names::ALLOWLIST))?,
-            denylist: LpmTrie::try_from(take(ebpf, map_names::DENYLIST)?)
+            denylist: LpmTrie::try_from(take(map_names::DENYLIST)?)
                 .map_err(map_err(map_names::DENYLIST))?,
-            counters: PerCpuArray::try_from(take(ebpf, map_names::COUNTERS)?)
+            counters: PerCpuArray::try_from(take(map_names::COUNTERS)?)
                 .map_err(map_err(map_names::COUNTERS))?,
         })
+    }
+
+    /// Capacity of the per-source LRU map.
+    pub fn sources_capacity(&self) -> u32 {
+        self.sources_capacity
     }
 
     pub fn write_config(&mut self, config: &Config) -> Result<(), MapsError> {
