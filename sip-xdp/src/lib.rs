@@ -1,7 +1,16 @@
-//! sip-xdp user space: loading and attaching the XDP program, typed access to its maps.
+//! sip-xdp user space: loading, attaching and pinning the XDP program, typed access to its
+//! maps, the config file, the state file, ban-event logging, metrics, the daemon and the CLI.
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod events;
 pub mod loader;
 pub mod maps;
+pub mod metrics;
 pub mod reference;
+pub mod state;
+pub mod status;
 pub mod time;
 
 pub use sip_xdp_common as common;

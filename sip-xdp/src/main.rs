@@ -1,49 +1,32 @@
 //! `sip-xdp`: command-line entry point.
-use anyhow::{Context as _, Result};
-use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+use clap::Parser as _;
 use sip_xdp::{
-    loader::{self, LoadOptions},
-    maps::SipMaps,
+    cli::{self, Cli, Command},
+    control::ListKind,
+    daemon, status,
 };
-use sip_xdp_common::{Config, LimitClass};
 
-#[derive(Parser)]
-#[command(name = "sip-xdp", version, about = "XDP rate limiter for SIP edges")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Load the XDP program into the kernel (running the verifier) without attaching it, and
-    /// print the built-in default limits.
-    ///
-    /// Example: sudo sip-xdp check
-    Check,
-}
-
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Check => check(),
+    let result = match &cli.command {
+        Command::Run(args) => daemon::run(&cli, args),
+        Command::Attach(args) => cli::attach(&cli, args),
+        Command::Detach(args) => cli::detach(&cli, args),
+        Command::Status(out) => status::print_status(&cli, out.output),
+        Command::Allow(action) => cli::list(&cli, ListKind::Allow, action),
+        Command::Deny(action) => cli::list(&cli, ListKind::Deny, action),
+        Command::Ban(action) => cli::ban(&cli, action),
+        Command::Config(action) => cli::config(action),
+        Command::Check => cli::check(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, cause chain included: what failed and why, ending in the fix.
+            eprintln!("sip-xdp: error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
-}
-
-fn check() -> Result<()> {
-    let mut ebpf = loader::load(&LoadOptions::default()).context("sip-xdp check")?;
-    let mut maps = SipMaps::take_from(&mut ebpf)?;
-    maps.write_config(&Config::DEFAULT)?;
-    println!("XDP program loaded and verified by the kernel (not attached).");
-    println!("default limits per source:");
-    for class in LimitClass::ALL {
-        let limit = Config::DEFAULT.limits[class as usize];
-        println!(
-            "  {:<9} {:>6.2}/s, burst {}",
-            class.name(),
-            1e9 / limit.interval_ns as f64,
-            limit.burst()
-        );
-    }
-    Ok(())
 }

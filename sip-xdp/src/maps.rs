@@ -280,6 +280,13 @@ impl SipMaps {
             .collect()
     }
 
+    /// Writes a source's state (restoring saved bans after a reboot).
+    pub fn set_source(&mut self, key: [u8; 16], state: &SourceState) -> Result<(), MapsError> {
+        self.sources
+            .insert(SourceKey { addr: key }, state, 0)
+            .map_err(map_err(map_names::SOURCES))
+    }
+
     /// Lifts a rate-limit ban and forgets the source's strikes.
     pub fn forget_source(&mut self, key: [u8; 16]) -> Result<bool, MapsError> {
         absent_is_false(

@@ -1,0 +1,416 @@
+//! The `sip-xdp` command line: argument definitions and the daemonless commands.
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
+
+use crate::{
+    config::{self, DEFAULT_CONFIG_PATH, Settings},
+    control::{Control, ListKind},
+    loader::{self, AttachMode, DEFAULT_PIN_DIR, LoadOptions, PinDir},
+    maps::SipMaps,
+    state::DEFAULT_STATE_DIR,
+    status,
+};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sip-xdp",
+    version,
+    about = "XDP rate limiter for SIP edges: drops REGISTER/INVITE floods and scanners at the NIC",
+    after_help = "Quick start:\n  sudo sip-xdp attach --iface eth0      # filter now, no daemon needed\n  \
+                  sudo sip-xdp status\n  sudo sip-xdp run --iface eth0         # the service: events, metrics, reload"
+)]
+pub struct Cli {
+    /// bpffs directory holding the pinned maps and links (created, and bpffs mounted, if missing).
+    #[arg(long, global = true, env = "SIP_XDP_PIN_DIR", default_value = DEFAULT_PIN_DIR)]
+    pub pin_dir: PathBuf,
+    /// Directory of the state file (allow/deny lists and manual bans that survive reboots).
+    #[arg(long, global = true, env = "SIP_XDP_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Log line format; overrides `log.format` in the config file.
+    #[arg(long, global = true, value_enum, env = "SIP_XDP_LOG_FORMAT")]
+    pub log_format: Option<LogFormatArg>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum LogFormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq, Default)]
+pub enum OutputFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the service in the foreground: attach, pin, log ban events, serve metrics.
+    ///
+    /// Adopts an existing pinned attachment without losing counters, bans or lists.
+    /// SIGHUP reloads the config file; SIGINT/SIGTERM detach and exit (unless --keep-attached).
+    #[command(after_help = "Example:\n  sudo sip-xdp run --iface eth0 --config /etc/sip-xdp/sip-xdp.toml")]
+    Run(RunArgs),
+    /// Attach to interfaces and exit; the filter keeps working with no process running.
+    #[command(after_help = "Example:\n  sudo sip-xdp attach --iface eth0 --mode auto")]
+    Attach(AttachArgs),
+    /// Detach from interfaces; pinned maps (bans, counters, lists) stay for the next attach.
+    #[command(
+        after_help = "Examples:\n  sudo sip-xdp detach --iface eth0\n  sudo sip-xdp detach --all --purge   # also drop pinned maps"
+    )]
+    Detach(DetachArgs),
+    /// Show attachments, the config in force, counters, bans and table fill.
+    #[command(after_help = "Example:\n  sudo sip-xdp status --output json")]
+    Status(OutputArgs),
+    /// Sources that are never limited (a NAT'd office, your own trunks).
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  sudo sip-xdp allow add 198.51.100.0/24 --comment office\n  sudo sip-xdp allow list"
+    )]
+    Allow(ListAction),
+    /// Sources that are always dropped on SIP ports.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  sudo sip-xdp deny add 203.0.113.0/24\n  sudo sip-xdp deny del 203.0.113.0/24"
+    )]
+    Deny(ListAction),
+    /// Manual bans (with an expiry), and lifting automatic bans.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  sudo sip-xdp ban add 203.0.113.7 --for 2h\n  sudo sip-xdp ban del 203.0.113.7\n  sudo sip-xdp ban list --output json"
+    )]
+    Ban(BanAction),
+    /// Check or show the configuration.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  sip-xdp config check /etc/sip-xdp/sip-xdp.toml\n  sip-xdp config show"
+    )]
+    Config(ConfigAction),
+    /// Load the XDP program into the kernel (running the verifier) without attaching it.
+    #[command(after_help = "Example:\n  sudo sip-xdp check")]
+    Check,
+}
+
+#[derive(Args, Debug)]
+pub struct AttachArgs {
+    /// Interface to filter (repeat for several).
+    #[arg(long = "iface", value_name = "IFACE", required = true)]
+    pub ifaces: Vec<String>,
+    /// Config file (TOML). Default: /etc/sip-xdp/sip-xdp.toml if it exists, else built-in defaults.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// XDP mode: native (driver), skb (generic, slower, works everywhere), or auto.
+    #[arg(long, default_value = "auto", value_parser = parse_mode)]
+    pub mode: AttachMode,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub attach: AttachArgs,
+    /// Leave the program attached when the daemon stops (the filter keeps running).
+    #[arg(long)]
+    pub keep_attached: bool,
+    /// Serve metrics on this address instead of the config's `metrics.listen`.
+    #[arg(long, value_name = "ADDR:PORT", conflicts_with = "no_metrics")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Do not serve metrics.
+    #[arg(long)]
+    pub no_metrics: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DetachArgs {
+    /// Interface to detach from (repeat for several).
+    #[arg(long = "iface", value_name = "IFACE", required_unless_present = "all", conflicts_with = "all")]
+    pub ifaces: Vec<String>,
+    /// Detach from every interface sip-xdp is attached to.
+    #[arg(long)]
+    pub all: bool,
+    /// With --all: also remove the pinned maps (automatic bans, strikes and counters are lost;
+    /// lists and manual bans stay in the state file).
+    #[arg(long, requires = "all")]
+    pub purge: bool,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct OutputArgs {
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ListAction {
+    /// Add CIDRs (a bare address means one host).
+    Add {
+        #[arg(value_name = "CIDR", required = true, value_parser = parse_net)]
+        nets: Vec<IpNet>,
+        /// Free text kept in the state file (who, why).
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Remove CIDRs.
+    Del {
+        #[arg(value_name = "CIDR", required = true, value_parser = parse_net)]
+        nets: Vec<IpNet>,
+    },
+    /// List entries.
+    List(OutputArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BanAction {
+    /// Ban addresses or CIDRs now; the ban expires in the kernel.
+    Add {
+        #[arg(value_name = "ADDR", required = true, value_parser = parse_net)]
+        nets: Vec<IpNet>,
+        /// How long, e.g. 30m, 2h, 7d. Default: `bans.manual_default` (1h).
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration_arg)]
+        duration: Option<Duration>,
+        /// Free text kept in the state file.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Lift manual and automatic bans of these addresses (their strike history goes too).
+    Del {
+        #[arg(value_name = "ADDR", required = true, value_parser = parse_net)]
+        nets: Vec<IpNet>,
+    },
+    /// List manual and automatic bans in force.
+    List(OutputArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigAction {
+    /// Validate a config file; prints the problem with its line, exits non-zero.
+    Check {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Print the effective config (file merged with defaults), every key.
+    Show {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn parse_mode(s: &str) -> Result<AttachMode, String> {
+    s.parse()
+}
+
+/// A CIDR or a bare address (one host). Host bits are cleared: 10.1.2.3/8 means 10.0.0.0/8.
+pub fn parse_net(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    if let Ok(net) = s.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    if let Ok(addr) = s.parse::<IpAddr>() {
+        return Ok(IpNet::from(addr));
+    }
+    Err(format!(
+        "{s:?} is not an IP address or CIDR (examples: 203.0.113.7, 198.51.100.0/24, 2001:db8::/32)"
+    ))
+}
+
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    config::parse_duration(s)
+}
+
+/// Loads the config the operator means: the given file, else the default path if present,
+/// else the built-in defaults.
+pub fn load_settings(path: Option<&Path>) -> Result<(Settings, Option<PathBuf>)> {
+    match path {
+        Some(path) => Ok((Settings::load(path)?, Some(path.to_owned()))),
+        None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+            let path = PathBuf::from(DEFAULT_CONFIG_PATH);
+            Ok((Settings::load(&path)?, Some(path)))
+        }
+        None => Ok((Settings::default(), None)),
+    }
+}
+
+/// Fails early, with the fix, when the process cannot use BPF.
+pub fn require_privileges(command: &str) -> Result<()> {
+    // SAFETY: no arguments, cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return Ok(());
+    }
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_BPF: u32 = 39;
+    let effective = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .unwrap_or(0);
+    let has = |cap: u32| effective & (1 << cap) != 0;
+    if has(CAP_NET_ADMIN) && (has(CAP_BPF) || has(CAP_SYS_ADMIN)) {
+        return Ok(());
+    }
+    bail!(
+        "`sip-xdp {command}` needs root (or CAP_BPF and CAP_NET_ADMIN); run it with sudo"
+    )
+}
+
+pub fn attach(cli: &Cli, args: &AttachArgs) -> Result<()> {
+    require_privileges("attach")?;
+    let (settings, _) = load_settings(args.config.as_deref())?;
+    let pins = PinDir::new(&cli.pin_dir);
+    let control = Control::new(pins.clone(), cli.state_dir.clone());
+    let outcomes = control.attach(&settings, &args.ifaces, args.mode)?;
+    for (iface, outcome) in outcomes {
+        if outcome.fell_back {
+            eprintln!(
+                "warning: {iface}: the driver refused native XDP; attached in generic (skb) mode, \
+                 which filters after the kernel allocates the packet (slower under floods)"
+            );
+        }
+        let verb = if outcome.replaced {
+            "updated in place (counters, bans and lists kept)"
+        } else {
+            "attached"
+        };
+        println!(
+            "{iface}: {verb}, {} mode; pinned under {}",
+            outcome.mode,
+            pins.path().display()
+        );
+    }
+    Ok(())
+}
+
+pub fn detach(cli: &Cli, args: &DetachArgs) -> Result<()> {
+    require_privileges("detach")?;
+    let pins = PinDir::new(&cli.pin_dir);
+    let control = Control::new(pins.clone(), cli.state_dir.clone());
+    let ifaces: Vec<String> = if args.all {
+        pins.attachments()?.into_iter().map(|a| a.iface).collect()
+    } else {
+        args.ifaces.clone()
+    };
+    // Save automatic bans first: after a purge, or a reboot, they are restored from the file.
+    if pins.has_maps() {
+        let maps = SipMaps::open_pinned(&pins)?;
+        control.save_auto_bans(&maps)?;
+    }
+    let mut missing = Vec::new();
+    for iface in &ifaces {
+        if loader::detach_pinned(&pins, iface)? {
+            println!("{iface}: detached");
+        } else {
+            missing.push(iface.as_str());
+        }
+    }
+    if args.purge {
+        let removed = pins.remove_maps()?;
+        pins.remove_if_empty();
+        println!(
+            "removed {} pinned maps from {}; lists and manual bans remain in {}",
+            removed.len(),
+            pins.path().display(),
+            cli.state_dir.display()
+        );
+    } else if ifaces.is_empty() {
+        println!("sip-xdp is not attached to any interface");
+    }
+    if !missing.is_empty() {
+        bail!(
+            "sip-xdp is not attached to {} (see `sip-xdp status`)",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+pub fn list(cli: &Cli, kind: ListKind, action: &ListAction) -> Result<()> {
+    let control = Control::new(PinDir::new(&cli.pin_dir), cli.state_dir.clone());
+    match action {
+        ListAction::Add { nets, comment } => {
+            require_privileges(kind.command())?;
+            let report = control.list_add(kind, nets, comment.clone())?;
+            report.print();
+        }
+        ListAction::Del { nets } => {
+            require_privileges(kind.command())?;
+            let report = control.list_del(kind, nets)?;
+            report.print();
+            report.fail_if_missing(kind.command())?;
+        }
+        ListAction::List(out) => {
+            let entries = control.list_entries(kind)?;
+            status::print_list(kind, &entries, out.output)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn ban(cli: &Cli, action: &BanAction) -> Result<()> {
+    let control = Control::new(PinDir::new(&cli.pin_dir), cli.state_dir.clone());
+    match action {
+        BanAction::Add {
+            nets,
+            duration,
+            reason,
+        } => {
+            require_privileges("ban")?;
+            let duration = match duration {
+                Some(d) => *d,
+                None => load_settings(None)?.0.manual_ban_default(),
+            };
+            let report = control.ban_add(nets, duration, reason.clone())?;
+            report.print();
+        }
+        BanAction::Del { nets } => {
+            require_privileges("ban")?;
+            let report = control.ban_del(nets)?;
+            report.print();
+            report.fail_if_missing("ban")?;
+        }
+        BanAction::List(out) => {
+            let bans = control.ban_entries()?;
+            status::print_bans(&bans, out.output)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn config(action: &ConfigAction) -> Result<()> {
+    match action {
+        ConfigAction::Check { file } => {
+            Settings::load(file)?;
+            println!("{}: OK", file.display());
+        }
+        ConfigAction::Show { config } => {
+            let (settings, origin) = load_settings(config.as_deref())?;
+            match origin {
+                Some(path) => println!("# effective config: {} merged with defaults", path.display()),
+                None => println!("# effective config: built-in defaults (no config file)"),
+            }
+            print!("{}", settings.to_toml());
+        }
+    }
+    Ok(())
+}
+
+pub fn check() -> Result<()> {
+    require_privileges("check")?;
+    let mut ebpf = loader::load(&LoadOptions::default()).context("sip-xdp check")?;
+    let mut maps = SipMaps::take_from(&mut ebpf)?;
+    maps.write_config(&Settings::default().kernel_config())?;
+    println!("XDP program loaded and verified by the kernel (not attached).");
+    Ok(())
+}

@@ -1,0 +1,409 @@
+//! `sip-xdp run`: the foreground service. Attaches (adopting a pinned attachment), logs ban
+//! events from the kernel, keeps maps and state file in step, serves metrics, reloads on SIGHUP.
+//!
+//! The daemon holds no link: the filter's life is the pins', so a crashed or killed daemon
+//! leaves the host filtering, and the next `run` picks everything up where it was.
+use std::{
+    collections::BTreeMap,
+    fs::{File, OpenOptions},
+    io::{Read as _, Seek as _, Write as _},
+    os::{fd::AsRawFd as _, unix::fs::OpenOptionsExt as _},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::watch,
+};
+use tracing::{error, info, warn};
+
+use crate::{
+    cli::{self, Cli, LogFormatArg, RunArgs},
+    config::{LogFormat, Settings},
+    control::Control,
+    events::{self, BanRecord, EventLogger, LogLimiterConfig},
+    loader::{self, PinDir},
+    maps::{self, SipMaps},
+    metrics::{self, Snapshot},
+    status::{self, TableFill},
+};
+
+const DAEMON_LOCK_FILE: &str = "daemon.lock";
+/// How often expired manual bans are cleared and maps and state file compared.
+const RECONCILE_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the source table is scanned for the ban and fill gauges (a full walk of the LRU).
+const TABLE_SCAN_INTERVAL: Duration = Duration::from_secs(15);
+/// How often automatic bans are saved to the state file.
+const AUTO_BAN_SAVE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Held while the daemon runs: one daemon per state directory (and so per pinned program).
+pub struct DaemonLock {
+    _file: File,
+}
+
+impl DaemonLock {
+    pub fn acquire(state_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(state_dir)
+            .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
+        let path = state_dir.join(DAEMON_LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(&path)
+            .with_context(|| format!("cannot open the daemon lock {}", path.display()))?;
+        // SAFETY: a valid descriptor owned by `file`.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let pid = read_pid(&mut file)
+                .map(|p| format!(" (pid {p})"))
+                .unwrap_or_default();
+            bail!(
+                "another sip-xdp daemon{pid} is already running with state directory {}; stop \
+                 it first (`systemctl stop sip-xdp`), or give this one its own --state-dir and \
+                 --pin-dir",
+                state_dir.display()
+            );
+        }
+        file.set_len(0)?;
+        file.rewind()?;
+        writeln!(file, "{}", std::process::id())?;
+        file.sync_all()?;
+        Ok(Self { _file: file })
+    }
+}
+
+fn read_pid(file: &mut File) -> Option<u32> {
+    let mut text = String::new();
+    file.rewind().ok()?;
+    file.read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
+}
+
+/// The pid of the daemon running with `state_dir`, if one is.
+pub fn running_pid(state_dir: &Path) -> Option<u32> {
+    let mut file = File::open(state_dir.join(DAEMON_LOCK_FILE)).ok()?;
+    // SAFETY: a valid descriptor owned by `file`.
+    let free = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
+    if free {
+        return None;
+    }
+    read_pid(&mut file)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn limiter_config(settings: &Settings) -> LogLimiterConfig {
+    LogLimiterConfig {
+        lines_per_sec: settings.log.ban_lines_per_sec,
+        burst: settings.log.ban_lines_burst,
+        summary_interval: settings.log.summary_interval,
+    }
+}
+
+/// What the daemon counts itself, for the metrics.
+#[derive(Default)]
+struct DaemonStats {
+    ban_events: BTreeMap<(String, String), u64>,
+    table_fill: TableFill,
+    config_reloads: u64,
+    config_reload_failures: u64,
+    config_last_reload_success_timestamp_seconds: f64,
+}
+
+struct Shared {
+    maps: Mutex<SipMaps>,
+    logger: Mutex<EventLogger>,
+    stats: Mutex<DaemonStats>,
+    control: Control,
+    pins: PinDir,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic in another task must not take the daemon's bookkeeping down with it.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn now_unix_secs_f64() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+pub fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
+    cli::require_privileges("run")?;
+    let (settings, config_path) = cli::load_settings(args.attach.config.as_deref())?;
+    let format = match cli.log_format {
+        Some(LogFormatArg::Json) => LogFormat::Json,
+        Some(LogFormatArg::Text) => LogFormat::Text,
+        None => settings.log.format,
+    };
+    init_logging(format);
+    let _daemon_lock = DaemonLock::acquire(&cli.state_dir)?;
+    let pins = PinDir::new(&cli.pin_dir);
+    let control = Control::new(pins.clone(), cli.state_dir.clone());
+
+    let outcomes = control.attach(&settings, &args.attach.ifaces, args.attach.mode)?;
+    for (iface, outcome) in &outcomes {
+        if outcome.fell_back {
+            warn!(
+                iface = %iface,
+                "the driver refused native XDP; attached in generic (skb) mode, which filters \
+                 after the kernel allocates the packet (slower under floods)"
+            );
+        }
+        info!(
+            iface = %iface,
+            mode = %outcome.mode,
+            adopted = outcome.replaced,
+            pin_dir = %pins.path().display(),
+            "{}",
+            if outcome.replaced {
+                "adopted the pinned attachment (program replaced in place; counters, bans and lists kept)"
+            } else {
+                "attached"
+            }
+        );
+    }
+    let maps = SipMaps::open_pinned(&pins)?;
+    let ring = maps::open_ban_events(&pins)?;
+    let shared = Arc::new(Shared {
+        maps: Mutex::new(maps),
+        logger: Mutex::new(EventLogger::new(limiter_config(&settings))),
+        stats: Mutex::new(DaemonStats::default()),
+        control,
+        pins,
+    });
+    refresh_table_fill(&shared);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(serve(
+        shared.clone(),
+        settings,
+        config_path,
+        args,
+        ring,
+    ));
+
+    // Whatever happened, keep the escalation history and leave the host as promised.
+    if let Err(e) = shared.control.save_auto_bans(&lock(&shared.maps)) {
+        warn!(error = %format!("{e:#}"), "could not save automatic bans to the state file");
+    }
+    if args.keep_attached {
+        info!("stopping; the program stays attached (--keep-attached)");
+    } else {
+        for iface in &args.attach.ifaces {
+            match loader::detach_pinned(&shared.pins, iface) {
+                Ok(_) => info!(iface = %iface, "detached"),
+                Err(e) => error!(iface = %iface, error = %e, "could not detach"),
+            }
+        }
+    }
+    result
+}
+
+async fn serve(
+    shared: Arc<Shared>,
+    mut settings: Settings,
+    config_path: Option<PathBuf>,
+    args: &RunArgs,
+    ring: aya::maps::RingBuf<aya::maps::MapData>,
+) -> Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let event_shared = shared.clone();
+    let events_task = tokio::spawn(events::read_events(
+        ring,
+        move |record: BanRecord| {
+            lock(&event_shared.logger).log(&record, Instant::now());
+            *lock(&event_shared.stats)
+                .ban_events
+                .entry((record.kind.name().to_owned(), record.class.name().to_owned()))
+                .or_insert(0) += 1;
+        },
+        stopped(stop_rx.clone()),
+    ));
+
+    let metrics_addr = if args.no_metrics || !settings.metrics.enabled {
+        None
+    } else {
+        Some(args.metrics_listen.unwrap_or(settings.metrics.listen))
+    };
+    let metrics_task = match metrics_addr {
+        None => None,
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!(
+                    "cannot listen for metrics on {addr} (in use? set metrics.listen, \
+                     --metrics-listen, or --no-metrics)"
+                )
+            })?;
+            info!(listen = %addr, "serving Prometheus metrics at /metrics");
+            let snapshot_shared = shared.clone();
+            let source: metrics::SnapshotFn = Arc::new(move || snapshot(&snapshot_shared));
+            Some(tokio::spawn(metrics::serve(
+                listener,
+                source,
+                stopped(stop_rx.clone()),
+            )))
+        }
+    };
+
+    let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_reconcile = Instant::now();
+    let mut last_scan = Instant::now();
+    let mut last_save = Instant::now();
+    info!(
+        ifaces = %args.attach.ifaces.join(","),
+        config = %config_path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "built-in defaults".into()),
+        "sip-xdp running"
+    );
+
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
+            _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
+            _ = sighup.recv() => reload(&shared, &mut settings, config_path.as_deref()),
+            _ = tick.tick() => {
+                lock(&shared.logger).tick(Instant::now());
+                if last_reconcile.elapsed() >= RECONCILE_INTERVAL {
+                    last_reconcile = Instant::now();
+                    let s = shared.clone();
+                    let done = tokio::task::spawn_blocking(move || s.control.reconcile(&mut lock(&s.maps))).await;
+                    if let Ok(Err(e)) = done {
+                        warn!(error = %format!("{e:#}"), "could not reconcile maps and state file");
+                    }
+                }
+                if last_scan.elapsed() >= TABLE_SCAN_INTERVAL {
+                    last_scan = Instant::now();
+                    let s = shared.clone();
+                    let _ = tokio::task::spawn_blocking(move || refresh_table_fill(&s)).await;
+                }
+                if last_save.elapsed() >= AUTO_BAN_SAVE_INTERVAL {
+                    last_save = Instant::now();
+                    let s = shared.clone();
+                    let done = tokio::task::spawn_blocking(move || s.control.save_auto_bans(&lock(&s.maps))).await;
+                    if let Ok(Err(e)) = done {
+                        warn!(error = %format!("{e:#}"), "could not save automatic bans");
+                    }
+                }
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    match events_task.await {
+        Ok(Err(e)) => warn!(error = %e, "ban event reader stopped with an error"),
+        Err(e) => warn!(error = %e, "ban event reader panicked"),
+        Ok(Ok(())) => {}
+    }
+    if let Some(task) = metrics_task
+        && let Ok(Err(e)) = task.await
+    {
+        warn!(error = %e, "metrics server stopped with an error");
+    }
+    Ok(())
+}
+
+fn refresh_table_fill(shared: &Shared) {
+    let fill = status::table_fill(&lock(&shared.maps));
+    match fill {
+        Ok(fill) => lock(&shared.stats).table_fill = fill,
+        Err(e) => warn!(error = %format!("{e:#}"), "could not scan the source table"),
+    }
+}
+
+fn snapshot(shared: &Shared) -> Result<Snapshot> {
+    let counters = lock(&shared.maps).counters()?;
+    let attached = shared
+        .pins
+        .attachments()?
+        .into_iter()
+        .map(|a| (a.iface, a.mode.name().to_owned()))
+        .collect();
+    let log_lines_suppressed = lock(&shared.logger).suppressed_total();
+    let stats = lock(&shared.stats);
+    let fill = &stats.table_fill;
+    Ok(Snapshot {
+        counters,
+        tracked_sources: fill.tracked_sources,
+        sources_capacity: fill.sources_capacity,
+        active_bans: fill.active_bans,
+        active_would_bans: fill.active_would_bans,
+        manual_bans: fill.manual_bans,
+        allowlist_entries: fill.allowlist_entries,
+        denylist_entries: fill.denylist_entries,
+        attached,
+        ban_events: stats.ban_events.clone(),
+        log_lines_suppressed,
+        config_reloads: stats.config_reloads,
+        config_reload_failures: stats.config_reload_failures,
+        config_last_reload_success_timestamp_seconds: stats
+            .config_last_reload_success_timestamp_seconds,
+    })
+}
+
+/// SIGHUP: the new config applies as a whole, or not at all.
+fn reload(shared: &Shared, settings: &mut Settings, path: Option<&Path>) {
+    let Some(path) = path else {
+        info!("SIGHUP: no config file in use (built-in defaults); nothing to reload");
+        return;
+    };
+    let loaded = Settings::load(path);
+    let mut stats = lock(&shared.stats);
+    let new = match loaded {
+        Ok(new) => new,
+        Err(e) => {
+            stats.config_reload_failures += 1;
+            error!(
+                config = %path.display(),
+                error = %e,
+                "config reload rejected; the running config stays in force"
+            );
+            return;
+        }
+    };
+    if let Err(e) = lock(&shared.maps).write_config(&new.kernel_config()) {
+        stats.config_reload_failures += 1;
+        error!(error = %e, "could not apply the reloaded config; the running config stays in force");
+        return;
+    }
+    lock(&shared.logger).set_config(limiter_config(&new));
+    if new.metrics != settings.metrics {
+        warn!("metrics settings changed; they take effect at the next restart");
+    }
+    if new.datapath.max_sources != settings.datapath.max_sources {
+        warn!(
+            "datapath.max_sources changed; the table is resized only after `sip-xdp detach --all --purge` and a new attach"
+        );
+    }
+    *settings = new;
+    stats.config_reloads += 1;
+    stats.config_last_reload_success_timestamp_seconds = now_unix_secs_f64();
+    info!(config = %path.display(), "config reloaded");
+}
