@@ -2,6 +2,7 @@
 pub mod loader;
 pub mod maps;
 pub mod reference;
+pub mod state;
 pub mod time;
 
 pub use sip_xdp_common as common;
