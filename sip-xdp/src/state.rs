@@ -1,0 +1,924 @@
+//! The durable copy of the allowlist, the denylist and the bans.
+//!
+//! The pinned BPF maps are the live copy and vanish with a reboot or a detach; this file is what
+//! the daemon rebuilds them from. Times in the file are wall-clock unix seconds, because the
+//! kernel's clock (CLOCK_MONOTONIC_COARSE) restarts at boot: convert with [`Clocks`].
+//!
+//! Every read-modify-write holds [`lock`], so the CLI and the daemon never lose each other's
+//! edits; [`StateFile::update`] does lock, load, edit and save in one call.
+use std::{
+    fs::{self, DirBuilder, File, OpenOptions},
+    io::{self, Write},
+    net::IpAddr,
+    os::{
+        fd::AsRawFd,
+        unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
+    },
+    path::{Path, PathBuf},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize};
+use thiserror::Error;
+
+use crate::time::monotonic_now_ns;
+
+/// Name of the state file inside the state directory.
+pub const STATE_FILE: &str = "state.json";
+/// Where the state lives unless the CLI is told otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/sip-xdp";
+/// Name of the lock file inside the state directory.
+pub const LOCK_FILE: &str = "state.lock";
+/// The file format this build writes and the newest it reads.
+pub const STATE_VERSION: u32 = 1;
+/// How long [`lock`] waits for another holder before giving up.
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+const LOCK_POLL_INTERVAL: Duration = Duration::from_millis(50);
+const TMP_SUFFIX: &str = ".tmp";
+const DIR_MODE: u32 = 0o755;
+const FILE_MODE: u32 = 0o644;
+const NS_PER_SEC: u64 = 1_000_000_000;
+
+#[derive(Debug, Error)]
+pub enum StateError {
+    #[error(
+        "cannot create state directory {path}: {source}; create it by hand or pass another \
+         state directory"
+    )]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "cannot read state file {path}: {source}; check its permissions (sip-xdp normally runs \
+         as root)"
+    )]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "state file {path} is not valid at line {line}, column {column}: {message}; fix it, or \
+         move it aside to start empty; nothing was changed"
+    )]
+    Corrupt {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error(
+        "state file {path} has version {version}, newer than the version {supported} this \
+         sip-xdp reads; upgrade sip-xdp, or move the file aside to start empty; nothing was \
+         changed"
+    )]
+    TooNew {
+        path: PathBuf,
+        version: u32,
+        supported: u32,
+    },
+    #[error(
+        "state file {path} has version {version}, which no sip-xdp writes; fix the version \
+         (this sip-xdp writes {supported}), or move the file aside to start empty; nothing was \
+         changed"
+    )]
+    UnknownVersion {
+        path: PathBuf,
+        version: u32,
+        supported: u32,
+    },
+    #[error(
+        "cannot write state file {path}: {source}; check free space and permissions of the \
+         state directory; the previous state file is unchanged"
+    )]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot encode the state as JSON: {0}; this is a sip-xdp bug, please report it")]
+    Encode(#[source] serde_json::Error),
+    #[error(
+        "cannot lock {path}: {source}; check the permissions of the state directory (sip-xdp \
+         normally runs as root)"
+    )]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "lock file {path} is still held after {waited:?}: another sip-xdp command holds it; \
+         wait for it to finish and retry"
+    )]
+    LockTimeout { path: PathBuf, waited: Duration },
+}
+
+/// A CIDR allowed through without rate limiting.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowRecord {
+    #[serde(deserialize_with = "de_net")]
+    pub net: IpNet,
+    /// Unix seconds.
+    pub added_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// A CIDR denied for good.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DenyRecord {
+    #[serde(deserialize_with = "de_net")]
+    pub net: IpNet,
+    /// Unix seconds.
+    pub added_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// A ban an operator imposed; it lives in the kernel's denylist until `expires_at`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManualBan {
+    #[serde(deserialize_with = "de_net")]
+    pub net: IpNet,
+    /// Unix seconds; the ban no longer applies from this second on.
+    pub expires_at: u64,
+    /// Unix seconds.
+    pub added_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A rate-limit ban the program imposed, saved so that a source's escalation (strikes, last
+/// duration) survives a reboot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoBanRecord {
+    /// The `SOURCES` key as an address (IPv4-mapped keys as IPv4; IPv6 already masked).
+    pub addr: IpAddr,
+    /// Unix seconds the ban ends.
+    pub banned_until: u64,
+    pub ban_duration_ns: u64,
+    pub strikes: u32,
+    pub limit_class: u8,
+    pub monitor_only: bool,
+}
+
+/// Contents of `state.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateFile {
+    pub version: u32,
+    #[serde(default)]
+    pub allow: Vec<AllowRecord>,
+    #[serde(default)]
+    pub deny: Vec<DenyRecord>,
+    #[serde(default)]
+    pub bans: Vec<ManualBan>,
+    #[serde(default)]
+    pub auto_bans: Vec<AutoBanRecord>,
+}
+
+impl Default for StateFile {
+    fn default() -> Self {
+        Self {
+            version: STATE_VERSION,
+            allow: Vec::new(),
+            deny: Vec::new(),
+            bans: Vec::new(),
+            auto_bans: Vec::new(),
+        }
+    }
+}
+
+/// Read first and alone, so that a newer file is reported as newer rather than as unparsable.
+#[derive(Deserialize)]
+struct VersionProbe {
+    version: u32,
+}
+
+/// Hand-edited files may hold a bare address where a CIDR belongs.
+fn de_net<'de, D: Deserializer<'de>>(deserializer: D) -> Result<IpNet, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Ok(net);
+    }
+    text.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "{text:?} is neither a CIDR (10.0.0.0/8) nor an address"
+        ))
+    })
+}
+
+fn corrupt(path: &Path, err: &serde_json::Error) -> StateError {
+    let (line, column) = (err.line(), err.column());
+    let full = err.to_string();
+    let message = full
+        .strip_suffix(&format!(" at line {line} column {column}"))
+        .unwrap_or(&full)
+        .to_owned();
+    StateError::Corrupt {
+        path: path.to_owned(),
+        line,
+        column,
+        message,
+    }
+}
+
+impl StateFile {
+    /// Reads `<dir>/state.json`; a missing file is an empty state. Hold [`lock`] if you intend to
+    /// save changes.
+    pub fn load(dir: &Path) -> Result<StateFile, StateError> {
+        let path = dir.join(STATE_FILE);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(StateFile::default()),
+            Err(source) => return Err(StateError::Read { path, source }),
+        };
+        Self::parse(&path, &text)
+    }
+
+    fn parse(path: &Path, text: &str) -> Result<StateFile, StateError> {
+        let probe: VersionProbe = serde_json::from_str(text).map_err(|e| corrupt(path, &e))?;
+        if probe.version > STATE_VERSION {
+            return Err(StateError::TooNew {
+                path: path.to_owned(),
+                version: probe.version,
+                supported: STATE_VERSION,
+            });
+        }
+        if probe.version < STATE_VERSION {
+            return Err(StateError::UnknownVersion {
+                path: path.to_owned(),
+                version: probe.version,
+                supported: STATE_VERSION,
+            });
+        }
+        let mut state: StateFile = serde_json::from_str(text).map_err(|e| corrupt(path, &e))?;
+        state.normalise();
+        Ok(state)
+    }
+
+    /// Host bits cleared and duplicates dropped (first one kept), as the add operations keep it;
+    /// only a hand-edited file needs this.
+    fn normalise(&mut self) {
+        fn dedup<T>(records: &mut Vec<T>, net: impl Fn(&mut T) -> &mut IpNet) {
+            let mut seen = Vec::with_capacity(records.len());
+            records.retain_mut(|r| {
+                let n = net(r);
+                *n = n.trunc();
+                if seen.contains(n) {
+                    false
+                } else {
+                    seen.push(*n);
+                    true
+                }
+            });
+        }
+        dedup(&mut self.allow, |r| &mut r.net);
+        dedup(&mut self.deny, |r| &mut r.net);
+        dedup(&mut self.bans, |r| &mut r.net);
+    }
+
+    /// Replaces `<dir>/state.json` atomically (temporary file, fsync, rename, fsync of the
+    /// directory), creating the directory if needed. Hold [`lock`] around load and save.
+    pub fn save(&self, dir: &Path) -> Result<(), StateError> {
+        create_dir(dir)?;
+        let mut json = serde_json::to_string_pretty(self).map_err(StateError::Encode)?;
+        json.push('\n');
+
+        let path = dir.join(STATE_FILE);
+        let tmp = dir.join(format!("{STATE_FILE}{TMP_SUFFIX}"));
+        let write_err = |source| StateError::Write {
+            path: path.clone(),
+            source,
+        };
+        let written = write_synced(&tmp, json.as_bytes()).and_then(|()| fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            // A stale temporary file is harmless (the next save truncates it) but confusing.
+            let _ = fs::remove_file(&tmp);
+            return Err(write_err(e));
+        }
+        // Without this the rename itself may not survive a power cut.
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(write_err)
+    }
+
+    /// Locks the directory, loads, applies `edit`, and saves if `edit` changed anything.
+    pub fn update<T>(dir: &Path, edit: impl FnOnce(&mut StateFile) -> T) -> Result<T, StateError> {
+        let _lock = lock(dir)?;
+        let mut state = StateFile::load(dir)?;
+        let before = state.clone();
+        let result = edit(&mut state);
+        if state != before {
+            state.save(dir)?;
+        }
+        Ok(result)
+    }
+
+    /// `false` if `net` was already allowed (its record is left as it was).
+    pub fn add_allow(&mut self, net: IpNet, comment: Option<String>) -> bool {
+        let net = net.trunc();
+        if self.allow.iter().any(|r| r.net == net) {
+            return false;
+        }
+        self.allow.push(AllowRecord {
+            net,
+            added_at: now_wall_secs(),
+            comment,
+        });
+        true
+    }
+
+    pub fn remove_allow(&mut self, net: IpNet) -> bool {
+        remove_net(&mut self.allow, net.trunc(), |r| r.net)
+    }
+
+    /// `false` if `net` was already denied (its record is left as it was).
+    pub fn add_deny(&mut self, net: IpNet, comment: Option<String>) -> bool {
+        let net = net.trunc();
+        if self.deny.iter().any(|r| r.net == net) {
+            return false;
+        }
+        self.deny.push(DenyRecord {
+            net,
+            added_at: now_wall_secs(),
+            comment,
+        });
+        true
+    }
+
+    pub fn remove_deny(&mut self, net: IpNet) -> bool {
+        remove_net(&mut self.deny, net.trunc(), |r| r.net)
+    }
+
+    /// Bans `net` until `expires_at` (unix seconds). An existing ban of the same net is replaced,
+    /// even by a shorter one: the operator's latest command wins.
+    pub fn add_ban(&mut self, net: IpNet, expires_at: u64, reason: Option<String>) {
+        let net = net.trunc();
+        let ban = ManualBan {
+            net,
+            expires_at,
+            added_at: now_wall_secs(),
+            reason,
+        };
+        match self.bans.iter_mut().find(|b| b.net == net) {
+            Some(existing) => *existing = ban,
+            None => self.bans.push(ban),
+        }
+    }
+
+    pub fn remove_ban(&mut self, net: IpNet) -> bool {
+        remove_net(&mut self.bans, net.trunc(), |b| b.net)
+    }
+
+    /// Drops the bans that ended at or before `now_wall` (unix seconds); returns their nets.
+    pub fn prune_expired_bans(&mut self, now_wall: u64) -> Vec<IpNet> {
+        let mut pruned = Vec::new();
+        self.bans.retain(|b| {
+            let live = b.expires_at > now_wall;
+            if !live {
+                pruned.push(b.net);
+            }
+            live
+        });
+        pruned
+    }
+
+    pub fn set_auto_bans(&mut self, auto_bans: Vec<AutoBanRecord>) {
+        self.auto_bans = auto_bans;
+    }
+
+    /// The kernel DENYLIST entry `net` must have: `Some(expires_at_ns)` (monotonic, 0 = never)
+    /// or `None` for no entry. A permanent deny wins over a ban of the same net; a ban that ended
+    /// at or before `now_wall` counts as absent.
+    pub fn denylist_value(&self, net: &IpNet, now_wall: u64) -> Option<u64> {
+        self.denylist_value_at(net, now_wall, Clocks::now())
+    }
+
+    fn denylist_value_at(&self, net: &IpNet, now_wall: u64, clocks: Clocks) -> Option<u64> {
+        let net = net.trunc();
+        if self.deny.iter().any(|r| r.net == net) {
+            return Some(0);
+        }
+        let ban = self
+            .bans
+            .iter()
+            .find(|b| b.net == net && b.expires_at > now_wall)?;
+        // 0 would mean "never" to the kernel.
+        Some(clocks.wall_to_mono_ns(ban.expires_at).max(1))
+    }
+
+    /// Every DENYLIST entry the kernel must have, deny and live bans merged as in
+    /// [`StateFile::denylist_value`], converted with one clock reading.
+    pub fn denylist_entries(&self, now_wall: u64) -> Vec<(IpNet, u64)> {
+        let clocks = Clocks::now();
+        let mut nets: Vec<IpNet> = self.deny.iter().map(|r| r.net).collect();
+        for ban in &self.bans {
+            if !nets.contains(&ban.net) {
+                nets.push(ban.net);
+            }
+        }
+        nets.into_iter()
+            .filter_map(|net| {
+                self.denylist_value_at(&net, now_wall, clocks)
+                    .map(|v| (net, v))
+            })
+            .collect()
+    }
+}
+
+fn remove_net<T>(records: &mut Vec<T>, net: IpNet, net_of: impl Fn(&T) -> IpNet) -> bool {
+    let before = records.len();
+    records.retain(|r| net_of(r) != net);
+    records.len() != before
+}
+
+fn create_dir(dir: &Path) -> Result<(), StateError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+        .map_err(|source| StateError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(FILE_MODE)
+        .open(path)?;
+    // `mode` is filtered by the umask; the file must be readable by monitoring tools regardless.
+    file.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Held for a whole read-modify-write of the state file; dropping it releases the lock.
+#[derive(Debug)]
+pub struct StateLock {
+    // flock locks belong to the open file description: closing the file releases it.
+    _file: File,
+    path: PathBuf,
+}
+
+impl StateLock {
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Takes the exclusive lock on `<dir>/state.lock`, waiting up to [`LOCK_TIMEOUT`]. Creates the
+/// directory if missing.
+pub fn lock(dir: &Path) -> Result<StateLock, StateError> {
+    lock_with_timeout(dir, LOCK_TIMEOUT)
+}
+
+/// [`lock`] with a chosen wait. Polls rather than blocking in `flock` so that the wait is bounded.
+pub fn lock_with_timeout(dir: &Path, timeout: Duration) -> Result<StateLock, StateError> {
+    create_dir(dir)?;
+    let path = dir.join(LOCK_FILE);
+    let lock_err = |source| StateError::Lock {
+        path: path.clone(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .open(&path)
+        .map_err(lock_err)?;
+    let started = Instant::now();
+    loop {
+        // SAFETY: a valid, open file descriptor owned by `file`.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(StateLock { _file: file, path });
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => {}
+            _ => return Err(lock_err(err)),
+        }
+        let waited = started.elapsed();
+        if waited >= timeout {
+            return Err(StateError::LockTimeout { path, waited });
+        }
+        std::thread::sleep(LOCK_POLL_INTERVAL.min(timeout - waited));
+    }
+}
+
+/// Wall-clock now, in unix seconds (0 if the clock is set before 1970).
+pub fn now_wall_secs() -> u64 {
+    now_wall_ns() / NS_PER_SEC
+}
+
+fn now_wall_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos().min(u128::from(u64::MAX)) as u64)
+        .unwrap_or(0)
+}
+
+/// One reading of the wall clock and the kernel's monotonic clock, taken together, so that a
+/// batch of conversions agrees with itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Clocks {
+    pub wall_ns: u64,
+    pub mono_ns: u64,
+}
+
+impl Clocks {
+    pub fn now() -> Self {
+        Self {
+            wall_ns: now_wall_ns(),
+            mono_ns: monotonic_now_ns(),
+        }
+    }
+
+    /// The monotonic time of wall-clock second `unix_secs`; a time already past gives the
+    /// monotonic now (callers decide whether that means "expired").
+    pub fn wall_to_mono_ns(&self, unix_secs: u64) -> u64 {
+        let target_ns = unix_secs.saturating_mul(NS_PER_SEC);
+        self.mono_ns
+            .saturating_add(target_ns.saturating_sub(self.wall_ns))
+    }
+
+    /// The wall-clock second of monotonic time `mono_ns`, rounded up so that a ban converted
+    /// to the file and back never ends earlier than it did.
+    pub fn mono_to_wall_secs(&self, mono_ns: u64) -> u64 {
+        let wall_ns = if mono_ns >= self.mono_ns {
+            self.wall_ns.saturating_add(mono_ns - self.mono_ns)
+        } else {
+            self.wall_ns.saturating_sub(self.mono_ns - mono_ns)
+        };
+        wall_ns.div_ceil(NS_PER_SEC)
+    }
+}
+
+/// [`Clocks::wall_to_mono_ns`] with the clocks read now.
+pub fn wall_to_mono_ns(unix_secs: u64) -> u64 {
+    Clocks::now().wall_to_mono_ns(unix_secs)
+}
+
+/// [`Clocks::mono_to_wall_secs`] with the clocks read now.
+pub fn mono_to_wall_secs(mono_ns: u64) -> u64 {
+    Clocks::now().mono_to_wall_secs(mono_ns)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{net::Ipv4Addr, sync::mpsc, thread};
+
+    use super::*;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().expect("test CIDR")
+    }
+
+    fn sample() -> StateFile {
+        let mut state = StateFile::default();
+        state.add_allow(net("192.0.2.0/24"), Some("carrier".into()));
+        state.add_allow(net("2001:db8::/32"), None);
+        state.add_deny(net("198.51.100.7/32"), Some("scanner".into()));
+        state.add_ban(
+            net("203.0.113.0/24"),
+            4_000_000_000,
+            Some("brute force".into()),
+        );
+        state.set_auto_bans(vec![AutoBanRecord {
+            addr: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9)),
+            banned_until: 1_900_000_000,
+            ban_duration_ns: 120 * NS_PER_SEC,
+            strikes: 2,
+            limit_class: 1,
+            monitor_only: false,
+        }]);
+        state
+    }
+
+    #[test]
+    fn save_then_load_round_trips() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state_dir = dir.path().join("nested/state");
+        let state = sample();
+        state.save(&state_dir).expect("save");
+        assert_eq!(StateFile::load(&state_dir).expect("load"), state);
+
+        let path = state_dir.join(STATE_FILE);
+        let mode = fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, FILE_MODE);
+        assert!(!state_dir.join("state.json.tmp").exists());
+        let text = fs::read_to_string(&path).expect("read");
+        assert!(text.contains("\"version\": 1"), "{text}");
+        assert!(text.contains("\"203.0.113.0/24\""), "{text}");
+
+        // A second save replaces, not appends.
+        let mut smaller = state.clone();
+        assert!(smaller.remove_allow(net("192.0.2.0/24")));
+        smaller.save(&state_dir).expect("save again");
+        assert_eq!(StateFile::load(&state_dir).expect("load"), smaller);
+    }
+
+    #[test]
+    fn missing_file_is_empty_state() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = StateFile::load(dir.path()).expect("load");
+        assert_eq!(state, StateFile::default());
+        assert_eq!(state.version, STATE_VERSION);
+        assert!(state.allow.is_empty() && state.bans.is_empty());
+        assert!(
+            !dir.path().join(STATE_FILE).exists(),
+            "load must not create"
+        );
+    }
+
+    #[test]
+    fn corrupt_file_is_an_error_and_left_unchanged() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(STATE_FILE);
+        let garbage = b"{\n  \"version\": 1,\n  \"allow\": [ oops ]\n}\n";
+        fs::write(&path, garbage).expect("write");
+
+        let err = StateFile::load(dir.path()).expect_err("corrupt file must not load");
+        let StateError::Corrupt { line, .. } = &err else {
+            panic!("expected Corrupt, got {err:?}");
+        };
+        assert_eq!(*line, 3);
+        let message = err.to_string();
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(message.contains("line 3"), "{message}");
+        assert!(message.contains("move it aside"), "{message}");
+
+        // The locked update path must not overwrite it either.
+        let edited = StateFile::update(dir.path(), |s| s.add_allow(net("10.0.0.0/8"), None));
+        assert!(matches!(edited, Err(StateError::Corrupt { .. })));
+        assert_eq!(fs::read(&path).expect("read"), garbage);
+    }
+
+    #[test]
+    fn bad_field_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = r#"{"version": 1, "deny": [{"net": "300.1.1.1/8", "added_at": 0}]}"#;
+        fs::write(dir.path().join(STATE_FILE), text).expect("write");
+        let err = StateFile::load(dir.path()).expect_err("bad CIDR");
+        assert!(err.to_string().contains("300.1.1.1/8"), "{err}");
+    }
+
+    #[test]
+    fn newer_version_is_rejected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(STATE_FILE);
+        // A newer format may change fields freely; the version must be reported, not the fields.
+        let text = br#"{"version": 2, "allow": "something new"}"#;
+        fs::write(&path, text).expect("write");
+        let err = StateFile::load(dir.path()).expect_err("newer version");
+        assert!(
+            matches!(err, StateError::TooNew { version: 2, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("upgrade sip-xdp"), "{err}");
+        assert_eq!(fs::read(&path).expect("read"), text);
+
+        fs::write(&path, br#"{"version": 0}"#).expect("write");
+        let err = StateFile::load(dir.path()).expect_err("version 0");
+        assert!(
+            matches!(err, StateError::UnknownVersion { version: 0, .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn hand_edited_file_is_normalised() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = r#"{"version": 1,
+            "allow": [{"net": "10.1.2.3/8", "added_at": 5}, {"net": "10.0.0.0/8", "added_at": 6}],
+            "bans": [{"net": "192.0.2.1", "expires_at": 9, "added_at": 1}]}"#;
+        fs::write(dir.path().join(STATE_FILE), text).expect("write");
+        let state = StateFile::load(dir.path()).expect("load");
+        assert_eq!(state.allow.len(), 1);
+        assert_eq!(state.allow[0].net, net("10.0.0.0/8"));
+        assert_eq!(state.allow[0].added_at, 5);
+        assert_eq!(state.bans[0].net, net("192.0.2.1/32"));
+    }
+
+    #[test]
+    fn lock_excludes_a_second_locker() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state_dir = dir.path().join("state");
+        let first = lock(&state_dir).expect("first lock");
+
+        let path = state_dir.clone();
+        let err = thread::spawn(move || lock_with_timeout(&path, Duration::from_millis(200)))
+            .join()
+            .expect("thread")
+            .expect_err("second lock must time out");
+        assert!(matches!(err, StateError::LockTimeout { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(message.contains("state.lock"), "{message}");
+        assert!(message.contains("another sip-xdp command"), "{message}");
+
+        // A waiter gets the lock once the holder lets go.
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let path = state_dir.clone();
+        let waiter = thread::spawn(move || {
+            ready_tx.send(()).expect("send");
+            let started = Instant::now();
+            let lock = lock_with_timeout(&path, Duration::from_secs(5));
+            (lock, started.elapsed())
+        });
+        ready_rx.recv().expect("recv");
+        thread::sleep(Duration::from_millis(300));
+        drop(first);
+        let (second, waited) = waiter.join().expect("thread");
+        second.expect("lock after release");
+        assert!(waited >= Duration::from_millis(250), "{waited:?}");
+    }
+
+    #[test]
+    fn allow_and_deny_add_remove() {
+        let mut state = StateFile::default();
+        assert!(state.add_allow(net("10.1.2.3/8"), Some("office".into())));
+        assert_eq!(state.allow[0].net, net("10.0.0.0/8"));
+        assert_eq!(state.allow[0].comment.as_deref(), Some("office"));
+        assert!(!state.add_allow(net("10.0.0.0/8"), None), "already present");
+        assert!(
+            !state.add_allow(net("10.9.9.9/8"), None),
+            "same net, other host bits"
+        );
+        assert_eq!(state.allow.len(), 1);
+        assert_eq!(state.allow[0].comment.as_deref(), Some("office"));
+        assert!(state.add_allow(net("10.0.0.0/16"), None), "other prefix");
+        assert!(state.remove_allow(net("10.200.0.0/8")));
+        assert!(!state.remove_allow(net("10.0.0.0/8")));
+        assert_eq!(state.allow.len(), 1);
+        let now = now_wall_secs();
+        assert!(state.allow[0].added_at.abs_diff(now) <= 1);
+
+        assert!(state.add_deny(net("2001:db8::1/32"), None));
+        assert_eq!(state.deny[0].net, net("2001:db8::/32"));
+        assert!(!state.add_deny(net("2001:db8::/32"), None));
+        assert!(state.remove_deny(net("2001:db8::/32")));
+        assert!(!state.remove_deny(net("2001:db8::/32")));
+        assert!(state.deny.is_empty());
+    }
+
+    #[test]
+    fn latest_ban_wins_and_bans_are_removed() {
+        let mut state = StateFile::default();
+        state.add_ban(net("192.0.2.55/24"), 2_000, Some("first".into()));
+        state.add_ban(net("192.0.2.0/24"), 1_000, Some("second".into()));
+        assert_eq!(state.bans.len(), 1);
+        assert_eq!(state.bans[0].net, net("192.0.2.0/24"));
+        assert_eq!(
+            state.bans[0].expires_at, 1_000,
+            "shorter ban replaces longer"
+        );
+        assert_eq!(state.bans[0].reason.as_deref(), Some("second"));
+        assert!(state.remove_ban(net("192.0.2.1/24")));
+        assert!(!state.remove_ban(net("192.0.2.0/24")));
+    }
+
+    #[test]
+    fn prune_removes_only_ended_bans() {
+        let mut state = StateFile::default();
+        state.add_ban(net("192.0.2.1/32"), 100, None);
+        state.add_ban(net("192.0.2.2/32"), 150, None);
+        state.add_ban(net("192.0.2.3/32"), 151, None);
+        let mut pruned = state.prune_expired_bans(150);
+        pruned.sort();
+        assert_eq!(pruned, vec![net("192.0.2.1/32"), net("192.0.2.2/32")]);
+        assert_eq!(state.bans.len(), 1);
+        assert_eq!(state.bans[0].net, net("192.0.2.3/32"));
+        assert!(state.prune_expired_bans(150).is_empty());
+    }
+
+    #[test]
+    fn denylist_value_merges_deny_and_bans() {
+        let clocks = Clocks {
+            wall_ns: 1_000 * NS_PER_SEC,
+            mono_ns: 50 * NS_PER_SEC,
+        };
+        let now_wall = 1_000;
+        let mut state = StateFile::default();
+        let n = net("198.51.100.0/24");
+
+        assert_eq!(state.denylist_value_at(&n, now_wall, clocks), None);
+
+        state.add_ban(n, 1_010, None);
+        assert_eq!(
+            state.denylist_value_at(&n, now_wall, clocks),
+            Some(60 * NS_PER_SEC),
+            "live ban: its end in monotonic time"
+        );
+        assert_eq!(
+            state.denylist_value_at(&net("198.51.100.9/24"), now_wall, clocks),
+            Some(60 * NS_PER_SEC),
+            "lookup normalises"
+        );
+        assert_eq!(
+            state.denylist_value_at(&n, 1_010, clocks),
+            None,
+            "ended ban"
+        );
+
+        state.add_deny(n, None);
+        assert_eq!(state.denylist_value_at(&n, now_wall, clocks), Some(0));
+        assert_eq!(
+            state.denylist_value_at(&n, 1_010, clocks),
+            Some(0),
+            "deny outlives the ban"
+        );
+        state.remove_ban(n);
+        assert_eq!(state.denylist_value_at(&n, now_wall, clocks), Some(0));
+        assert_eq!(
+            state.denylist_value_at(&net("198.51.100.0/25"), now_wall, clocks),
+            None,
+            "exact net only"
+        );
+
+        // The public form reads the real clocks.
+        let mut live = StateFile::default();
+        let now = now_wall_secs();
+        live.add_ban(n, now + 3_600, None);
+        let value = live.denylist_value(&n, now).expect("live ban");
+        let expected = monotonic_now_ns() + 3_600 * NS_PER_SEC;
+        assert!(
+            value.abs_diff(expected) <= 2 * NS_PER_SEC,
+            "{value} vs {expected}"
+        );
+
+        let entries = {
+            let mut s = live.clone();
+            s.add_deny(net("192.0.2.0/24"), None);
+            s.add_ban(net("203.0.113.0/24"), now.saturating_sub(1), None);
+            s.denylist_entries(now)
+        };
+        assert_eq!(entries.len(), 2, "{entries:?}");
+        assert!(entries.contains(&(net("192.0.2.0/24"), 0)));
+        let (_, ban_value) = entries
+            .iter()
+            .find(|&&(e, _)| e == n)
+            .expect("the live ban");
+        assert!(
+            ban_value.abs_diff(value) <= NS_PER_SEC,
+            "{ban_value} vs {value}"
+        );
+    }
+
+    #[test]
+    fn clock_conversions() {
+        let clocks = Clocks {
+            wall_ns: 1_000 * NS_PER_SEC + 400_000_000,
+            mono_ns: 7 * NS_PER_SEC,
+        };
+        assert_eq!(clocks.wall_to_mono_ns(1_010), 16 * NS_PER_SEC + 600_000_000);
+        assert_eq!(
+            clocks.wall_to_mono_ns(900),
+            clocks.mono_ns,
+            "past saturates to now"
+        );
+        assert_eq!(
+            clocks.mono_to_wall_secs(17 * NS_PER_SEC),
+            1_011,
+            "rounded up"
+        );
+        assert_eq!(clocks.mono_to_wall_secs(2 * NS_PER_SEC), 996);
+        assert_eq!(
+            Clocks {
+                wall_ns: 3,
+                mono_ns: 10 * NS_PER_SEC
+            }
+            .mono_to_wall_secs(0),
+            0,
+            "before the epoch saturates"
+        );
+        // A ban written to the file and read back never ends earlier.
+        let banned_until_ns = 123 * NS_PER_SEC + 1;
+        let back = clocks.wall_to_mono_ns(clocks.mono_to_wall_secs(banned_until_ns));
+        assert!(back >= banned_until_ns && back - banned_until_ns < NS_PER_SEC);
+
+        // The free functions agree with the real clocks within a second.
+        let wall = now_wall_secs();
+        let mono = monotonic_now_ns();
+        let in_an_hour = wall_to_mono_ns(wall + 3_600);
+        assert!(in_an_hour.abs_diff(mono + 3_600 * NS_PER_SEC) <= NS_PER_SEC);
+        assert!(mono_to_wall_secs(mono + 60 * NS_PER_SEC).abs_diff(wall + 60) <= 1);
+        assert!(wall_to_mono_ns(wall.saturating_sub(10)) >= mono);
+    }
+}
