@@ -1,6 +1,7 @@
 //! sip-xdp user space: loading and attaching the XDP program, typed access to its maps.
 pub mod loader;
 pub mod maps;
+pub mod metrics;
 pub mod reference;
 pub mod time;
 
