@@ -1,0 +1,698 @@
+//! Prometheus metrics: rendering a [`Snapshot`] of the daemon's state in the text exposition
+//! format, and the HTTP endpoint that serves it.
+//!
+//! Each scrape builds a fresh [`Registry`] from a snapshot the daemon gathers at that moment,
+//! rather than keeping long-lived metric objects in sync with the maps: the kernel counters are
+//! the source of truth and are monotonic, so setting a fresh counter to their value is exact and
+//! nothing can drift.
+//!
+//! Series that always appear, even at zero, so that dashboards and alerts have data from the
+//! first scrape: `sip_xdp_packets_total` for every verdict with method `register` and `invite`
+//! (the methods attacks target), the `mode` and `result` variants of the labelled counters and
+//! gauges, and `sip_xdp_ban_events_total` for every (kind, class) pair the daemon can report.
+//! Other packet series appear once their count is non-zero, which keeps the 8 x 19 matrix from
+//! flooding the scrape with series that never move (a `drop_rate` of `ack` when in-dialog
+//! requests are not limited, say).
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use prometheus::{
+    Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    core::Collector,
+};
+use sip_xdp_common::{EventCounter, LimitClass, MethodClass, Verdict};
+use thiserror::Error;
+
+use crate::maps::Counters;
+
+/// Everything the metrics report, gathered by the daemon at scrape time.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Per (verdict, method) packets and the event counter slots, summed over CPUs.
+    pub counters: Counters,
+    /// Entries in the `SOURCES` LRU.
+    pub tracked_sources: u64,
+    /// Its `max_entries`.
+    pub sources_capacity: u64,
+    /// Sources banned now (enforcing).
+    pub active_bans: u64,
+    /// Monitor-mode would-bans still running.
+    pub active_would_bans: u64,
+    /// Manual bans (denylist entries with an expiry).
+    pub manual_bans: u64,
+    pub allowlist_entries: u64,
+    /// Permanent deny entries.
+    pub denylist_entries: u64,
+    /// (interface, mode `"native"` | `"skb"`).
+    pub attached: Vec<(String, String)>,
+    /// (kind `"ban"` | `"would_ban"` | `"expired"` | `"manual_ban"` | `"manual_unban"`,
+    /// limit class `"register"` | `"invite"` | `"options"` | `"other"` | `"manual"`) -> events
+    /// the daemon read.
+    pub ban_events: BTreeMap<(String, String), u64>,
+    pub log_lines_suppressed: u64,
+    pub config_reloads: u64,
+    pub config_reload_failures: u64,
+    pub config_last_reload_success_timestamp_seconds: f64,
+}
+
+/// A source of snapshots (the daemon implements it by reading the pinned maps).
+pub type SnapshotFn = Arc<dyn Fn() -> anyhow::Result<Snapshot> + Send + Sync>;
+
+#[derive(Debug, Error)]
+pub enum MetricsError {
+    #[error("building metric {name} failed: {source}; this is a bug in sip-xdp, please report it")]
+    Build {
+        name: &'static str,
+        #[source]
+        source: prometheus::Error,
+    },
+    #[error(
+        "encoding the metrics in the Prometheus text format failed: {0}; this is a bug in sip-xdp, please report it"
+    )]
+    Encode(#[source] prometheus::Error),
+    #[error(
+        "the metrics HTTP server stopped: {0}; check the metrics listen address and restart sip-xdp"
+    )]
+    Serve(#[source] std::io::Error),
+}
+
+/// Content type of the text exposition format, version 0.0.4.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Method classes whose packet series are emitted even at zero.
+const ALWAYS_REPORTED_METHODS: [MethodClass; 2] = [MethodClass::Register, MethodClass::Invite];
+
+/// Ban event (kind, class) pairs emitted even at zero: the ones the daemon can produce.
+fn expected_ban_event_labels() -> Vec<(&'static str, &'static str)> {
+    let mut labels = Vec::new();
+    for kind in ["ban", "would_ban", "expired"] {
+        for class in LimitClass::ALL {
+            labels.push((kind, class.name()));
+        }
+    }
+    labels.push(("manual_ban", "manual"));
+    labels.push(("manual_unban", "manual"));
+    labels
+}
+
+/// A gauge holds an `i64`; a count past `i64::MAX` cannot happen in practice, and clamping is
+/// the honest answer if it did.
+fn gauge_value(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+/// Registers metrics into one scrape's registry, naming the metric in every error.
+struct ScrapeRegistry {
+    registry: Registry,
+}
+
+impl ScrapeRegistry {
+    fn register<C: Collector + Clone + 'static>(
+        &self,
+        name: &'static str,
+        collector: Result<C, prometheus::Error>,
+    ) -> Result<C, MetricsError> {
+        let build = |source| MetricsError::Build { name, source };
+        let collector = collector.map_err(build)?;
+        self.registry
+            .register(Box::new(collector.clone()))
+            .map_err(build)?;
+        Ok(collector)
+    }
+
+    fn counter(&self, name: &'static str, help: &str, value: u64) -> Result<(), MetricsError> {
+        self.register(name, IntCounter::new(name, help))?
+            .inc_by(value);
+        Ok(())
+    }
+
+    fn counter_vec(
+        &self,
+        name: &'static str,
+        help: &str,
+        labels: &[&str],
+    ) -> Result<LabelledCounter, MetricsError> {
+        let vec = self.register(name, IntCounterVec::new(Opts::new(name, help), labels))?;
+        Ok(LabelledCounter { name, vec })
+    }
+
+    fn gauge(&self, name: &'static str, help: &str, value: u64) -> Result<(), MetricsError> {
+        self.register(name, IntGauge::new(name, help))?
+            .set(gauge_value(value));
+        Ok(())
+    }
+
+    fn gauge_vec(
+        &self,
+        name: &'static str,
+        help: &str,
+        labels: &[&str],
+    ) -> Result<LabelledGauge, MetricsError> {
+        let vec = self.register(name, IntGaugeVec::new(Opts::new(name, help), labels))?;
+        Ok(LabelledGauge { name, vec })
+    }
+
+    fn float_gauge(&self, name: &'static str, help: &str, value: f64) -> Result<(), MetricsError> {
+        self.register(name, Gauge::new(name, help))?.set(value);
+        Ok(())
+    }
+}
+
+struct LabelledCounter {
+    name: &'static str,
+    vec: IntCounterVec,
+}
+
+impl LabelledCounter {
+    /// Adds rather than sets, so a label set that appears twice (the same attachment listed
+    /// twice, say) sums instead of panicking or silently dropping one.
+    fn add(&self, labels: &[&str], value: u64) -> Result<(), MetricsError> {
+        self.vec
+            .get_metric_with_label_values(labels)
+            .map_err(|source| MetricsError::Build {
+                name: self.name,
+                source,
+            })?
+            .inc_by(value);
+        Ok(())
+    }
+}
+
+struct LabelledGauge {
+    name: &'static str,
+    vec: IntGaugeVec,
+}
+
+impl LabelledGauge {
+    fn set(&self, labels: &[&str], value: u64) -> Result<(), MetricsError> {
+        self.vec
+            .get_metric_with_label_values(labels)
+            .map_err(|source| MetricsError::Build {
+                name: self.name,
+                source,
+            })?
+            .set(gauge_value(value));
+        Ok(())
+    }
+}
+
+/// Renders a snapshot in the Prometheus text exposition format.
+pub fn render(snapshot: &Snapshot) -> Result<String, MetricsError> {
+    let scrape = ScrapeRegistry {
+        registry: Registry::new(),
+    };
+    let counters = &snapshot.counters;
+
+    let packets = scrape.counter_vec(
+        "sip_xdp_packets_total",
+        "Packets the XDP program classified, by verdict (what it did, or in monitor mode would \
+         have done) and SIP method class.",
+        &["verdict", "method"],
+    )?;
+    for verdict in Verdict::ALL {
+        for method in MethodClass::ALL {
+            let value = counters.packets(verdict, method);
+            if value != 0 || ALWAYS_REPORTED_METHODS.contains(&method) {
+                packets.add(&[verdict.name(), method.name()], value)?;
+            }
+        }
+    }
+
+    let bans = scrape.counter_vec(
+        "sip_xdp_bans_total",
+        "Rate-limit bans the XDP program imposed (mode=enforce) or would have imposed in monitor \
+         mode (mode=monitor).",
+        &["mode"],
+    )?;
+    bans.add(&["enforce"], counters.event(EventCounter::BansIssued))?;
+    bans.add(&["monitor"], counters.event(EventCounter::WouldBans))?;
+
+    scrape.counter(
+        "sip_xdp_ban_events_lost_total",
+        "Ban events the XDP program could not send because the ring buffer was full; the bans \
+         still apply, but were not logged.",
+        counters.event(EventCounter::EventsLost),
+    )?;
+    scrape.counter(
+        "sip_xdp_source_track_failures_total",
+        "New sources the XDP program could not track because inserting into the sources map \
+         failed; their packets passed unlimited.",
+        counters.event(EventCounter::TrackFailures),
+    )?;
+
+    let ban_events = scrape.counter_vec(
+        "sip_xdp_ban_events_total",
+        "Ban events the daemon handled, by kind (ban, would_ban and expired from the XDP program; \
+         manual_ban and manual_unban from operators) and limit class.",
+        &["kind", "class"],
+    )?;
+    for (kind, class) in expected_ban_event_labels() {
+        ban_events.add(&[kind, class], 0)?;
+    }
+    for ((kind, class), &value) in &snapshot.ban_events {
+        ban_events.add(&[kind, class], value)?;
+    }
+
+    let active_bans = scrape.gauge_vec(
+        "sip_xdp_active_bans",
+        "Sources under a rate-limit ban now (mode=enforce), or under a monitor-mode would-be ban \
+         (mode=monitor).",
+        &["mode"],
+    )?;
+    active_bans.set(&["enforce"], snapshot.active_bans)?;
+    active_bans.set(&["monitor"], snapshot.active_would_bans)?;
+
+    scrape.gauge(
+        "sip_xdp_manual_bans",
+        "Manual bans in force now (denylist entries with an expiry).",
+        snapshot.manual_bans,
+    )?;
+    scrape.gauge(
+        "sip_xdp_tracked_sources",
+        "Source addresses with rate-limit state in the sources map.",
+        snapshot.tracked_sources,
+    )?;
+    scrape.gauge(
+        "sip_xdp_sources_capacity",
+        "Capacity of the sources map; once full, the least recently seen sources are evicted.",
+        snapshot.sources_capacity,
+    )?;
+    scrape.gauge(
+        "sip_xdp_allowlist_entries",
+        "CIDR entries in the allowlist.",
+        snapshot.allowlist_entries,
+    )?;
+    scrape.gauge(
+        "sip_xdp_denylist_entries",
+        "Permanent CIDR entries in the denylist (manual bans are counted in sip_xdp_manual_bans).",
+        snapshot.denylist_entries,
+    )?;
+
+    let attached = scrape.gauge_vec(
+        "sip_xdp_attached",
+        "1 for each interface the XDP program is attached to, with its attach mode (native or \
+         skb).",
+        &["interface", "mode"],
+    )?;
+    for (interface, mode) in &snapshot.attached {
+        attached.set(&[interface, mode], 1)?;
+    }
+
+    scrape.counter(
+        "sip_xdp_log_lines_suppressed_total",
+        "Ban event log lines the daemon left out to keep the log rate bounded.",
+        snapshot.log_lines_suppressed,
+    )?;
+    let reloads = scrape.counter_vec(
+        "sip_xdp_config_reloads_total",
+        "Configuration reloads the daemon attempted, by result (success or failure).",
+        &["result"],
+    )?;
+    reloads.add(&["success"], snapshot.config_reloads)?;
+    reloads.add(&["failure"], snapshot.config_reload_failures)?;
+    scrape.float_gauge(
+        "sip_xdp_config_last_reload_success_timestamp_seconds",
+        "Unix time of the last successful configuration load.",
+        snapshot.config_last_reload_success_timestamp_seconds,
+    )?;
+
+    scrape
+        .gauge_vec(
+            "sip_xdp_build_info",
+            "Always 1; the version label is the running sip-xdp version.",
+            &["version"],
+        )?
+        .set(&[env!("CARGO_PKG_VERSION")], 1)?;
+
+    let mut body = Vec::new();
+    TextEncoder::new()
+        .encode(&scrape.registry.gather(), &mut body)
+        .map_err(MetricsError::Encode)?;
+    // The text encoder writes only the UTF-8 strings it was given, so this cannot fail; the
+    // error path still reports rather than panics.
+    String::from_utf8(body).map_err(|e| {
+        MetricsError::Encode(prometheus::Error::Msg(format!("output is not UTF-8: {e}")))
+    })
+}
+
+/// Serves GET /metrics (text format 0.0.4 content type) and GET / (a one-line pointer to
+/// /metrics) until `shutdown` resolves. A snapshot error answers 500 with the error text (and
+/// does not stop the server).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    source: SnapshotFn,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), MetricsError> {
+    let app = Router::new()
+        .route("/metrics", get(metrics_page))
+        .route("/", get(index_page))
+        .with_state(source);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(MetricsError::Serve)
+}
+
+async fn index_page() -> &'static str {
+    "sip-xdp: Prometheus metrics are at /metrics\n"
+}
+
+async fn metrics_page(State(source): State<SnapshotFn>) -> Response {
+    // Reading the maps is a series of blocking syscalls (one per tracked source when counting
+    // bans), so it runs off the async workers.
+    let outcome = tokio::task::spawn_blocking(move || -> Result<String, String> {
+        let snapshot =
+            source().map_err(|e| format!("reading the sip-xdp state for metrics failed: {e:#}"))?;
+        render(&snapshot).map_err(|e| e.to_string())
+    })
+    .await;
+    let error = match outcome {
+        Ok(Ok(body)) => return ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response(),
+        Ok(Err(error)) => error,
+        Err(join) => format!(
+            "reading the sip-xdp state for metrics did not finish: {join}; this is a bug in \
+             sip-xdp, please report it"
+        ),
+    };
+    tracing::warn!(error = %error, "metrics scrape failed");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{error}\n"),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use sip_xdp_common::{COUNTER_SLOTS, event_counter_index, packet_counter_index};
+
+    use super::*;
+
+    fn counters(
+        packets: &[(Verdict, MethodClass, u64)],
+        events: &[(EventCounter, u64)],
+    ) -> Counters {
+        let mut slots = vec![0u64; COUNTER_SLOTS as usize];
+        for &(verdict, method, value) in packets {
+            slots[packet_counter_index(verdict, method) as usize] = value;
+        }
+        for &(event, value) in events {
+            slots[event_counter_index(event) as usize] = value;
+        }
+        Counters::from_slots(slots)
+    }
+
+    fn sample_snapshot() -> Snapshot {
+        let mut ban_events = BTreeMap::new();
+        ban_events.insert(("ban".to_string(), "register".to_string()), 4);
+        ban_events.insert(("manual_ban".to_string(), "manual".to_string()), 2);
+        Snapshot {
+            counters: counters(
+                &[
+                    (Verdict::DropBanned, MethodClass::Register, 7),
+                    (Verdict::Pass, MethodClass::Invite, 12),
+                    (Verdict::DropRate, MethodClass::Options, 3),
+                ],
+                &[
+                    (EventCounter::BansIssued, 5),
+                    (EventCounter::WouldBans, 1),
+                    (EventCounter::EventsLost, 9),
+                    (EventCounter::TrackFailures, 11),
+                ],
+            ),
+            tracked_sources: 42,
+            sources_capacity: 131_072,
+            active_bans: 3,
+            active_would_bans: 1,
+            manual_bans: 2,
+            allowlist_entries: 6,
+            denylist_entries: 8,
+            attached: vec![
+                ("eth0".to_string(), "native".to_string()),
+                ("eth1".to_string(), "skb".to_string()),
+            ],
+            ban_events,
+            log_lines_suppressed: 13,
+            config_reloads: 4,
+            config_reload_failures: 1,
+            config_last_reload_success_timestamp_seconds: 1_700_000_000.5,
+        }
+    }
+
+    fn lines(text: &str) -> Vec<&str> {
+        text.lines().collect()
+    }
+
+    #[test]
+    fn renders_every_metric_from_the_snapshot() {
+        let text = render(&sample_snapshot()).expect("render");
+        let lines = lines(&text);
+        let version = env!("CARGO_PKG_VERSION");
+        let build_info = format!("sip_xdp_build_info{{version=\"{version}\"}} 1");
+        for expected in [
+            r#"sip_xdp_packets_total{method="register",verdict="drop_banned"} 7"#,
+            r#"sip_xdp_packets_total{method="invite",verdict="pass"} 12"#,
+            r#"sip_xdp_packets_total{method="options",verdict="drop_rate"} 3"#,
+            r#"sip_xdp_bans_total{mode="enforce"} 5"#,
+            r#"sip_xdp_bans_total{mode="monitor"} 1"#,
+            "sip_xdp_ban_events_lost_total 9",
+            "sip_xdp_source_track_failures_total 11",
+            r#"sip_xdp_ban_events_total{class="register",kind="ban"} 4"#,
+            r#"sip_xdp_ban_events_total{class="manual",kind="manual_ban"} 2"#,
+            r#"sip_xdp_active_bans{mode="enforce"} 3"#,
+            r#"sip_xdp_active_bans{mode="monitor"} 1"#,
+            "sip_xdp_manual_bans 2",
+            "sip_xdp_tracked_sources 42",
+            "sip_xdp_sources_capacity 131072",
+            "sip_xdp_allowlist_entries 6",
+            "sip_xdp_denylist_entries 8",
+            r#"sip_xdp_attached{interface="eth0",mode="native"} 1"#,
+            r#"sip_xdp_attached{interface="eth1",mode="skb"} 1"#,
+            "sip_xdp_log_lines_suppressed_total 13",
+            r#"sip_xdp_config_reloads_total{result="success"} 4"#,
+            r#"sip_xdp_config_reloads_total{result="failure"} 1"#,
+            "sip_xdp_config_last_reload_success_timestamp_seconds 1700000000.5",
+            build_info.as_str(),
+            "# TYPE sip_xdp_packets_total counter",
+            "# TYPE sip_xdp_active_bans gauge",
+            "# TYPE sip_xdp_config_last_reload_success_timestamp_seconds gauge",
+        ] {
+            assert!(
+                lines.contains(&expected),
+                "missing line {expected:?} in:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn packet_series_are_register_and_invite_plus_non_zero_pairs() {
+        let text = render(&sample_snapshot()).expect("render");
+        let packet_lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("sip_xdp_packets_total{"))
+            .collect();
+        // Every verdict for register and invite, plus the one non-zero options pair.
+        assert_eq!(
+            packet_lines.len(),
+            Verdict::COUNT * 2 + 1,
+            "{packet_lines:#?}"
+        );
+        for verdict in Verdict::ALL {
+            for method in ALWAYS_REPORTED_METHODS {
+                let prefix = format!(
+                    "sip_xdp_packets_total{{method=\"{}\",verdict=\"{}\"}} ",
+                    method.name(),
+                    verdict.name()
+                );
+                assert!(
+                    packet_lines.iter().any(|l| l.starts_with(&prefix)),
+                    "missing {prefix}"
+                );
+            }
+        }
+        assert!(
+            packet_lines.contains(&r#"sip_xdp_packets_total{method="register",verdict="pass"} 0"#)
+        );
+        assert!(
+            !text.contains(r#"method="bye""#),
+            "zero bye series emitted:\n{text}"
+        );
+        assert!(!text.contains(r#"method="options",verdict="pass""#));
+    }
+
+    #[test]
+    fn default_snapshot_has_zero_series_for_dashboards() {
+        let text = render(&Snapshot::default()).expect("render");
+        let lines = lines(&text);
+        for expected in [
+            r#"sip_xdp_packets_total{method="invite",verdict="drop_rate"} 0"#,
+            r#"sip_xdp_bans_total{mode="monitor"} 0"#,
+            r#"sip_xdp_ban_events_total{class="options",kind="would_ban"} 0"#,
+            r#"sip_xdp_ban_events_total{class="other",kind="expired"} 0"#,
+            r#"sip_xdp_ban_events_total{class="manual",kind="manual_unban"} 0"#,
+            r#"sip_xdp_config_reloads_total{result="failure"} 0"#,
+            "sip_xdp_tracked_sources 0",
+        ] {
+            assert!(
+                lines.contains(&expected),
+                "missing line {expected:?} in:\n{text}"
+            );
+        }
+        // No attachment, no attached series.
+        assert!(!text.contains("sip_xdp_attached{"), "{text}");
+    }
+
+    #[test]
+    fn every_metric_has_help_text() {
+        let text = render(&sample_snapshot()).expect("render");
+        let lines = lines(&text);
+        let mut families = 0;
+        for (i, line) in lines.iter().enumerate() {
+            let Some(rest) = line.strip_prefix("# TYPE ") else {
+                continue;
+            };
+            families += 1;
+            let name = rest.split(' ').next().expect("TYPE line has a name");
+            let help = i
+                .checked_sub(1)
+                .and_then(|j| lines[j].strip_prefix(&format!("# HELP {name} ")))
+                .unwrap_or("");
+            assert!(help.len() > 10, "metric {name} lacks a help text");
+        }
+        assert_eq!(families, 16, "{text}");
+    }
+
+    #[test]
+    fn label_values_are_escaped_and_repeated_ban_event_labels_add() {
+        let snapshot = Snapshot {
+            attached: vec![("we\"ird\\if".to_string(), "skb".to_string())],
+            ban_events: BTreeMap::from([(("ban".to_string(), "invite".to_string()), 6)]),
+            ..Snapshot::default()
+        };
+        let text = render(&snapshot).expect("render");
+        assert!(
+            text.lines()
+                .any(|l| l == r#"sip_xdp_attached{interface="we\"ird\\if",mode="skb"} 1"#),
+            "{text}"
+        );
+        // The seeded zero and the daemon's count land in one series.
+        let invite_bans: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with(r#"sip_xdp_ban_events_total{class="invite",kind="ban"}"#))
+            .collect();
+        assert_eq!(
+            invite_bans,
+            [r#"sip_xdp_ban_events_total{class="invite",kind="ban"} 6"#]
+        );
+    }
+
+    /// Sends one HTTP/1.1 request and reads the whole response (the server closes after it).
+    async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String, String) {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let mut written = 0;
+        while written < request.len() {
+            stream.writable().await.expect("writable");
+            match stream.try_write(&request.as_bytes()[written..]) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+        let mut response = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            stream.readable().await.expect("readable");
+            match stream.try_read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => response.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        let response = String::from_utf8(response).expect("UTF-8 response");
+        let (head, body) = response.split_once("\r\n\r\n").expect("header end");
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("status code");
+        let content_type = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-type")
+                    .then(|| value.trim().to_string())
+            })
+            .unwrap_or_default();
+        (status, content_type, body.to_string())
+    }
+
+    #[tokio::test]
+    async fn serves_metrics_errors_and_shuts_down() {
+        let failing = Arc::new(AtomicBool::new(false));
+        let source: SnapshotFn = {
+            let failing = failing.clone();
+            Arc::new(move || {
+                if failing.load(Ordering::SeqCst) {
+                    anyhow::bail!("map SOURCES is gone")
+                }
+                Ok(sample_snapshot())
+            })
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, source, async {
+            let _ = stopped.await;
+        }));
+
+        let (status, content_type, body) = http_get(addr, "/metrics").await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(content_type, CONTENT_TYPE);
+        assert!(content_type.starts_with(prometheus::TEXT_FORMAT));
+        assert!(
+            body.lines()
+                .any(|l| l == r#"sip_xdp_packets_total{method="register",verdict="drop_banned"} 7"#),
+            "{body}"
+        );
+
+        let (status, _, body) = http_get(addr, "/").await;
+        assert_eq!(status, 200);
+        assert!(body.contains("/metrics"), "{body}");
+
+        failing.store(true, Ordering::SeqCst);
+        let (status, _, body) = http_get(addr, "/metrics").await;
+        assert_eq!(status, 500);
+        assert!(body.contains("map SOURCES is gone"), "{body}");
+
+        // The failure did not stop the server.
+        failing.store(false, Ordering::SeqCst);
+        let (status, _, body) = http_get(addr, "/metrics").await;
+        assert_eq!(status, 200, "{body}");
+
+        let (status, _, _) = http_get(addr, "/nothing-here").await;
+        assert_eq!(status, 404);
+
+        assert!(!server.is_finished(), "server returned before shutdown");
+        stop.send(()).expect("server still listening for shutdown");
+        let result = tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("serve returns after shutdown")
+            .expect("server task did not panic");
+        assert!(result.is_ok(), "{result:?}");
+    }
+}
