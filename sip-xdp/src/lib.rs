@@ -1,4 +1,5 @@
-//! sip-xdp user space: loading and attaching the XDP program, typed access to its maps.
+//! sip-xdp user space: loading and attaching the XDP program, typed access to its maps, ban events.
+pub mod events;
 pub mod loader;
 pub mod maps;
 pub mod reference;
