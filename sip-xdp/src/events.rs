@@ -1,0 +1,809 @@
+//! Ban events from the `BAN_EVENTS` ring buffer: decoding, and logging them one structured line
+//! each, under a rate limit.
+//!
+//! The rate limit exists because the kernel bans whatever it sees: a spoofed flood from millions
+//! of addresses, each banned once, must not turn into millions of log lines. Lines past the limit
+//! are counted and summarised once per `summary_interval`.
+use std::{
+    borrow::Borrow,
+    collections::HashMap,
+    future::Future,
+    mem::size_of,
+    net::IpAddr,
+    time::{Duration, Instant, SystemTime},
+};
+
+use aya::maps::{MapData, RingBuf};
+use sip_xdp_common::{BanEvent, LimitClass, ban_event_kind};
+use thiserror::Error;
+use tokio::io::{Interest, unix::AsyncFd};
+
+use crate::maps::key_addr;
+
+/// The coarse clock the kernel stamps advances one jiffy at a time (1 to 10 ms), so a shorter
+/// window is clock resolution, not a measurement; rates are computed over at least this long.
+const MIN_RATE_WINDOW_NS: u64 = 10_000_000;
+/// Below this window the extrapolated rate is too rough to quote alone (a jiffy is up to 10% of
+/// it), so the human message gives the packet count and window instead.
+const SHORT_WINDOW_NS: u64 = 100_000_000;
+/// How many distinct suppressed sources are counted per summary period. Past this, new sources
+/// only add to a total: a spoofed flood would otherwise grow the map without bound.
+const MAX_TRACKED_SOURCES: usize = 1024;
+/// Sources named in a summary line.
+const TOP_SOURCES: usize = 5;
+
+#[derive(Debug, Error)]
+pub enum EventsError {
+    #[error(
+        "cannot watch the {ring} ring buffer for events: {source}; run the daemon inside a tokio runtime with IO enabled"
+    )]
+    Register {
+        ring: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "waiting for events on the {ring} ring buffer failed: {source}; restart the daemon to reopen the pinned map"
+    )]
+    Poll {
+        ring: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BanEventKind {
+    Ban,
+    WouldBan,
+    Expired,
+}
+
+impl BanEventKind {
+    pub const COUNT: usize = 3;
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Ban => "ban",
+            Self::WouldBan => "would_ban",
+            Self::Expired => "expired",
+        }
+    }
+
+    pub const fn from_raw(kind: u8) -> Option<Self> {
+        match kind {
+            ban_event_kind::BAN => Some(Self::Ban),
+            ban_event_kind::WOULD_BAN => Some(Self::WouldBan),
+            ban_event_kind::EXPIRED => Some(Self::Expired),
+            _ => None,
+        }
+    }
+
+    const fn index(self) -> usize {
+        match self {
+            Self::Ban => 0,
+            Self::WouldBan => 1,
+            Self::Expired => 2,
+        }
+    }
+}
+
+/// A decoded [`BanEvent`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct BanRecord {
+    pub kind: BanEventKind,
+    /// As the kernel keyed it: an IPv6 source may be masked to the configured prefix.
+    pub source: IpAddr,
+    pub class: LimitClass,
+    pub rate_per_sec: f64,
+    pub window_packets: u32,
+    pub window_ns: u64,
+    pub duration_ns: u64,
+    pub strikes: u32,
+    /// CLOCK_MONOTONIC_COARSE, as [`crate::time::monotonic_now_ns`].
+    pub banned_until_mono_ns: u64,
+    pub at_mono_ns: u64,
+}
+
+impl BanRecord {
+    /// `None` for an unknown kind or limit class (a kernel built from other sources).
+    pub fn decode(event: &BanEvent) -> Option<BanRecord> {
+        Some(BanRecord {
+            kind: BanEventKind::from_raw(event.kind)?,
+            source: key_addr(event.addr),
+            class: LimitClass::from_index(usize::from(event.limit_class))?,
+            rate_per_sec: rate_per_sec(event.window_packets, event.window_ns),
+            window_packets: event.window_packets,
+            window_ns: event.window_ns,
+            duration_ns: event.duration_ns,
+            strikes: event.strikes,
+            banned_until_mono_ns: event.banned_until_ns,
+            at_mono_ns: event.now_ns,
+        })
+    }
+}
+
+/// Packets per second over the window, the window taken as at least [`MIN_RATE_WINDOW_NS`].
+pub fn rate_per_sec(window_packets: u32, window_ns: u64) -> f64 {
+    let window_ns = window_ns.max(MIN_RATE_WINDOW_NS);
+    f64::from(window_packets) / (window_ns as f64 / 1e9)
+}
+
+/// Decodes the raw ring-buffer item bytes (length check, unaligned read).
+///
+/// The kernel reserves exactly one `BanEvent` per item, so any other length means the program
+/// was built from other sources and the bytes cannot be trusted to mean the same fields.
+pub fn decode_bytes(bytes: &[u8]) -> Option<BanRecord> {
+    if bytes.len() != size_of::<BanEvent>() {
+        return None;
+    }
+    // SAFETY: the length is checked above; BanEvent is #[repr(C)] made of integers and byte
+    // arrays (it is aya::Pod), so every bit pattern is a valid value; read_unaligned because ring
+    // buffer items are only 8-byte aligned by convention, not by type.
+    let event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<BanEvent>()) };
+    BanRecord::decode(&event)
+}
+
+/// The wall-clock time of a monotonic instant, given a simultaneous reading of both clocks.
+pub fn mono_to_wall(mono_ns: u64, now_mono_ns: u64, now_wall: SystemTime) -> SystemTime {
+    let wall = if mono_ns >= now_mono_ns {
+        now_wall.checked_add(Duration::from_nanos(mono_ns - now_mono_ns))
+    } else {
+        now_wall.checked_sub(Duration::from_nanos(now_mono_ns - mono_ns))
+    };
+    wall.unwrap_or(now_wall)
+}
+
+/// RFC 3339 (UTC, whole seconds) of a monotonic instant.
+pub fn mono_to_rfc3339(mono_ns: u64, now_mono_ns: u64, now_wall: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(mono_to_wall(mono_ns, now_mono_ns, now_wall)).to_string()
+}
+
+fn format_duration_ns(duration_ns: u64) -> String {
+    // Whole seconds for anything a second or longer: ban durations are configured in seconds and
+    // "1m 0s 3ms" would only be clock noise.
+    let duration = if duration_ns >= 1_000_000_000 {
+        Duration::from_secs(duration_ns / 1_000_000_000)
+    } else {
+        Duration::from_millis(duration_ns / 1_000_000)
+    };
+    humantime::format_duration(duration).to_string()
+}
+
+fn rate_phrase(record: &BanRecord) -> String {
+    let class = record.class.name();
+    if record.window_ns == 0 {
+        format!("{class} at {} packets at once", record.window_packets)
+    } else if record.window_ns < SHORT_WINDOW_NS {
+        format!(
+            "{class} at {} packets in {}ms",
+            record.window_packets,
+            record.window_ns.div_ceil(1_000_000)
+        )
+    } else {
+        format!("{class} at {:.0}/s", record.rate_per_sec)
+    }
+}
+
+/// The human part of a ban event line.
+pub fn message(record: &BanRecord) -> String {
+    let duration = format_duration_ns(record.duration_ns);
+    match record.kind {
+        BanEventKind::Ban => format!(
+            "banned {} for {duration}: {}, strike {}",
+            record.source,
+            rate_phrase(record),
+            record.strikes
+        ),
+        BanEventKind::WouldBan => format!(
+            "would ban {} for {duration} (monitor mode): {}, strike {}",
+            record.source,
+            rate_phrase(record),
+            record.strikes
+        ),
+        BanEventKind::Expired => format!(
+            "ban on {} expired after {duration}: {}, strike {}",
+            record.source,
+            record.class.name(),
+            record.strikes
+        ),
+    }
+}
+
+fn emit(record: &BanRecord, until: &str) {
+    let message = message(record);
+    // One decimal is all the window's resolution supports; more digits would only be noise.
+    let rate_per_sec = (record.rate_per_sec * 10.0).round() / 10.0;
+    let duration_s = record.duration_ns as f64 / 1e9;
+    let window_ms = record.window_ns / 1_000_000;
+    macro_rules! line {
+        ($level:ident) => {
+            tracing::$level!(
+                event = record.kind.name(),
+                source = %record.source,
+                class = record.class.name(),
+                rate_per_sec,
+                window_packets = record.window_packets,
+                window_ms,
+                duration_s,
+                strikes = record.strikes,
+                until = %until,
+                "{message}"
+            )
+        };
+    }
+    match record.kind {
+        BanEventKind::Ban => line!(warn),
+        BanEventKind::WouldBan | BanEventKind::Expired => line!(info),
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLimiterConfig {
+    /// Ban event lines written per second on average; 0 with `burst` 0 writes summaries only.
+    pub lines_per_sec: u32,
+    /// Lines written back to back before the average applies.
+    pub burst: u32,
+    /// How often a summary of suppressed lines is written (when anything was suppressed).
+    pub summary_interval: Duration,
+}
+
+/// What was suppressed since the last summary.
+#[derive(Debug, Default)]
+struct Suppressed {
+    total: u64,
+    by_kind: [u64; BanEventKind::COUNT],
+    by_class: [u64; LimitClass::COUNT],
+    by_source: HashMap<IpAddr, u64>,
+    /// Events from sources that arrived after `by_source` was full.
+    untracked: u64,
+}
+
+impl Suppressed {
+    fn count(&mut self, record: &BanRecord) {
+        self.total += 1;
+        self.by_kind[record.kind.index()] += 1;
+        self.by_class[record.class as usize] += 1;
+        if let Some(count) = self.by_source.get_mut(&record.source) {
+            *count += 1;
+        } else if self.by_source.len() < MAX_TRACKED_SOURCES {
+            self.by_source.insert(record.source, 1);
+        } else {
+            self.untracked += 1;
+        }
+    }
+
+    fn top_sources(&self) -> Vec<(IpAddr, u64)> {
+        let mut sources: Vec<(IpAddr, u64)> =
+            self.by_source.iter().map(|(&a, &n)| (a, n)).collect();
+        // Address as tie-breaker so the same counts always give the same line.
+        sources.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        sources.truncate(TOP_SOURCES);
+        sources
+    }
+
+    fn summary(&self, period: Duration) -> String {
+        let kinds = &self.by_kind;
+        let mut text = format!(
+            "suppressed {} ban event lines in the last {}s: bans={}, would_bans={}, expired={}",
+            self.total,
+            period.as_secs_f64().round() as u64,
+            kinds[BanEventKind::Ban.index()],
+            kinds[BanEventKind::WouldBan.index()],
+            kinds[BanEventKind::Expired.index()],
+        );
+        let classes: Vec<String> = LimitClass::ALL
+            .iter()
+            .filter(|&&c| self.by_class[c as usize] > 0)
+            .map(|&c| format!("{}={}", c.name(), self.by_class[c as usize]))
+            .collect();
+        text.push_str("; classes: ");
+        text.push_str(&classes.join(", "));
+        let top: Vec<String> = self
+            .top_sources()
+            .iter()
+            .map(|(addr, n)| format!("{addr} ({n})"))
+            .collect();
+        text.push_str("; top sources: ");
+        text.push_str(&top.join(", "));
+        if self.untracked > 0 {
+            text.push_str(&format!(
+                " (+{} from sources past the {MAX_TRACKED_SOURCES} tracked)",
+                self.untracked
+            ));
+        }
+        text
+    }
+}
+
+/// Writes ban event lines under a token bucket and summarises the ones it suppresses.
+#[derive(Debug)]
+pub struct EventLogger {
+    cfg: LogLimiterConfig,
+    tokens: f64,
+    /// `None` until the first call: time only comes from the caller.
+    last_refill: Option<Instant>,
+    period_start: Option<Instant>,
+    suppressed: Suppressed,
+    suppressed_total: u64,
+}
+
+impl EventLogger {
+    pub fn new(cfg: LogLimiterConfig) -> Self {
+        let tokens = capacity(&cfg);
+        Self {
+            cfg,
+            tokens,
+            last_refill: None,
+            period_start: None,
+            suppressed: Suppressed::default(),
+            suppressed_total: 0,
+        }
+    }
+
+    /// Takes effect for the next line; counts and the summary period carry over.
+    pub fn set_config(&mut self, cfg: LogLimiterConfig) {
+        self.tokens = self.tokens.min(capacity(&cfg));
+        self.cfg = cfg;
+    }
+
+    /// Logs the record (or counts it as suppressed). `now` is passed in so tests control time.
+    /// Returns whether a line was written.
+    pub fn log(&mut self, record: &BanRecord, now: Instant) -> bool {
+        if !self.take_token(now) {
+            self.period_start.get_or_insert(now);
+            self.suppressed.count(record);
+            self.suppressed_total += 1;
+            return false;
+        }
+        let until = mono_to_rfc3339(
+            record.banned_until_mono_ns,
+            crate::time::monotonic_now_ns(),
+            SystemTime::now(),
+        );
+        emit(record, &until);
+        true
+    }
+
+    /// Call periodically (the daemon calls it every second): writes the summary line when
+    /// `summary_interval` has passed and something was suppressed. Returns the summary text if
+    /// one was written.
+    pub fn tick(&mut self, now: Instant) -> Option<String> {
+        let start = *self.period_start.get_or_insert(now);
+        let period = now.saturating_duration_since(start);
+        if period < self.cfg.summary_interval {
+            return None;
+        }
+        self.period_start = Some(now);
+        if self.suppressed.total == 0 {
+            return None;
+        }
+        let suppressed = std::mem::take(&mut self.suppressed);
+        let text = suppressed.summary(period);
+        let top_sources = suppressed
+            .top_sources()
+            .iter()
+            .map(|(addr, n)| format!("{addr} ({n})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let kinds = suppressed.by_kind;
+        macro_rules! line {
+            ($level:ident) => {
+                tracing::$level!(
+                    event = "ban_log_summary",
+                    suppressed = suppressed.total,
+                    bans = kinds[BanEventKind::Ban.index()],
+                    would_bans = kinds[BanEventKind::WouldBan.index()],
+                    expired = kinds[BanEventKind::Expired.index()],
+                    period_s = period.as_secs(),
+                    top_sources = %top_sources,
+                    "{text}"
+                )
+            };
+        }
+        if kinds[BanEventKind::Ban.index()] > 0 {
+            line!(warn);
+        } else {
+            line!(info);
+        }
+        Some(text)
+    }
+
+    /// Lines suppressed since the logger was created (summaries do not reset it).
+    pub fn suppressed_total(&self) -> u64 {
+        self.suppressed_total
+    }
+
+    fn take_token(&mut self, now: Instant) -> bool {
+        if let Some(last) = self.last_refill {
+            let elapsed = now.saturating_duration_since(last).as_secs_f64();
+            self.tokens = (self.tokens + elapsed * f64::from(self.cfg.lines_per_sec))
+                .min(capacity(&self.cfg));
+        }
+        self.last_refill = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A bucket that refills but can hold less than one token would never write a line; a rate
+/// without a burst means one line at a time.
+fn capacity(cfg: &LogLimiterConfig) -> f64 {
+    f64::from(cfg.burst.max(cfg.lines_per_sec.min(1)))
+}
+
+const RING_NAME: &str = sip_xdp_common::map_names::BAN_EVENTS;
+
+/// Reads the ring buffer until `shutdown` resolves, calling `on_event` for each decoded record.
+/// Sleeps until the kernel writes and drains everything available after each wakeup.
+/// Undecodable items are skipped with a debug-level trace.
+pub async fn read_events<T: Borrow<MapData>>(
+    ring: RingBuf<T>,
+    mut on_event: impl FnMut(BanRecord),
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), EventsError> {
+    // SAFETY: the RingBuf owns (or borrows for its whole life) the MapData whose fd it returns,
+    // so the fd stays open and the same until the AsyncFd, which owns the RingBuf, is dropped;
+    // the ring is never swapped out through get_mut.
+    let mut ring =
+        unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(|err| {
+            EventsError::Register {
+                ring: RING_NAME,
+                source: err.into_parts().1,
+            }
+        })?;
+    // Events already queued (from before the daemon started) raise no new wakeup.
+    drain(ring.get_mut(), &mut on_event);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            guard = ring.readable_mut() => {
+                let mut guard = guard.map_err(|source| EventsError::Poll { ring: RING_NAME, source })?;
+                drain(guard.get_inner_mut(), &mut on_event);
+                // Only clears the readiness this guard saw: a write that raced the drain wakes
+                // us again.
+                guard.clear_ready();
+            }
+        }
+    }
+}
+
+fn drain<T>(ring: &mut RingBuf<T>, on_event: &mut impl FnMut(BanRecord)) {
+    while let Some(item) = ring.next() {
+        match decode_bytes(&item) {
+            Some(record) => on_event(record),
+            None => tracing::debug!(
+                len = item.len(),
+                "skipping undecodable {RING_NAME} item; is the loaded program from another sip-xdp build?"
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use sip_xdp_common::ipv4_mapped;
+
+    use super::*;
+
+    fn event(kind: u8) -> BanEvent {
+        BanEvent {
+            addr: ipv4_mapped([198, 51, 100, 7]),
+            now_ns: 5_000_000_000,
+            banned_until_ns: 65_000_000_000,
+            duration_ns: 60_000_000_000,
+            window_ns: 500_000_000,
+            window_packets: 406,
+            strikes: 1,
+            kind,
+            limit_class: LimitClass::Register as u8,
+            _pad: [0; 6],
+        }
+    }
+
+    fn bytes_of(event: &BanEvent) -> Vec<u8> {
+        // SAFETY: BanEvent is Pod with explicit padding; viewing it as bytes is sound.
+        unsafe {
+            std::slice::from_raw_parts(
+                (event as *const BanEvent).cast::<u8>(),
+                size_of::<BanEvent>(),
+            )
+        }
+        .to_vec()
+    }
+
+    fn record_from(addr: [u8; 4], kind: BanEventKind, class: LimitClass) -> BanRecord {
+        BanRecord {
+            kind,
+            source: IpAddr::V4(Ipv4Addr::from(addr)),
+            class,
+            rate_per_sec: 100.0,
+            window_packets: 100,
+            window_ns: 1_000_000_000,
+            duration_ns: 60_000_000_000,
+            strikes: 1,
+            banned_until_mono_ns: 0,
+            at_mono_ns: 0,
+        }
+    }
+
+    fn ban(addr: [u8; 4]) -> BanRecord {
+        record_from(addr, BanEventKind::Ban, LimitClass::Register)
+    }
+
+    fn cfg(lines_per_sec: u32, burst: u32, summary_s: u64) -> LogLimiterConfig {
+        LogLimiterConfig {
+            lines_per_sec,
+            burst,
+            summary_interval: Duration::from_secs(summary_s),
+        }
+    }
+
+    #[test]
+    fn decodes_a_ban_event() {
+        let record = BanRecord::decode(&event(ban_event_kind::BAN)).expect("valid event");
+        assert_eq!(
+            record,
+            BanRecord {
+                kind: BanEventKind::Ban,
+                source: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)),
+                class: LimitClass::Register,
+                rate_per_sec: 812.0,
+                window_packets: 406,
+                window_ns: 500_000_000,
+                duration_ns: 60_000_000_000,
+                strikes: 1,
+                banned_until_mono_ns: 65_000_000_000,
+                at_mono_ns: 5_000_000_000,
+            }
+        );
+        let would = BanRecord::decode(&event(ban_event_kind::WOULD_BAN)).expect("valid event");
+        assert_eq!(would.kind, BanEventKind::WouldBan);
+        let expired = BanRecord::decode(&event(ban_event_kind::EXPIRED)).expect("valid event");
+        assert_eq!(expired.kind, BanEventKind::Expired);
+    }
+
+    #[test]
+    fn ipv6_sources_print_as_keyed() {
+        let mut ev = event(ban_event_kind::BAN);
+        let prefix: Ipv6Addr = "2001:db8:1:2::".parse().expect("valid address");
+        ev.addr = prefix.octets();
+        let record = BanRecord::decode(&ev).expect("valid event");
+        assert_eq!(record.source.to_string(), "2001:db8:1:2::");
+    }
+
+    #[test]
+    fn rejects_unknown_kind_and_class() {
+        assert_eq!(BanRecord::decode(&event(3)), None);
+        let mut ev = event(ban_event_kind::BAN);
+        ev.limit_class = LimitClass::COUNT as u8;
+        assert_eq!(BanRecord::decode(&ev), None);
+    }
+
+    #[test]
+    fn decodes_bytes_and_rejects_other_lengths() {
+        let ev = event(ban_event_kind::WOULD_BAN);
+        let bytes = bytes_of(&ev);
+        assert_eq!(decode_bytes(&bytes), BanRecord::decode(&ev));
+        assert!(decode_bytes(&bytes).is_some());
+        assert_eq!(decode_bytes(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(decode_bytes(&[]), None);
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(decode_bytes(&longer), None);
+        // Unaligned: the same bytes one past an 8-byte boundary.
+        let mut shifted = vec![0u8; bytes.len() + 1];
+        shifted[1..].copy_from_slice(&bytes);
+        assert_eq!(decode_bytes(&shifted[1..]), BanRecord::decode(&ev));
+    }
+
+    #[test]
+    fn rate_is_packets_over_window_with_a_floor() {
+        assert_eq!(rate_per_sec(406, 500_000_000), 812.0);
+        assert_eq!(rate_per_sec(10, 2_000_000_000), 5.0);
+        // Below the clock's resolution the window counts as one jiffy at most.
+        assert_eq!(rate_per_sec(41, 0), 4100.0);
+        assert_eq!(rate_per_sec(41, 1_000_000), 4100.0);
+        assert_eq!(rate_per_sec(0, 0), 0.0);
+    }
+
+    #[test]
+    fn messages_name_source_class_rate_and_strike() {
+        let record = BanRecord::decode(&event(ban_event_kind::BAN)).expect("valid event");
+        assert_eq!(
+            message(&record),
+            "banned 198.51.100.7 for 1m: register at 812/s, strike 1"
+        );
+        let mut would = BanRecord::decode(&event(ban_event_kind::WOULD_BAN)).expect("valid");
+        would.class = LimitClass::Invite;
+        would.strikes = 3;
+        would.duration_ns = 240_000_000_000;
+        assert_eq!(
+            message(&would),
+            "would ban 198.51.100.7 for 4m (monitor mode): invite at 812/s, strike 3"
+        );
+        let expired = BanRecord::decode(&event(ban_event_kind::EXPIRED)).expect("valid");
+        assert_eq!(
+            message(&expired),
+            "ban on 198.51.100.7 expired after 1m: register, strike 1"
+        );
+    }
+
+    #[test]
+    fn short_windows_report_packets_not_rate() {
+        let mut ev = event(ban_event_kind::BAN);
+        ev.window_ns = 4_000_000;
+        ev.window_packets = 41;
+        let record = BanRecord::decode(&ev).expect("valid event");
+        assert_eq!(
+            message(&record),
+            "banned 198.51.100.7 for 1m: register at 41 packets in 4ms, strike 1"
+        );
+        ev.window_ns = 0;
+        let record = BanRecord::decode(&ev).expect("valid event");
+        assert_eq!(
+            message(&record),
+            "banned 198.51.100.7 for 1m: register at 41 packets at once, strike 1"
+        );
+    }
+
+    #[test]
+    fn monotonic_times_convert_to_wall_clock() {
+        let now_wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(
+            mono_to_rfc3339(70_000_000_000, 10_000_000_000, now_wall),
+            "2023-11-14T22:14:20Z"
+        );
+        assert_eq!(
+            mono_to_wall(4_000_000_000, 10_000_000_000, now_wall),
+            now_wall - Duration::from_secs(6)
+        );
+    }
+
+    #[test]
+    fn writes_burst_lines_then_suppresses_and_refills() {
+        let t0 = Instant::now();
+        let mut logger = EventLogger::new(cfg(2, 3, 60));
+        for i in 0..3 {
+            assert!(
+                logger.log(&ban([192, 0, 2, i]), t0),
+                "line {i} within burst"
+            );
+        }
+        assert!(!logger.log(&ban([192, 0, 2, 3]), t0));
+        assert!(!logger.log(&ban([192, 0, 2, 4]), t0 + Duration::from_millis(400)));
+        assert_eq!(logger.suppressed_total(), 2);
+        // 2 lines/s: one token after 500 ms.
+        assert!(logger.log(&ban([192, 0, 2, 5]), t0 + Duration::from_millis(500)));
+        assert!(!logger.log(&ban([192, 0, 2, 6]), t0 + Duration::from_millis(500)));
+        // A long pause refills to the burst, no further.
+        let later = t0 + Duration::from_secs(100);
+        for i in 0..3 {
+            assert!(logger.log(&ban([192, 0, 2, 10 + i]), later));
+        }
+        assert!(!logger.log(&ban([192, 0, 2, 20]), later));
+        assert_eq!(logger.suppressed_total(), 4);
+    }
+
+    #[test]
+    fn summary_after_interval_counts_kinds_classes_and_top_sources() {
+        let t0 = Instant::now();
+        let mut logger = EventLogger::new(cfg(1, 1, 60));
+        assert!(logger.log(&ban([203, 0, 113, 1]), t0));
+        assert_eq!(logger.tick(t0), None);
+        for _ in 0..4 {
+            logger.log(&ban([203, 0, 113, 9]), t0);
+        }
+        for _ in 0..2 {
+            logger.log(
+                &record_from([203, 0, 113, 8], BanEventKind::WouldBan, LimitClass::Invite),
+                t0,
+            );
+        }
+        logger.log(
+            &record_from([203, 0, 113, 7], BanEventKind::Expired, LimitClass::Other),
+            t0,
+        );
+        for last in 1..=4 {
+            logger.log(&ban([198, 51, 100, last]), t0);
+        }
+        assert_eq!(logger.suppressed_total(), 11);
+        assert_eq!(logger.tick(t0 + Duration::from_secs(59)), None);
+        let summary = logger
+            .tick(t0 + Duration::from_secs(60))
+            .expect("summary after the interval");
+        assert_eq!(
+            summary,
+            "suppressed 11 ban event lines in the last 60s: bans=8, would_bans=2, expired=1; \
+             classes: register=8, invite=2, other=1; \
+             top sources: 203.0.113.9 (4), 203.0.113.8 (2), 198.51.100.1 (1), 198.51.100.2 (1), \
+             198.51.100.3 (1)"
+        );
+        // Counts start over; the total for the metrics does not.
+        assert_eq!(logger.tick(t0 + Duration::from_secs(130)), None);
+        assert_eq!(logger.suppressed_total(), 11);
+        logger.log(&ban([203, 0, 113, 9]), t0 + Duration::from_millis(130_100));
+        logger.log(&ban([203, 0, 113, 9]), t0 + Duration::from_millis(130_200));
+        assert_eq!(logger.tick(t0 + Duration::from_secs(180)), None);
+        let summary = logger
+            .tick(t0 + Duration::from_secs(190))
+            .expect("second summary");
+        assert!(
+            summary.starts_with("suppressed 1 ban event lines in the last 60s: bans=1,"),
+            "{summary}"
+        );
+    }
+
+    #[test]
+    fn no_summary_when_nothing_was_suppressed() {
+        let t0 = Instant::now();
+        let mut logger = EventLogger::new(cfg(10, 10, 1));
+        assert!(logger.log(&ban([192, 0, 2, 1]), t0));
+        assert_eq!(logger.tick(t0 + Duration::from_secs(5)), None);
+        assert_eq!(logger.suppressed_total(), 0);
+    }
+
+    #[test]
+    fn tracked_sources_stay_bounded() {
+        let t0 = Instant::now();
+        let mut logger = EventLogger::new(cfg(0, 0, 60));
+        logger.tick(t0);
+        // A heavy hitter seen before the flood stays counted while the flood fills the map.
+        for _ in 0..3 {
+            assert!(!logger.log(&ban([10, 255, 255, 255]), t0));
+        }
+        for i in 0..5000u32 {
+            let [_, b, c, d] = i.to_be_bytes();
+            assert!(!logger.log(&ban([10, b, c, d]), t0));
+        }
+        assert_eq!(logger.suppressed.by_source.len(), MAX_TRACKED_SOURCES);
+        assert_eq!(
+            logger.suppressed.untracked,
+            5000 - (MAX_TRACKED_SOURCES as u64 - 1)
+        );
+        let summary = logger.tick(t0 + Duration::from_secs(60)).expect("summary");
+        assert!(
+            summary.starts_with("suppressed 5003 ban event lines"),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("top sources: 10.255.255.255 (3), 10.0.0.0 (1),"),
+            "{summary}"
+        );
+        assert!(
+            summary.ends_with("(+3977 from sources past the 1024 tracked)"),
+            "{summary}"
+        );
+        assert!(logger.suppressed.by_source.is_empty());
+    }
+
+    #[test]
+    fn reload_clamps_tokens_and_keeps_counts() {
+        let t0 = Instant::now();
+        let mut logger = EventLogger::new(cfg(1, 10, 60));
+        logger.set_config(cfg(1, 2, 60));
+        assert!(logger.log(&ban([192, 0, 2, 1]), t0));
+        assert!(logger.log(&ban([192, 0, 2, 2]), t0));
+        assert!(!logger.log(&ban([192, 0, 2, 3]), t0));
+        logger.set_config(cfg(100, 100, 60));
+        assert_eq!(logger.suppressed_total(), 1);
+        // The new rate applies from the next refill.
+        assert!(logger.log(&ban([192, 0, 2, 4]), t0 + Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn rate_without_burst_still_writes_lines() {
+        let t0 = Instant::now();
+        let mut logger = EventLogger::new(cfg(1, 0, 60));
+        assert!(logger.log(&ban([192, 0, 2, 1]), t0));
+        assert!(!logger.log(&ban([192, 0, 2, 2]), t0));
+        assert!(logger.log(&ban([192, 0, 2, 3]), t0 + Duration::from_secs(1)));
+    }
+}
