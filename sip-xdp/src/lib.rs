@@ -1,4 +1,5 @@
 //! sip-xdp user space: loading and attaching the XDP program, typed access to its maps.
+pub mod config;
 pub mod loader;
 pub mod maps;
 pub mod reference;
