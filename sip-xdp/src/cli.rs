@@ -59,7 +59,9 @@ pub enum Command {
     ///
     /// Adopts an existing pinned attachment without losing counters, bans or lists.
     /// SIGHUP reloads the config file; SIGINT/SIGTERM detach and exit (unless --keep-attached).
-    #[command(after_help = "Example:\n  sudo sip-xdp run --iface eth0 --config /etc/sip-xdp/sip-xdp.toml")]
+    #[command(
+        after_help = "Example:\n  sudo sip-xdp run --iface eth0 --config /etc/sip-xdp/sip-xdp.toml"
+    )]
     Run(RunArgs),
     /// Attach to interfaces and exit; the filter keeps working with no process running.
     #[command(after_help = "Example:\n  sudo sip-xdp attach --iface eth0 --mode auto")]
@@ -132,7 +134,12 @@ pub struct RunArgs {
 #[derive(Args, Debug)]
 pub struct DetachArgs {
     /// Interface to detach from (repeat for several).
-    #[arg(long = "iface", value_name = "IFACE", required_unless_present = "all", conflicts_with = "all")]
+    #[arg(
+        long = "iface",
+        value_name = "IFACE",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
     pub ifaces: Vec<String>,
     /// Detach from every interface sip-xdp is attached to.
     #[arg(long)]
@@ -261,9 +268,7 @@ pub fn require_privileges(command: &str) -> Result<()> {
     if has(CAP_NET_ADMIN) && (has(CAP_BPF) || has(CAP_SYS_ADMIN)) {
         return Ok(());
     }
-    bail!(
-        "`sip-xdp {command}` needs root (or CAP_BPF and CAP_NET_ADMIN); run it with sudo"
-    )
+    bail!("`sip-xdp {command}` needs root (or CAP_BPF and CAP_NET_ADMIN); run it with sudo")
 }
 
 pub fn attach(cli: &Cli, args: &AttachArgs) -> Result<()> {
@@ -397,7 +402,10 @@ pub fn config(action: &ConfigAction) -> Result<()> {
         ConfigAction::Show { config } => {
             let (settings, origin) = load_settings(config.as_deref())?;
             match origin {
-                Some(path) => println!("# effective config: {} merged with defaults", path.display()),
+                Some(path) => println!(
+                    "# effective config: {} merged with defaults",
+                    path.display()
+                ),
                 None => println!("# effective config: built-in defaults (no config file)"),
             }
             print!("{}", settings.to_toml());

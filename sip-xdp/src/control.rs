@@ -4,11 +4,7 @@
 //! Every change takes the state lock for its whole read-modify-write, so the CLI and the daemon
 //! never lose each other's edits. Live maps are changed first, so a full table or a missing
 //! privilege fails before anything is saved that the kernel does not have.
-use std::{
-    net::IpAddr,
-    path::PathBuf,
-    time::Duration,
-};
+use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
 use ipnet::IpNet;
@@ -257,7 +253,9 @@ impl Control {
                 },
             };
             if in_file || in_map {
-                report.lines.push(format!("{} {net}: removed", kind.command()));
+                report
+                    .lines
+                    .push(format!("{} {net}: removed", kind.command()));
             } else {
                 report.missing.push(net);
             }
@@ -313,7 +311,7 @@ impl Control {
                 });
             }
         }
-        entries.sort_by(|a, b| a.cidr.cmp(&b.cidr));
+        entries.sort_by_key(|e| e.cidr);
         Ok(entries)
     }
 
@@ -456,7 +454,7 @@ impl Control {
                 });
             }
         }
-        entries.sort_by(|a, b| b.remaining_s.cmp(&a.remaining_s));
+        entries.sort_by_key(|e| std::cmp::Reverse(e.remaining_s));
         Ok(entries)
     }
 
@@ -522,7 +520,8 @@ fn reconcile_locked(state: &mut StateFile, maps: &mut SipMaps) -> Result<()> {
     }
 
     for (net, entry) in maps.denylist()? {
-        let saved = state.deny.iter().any(|r| r.net == net) || state.bans.iter().any(|b| b.net == net);
+        let saved =
+            state.deny.iter().any(|r| r.net == net) || state.bans.iter().any(|b| b.net == net);
         if entry.expires_at_ns == 0 {
             if !saved {
                 state.add_deny(net, Some("found in the pinned denylist".to_owned()));
@@ -556,7 +555,9 @@ fn auto_ban_records(maps: &SipMaps) -> Result<Vec<AutoBanRecord>> {
             continue;
         }
         // Strike history matters until it decays; a ban that ended longer ago is forgotten.
-        let relevant_until = source.banned_until_ns.saturating_add(config.strike_decay_ns);
+        let relevant_until = source
+            .banned_until_ns
+            .saturating_add(config.strike_decay_ns);
         if relevant_until <= clocks.mono_ns {
             continue;
         }
@@ -569,7 +570,7 @@ fn auto_ban_records(maps: &SipMaps) -> Result<Vec<AutoBanRecord>> {
             monitor_only: source.ban_flags & ban_flags::MONITOR_ONLY != 0,
         });
     }
-    records.sort_by(|a, b| a.addr.cmp(&b.addr));
+    records.sort_by_key(|r| r.addr);
     Ok(records)
 }
 

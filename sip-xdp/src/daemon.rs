@@ -46,8 +46,9 @@ pub struct DaemonLock {
 
 impl DaemonLock {
     pub fn acquire(state_dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(state_dir)
-            .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
+        std::fs::create_dir_all(state_dir).with_context(|| {
+            format!("cannot create the state directory {}", state_dir.display())
+        })?;
         let path = state_dir.join(DAEMON_LOCK_FILE);
         let mut file = OpenOptions::new()
             .read(true)
@@ -197,13 +198,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(serve(
-        shared.clone(),
-        settings,
-        config_path,
-        args,
-        ring,
-    ));
+    let result = runtime.block_on(serve(shared.clone(), settings, config_path, args, ring));
 
     // Whatever happened, keep the escalation history and leave the host as promised.
     if let Err(e) = shared.control.save_auto_bans(&lock(&shared.maps)) {
@@ -241,7 +236,10 @@ async fn serve(
             lock(&event_shared.logger).log(&record, Instant::now());
             *lock(&event_shared.stats)
                 .ban_events
-                .entry((record.kind.name().to_owned(), record.class.name().to_owned()))
+                .entry((
+                    record.kind.name().to_owned(),
+                    record.class.name().to_owned(),
+                ))
                 .or_insert(0) += 1;
         },
         stopped(stop_rx.clone()),

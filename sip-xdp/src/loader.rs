@@ -307,7 +307,8 @@ impl std::fmt::Display for AttachMode {
 impl std::str::FromStr for AttachMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        AttachMode::from_name(s).ok_or_else(|| format!("unknown XDP mode {s:?}: use auto, native or skb"))
+        AttachMode::from_name(s)
+            .ok_or_else(|| format!("unknown XDP mode {s:?}: use auto, native or skb"))
     }
 }
 
@@ -477,14 +478,26 @@ impl PinDir {
 
 /// (map, key size, value size) as this build's program declares them.
 const EXPECTED_LAYOUT: &[(&str, u32, u32)] = &[
-    (map_names::CONFIG, 4, size_of::<sip_xdp_common::Config>() as u32),
+    (
+        map_names::CONFIG,
+        4,
+        size_of::<sip_xdp_common::Config>() as u32,
+    ),
     (
         map_names::SOURCES,
         size_of::<sip_xdp_common::SourceKey>() as u32,
         size_of::<sip_xdp_common::SourceState>() as u32,
     ),
-    (map_names::ALLOWLIST, 4 + 16, size_of::<sip_xdp_common::AllowEntry>() as u32),
-    (map_names::DENYLIST, 4 + 16, size_of::<sip_xdp_common::DenyEntry>() as u32),
+    (
+        map_names::ALLOWLIST,
+        4 + 16,
+        size_of::<sip_xdp_common::AllowEntry>() as u32,
+    ),
+    (
+        map_names::DENYLIST,
+        4 + 16,
+        size_of::<sip_xdp_common::DenyEntry>() as u32,
+    ),
     (map_names::COUNTERS, 4, 8),
     (
         map_names::FRAGMENTS,
@@ -604,18 +617,16 @@ pub fn attach_pinned(
                 requested: mode,
             });
         }
-        let pinned = PinnedLink::from_pin(&existing.path).map_err(|source| {
-            AttachError::StaleLink {
+        let pinned =
+            PinnedLink::from_pin(&existing.path).map_err(|source| AttachError::StaleLink {
                 path: existing.path.clone(),
                 source,
-            }
-        })?;
-        let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|source| {
-            AttachError::StaleLink {
+            })?;
+        let link =
+            XdpLink::try_from(FdLink::from(pinned)).map_err(|source| AttachError::StaleLink {
                 path: existing.path.clone(),
                 source,
-            }
-        })?;
+            })?;
         let program = xdp_program(ebpf)?;
         let id = program
             .attach_to_link(link)
@@ -634,11 +645,13 @@ pub fn attach_pinned(
     }
     let (id, effective) = attach(ebpf, iface, mode)?;
     let program = xdp_program(ebpf)?;
-    let link = program.take_link(id).map_err(|source| AttachError::Attach {
-        iface: iface.to_owned(),
-        mode,
-        source,
-    })?;
+    let link = program
+        .take_link(id)
+        .map_err(|source| AttachError::Attach {
+            iface: iface.to_owned(),
+            mode,
+            source,
+        })?;
     let fd_link = FdLink::try_from(link).map_err(|_| AttachError::NoLinkSupport {
         iface: iface.to_owned(),
     })?;
@@ -689,7 +702,14 @@ fn if_index(iface: &str) -> Result<u32, AttachError> {
 
 fn bpf(cmd: libc::c_long, attr: &mut [u64; 16]) -> std::io::Result<libc::c_long> {
     // SAFETY: attr is a valid, zero-padded union bpf_attr of the size passed.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), size_of_val(attr) as u32) };
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr.as_mut_ptr(),
+            size_of_val(attr) as u32,
+        )
+    };
     if rc < 0 {
         Err(std::io::Error::last_os_error())
     } else {

@@ -3,9 +3,7 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use aya::{
     Ebpf,
-    maps::{
-        Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf, lpm_trie::Key,
-    },
+    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf, lpm_trie::Key},
 };
 use ipnet::IpNet;
 use sip_xdp_common::{

@@ -274,7 +274,9 @@ pub fn print_bans(bans: &[BanEntry], output: OutputFormat) -> Result<()> {
             b.kind,
             b.class.unwrap_or("-"),
             humantime::format_duration(std::time::Duration::from_secs(b.remaining_s)).to_string(),
-            b.strikes.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+            b.strikes
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".into()),
             b.reason.as_deref().unwrap_or("")
         );
     }
