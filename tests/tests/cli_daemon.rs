@@ -196,7 +196,11 @@ fn drain_from(socket: &UdpSocket, source: IpAddr) -> usize {
 
 /// `ip link` shows "prog/xdp id N" (or "xdp"/"xdpgeneric" flags) while a program is attached.
 fn has_xdp(host: &Host) -> bool {
-    let link = host.net.server.ip(&["-d", "link", "show", SERVER_IF]).unwrap();
+    let link = host
+        .net
+        .server
+        .ip(&["-d", "link", "show", SERVER_IF])
+        .unwrap();
     link.contains("prog/xdp") || link.contains(" xdp ") || link.contains(" xdpgeneric ")
 }
 
