@@ -580,4 +580,72 @@ fn bad_input_gets_one_clear_error_and_leaves_nothing_behind() {
     assert!(err.contains("not attached"), "{err}");
     let out = host.ok(&["config", "check", host.config.to_str().unwrap()]);
     assert!(out.contains("OK"), "{out}");
+
+    // Not root: refused before touching anything.
+    let mut as_nobody = Command::new("setpriv");
+    as_nobody
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(sip_xdp_bin())
+        .args(["attach", "--iface", SERVER_IF])
+        .env("SIP_XDP_PIN_DIR", &host.pin_dir)
+        .env("SIP_XDP_STATE_DIR", host.state_dir.path());
+    let out = as_nobody.output().expect("running setpriv");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs root"), "{err}");
+
+    // A pin directory that is not on bpffs.
+    let not_bpffs = host.state_dir.path().join("pins");
+    let err = host.fails(&[
+        "--pin-dir",
+        not_bpffs.to_str().unwrap(),
+        "attach",
+        "--iface",
+        SERVER_IF,
+    ]);
+    assert!(err.contains("not on a BPF filesystem"), "{err}");
+    assert!(!has_xdp(&host));
+}
+
+#[test]
+fn auto_mode_falls_back_to_skb_where_the_device_has_no_native_xdp() {
+    let host = Host::new();
+    // A bridge device has no native XDP support (and the dummy driver is not built here).
+    host.net
+        .server
+        .ip(&["link", "add", "sxdp-br", "type", "bridge"])
+        .unwrap();
+    host.net
+        .server
+        .ip(&["link", "set", "sxdp-br", "up"])
+        .unwrap();
+    let err = host.fails(&["attach", "--iface", "sxdp-br", "--mode", "native"]);
+    assert!(
+        err.contains("native") && err.contains("--mode skb"),
+        "{err}"
+    );
+    assert!(
+        !host.pin_dir.join("SOURCES").exists(),
+        "a failed attach left maps pinned"
+    );
+
+    let out = host.run(&["attach", "--iface", "sxdp-br", "--mode", "auto"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("warning") && err.contains("skb"), "{err}");
+    let status = host.status();
+    assert_eq!(status["attached"][0]["iface"], "sxdp-br");
+    assert_eq!(status["attached"][0]["mode"], "skb");
+    // Asking for the other mode while attached names the fix.
+    let err = host.fails(&["attach", "--iface", "sxdp-br", "--mode", "native"]);
+    assert!(err.contains("detach --iface sxdp-br"), "{err}");
 }
