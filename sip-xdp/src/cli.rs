@@ -159,6 +159,9 @@ pub struct OutputArgs {
 #[derive(Subcommand, Debug)]
 pub enum ListAction {
     /// Add CIDRs (a bare address means one host).
+    #[command(
+        after_help = "Examples:\n  sudo sip-xdp allow add 198.51.100.0/24 --comment \"office NAT\"\n  sudo sip-xdp deny add 203.0.113.0/24 2001:db8:bad::/48"
+    )]
     Add {
         #[arg(value_name = "CIDR", required = true, value_parser = parse_net)]
         nets: Vec<IpNet>,
@@ -167,18 +170,24 @@ pub enum ListAction {
         comment: Option<String>,
     },
     /// Remove CIDRs.
+    #[command(after_help = "Example:\n  sudo sip-xdp allow del 198.51.100.0/24")]
     Del {
         #[arg(value_name = "CIDR", required = true, value_parser = parse_net)]
         nets: Vec<IpNet>,
     },
-    /// List entries.
+    /// List entries (live in the kernel, saved in the state file, or both).
+    #[command(after_help = "Example:\n  sudo sip-xdp deny list --output json")]
     List(OutputArgs),
 }
 
 #[derive(Subcommand, Debug)]
 pub enum BanAction {
     /// Ban addresses or CIDRs now; the ban expires in the kernel.
+    #[command(
+        after_help = "Example:\n  sudo sip-xdp ban add 203.0.113.7 2001:db8::66 --for 2h --reason \"password guessing\""
+    )]
     Add {
+        /// Addresses or CIDRs to ban.
         #[arg(value_name = "ADDR", required = true, value_parser = parse_net)]
         nets: Vec<IpNet>,
         /// How long, e.g. 30m, 2h, 7d. Default: `bans.manual_default` (1h).
@@ -189,22 +198,26 @@ pub enum BanAction {
         reason: Option<String>,
     },
     /// Lift manual and automatic bans of these addresses (their strike history goes too).
+    #[command(after_help = "Example:\n  sudo sip-xdp ban del 203.0.113.7")]
     Del {
         #[arg(value_name = "ADDR", required = true, value_parser = parse_net)]
         nets: Vec<IpNet>,
     },
     /// List manual and automatic bans in force.
+    #[command(after_help = "Example:\n  sudo sip-xdp ban list --output json")]
     List(OutputArgs),
 }
 
 #[derive(Subcommand, Debug)]
 pub enum ConfigAction {
     /// Validate a config file; prints the problem with its line, exits non-zero.
+    #[command(after_help = "Example:\n  sip-xdp config check /etc/sip-xdp/sip-xdp.toml")]
     Check {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
     /// Print the effective config (file merged with defaults), every key.
+    #[command(after_help = "Example:\n  sip-xdp config show --config /etc/sip-xdp/sip-xdp.toml")]
     Show {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,

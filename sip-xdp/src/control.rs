@@ -365,9 +365,14 @@ impl Control {
         };
         let now_wall = now_wall_secs();
         let now_ns = monotonic_now_ns();
-        let sources = match maps.as_ref() {
-            Some(maps) => maps.sources()?,
-            None => Vec::new(),
+        let (sources, ipv6_mask) = match maps.as_ref() {
+            Some(maps) => (
+                maps.sources()?,
+                maps.read_config()
+                    .map(|c| c.ipv6_source_mask)
+                    .unwrap_or([0xff; 16]),
+            ),
+            None => (Vec::new(), [0xff; 16]),
         };
         for &net in nets {
             let mut lifted = Vec::new();
@@ -384,7 +389,7 @@ impl Control {
                     }
                 }
                 for (key, source) in &sources {
-                    if !source_in(net, key) {
+                    if !source_in(net, key, &ipv6_mask) {
                         continue;
                     }
                     let was_banned = source.banned_until_ns > now_ns;
@@ -496,9 +501,23 @@ fn check_interface(iface: &str) -> Result<()> {
     Ok(())
 }
 
-/// Does `net` cover the tracked source `key` (which may be an IPv6 prefix)?
-fn source_in(net: IpNet, key: &SourceKey) -> bool {
-    net.contains(&key_addr(key.addr))
+/// Does `net` cover the tracked source `key`? IPv6 sources are tracked per prefix (the config's
+/// mask), so one address of that prefix names the whole tracked source.
+fn source_in(net: IpNet, key: &SourceKey, ipv6_mask: &[u8; 16]) -> bool {
+    let tracked = key_addr(key.addr);
+    if net.contains(&tracked) {
+        return true;
+    }
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() == 128 && tracked.is_ipv6() => {
+            let mut masked = v6.addr().octets();
+            for (byte, mask) in masked.iter_mut().zip(ipv6_mask) {
+                *byte &= mask;
+            }
+            masked == key.addr
+        }
+        _ => false,
+    }
 }
 
 fn reconcile_locked(state: &mut StateFile, maps: &mut SipMaps) -> Result<()> {
