@@ -32,6 +32,7 @@ pub const BAN_DURATION_CEILING_NS: u64 = 10 * 365 * 24 * 3600 * 1_000_000_000;
 /// Map names, as the program declares them and user space looks them up.
 pub mod map_names {
     pub const CONFIG: &str = "CONFIG";
+    pub const ACTIVE_CONFIG: &str = "ACTIVE_CONFIG";
     pub const SOURCES: &str = "SOURCES";
     pub const ALLOWLIST: &str = "ALLOWLIST";
     pub const DENYLIST: &str = "DENYLIST";
@@ -352,8 +353,10 @@ impl RateLimit {
     }
 }
 
-/// Runtime configuration, read by the program from the single entry of the `CONFIG` array on
-/// every packet, so limits change without reloading the program.
+/// Runtime configuration, read by the program on every packet, so limits change without
+/// reloading the program. `CONFIG` holds two of these: the program reads the one `ACTIVE_CONFIG`
+/// names while user space fills the other, then flips `ACTIVE_CONFIG`, so a packet never sees
+/// half of an update.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -431,6 +434,9 @@ pub struct SourceKey {
 pub mod ban_flags {
     /// The ban was recorded in monitor mode: it is reported, never enforced.
     pub const MONITOR_ONLY: u8 = 1 << 0;
+    /// The current ban (or would-be ban) has not been reported as expired yet: the first packet
+    /// after it runs out clears this and sends a [`super::ban_event_kind::EXPIRED`] event.
+    pub const EXPIRY_PENDING: u8 = 1 << 1;
 }
 
 /// Per-source state in the `SOURCES` LRU hash.
@@ -502,7 +508,9 @@ pub mod ban_event_kind {
     pub const EXPIRED: u8 = 2;
 }
 
-/// Sent through the `BAN_EVENTS` ring buffer each time a source is (or would be) banned.
+/// Sent through the `BAN_EVENTS` ring buffer each time a source is (or would be) banned, and
+/// when the first packet after such a ban arrives once it ran out (`kind` tells which). An
+/// expiry event carries the ban that ended: its end, duration, strikes and class.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct BanEvent {

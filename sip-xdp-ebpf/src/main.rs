@@ -17,7 +17,7 @@ use aya_ebpf::{
 use sip_xdp_common::{CONFIG_VERSION, Config, MethodClass, Verdict, flags, packet_counter_index};
 
 use crate::{
-    maps::{CONFIG, bump},
+    maps::{ACTIVE_CONFIG, CONFIG, bump},
     parse::Parsed,
 };
 
@@ -26,7 +26,12 @@ static DEFAULT_CONFIG: Config = Config::DEFAULT;
 
 #[xdp]
 pub fn sip_xdp(ctx: XdpContext) -> u32 {
-    let cfg = match CONFIG.get(0) {
+    // Both lookups are array lookups, which the verifier inlines: a load and a bounds check each.
+    let slot = match ACTIVE_CONFIG.get(0) {
+        Some(slot) => *slot & 1,
+        None => 0,
+    };
+    let cfg = match CONFIG.get(slot) {
         Some(cfg) if cfg.version == CONFIG_VERSION => cfg,
         _ => &DEFAULT_CONFIG,
     };

@@ -8,8 +8,15 @@ use sip_xdp_common::{
     FragmentFate, FragmentKey, MAX_LIST_ENTRIES, MAX_TRACKED_FRAGMENTS, SourceKey, SourceState,
 };
 
+/// Two slots, so user space can fill one completely while packets read the other.
 #[map(name = "CONFIG")]
-pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+pub static CONFIG: Array<Config> = Array::with_max_entries(2, 0);
+
+/// Which `CONFIG` slot is live. User space flips it after writing the other slot whole; only the
+/// low bit is read, and it is the only bit that ever changes, so however the kernel copies the
+/// value in, a packet sees the old slot or the new one, never a mix.
+#[map(name = "ACTIVE_CONFIG")]
+pub static ACTIVE_CONFIG: Array<u32> = Array::with_max_entries(1, 0);
 
 #[map(name = "SOURCES")]
 pub static SOURCES: LruHashMap<SourceKey, SourceState> =

@@ -612,6 +612,10 @@ fn restore_auto_bans(state: &StateFile, maps: &mut SipMaps) -> Result<usize> {
         if record.monitor_only {
             flags |= ban_flags::MONITOR_ONLY;
         }
+        if banned_until_ns > clocks.mono_ns {
+            // As the kernel would have it: the ban's end is still to be reported.
+            flags |= ban_flags::EXPIRY_PENDING;
+        }
         let source = SourceState {
             banned_until_ns,
             ban_duration_ns: record.ban_duration_ns,

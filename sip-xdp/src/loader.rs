@@ -224,6 +224,7 @@ const LINK_PREFIX: &str = "link_";
 /// The per-CPU scratch maps are left out on purpose: they hold nothing between packets.
 pub const PINNED_MAPS: &[&str] = &[
     map_names::CONFIG,
+    map_names::ACTIVE_CONFIG,
     map_names::SOURCES,
     map_names::ALLOWLIST,
     map_names::DENYLIST,

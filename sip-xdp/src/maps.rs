@@ -130,6 +130,7 @@ impl Counters {
 /// The program's maps, typed.
 pub struct SipMaps {
     config: Array<MapData, Config>,
+    active_config: Array<MapData, u32>,
     sources: HashMap<MapData, SourceKey, SourceState>,
     allowlist: LpmTrie<MapData, [u8; 16], AllowEntry>,
     denylist: LpmTrie<MapData, [u8; 16], DenyEntry>,
@@ -186,6 +187,8 @@ impl SipMaps {
             sources_capacity,
             config: Array::try_from(take(map_names::CONFIG)?)
                 .map_err(map_err(map_names::CONFIG))?,
+            active_config: Array::try_from(take(map_names::ACTIVE_CONFIG)?)
+                .map_err(map_err(map_names::ACTIVE_CONFIG))?,
             sources: HashMap::try_from(sources).map_err(map_err(map_names::SOURCES))?,
             allowlist: LpmTrie::try_from(take(map_names::ALLOWLIST)?)
                 .map_err(map_err(map_names::ALLOWLIST))?,
@@ -201,14 +204,44 @@ impl SipMaps {
         self.sources_capacity
     }
 
+    /// Replaces the configuration the program reads, atomically for every packet: the idle
+    /// `CONFIG` slot is written whole, then `ACTIVE_CONFIG` is flipped to it. When this returns,
+    /// no packet is still using the previous configuration.
     pub fn write_config(&mut self, config: &Config) -> Result<(), MapsError> {
+        let active = self
+            .active_config
+            .get(&0, 0)
+            .map_err(map_err(map_names::ACTIVE_CONFIG))?
+            & 1;
+        let idle = active ^ 1;
         self.config
-            .set(0, config, 0)
-            .map_err(map_err(map_names::CONFIG))
+            .set(idle, config, 0)
+            .map_err(map_err(map_names::CONFIG))?;
+        self.active_config
+            .set(0, idle, 0)
+            .map_err(map_err(map_names::ACTIVE_CONFIG))?;
+        // The next write reuses the slot just retired: wait until no packet can still be
+        // reading it. MEMBARRIER_CMD_GLOBAL waits for an RCU grace period, which outlasts every
+        // XDP run that began before it; where the kernel refuses it (nohz_full), a pause far
+        // longer than one packet's run does in practice.
+        const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+        // SAFETY: membarrier takes two integer arguments and touches no memory of ours.
+        if unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0) } != 0 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Ok(())
     }
 
+    /// The configuration the program reads now (zeroed, version 0, until one was written).
     pub fn read_config(&self) -> Result<Config, MapsError> {
-        self.config.get(&0, 0).map_err(map_err(map_names::CONFIG))
+        let active = self
+            .active_config
+            .get(&0, 0)
+            .map_err(map_err(map_names::ACTIVE_CONFIG))?
+            & 1;
+        self.config
+            .get(&active, 0)
+            .map_err(map_err(map_names::CONFIG))
     }
 
     pub fn counters(&self) -> Result<Counters, MapsError> {

@@ -1,7 +1,8 @@
 //! Runs the real XDP program on crafted frames through BPF_PROG_TEST_RUN.
-use anyhow::{Context as _, Result, ensure};
+use anyhow::{Context as _, Result, bail, ensure};
 use aya::{
     Ebpf,
+    maps::{Map, MapData},
     programs::{TestRun as _, TestRunOptions},
 };
 use sip_xdp::{
@@ -65,5 +66,27 @@ impl Datapath {
 
     pub fn ebpf(&mut self) -> &mut Ebpf {
         &mut self.ebpf
+    }
+
+    /// A second handle on one of the program's maps, found through the program's map ids:
+    /// raw access to maps `SipMaps` has taken, for what its typed methods do not offer.
+    pub fn open_map(&mut self, name: &str) -> Result<Map> {
+        let program = loader::xdp_program(&mut self.ebpf)?;
+        let ids = program
+            .info()
+            .context("program info")?
+            .map_ids()
+            .context("program map ids")?
+            .context("the kernel does not report the program's map ids")?;
+        for id in ids {
+            let data = MapData::from_id(id).with_context(|| format!("opening map id {id}"))?;
+            let info = data
+                .info()
+                .with_context(|| format!("info of map id {id}"))?;
+            if info.name_as_str() == Some(name) {
+                return Map::from_map_data(data).with_context(|| format!("map {name}"));
+            }
+        }
+        bail!("the loaded program has no map named {name}; rebuild sip-xdp")
     }
 }

@@ -11,9 +11,10 @@ use std::{collections::HashMap, net::IpAddr};
 
 use ipnet::IpNet;
 use sip_xdp_common::{
-    BAN_DURATION_CEILING_NS, BAN_EXTEND_GRANULARITY_NS, CONFIG_VERSION, Config, EventCounter,
-    LimitClass, MAX_IPV6_EXT_HEADERS, MAX_KEEPALIVE_LEN, MAX_REQUEST_LINE_SCAN, MethodClass,
-    RATE_WINDOW_NS, SourceState, Verdict, ban_flags, flags, ipv4_mapped,
+    BAN_DURATION_CEILING_NS, BAN_EXTEND_GRANULARITY_NS, BanEvent, CONFIG_VERSION, Config,
+    EventCounter, LimitClass, MAX_IPV6_EXT_HEADERS, MAX_KEEPALIVE_LEN, MAX_REQUEST_LINE_SCAN,
+    MethodClass, RATE_WINDOW_NS, SourceState, Verdict, ban_event_kind, ban_flags, flags,
+    ipv4_mapped,
 };
 
 /// XDP actions, as `BPF_PROG_TEST_RUN` reports them.
@@ -419,6 +420,9 @@ pub struct Model {
     pub sources: HashMap<[u8; 16], SourceState>,
     /// (unmasked source, IP id) → whether the first fragment was dropped.
     pub fragments: HashMap<([u8; 16], u32), bool>,
+    /// What the program would have put in the `BAN_EVENTS` ring buffer, oldest first; the
+    /// caller drains it.
+    pub ban_events: Vec<BanEvent>,
     packets: [[u64; MethodClass::COUNT]; Verdict::COUNT],
     events: [u64; EventCounter::COUNT],
 }
@@ -431,6 +435,7 @@ impl Model {
             denylist: Lpm::default(),
             sources: HashMap::new(),
             fragments: HashMap::new(),
+            ban_events: Vec::new(),
             packets: [[0; MethodClass::COUNT]; Verdict::COUNT],
             events: [0; EventCounter::COUNT],
         }
@@ -614,6 +619,23 @@ impl Model {
             state.dropped += 1;
             return Verdict::DropBanned;
         }
+        // The first packet after a ban ran out (not one a monitor-only ban merely does not
+        // apply to) reports its end, once, then goes on to the bucket like any other.
+        if state.ban_flags & ban_flags::EXPIRY_PENDING != 0 && now >= state.banned_until_ns {
+            state.ban_flags &= !ban_flags::EXPIRY_PENDING;
+            self.ban_events.push(BanEvent {
+                addr: key,
+                now_ns: now,
+                banned_until_ns: state.banned_until_ns,
+                duration_ns: state.ban_duration_ns,
+                window_ns: now.wrapping_sub(state.window_start_ns),
+                window_packets: state.window_packets,
+                strikes: state.strikes,
+                kind: ban_event_kind::EXPIRED,
+                limit_class: state.ban_class,
+                _pad: [0; 6],
+            });
+        }
         if class == MethodClass::Malformed {
             if drop_malformed {
                 state.dropped += 1;
@@ -648,7 +670,8 @@ impl Model {
         state.ban_duration_ns = duration;
         state.banned_until_ns = now + duration;
         state.ban_class = limit as u8;
-        state.ban_flags = if monitor { ban_flags::MONITOR_ONLY } else { 0 };
+        state.ban_flags =
+            ban_flags::EXPIRY_PENDING | if monitor { ban_flags::MONITOR_ONLY } else { 0 };
         state.dropped += 1;
         let event = if monitor {
             EventCounter::WouldBans
@@ -656,6 +679,22 @@ impl Model {
             EventCounter::BansIssued
         };
         self.events[event as usize] += 1;
+        self.ban_events.push(BanEvent {
+            addr: key,
+            now_ns: now,
+            banned_until_ns: state.banned_until_ns,
+            duration_ns: duration,
+            window_ns: now.wrapping_sub(state.window_start_ns),
+            window_packets: state.window_packets,
+            strikes: state.strikes,
+            kind: if monitor {
+                ban_event_kind::WOULD_BAN
+            } else {
+                ban_event_kind::BAN
+            },
+            limit_class: limit as u8,
+            _pad: [0; 6],
+        });
         Verdict::DropRate
     }
 }

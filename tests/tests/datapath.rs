@@ -3,7 +3,7 @@
 //! entries read back from the kernel.
 use std::{net::IpAddr, thread::sleep, time::Duration};
 
-use aya::maps::RingBuf;
+use aya::maps::{Array, MapData, RingBuf};
 use ipnet::IpNet;
 use sip_xdp::maps::addr_key;
 use sip_xdp_common::{
@@ -310,6 +310,86 @@ fn sip_ports_change_at_runtime() {
 }
 
 #[test]
+fn config_updates_switch_whole_slots() {
+    let mut a = strict_config(5);
+    a.sip_ports = [5080, 0, 0, 0, 0, 0, 0, 0];
+    let mut b = a;
+    b.sip_ports = [5060, 5070, 0, 0, 0, 0, 0, 0];
+    let garbage = Frame::udp(ip(CLIENT), ip(SERVER), 5080, b"garbage garbage garbage").build();
+    let mut dp = load(&a);
+    let sip_on_5080 = |dp: &mut Datapath| {
+        expect_verdict(
+            dp,
+            &garbage,
+            XDP_DROP,
+            Verdict::DropMalformed,
+            MethodClass::Malformed,
+        )
+    };
+    let not_sip = |dp: &mut Datapath| {
+        expect_verdict(
+            dp,
+            &garbage,
+            XDP_PASS,
+            Verdict::PassNotSip,
+            MethodClass::NotSip,
+        )
+    };
+    assert_eq!(dp.maps.read_config().unwrap(), a);
+    sip_on_5080(&mut dp);
+    dp.maps.write_config(&b).unwrap();
+    assert_eq!(dp.maps.read_config().unwrap(), b);
+    not_sip(&mut dp);
+    dp.maps.write_config(&a).unwrap();
+    assert_eq!(dp.maps.read_config().unwrap(), a);
+    sip_on_5080(&mut dp);
+
+    let mut active: Array<MapData, u32> =
+        Array::try_from(dp.open_map(map_names::ACTIVE_CONFIG).unwrap()).unwrap();
+    let mut slots: Array<MapData, Config> =
+        Array::try_from(dp.open_map(map_names::CONFIG).unwrap()).unwrap();
+    let live = active.get(&0, 0).unwrap();
+    assert!(live <= 1, "ACTIVE_CONFIG names slot {live}");
+    assert_eq!(slots.get(&live, 0).unwrap(), a);
+    assert_eq!(
+        slots.get(&(live ^ 1), 0).unwrap(),
+        b,
+        "B stays in the idle slot"
+    );
+
+    // Writing the idle slot changes nothing until ACTIVE_CONFIG names it.
+    let mut c = a;
+    c.flags &= !flags::DROP_MALFORMED;
+    slots.set(live ^ 1, c, 0).unwrap();
+    sip_on_5080(&mut dp);
+    active.set(0, live ^ 1, 0).unwrap();
+    let malformed_passes = |dp: &mut Datapath| {
+        expect_verdict(
+            dp,
+            &garbage,
+            XDP_PASS,
+            Verdict::Pass,
+            MethodClass::Malformed,
+        )
+    };
+    malformed_passes(&mut dp);
+    assert_eq!(dp.maps.read_config().unwrap(), c);
+    // Only the low bit selects the slot (unmasked, 2 or 3 would miss and mean defaults).
+    active.set(0, (live ^ 1) | 2, 0).unwrap();
+    malformed_passes(&mut dp);
+    // A slot never written (version 0) means the built-in defaults: 5060 only.
+    slots.set(live ^ 1, Config { version: 0, ..c }, 0).unwrap();
+    not_sip(&mut dp);
+    expect_verdict(
+        &mut dp,
+        &reg(CLIENT),
+        XDP_PASS,
+        Verdict::Pass,
+        MethodClass::Register,
+    );
+}
+
+#[test]
 fn keepalives_pass_and_garbage_is_dropped() {
     let mut dp = load(&strict_config(5));
     let keepalives: [&[u8]; 5] = [b"", b"\r\n", b"\r\n\r\n", b"\0\0\0\0", b" \r\n"];
@@ -494,6 +574,7 @@ fn bucket_exhaustion_bans_and_reports() {
     let state = dp.maps.source(addr_key(ip(CLIENT))).unwrap().unwrap();
     assert_eq!(state.strikes, 1);
     assert_eq!(state.ban_class, LimitClass::Register as u8);
+    assert_eq!(state.ban_flags, ban_flags::EXPIRY_PENDING);
     assert_eq!(state.ban_duration_ns, HOUR_NS);
     assert!(state.banned_until_ns > sip_xdp::time::monotonic_now_ns() + HOUR_NS / 2);
     assert_eq!(state.packets, burst + 5);
@@ -751,6 +832,194 @@ fn ban_expiry_lets_a_refilled_source_back_in() {
         Verdict::Pass,
         MethodClass::Register,
     );
+}
+
+fn ban_events(dp: &mut Datapath) -> RingBuf<MapData> {
+    RingBuf::try_from(dp.ebpf().take_map(map_names::BAN_EVENTS).unwrap()).unwrap()
+}
+
+/// Everything in the ring buffer now.
+fn drain(events: &mut RingBuf<MapData>) -> Vec<BanEvent> {
+    let mut out = Vec::new();
+    while let Some(item) = events.next() {
+        assert_eq!(item.len(), std::mem::size_of::<BanEvent>());
+        // SAFETY: the program submits whole `BanEvent`s, checked by size just above.
+        out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) });
+    }
+    out
+}
+
+#[test]
+fn ban_expiry_is_reported_once() {
+    let mut cfg = short_ban_config();
+    cfg.limits[LimitClass::Register as usize] = RateLimit::per_second(20, 2);
+    let mut dp = load(&cfg);
+    let mut events = ban_events(&mut dp);
+    let key = addr_key(ip(CLIENT));
+    assert_eq!(exhaust(&mut dp, CLIENT), 2);
+    let banned = dp.maps.source(key).unwrap().unwrap();
+    assert_eq!(banned.ban_flags, ban_flags::EXPIRY_PENDING);
+    let sent = drain(&mut events);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].kind, ban_event_kind::BAN);
+    // Still banned: nothing to report.
+    expect_verdict(
+        &mut dp,
+        &reg(CLIENT),
+        XDP_DROP,
+        Verdict::DropBanned,
+        MethodClass::Register,
+    );
+    assert!(drain(&mut events).is_empty());
+
+    sleep(Duration::from_millis(400));
+    // The bucket refilled meanwhile: the packet that finds the ban over goes on and passes.
+    expect_verdict(
+        &mut dp,
+        &reg(CLIENT),
+        XDP_PASS,
+        Verdict::Pass,
+        MethodClass::Register,
+    );
+    let sent = drain(&mut events);
+    assert_eq!(sent.len(), 1, "one expiry event: {sent:?}");
+    let expired = sent[0];
+    assert_eq!(expired.kind, ban_event_kind::EXPIRED);
+    assert_eq!(expired.addr, key);
+    assert_eq!(expired.limit_class, LimitClass::Register as u8);
+    assert_eq!(expired.strikes, 1);
+    assert_eq!(expired.duration_ns, 300 * MS);
+    assert_eq!(expired.banned_until_ns, banned.banned_until_ns);
+    assert!(expired.now_ns >= expired.banned_until_ns);
+    assert!(expired.window_packets >= 1);
+    let after = dp.maps.source(key).unwrap().unwrap();
+    assert_eq!(after.ban_flags, 0, "expiry reported");
+    assert_eq!(
+        (after.strikes, after.banned_until_ns),
+        (1, banned.banned_until_ns),
+        "the ban's record stays for escalation"
+    );
+
+    expect_verdict(
+        &mut dp,
+        &reg(CLIENT),
+        XDP_PASS,
+        Verdict::Pass,
+        MethodClass::Register,
+    );
+    assert!(drain(&mut events).is_empty(), "reported once");
+    assert_eq!(
+        dp.maps.counters().unwrap().event(EventCounter::EventsLost),
+        0
+    );
+}
+
+#[test]
+fn would_ban_expires_when_it_runs_out_not_when_enforcing_ignores_it() {
+    let mut cfg = short_ban_config();
+    cfg.limits[LimitClass::Register as usize] = RateLimit::per_second(20, 2);
+    cfg.flags |= flags::MONITOR;
+    let mut dp = load(&cfg);
+    let mut events = ban_events(&mut dp);
+    let key = addr_key(ip(CLIENT));
+    for verdict in [Verdict::Pass, Verdict::Pass, Verdict::DropRate] {
+        expect_verdict(
+            &mut dp,
+            &reg(CLIENT),
+            XDP_PASS,
+            verdict,
+            MethodClass::Register,
+        );
+    }
+    let sent = drain(&mut events);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].kind, ban_event_kind::WOULD_BAN);
+
+    // Enforcing ignores the monitor-only ban, but it has not run out: no expiry yet.
+    cfg.flags &= !flags::MONITOR;
+    dp.maps.write_config(&cfg).unwrap();
+    sleep(Duration::from_millis(100));
+    expect_verdict(
+        &mut dp,
+        &reg(CLIENT),
+        XDP_PASS,
+        Verdict::Pass,
+        MethodClass::Register,
+    );
+    assert!(drain(&mut events).is_empty());
+    let state = dp.maps.source(key).unwrap().unwrap();
+    assert_eq!(
+        state.ban_flags,
+        ban_flags::MONITOR_ONLY | ban_flags::EXPIRY_PENDING
+    );
+
+    sleep(Duration::from_millis(300));
+    expect_verdict(
+        &mut dp,
+        &reg(CLIENT),
+        XDP_PASS,
+        Verdict::Pass,
+        MethodClass::Register,
+    );
+    let sent = drain(&mut events);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].kind, ban_event_kind::EXPIRED);
+    assert_eq!(sent[0].banned_until_ns, state.banned_until_ns);
+    let state = dp.maps.source(key).unwrap().unwrap();
+    assert_eq!(state.ban_flags, ban_flags::MONITOR_ONLY);
+}
+
+#[test]
+fn expiry_lost_to_a_full_ring_buffer_is_counted_and_not_retried() {
+    let mut cfg = strict_config(1);
+    cfg.limits[LimitClass::Register as usize] = RateLimit::per_second(20, 2);
+    // Every ban is over by the next packet: a source whose bucket stays empty sends an expiry
+    // and a ban with each packet.
+    cfg.ban_base_ns = 0;
+    cfg.flags &= !flags::EXTEND_WHILE_ACTIVE;
+    let mut dp = load(&cfg);
+    let mut events = ban_events(&mut dp);
+    let lost = |dp: &mut Datapath| dp.maps.counters().unwrap().event(EventCounter::EventsLost);
+    let key = addr_key(ip(CLIENT));
+    assert_eq!(exhaust(&mut dp, CLIENT), 2);
+    assert_eq!(
+        dp.maps.source(key).unwrap().unwrap().ban_flags,
+        ban_flags::EXPIRY_PENDING
+    );
+    assert_eq!(drain(&mut events).len(), 1, "the ban itself");
+
+    // Fill the ring buffer with another source's bans (OPTIONS: one token per hour).
+    let options = sip_from(CLIENT2, &request("OPTIONS", "sip:100@example.com", 1));
+    let capacity = sip_xdp_common::BAN_EVENTS_BYTES as usize / std::mem::size_of::<BanEvent>();
+    dp.run_repeat(&options, capacity as u32).unwrap();
+    assert!(lost(&mut dp) > 0, "the ring buffer filled up");
+
+    sleep(Duration::from_millis(150));
+    let before = lost(&mut dp);
+    expect_verdict(
+        &mut dp,
+        &reg(CLIENT),
+        XDP_PASS,
+        Verdict::Pass,
+        MethodClass::Register,
+    );
+    assert_eq!(lost(&mut dp), before + 1, "the expiry was lost and counted");
+    assert_eq!(dp.maps.source(key).unwrap().unwrap().ban_flags, 0);
+
+    let drained = drain(&mut events);
+    assert!(
+        drained.iter().all(|e| e.addr == addr_key(ip(CLIENT2))),
+        "only the flood's events made it"
+    );
+    expect_verdict(
+        &mut dp,
+        &reg(CLIENT),
+        XDP_PASS,
+        Verdict::Pass,
+        MethodClass::Register,
+    );
+    assert!(drain(&mut events).is_empty(), "no retry once room is back");
+    assert_eq!(lost(&mut dp), before + 1);
 }
 
 #[test]

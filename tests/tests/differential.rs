@@ -1,8 +1,8 @@
 //! Differential test: the real XDP program (through BPF_PROG_TEST_RUN) against the host-side
 //! reference model (`sip_xdp_tests::model`) on generated and mutated packets.
 //!
-//! Every packet's XDP action and the (verdict, class) counter it bumps must match the model;
-//! every few thousand packets (and at the end) the whole counter matrix, the ban counters, every
+//! Every packet's XDP action, the (verdict, class) counter it bumps and the ban events it sends
+//! (bans, would-be bans, expiries) must match the model; every few thousand packets (and at the end) the whole counter matrix, the ban counters, every
 //! per-source state and the first-fragment table are compared too.
 //!
 //! Time: the buckets refill one token per hour and bans last hours, so nothing the program
@@ -23,12 +23,13 @@ use std::{
     time::Instant,
 };
 
-use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray};
+use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, RingBuf};
 use ipnet::IpNet;
 use sip_xdp::{loader, maps::Counters, time::monotonic_now_ns};
 use sip_xdp_common::{
-    Config, EventCounter, FragmentFate, FragmentKey, LimitClass, MethodClass, RateLimit,
-    SourceState, Verdict, flags, map_names, packet_counter_index,
+    BanEvent, Config, EventCounter, FragmentFate, FragmentKey, LimitClass, MethodClass,
+    RATE_WINDOW_NS, RateLimit, SourceState, Verdict, ban_event_kind, ban_flags, flags, map_names,
+    packet_counter_index,
 };
 use sip_xdp_tests::{
     harness::Datapath,
@@ -801,6 +802,10 @@ struct Run {
     packets: u64,
     dp: Datapath,
     counters: PerCpuArray<MapData, u64>,
+    /// `BAN_EVENTS`, drained after every packet so it never fills up.
+    ban_events: RingBuf<MapData>,
+    /// Events the kernel sent so far, by `ban_event_kind`.
+    events_by_kind: [u64; 3],
     model: Model,
     /// The model's `now`; the kernel's clock reads are at or after it.
     now: u64,
@@ -841,6 +846,12 @@ impl Run {
     fn new(name: &'static str, first: &Config, seed: u64, packets: u64) -> Self {
         let mut dp = Datapath::load(first).expect("load the XDP program");
         let counters = counters_handle(&mut dp);
+        let ban_events = RingBuf::try_from(
+            dp.ebpf()
+                .take_map(map_names::BAN_EVENTS)
+                .expect("BAN_EVENTS map"),
+        )
+        .expect("BAN_EVENTS is a ring buffer");
         let now = monotonic_now_ns();
         let mut model = Model::new(*first);
         let (allow, deny) = list_setup(now);
@@ -866,6 +877,8 @@ impl Run {
             packets,
             dp,
             counters,
+            ban_events,
+            events_by_kind: [0; 3],
             model,
             now,
             adjust: vec![0; Verdict::COUNT * MethodClass::COUNT],
@@ -923,6 +936,21 @@ impl Run {
         self.model.packets(v, c) as i64
     }
 
+    /// Everything the kernel put in `BAN_EVENTS` since the last call.
+    fn drain_kernel_events(&mut self) -> Vec<BanEvent> {
+        let mut out = Vec::new();
+        while let Some(item) = self.ban_events.next() {
+            assert_eq!(item.len(), size_of::<BanEvent>(), "ban event size");
+            // SAFETY: the program submits whole `BanEvent`s, checked by size just above.
+            let event: BanEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+            if let Some(n) = self.events_by_kind.get_mut(event.kind as usize) {
+                *n += 1;
+            }
+            out.push(event);
+        }
+        out
+    }
+
     /// One packet through both.
     fn step(&mut self, index: u64, packet: &Packet) {
         assert!(
@@ -938,7 +966,15 @@ impl Run {
         let action = self.dp.run(&packet.bytes).expect("BPF_PROG_TEST_RUN");
         let slot = packet_counter_index(expected.verdict, expected.class) as usize;
         let counted = self.kernel_slot(slot) == self.model_slot(slot) + self.adjust[slot];
-        if action == expected.action && counted {
+        let model_events = std::mem::take(&mut self.model.ban_events);
+        let kernel_events = self.drain_kernel_events();
+        let events = if model_events.is_empty() && kernel_events.is_empty() {
+            None
+        } else {
+            let elapsed = monotonic_now_ns() - self.now + CLOCK_SLACK_NS;
+            events_diff(&model_events, &kernel_events, elapsed)
+        };
+        if action == expected.action && counted && events.is_none() {
             return;
         }
 
@@ -981,6 +1017,9 @@ impl Run {
             action_name(action),
             bumped.join(", ")
         );
+        if let Some(events) = events {
+            let _ = writeln!(report, "  ban events differ: {events}");
+        }
         let _ = writeln!(report, "  model parse: {parsed:?}");
         if let Some(k) = key {
             let _ = writeln!(report, "  source key {}:", fmt_key(&k));
@@ -1078,6 +1117,12 @@ impl Run {
             problems.push(format!(
                 "packet total: kernel {ktotal}, model {}",
                 self.model.total_packets()
+            ));
+        }
+        let lost = kernel.event(EventCounter::EventsLost);
+        if lost != 0 {
+            problems.push(format!(
+                "{lost} ban event(s) lost although the ring buffer is drained after every packet"
             ));
         }
         if self.mismatches.is_empty() {
@@ -1255,12 +1300,7 @@ fn state_diff(model: &SourceState, kernel: &SourceState, elapsed: u64) -> Option
         kernel.ban_duration_ns,
     );
     let mut close = |name: String, m: u64, k: u64| {
-        let ok = if m == 0 || k == 0 {
-            m == k
-        } else {
-            k + CLOCK_SLACK_NS >= m && k <= m + elapsed
-        };
-        if !ok {
+        if !timestamps_close(m, k, elapsed) {
             d.push(format!(
                 "{name}: model {m}, kernel {k} (allowed drift {elapsed} ns)"
             ));
@@ -1277,7 +1317,89 @@ fn state_diff(model: &SourceState, kernel: &SourceState, elapsed: u64) -> Option
     (!d.is_empty()).then(|| d.join("; "))
 }
 
-fn run_scenario(name: &'static str, index: u64, phases: Phases) {
+/// Whether a kernel timestamp `k` can be the model's `m` taken up to `elapsed` later (0 means
+/// "never" and must match exactly).
+fn timestamps_close(m: u64, k: u64, elapsed: u64) -> bool {
+    if m == 0 || k == 0 {
+        m == k
+    } else {
+        k + CLOCK_SLACK_NS >= m && k <= m + elapsed
+    }
+}
+
+fn fmt_event(e: &BanEvent) -> String {
+    let kind = match e.kind {
+        ban_event_kind::BAN => "ban",
+        ban_event_kind::WOULD_BAN => "would_ban",
+        ban_event_kind::EXPIRED => "expired",
+        _ => "?",
+    };
+    format!(
+        "{kind} {} class={} strikes={} duration={}s banned_until={} now={} window={}ns/{} packets",
+        fmt_key(&e.addr),
+        LimitClass::from_index(e.limit_class as usize).map_or("?", LimitClass::name),
+        e.strikes,
+        e.duration_ns / SECOND_NS,
+        e.banned_until_ns,
+        e.now_ns,
+        e.window_ns,
+        e.window_packets
+    )
+}
+
+/// Differences between the ban events the model and the kernel sent for one packet. Facts must
+/// be equal, timestamps close; the kernel's one-second rate window restarts in real time while
+/// the model's clock stands still, so its window can only be shorter.
+fn events_diff(model: &[BanEvent], kernel: &[BanEvent], elapsed: u64) -> Option<String> {
+    let mut d = Vec::new();
+    if model.len() != kernel.len() {
+        d.push(format!(
+            "model sent {} event(s), kernel {}",
+            model.len(),
+            kernel.len()
+        ));
+    }
+    for (i, (m, k)) in model.iter().zip(kernel).enumerate() {
+        let same_facts = (
+            m.addr,
+            m.kind,
+            m.limit_class,
+            m.strikes,
+            m.duration_ns,
+            m._pad,
+        ) == (
+            k.addr,
+            k.kind,
+            k.limit_class,
+            k.strikes,
+            k.duration_ns,
+            k._pad,
+        );
+        let window_ok = k.window_ns < RATE_WINDOW_NS
+            && k.window_ns <= m.window_ns + elapsed
+            && (1..=m.window_packets).contains(&k.window_packets);
+        if !same_facts
+            || !window_ok
+            || !timestamps_close(m.now_ns, k.now_ns, elapsed)
+            || !timestamps_close(m.banned_until_ns, k.banned_until_ns, elapsed)
+        {
+            d.push(format!("event #{i} differs"));
+        }
+    }
+    if d.is_empty() {
+        return None;
+    }
+    for m in model {
+        d.push(format!("model:  {}", fmt_event(m)));
+    }
+    for k in kernel {
+        d.push(format!("kernel: {}", fmt_event(k)));
+    }
+    Some(d.join("\n    "))
+}
+
+/// Runs one scenario; returns how many ban events of each `ban_event_kind` the kernel sent.
+fn run_scenario(name: &'static str, index: u64, phases: Phases) -> [u64; 3] {
     let packets = env_u64("SIP_XDP_DIFF_PACKETS", DEFAULT_PACKETS);
     let seed = env_u64("SIP_XDP_DIFF_SEED", DEFAULT_SEED);
     let scenario_seed = seed ^ index.wrapping_mul(0xa076_1d64_78bd_642f);
@@ -1319,10 +1441,11 @@ fn run_scenario(name: &'static str, index: u64, phases: Phases) {
         }
     }
     eprintln!(
-        "[{name}] {packets} packets, seed {seed:#x}, {:.1}s; bans {} would-bans {}; sources {}; fragments {}\n  {summary}",
+        "[{name}] {packets} packets, seed {seed:#x}, {:.1}s; bans {} would-bans {}; ban events {:?} (ban, would-ban, expired); sources {}; fragments {}\n  {summary}",
         elapsed.as_secs_f64(),
         run.model.event(EventCounter::BansIssued),
         run.model.event(EventCounter::WouldBans),
+        run.events_by_kind,
         run.model.sources.len(),
         run.model.fragments.len(),
     );
@@ -1344,6 +1467,7 @@ fn run_scenario(name: &'static str, index: u64, phases: Phases) {
             "[{name}] no packet classified {c:?}"
         );
     }
+    run.events_by_kind
 }
 
 /// Enforcing, default-like flags, two SIP ports, /128 IPv6 sources.
@@ -1359,10 +1483,15 @@ fn permissive() {
 }
 
 /// Monitor mode, then enforcing (monitor-only bans escalate), monitor again with a /48 mask,
-/// then enforcing with capped bans.
+/// then enforcing with capped bans (zero-length repeat bans, which expire at the next packet).
 #[test]
 fn monitor_flips() {
-    run_scenario("monitor_flips", 2, phases_monitor_flips());
+    let events = run_scenario("monitor_flips", 2, phases_monitor_flips());
+    assert!(
+        events[ban_event_kind::EXPIRED as usize] > 0
+            || env_u64("SIP_XDP_DIFF_PACKETS", DEFAULT_PACKETS) < DEFAULT_PACKETS,
+        "no ban expired during monitor_flips: the expiry path went untested"
+    );
 }
 
 /// The model itself, on hand-made frames (no BPF needed).
@@ -1390,6 +1519,32 @@ fn model_sanity() {
         now + 10 * HOUR_NS,
         "extended while active"
     );
+    assert_eq!(s.ban_flags, ban_flags::EXPIRY_PENDING);
+    let sent = std::mem::take(&mut m.ban_events);
+    assert_eq!(sent.len(), 1);
+    assert_eq!((sent[0].kind, sent[0].strikes), (ban_event_kind::BAN, 1));
+    // The first packet after the (extended) ban reports its end once, then meets its bucket,
+    // refilled by then.
+    let later = s.banned_until_ns;
+    assert_eq!(m.process(&reg, later).verdict, Verdict::Pass);
+    assert_eq!(m.process(&reg, later).verdict, Verdict::Pass);
+    let sent = std::mem::take(&mut m.ban_events);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let e = sent[0];
+    assert_eq!(
+        (e.kind, e.addr, e.limit_class, e.strikes),
+        (
+            ban_event_kind::EXPIRED,
+            key_of(src),
+            LimitClass::Register as u8,
+            1
+        )
+    );
+    assert_eq!(
+        (e.banned_until_ns, e.duration_ns, e.now_ns),
+        (later, 2 * HOUR_NS, later)
+    );
+    assert_eq!(m.sources[&key_of(src)].ban_flags, 0);
     let tcp = {
         let mut f = Frame::sip(src, dst, b"x");
         f.protocol = IPPROTO_TCP;

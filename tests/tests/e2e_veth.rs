@@ -15,7 +15,7 @@ use sip_xdp::{
     maps::{Counters, SipMaps, addr_key},
 };
 use sip_xdp_common::{
-    Config, EventCounter, LimitClass, MethodClass, RateLimit, SourceState, Verdict,
+    Config, EventCounter, LimitClass, MethodClass, RateLimit, SourceState, Verdict, ban_flags,
 };
 use sip_xdp_tests::{
     harness::require_root,
@@ -233,7 +233,11 @@ fn flood_scenario(server: IpAddr, source_a: IpAddr, source_b: IpAddr) {
     );
     assert_eq!(a.strikes, 1);
     assert_eq!(a.ban_class, LimitClass::Register as u8);
-    assert_eq!(a.ban_flags, 0, "an enforced ban, not a monitor-mode one");
+    assert_eq!(
+        a.ban_flags,
+        ban_flags::EXPIRY_PENDING,
+        "an enforced ban (not a monitor-mode one), its end not reported yet"
+    );
     assert_eq!(a.packets, u64::from(FLOOD));
     assert_eq!(a.dropped, u64::from(FLOOD) - from_a);
     let b = rig.source(source_b).expect("B is tracked in SOURCES");
