@@ -491,6 +491,26 @@ impl Control {
     }
 }
 
+/// Forgets sources that have been quiet for longer than the strike decay and are not banned:
+/// their buckets are full again and their strikes would reset anyway, so the entry holds nothing
+/// but a slot in the LRU table. Returns how many were removed.
+pub fn gc_sources(maps: &mut SipMaps) -> Result<usize> {
+    let now_ns = monotonic_now_ns();
+    let config = maps.read_config().unwrap_or(Config::DEFAULT);
+    // Never below 10 s, so a zero decay does not forget sources between two packets.
+    let idle_ns = config.strike_decay_ns.max(10_000_000_000);
+    let mut removed = 0;
+    for (key, source) in maps.sources()? {
+        // window_start_ns moves with every packet at least once a second: last activity.
+        let quiet = now_ns.saturating_sub(source.window_start_ns) > idle_ns;
+        let ban_over = source.banned_until_ns.saturating_add(idle_ns) < now_ns;
+        if quiet && ban_over && maps.forget_source(key.addr)? {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 fn check_interface(iface: &str) -> Result<()> {
     let name = std::ffi::CString::new(iface)
         .map_err(|_| loader::AttachError::NoSuchInterface(iface.to_owned()))?;

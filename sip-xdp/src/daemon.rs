@@ -23,7 +23,7 @@ use tracing::{error, info, warn};
 use crate::{
     cli::{self, Cli, LogFormatArg, RunArgs},
     config::{LogFormat, Settings},
-    control::Control,
+    control::{self, Control},
     events::{self, BanRecord, EventLogger, LogLimiterConfig},
     loader::{self, PinDir},
     maps::{self, SipMaps},
@@ -331,6 +331,14 @@ async fn serve(
 }
 
 fn refresh_table_fill(shared: &Shared) {
+    match control::gc_sources(&mut lock(&shared.maps)) {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(
+            removed = n,
+            "forgot sources quiet for longer than the strike decay"
+        ),
+        Err(e) => warn!(error = %format!("{e:#}"), "could not clean the source table"),
+    }
     let fill = status::table_fill(&lock(&shared.maps));
     match fill {
         Ok(fill) => lock(&shared.stats).table_fill = fill,

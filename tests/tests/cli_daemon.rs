@@ -649,3 +649,34 @@ fn auto_mode_falls_back_to_skb_where_the_device_has_no_native_xdp() {
     let err = host.fails(&["attach", "--iface", "sxdp-br", "--mode", "native"]);
     assert!(err.contains("detach --iface sxdp-br"), "{err}");
 }
+
+#[test]
+fn daemon_logs_would_bans_and_expiries_in_monitor_mode() {
+    let host = Host::new();
+    let a = IpAddr::V4(CLIENT_V4_A);
+    std::fs::write(
+        &host.config,
+        "[limits.register]\nrate = \"1/s\"\nburst = 10\n\n[bans]\nbase = \"1s\"\n\
+         extend_while_active = false\n\n[datapath]\nmonitor = true\n",
+    )
+    .unwrap();
+    let daemon = Daemon::start(&host, &["--no-metrics"]);
+    daemon.wait_for(&["sip-xdp running"]);
+    let server = host.server_socket();
+    // Monitor mode: everything passes, the would-be ban is logged.
+    assert_eq!(host.registers_through(&server, a, 40), 40);
+    let line = daemon.wait_for(&["\"event\":\"would_ban\"", &format!("\"source\":\"{a}\"")]);
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["class"], "register");
+    let status = host.status();
+    assert_eq!(status["monitor_mode"], true);
+    assert_eq!(status["tables"]["active_would_bans"], 1);
+    assert_eq!(status["events"]["would_bans"], 1);
+
+    // The kernel reports the end of the (would-be) ban with the source's next packet.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(host.registers_through(&server, a, 1), 1);
+    let line = daemon.wait_for(&["\"event\":\"expired\"", &format!("\"source\":\"{a}\"")]);
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["strikes"], 1);
+}
