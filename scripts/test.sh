@@ -11,6 +11,8 @@ cargo fmt --all -- --check
 echo "== cargo clippy" >&2
 # The eBPF crate is left out: it only builds for bpfel-unknown-none (through build.rs).
 cargo clippy --all-targets --quiet -- -D warnings
+echo "== cargo build (the sip-xdp binary that tests/tests/cli_daemon.rs runs)" >&2
+cargo build --quiet --package sip-xdp --bin sip-xdp
 echo "== cargo test" >&2
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
