@@ -8,7 +8,7 @@
 use std::{
     io::{BufRead as _, BufReader, ErrorKind, Read as _, Write as _},
     net::{IpAddr, SocketAddr, TcpStream, UdpSocket},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Output, Stdio},
     sync::{
         Arc, Mutex,
