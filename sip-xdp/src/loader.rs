@@ -104,8 +104,9 @@ pub enum AttachError {
     #[error("network interface {0} does not exist in this network namespace (see `ip link`)")]
     NoSuchInterface(String),
     #[error(
-        "{iface} already has another XDP program attached (not sip-xdp's); remove it \
-         (`ip link set dev {iface} xdp off`) or choose another interface"
+        "{iface} already has an XDP program that this sip-xdp did not attach (another tool, or \
+         a sip-xdp with another --pin-dir); see `ip link show dev {iface}`, and remove it with \
+         `ip link set dev {iface} xdp off` if it is not needed"
     )]
     Busy { iface: String },
     #[error("cannot attach XDP to {iface} in {mode} mode: {source}{hint}", hint = mode_hint(*.mode))]
