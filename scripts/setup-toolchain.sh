@@ -15,10 +15,14 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
+# Build: Debian's rustc with core sources, LLVM for bpf-linker. Tests: iproute2 and util-linux
+# (nsenter, setpriv) for the namespaces, sip-tester (sipp) for the SIP scenarios. Benchmark:
+# nftables and iptables for the head-to-head, a font for the chart.
 apt_pkgs=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 for p in rustc-web rust-web-src "llvm-${LLVM_MAJOR}-dev" libpolly-${LLVM_MAJOR}-dev libzstd-dev zlib1g-dev \
-         iproute2 ${SIP_XDP_EXTRA_APT:-}; do
+         iproute2 util-linux \
+         sip-tester nftables iptables fonts-dejavu-core ${SIP_XDP_EXTRA_APT:-}; do
     have_pkg "$p" || apt_pkgs+=("$p")
 done
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
