@@ -363,3 +363,35 @@ fn daemon_logs_would_bans_and_expiries_in_monitor_mode() {
     let event: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(event["strikes"], 1);
 }
+
+#[test]
+fn automatic_bans_and_strikes_survive_a_purge() {
+    let host = Host::new(TEST_CONFIG);
+    let a = IpAddr::V4(CLIENT_V4_A);
+    host.attach();
+    let server = host.server_socket();
+    assert_eq!(host.registers_through(&server, a, 30), BURST);
+    // Purging drops the pinned SOURCES table; detach saves the bans to the state file first.
+    host.ok(&["detach", "--all", "--purge"]);
+    assert!(!host.pin_dir.join("SOURCES").exists());
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(host.state_dir.path().join("state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["auto_bans"][0]["addr"], a.to_string());
+    assert_eq!(state["auto_bans"][0]["strikes"], 1);
+
+    host.attach();
+    assert_eq!(
+        host.registers_through(&server, a, 3),
+        0,
+        "the ban came back"
+    );
+    let bans = ban_sources(&host);
+    assert!(
+        bans.contains(&(a.to_string(), "rate".to_owned())),
+        "{bans:?}"
+    );
+    let status = host.status();
+    assert_eq!(status["tables"]["active_bans"], 1);
+}
