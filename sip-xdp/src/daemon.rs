@@ -279,6 +279,8 @@ async fn serve(
     let mut last_reconcile = Instant::now();
     let mut last_scan = Instant::now();
     let mut last_save = Instant::now();
+    // systemd (Type=notify): ready only now, with the program attached and events flowing.
+    notify(&[sd_notify::NotifyState::Ready]);
     info!(
         ifaces = %args.attach.ifaces.join(","),
         config = %config_path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "built-in defaults".into()),
@@ -289,7 +291,11 @@ async fn serve(
         tokio::select! {
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
             _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
-            _ = sighup.recv() => reload(&shared, &mut settings, config_path.as_deref()),
+            _ = sighup.recv() => {
+                notify(&[sd_notify::NotifyState::Reloading]);
+                reload(&shared, &mut settings, config_path.as_deref());
+                notify(&[sd_notify::NotifyState::Ready]);
+            }
             _ = tick.tick() => {
                 lock(&shared.logger).tick(Instant::now());
                 if last_reconcile.elapsed() >= RECONCILE_INTERVAL {
@@ -316,6 +322,7 @@ async fn serve(
             }
         }
     }
+    notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
     match events_task.await {
         Ok(Err(e)) => warn!(error = %e, "ban event reader stopped with an error"),
@@ -328,6 +335,13 @@ async fn serve(
         warn!(error = %e, "metrics server stopped with an error");
     }
     Ok(())
+}
+
+/// Tells systemd about the service's state; a no-op outside systemd (no NOTIFY_SOCKET).
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(false, state) {
+        warn!(error = %e, "could not notify systemd");
+    }
 }
 
 fn refresh_table_fill(shared: &Shared) {
