@@ -395,3 +395,45 @@ fn automatic_bans_and_strikes_survive_a_purge() {
     let status = host.status();
     assert_eq!(status["tables"]["active_bans"], 1);
 }
+
+#[test]
+fn a_missing_bpffs_is_mounted_where_sip_xdp_expects_it() {
+    let host = Host::new(TEST_CONFIG);
+    // A private mount namespace without bpffs on /sys/fs/bpf (a minimal host or container):
+    // attach mounts it, pins there, and status finds the attachment through it. The namespace,
+    // its bpffs and so the pinned link die with the shell.
+    let script = format!(
+        "umount /sys/fs/bpf 2>/dev/null; \
+         if [ \"$(stat -f -c %T /sys/fs/bpf)\" = bpf_fs ]; then echo still-mounted; exit 3; fi; \
+         nsenter --net={netns} {bin} attach --iface {SERVER_IF} --config {config} && \
+         stat -f -c %T /sys/fs/bpf && \
+         nsenter --net={netns} {bin} status --output json",
+        netns = host.net.server.path().display(),
+        bin = sip_xdp_bin().display(),
+        config = host.config.display(),
+    );
+    let out = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .env("SIP_XDP_PIN_DIR", &host.pin_dir)
+        .env("SIP_XDP_STATE_DIR", host.state_dir.path())
+        .output()
+        .expect("running unshare");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("bpf_fs"), "bpffs was not mounted: {stdout}");
+    let json = &stdout[stdout.find('{').expect("status JSON")..];
+    let status: Value = serde_json::from_str(json).unwrap();
+    assert_eq!(status["attached"][0]["iface"], SERVER_IF);
+}
