@@ -5,3 +5,4 @@ pub mod host;
 pub mod model;
 pub mod netns;
 pub mod packet;
+pub mod sipp;
