@@ -1,5 +1,6 @@
 //! Project chores: `cargo xtask <command>`.
 mod bench;
+mod deb;
 mod demo;
 
 use std::path::PathBuf;
@@ -22,6 +23,9 @@ enum Command {
     /// config, a phone and a REGISTER flood: prints what passed, what was dropped and the
     /// kernel counters, then cleans up (needs root).
     Demo,
+    /// Builds target/debian/sip-xdp_VERSION_ARCH.deb (binary, units, config, man pages,
+    /// completions) with dpkg-deb and prints its path.
+    Deb,
 }
 
 #[derive(clap::Args, Debug)]
@@ -62,5 +66,6 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Bench(args) => bench::run(&args),
         Command::Demo => demo::run(),
+        Command::Deb => deb::run(),
     }
 }
