@@ -1604,8 +1604,8 @@ fn environment(cpus: usize) -> Environment {
     }
     let commit = match command_output("git", &["rev-parse", "--short", "HEAD"]) {
         Some(rev) => {
-            let dirty =
-                command_output("git", &["status", "--porcelain"]).is_some_and(|s| !s.is_empty());
+            let dirty = command_output("git", &["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
             if dirty {
                 format!("{rev} + uncommitted changes")
             } else {

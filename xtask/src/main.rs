@@ -68,13 +68,13 @@ pub struct BenchArgs {
 pub struct H2hArgs {
     /// Flood REGISTERs per run in frames mode (pre-built frames; every setup sends the same
     /// count).
-    #[arg(long, default_value_t = 5_000_000)]
+    #[arg(long, default_value_t = 4_000_000)]
     pub frame_packets: u32,
     /// Flood REGISTERs per run in socket mode (sendmmsg on a UDP socket; a slower sender).
     #[arg(long, default_value_t = 1_000_000)]
     pub socket_packets: u32,
     /// Runs per setup, interleaved; the report gives their median.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     pub runs: usize,
     /// Where REPORT.md and h2h.png go (default: bench/h2h at the workspace root).
     #[arg(long)]
