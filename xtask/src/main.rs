@@ -2,6 +2,7 @@
 mod bench;
 mod deb;
 mod demo;
+mod h2h;
 
 use std::path::PathBuf;
 
@@ -26,6 +27,11 @@ enum Command {
     /// Builds target/debian/sip-xdp_VERSION_ARCH.deb (binary, units, config, man pages,
     /// completions) with dpkg-deb and prints its path.
     Deb,
+    /// The head-to-head of issue 4: one bounded REGISTER flood through veth against no filter,
+    /// hand-written nftables and iptables rules (bench/h2h/) and sip-xdp attached natively;
+    /// receiver-side CPU per packet, packets delivered, sip-xdp's memory. Writes
+    /// bench/h2h/REPORT.md and bench/h2h/h2h.png (needs root).
+    H2h(H2hArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -62,10 +68,41 @@ pub struct BenchArgs {
     pub unchecked: bool,
 }
 
+#[derive(clap::Args, Debug)]
+pub struct H2hArgs {
+    /// Flood REGISTERs per run in frames mode (pre-built frames; every setup sends the same
+    /// count).
+    #[arg(long, default_value_t = 4_000_000)]
+    pub frame_packets: u32,
+    /// Flood REGISTERs per run in socket mode (sendmmsg on a UDP socket; a slower sender).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub socket_packets: u32,
+    /// Runs per setup, interleaved; the report gives their median.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Where REPORT.md and h2h.png go (default: bench/h2h at the workspace root).
+    #[arg(long)]
+    pub output_dir: Option<PathBuf>,
+    /// Use this sip-xdp binary instead of building the release one.
+    #[arg(long)]
+    pub sip_xdp_bin: Option<PathBuf>,
+    /// CPU the flood sender is pinned to (veth's receive softirq runs there too).
+    #[arg(long, default_value_t = 1)]
+    pub sender_cpu: usize,
+    /// CPU the server's socket-reading thread is pinned to.
+    #[arg(long, default_value_t = 0)]
+    pub receiver_cpu: usize,
+    /// Quick checks: run only these modes or setups (`frames`, `nftables`, `Frames/SipXdp`),
+    /// print the runs and write no report.
+    #[arg(long, hide = true, value_delimiter = ',')]
+    pub only: Vec<String>,
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Bench(args) => bench::run(&args),
         Command::Demo => demo::run(),
         Command::Deb => deb::run(),
+        Command::H2h(args) => h2h::run(&args),
     }
 }
