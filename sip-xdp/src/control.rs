@@ -113,6 +113,24 @@ impl Control {
         &self.state_dir
     }
 
+    /// One list or ban edit: under the state lock, on the state file and the live maps (if
+    /// pinned), saved when `edit` succeeds.
+    fn edit(
+        &self,
+        edit: impl FnOnce(&mut StateFile, &mut Option<SipMaps>, &mut EditReport) -> Result<()>,
+    ) -> Result<EditReport> {
+        let _lock = state::lock(&self.state_dir)?;
+        let mut state = StateFile::load(&self.state_dir)?;
+        let mut maps = self.live_maps()?;
+        let mut report = EditReport {
+            live: maps.is_some(),
+            ..EditReport::default()
+        };
+        edit(&mut state, &mut maps, &mut report)?;
+        state.save(&self.state_dir)?;
+        Ok(report)
+    }
+
     fn live_maps(&self) -> Result<Option<SipMaps>> {
         if !self.pins.has_maps() {
             return Ok(None);
@@ -189,79 +207,67 @@ impl Control {
         nets: &[IpNet],
         comment: Option<String>,
     ) -> Result<EditReport> {
-        let _lock = state::lock(&self.state_dir)?;
-        let mut state = StateFile::load(&self.state_dir)?;
-        let mut maps = self.live_maps()?;
-        let mut report = EditReport {
-            live: maps.is_some(),
-            ..EditReport::default()
-        };
-        for &net in nets {
-            let added = match kind {
-                ListKind::Allow => state.add_allow(net, comment.clone()),
-                ListKind::Deny => state.add_deny(net, comment.clone()),
-            };
-            if let Some(maps) = maps.as_mut() {
-                match kind {
-                    ListKind::Allow => maps.allow(net),
-                    ListKind::Deny => maps.deny(net, 0),
+        self.edit(|state, maps, report| {
+            for &net in nets {
+                let added = match kind {
+                    ListKind::Allow => state.add_allow(net, comment.clone()),
+                    ListKind::Deny => state.add_deny(net, comment.clone()),
+                };
+                if let Some(maps) = maps.as_mut() {
+                    match kind {
+                        ListKind::Allow => maps.allow(net),
+                        ListKind::Deny => maps.deny(net, 0),
+                    }
+                    .with_context(|| {
+                        format!(
+                            "cannot add {net} to the {} table (it holds {} entries at most)",
+                            kind.command(),
+                            sip_xdp_common::MAX_LIST_ENTRIES
+                        )
+                    })?;
                 }
-                .with_context(|| {
-                    format!(
-                        "cannot add {net} to the {} table (it holds {} entries at most)",
-                        kind.command(),
-                        sip_xdp_common::MAX_LIST_ENTRIES
-                    )
-                })?;
+                report.lines.push(if added {
+                    format!("{} {net}: added", kind.command())
+                } else {
+                    format!("{} {net}: already present", kind.command())
+                });
             }
-            report.lines.push(if added {
-                format!("{} {net}: added", kind.command())
-            } else {
-                format!("{} {net}: already present", kind.command())
-            });
-        }
-        state.save(&self.state_dir)?;
-        Ok(report)
+            Ok(())
+        })
     }
 
     pub fn list_del(&self, kind: ListKind, nets: &[IpNet]) -> Result<EditReport> {
-        let _lock = state::lock(&self.state_dir)?;
-        let mut state = StateFile::load(&self.state_dir)?;
-        let mut maps = self.live_maps()?;
-        let mut report = EditReport {
-            live: maps.is_some(),
-            ..EditReport::default()
-        };
-        let now_wall = now_wall_secs();
-        for &net in nets {
-            let in_file = match kind {
-                ListKind::Allow => state.remove_allow(net),
-                ListKind::Deny => state.remove_deny(net),
-            };
-            let in_map = match maps.as_mut() {
-                None => false,
-                Some(maps) => match kind {
-                    ListKind::Allow => maps.unallow(net)?,
-                    // A manual ban of the same net stays in force.
-                    ListKind::Deny => match state.denylist_value(&net, now_wall) {
-                        Some(expires_at_ns) => {
-                            maps.deny(net, expires_at_ns)?;
-                            true
-                        }
-                        None => maps.undeny(net)?,
+        self.edit(|state, maps, report| {
+            let now_wall = now_wall_secs();
+            for &net in nets {
+                let in_file = match kind {
+                    ListKind::Allow => state.remove_allow(net),
+                    ListKind::Deny => state.remove_deny(net),
+                };
+                let in_map = match maps.as_mut() {
+                    None => false,
+                    Some(maps) => match kind {
+                        ListKind::Allow => maps.unallow(net)?,
+                        // A manual ban of the same net stays in force.
+                        ListKind::Deny => match state.denylist_value(&net, now_wall) {
+                            Some(expires_at_ns) => {
+                                maps.deny(net, expires_at_ns)?;
+                                true
+                            }
+                            None => maps.undeny(net)?,
+                        },
                     },
-                },
-            };
-            if in_file || in_map {
-                report
-                    .lines
-                    .push(format!("{} {net}: removed", kind.command()));
-            } else {
-                report.missing.push(net);
+                };
+                if in_file || in_map {
+                    report
+                        .lines
+                        .push(format!("{} {net}: removed", kind.command()));
+                } else {
+                    report.missing.push(net);
+                }
             }
-        }
-        state.save(&self.state_dir)?;
-        Ok(report)
+            Ok(())
+        })
     }
 
     pub fn list_entries(&self, kind: ListKind) -> Result<Vec<ListEntry>> {
@@ -324,96 +330,84 @@ impl Control {
         if duration.is_zero() {
             bail!("a ban must last longer than 0s (e.g. --for 30m)");
         }
-        let _lock = state::lock(&self.state_dir)?;
-        let mut state = StateFile::load(&self.state_dir)?;
-        let mut maps = self.live_maps()?;
-        let mut report = EditReport {
-            live: maps.is_some(),
-            ..EditReport::default()
-        };
-        let now_wall = now_wall_secs();
-        let expires_at = now_wall.saturating_add(duration.as_secs().max(1));
-        for &net in nets {
-            state.add_ban(net, expires_at, reason.clone());
-            if let Some(maps) = maps.as_mut()
-                && let Some(value) = state.denylist_value(&net, now_wall)
-            {
-                maps.deny(net, value).with_context(|| {
-                    format!(
-                        "cannot ban {net}: the deny table holds {} entries at most",
-                        sip_xdp_common::MAX_LIST_ENTRIES
-                    )
-                })?;
+        self.edit(|state, maps, report| {
+            let now_wall = now_wall_secs();
+            let expires_at = now_wall.saturating_add(duration.as_secs().max(1));
+            for &net in nets {
+                state.add_ban(net, expires_at, reason.clone());
+                if let Some(maps) = maps.as_mut()
+                    && let Some(value) = state.denylist_value(&net, now_wall)
+                {
+                    maps.deny(net, value).with_context(|| {
+                        format!(
+                            "cannot ban {net}: the deny table holds {} entries at most",
+                            sip_xdp_common::MAX_LIST_ENTRIES
+                        )
+                    })?;
+                }
+                report.lines.push(format!(
+                    "ban {net}: banned for {}",
+                    humantime::format_duration(Duration::from_secs(duration.as_secs().max(1)))
+                ));
             }
-            report.lines.push(format!(
-                "ban {net}: banned for {}",
-                humantime::format_duration(Duration::from_secs(duration.as_secs().max(1)))
-            ));
-        }
-        state.save(&self.state_dir)?;
-        Ok(report)
+            Ok(())
+        })
     }
 
     /// Lifts manual bans of `nets` and automatic bans of every tracked source inside them.
     pub fn ban_del(&self, nets: &[IpNet]) -> Result<EditReport> {
-        let _lock = state::lock(&self.state_dir)?;
-        let mut state = StateFile::load(&self.state_dir)?;
-        let mut maps = self.live_maps()?;
-        let mut report = EditReport {
-            live: maps.is_some(),
-            ..EditReport::default()
-        };
-        let now_wall = now_wall_secs();
-        let now_ns = monotonic_now_ns();
-        let (sources, ipv6_mask) = match maps.as_ref() {
-            Some(maps) => (
-                maps.sources()?,
-                maps.read_config()
-                    .map(|c| c.ipv6_source_mask)
-                    .unwrap_or([0xff; 16]),
-            ),
-            None => (Vec::new(), [0xff; 16]),
-        };
-        for &net in nets {
-            let mut lifted = Vec::new();
-            if state.remove_ban(net) {
-                lifted.push("manual ban".to_owned());
-            }
-            if let Some(maps) = maps.as_mut() {
-                match state.denylist_value(&net, now_wall) {
-                    Some(value) => maps.deny(net, value)?,
-                    None => {
-                        if maps.undeny(net)? && !lifted.iter().any(|l| l == "manual ban") {
-                            lifted.push("manual ban".to_owned());
+        self.edit(|state, maps, report| {
+            let now_wall = now_wall_secs();
+            let now_ns = monotonic_now_ns();
+            let (sources, ipv6_mask) = match maps.as_ref() {
+                Some(maps) => (
+                    maps.sources()?,
+                    maps.read_config()
+                        .map(|c| c.ipv6_source_mask)
+                        .unwrap_or([0xff; 16]),
+                ),
+                None => (Vec::new(), [0xff; 16]),
+            };
+            for &net in nets {
+                let mut lifted = Vec::new();
+                if state.remove_ban(net) {
+                    lifted.push("manual ban".to_owned());
+                }
+                if let Some(maps) = maps.as_mut() {
+                    match state.denylist_value(&net, now_wall) {
+                        Some(value) => maps.deny(net, value)?,
+                        None => {
+                            if maps.undeny(net)? && !lifted.iter().any(|l| l == "manual ban") {
+                                lifted.push("manual ban".to_owned());
+                            }
+                        }
+                    }
+                    for (key, source) in &sources {
+                        if !source_in(net, key, &ipv6_mask) {
+                            continue;
+                        }
+                        let was_banned = source.banned_until_ns > now_ns;
+                        if maps.forget_source(key.addr)? && was_banned {
+                            lifted.push(format!("automatic ban of {}", key_addr(key.addr)));
                         }
                     }
                 }
-                for (key, source) in &sources {
-                    if !source_in(net, key, &ipv6_mask) {
-                        continue;
-                    }
-                    let was_banned = source.banned_until_ns > now_ns;
-                    if maps.forget_source(key.addr)? && was_banned {
-                        lifted.push(format!("automatic ban of {}", key_addr(key.addr)));
-                    }
+                // Forget the saved escalation too, or a restore would bring the ban back.
+                let before = state.auto_bans.len();
+                state.auto_bans.retain(|b| !net.contains(&b.addr));
+                if state.auto_bans.len() != before && lifted.is_empty() {
+                    lifted.push("saved automatic ban".to_owned());
+                }
+                if lifted.is_empty() {
+                    report.missing.push(net);
+                } else {
+                    report
+                        .lines
+                        .push(format!("ban {net}: lifted {}", lifted.join(", ")));
                 }
             }
-            // Forget the saved escalation too, or a restore would bring the ban back.
-            let before = state.auto_bans.len();
-            state.auto_bans.retain(|b| !net.contains(&b.addr));
-            if state.auto_bans.len() != before && lifted.is_empty() {
-                lifted.push("saved automatic ban".to_owned());
-            }
-            if lifted.is_empty() {
-                report.missing.push(net);
-            } else {
-                report
-                    .lines
-                    .push(format!("ban {net}: lifted {}", lifted.join(", ")));
-            }
-        }
-        state.save(&self.state_dir)?;
-        Ok(report)
+            Ok(())
+        })
     }
 
     pub fn ban_entries(&self) -> Result<Vec<BanEntry>> {
