@@ -39,6 +39,17 @@ pub mod map_names {
     pub const COUNTERS: &str = "COUNTERS";
     pub const FRAGMENTS: &str = "FRAGMENTS";
     pub const BAN_EVENTS: &str = "BAN_EVENTS";
+    pub const LIST_PRESENCE: &str = "LIST_PRESENCE";
+}
+
+/// Slots of `LIST_PRESENCE`: nonzero while the allowlist (or denylist) may hold entries, so the
+/// program skips the trie lookup of an empty list. User space sets a slot before inserting and
+/// clears it only after a removal left the trie empty: it is never clear while the list has
+/// entries.
+pub mod list_presence {
+    pub const ALLOWLIST: u32 = 0;
+    pub const DENYLIST: u32 = 1;
+    pub const SLOTS: u32 = 2;
 }
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "sip_xdp";

@@ -6,6 +6,7 @@ use aya_ebpf::{
 use sip_xdp_common::{
     AllowEntry, BAN_EVENTS_BYTES, COUNTER_SLOTS, Config, DEFAULT_MAX_SOURCES, DenyEntry,
     FragmentFate, FragmentKey, MAX_LIST_ENTRIES, MAX_TRACKED_FRAGMENTS, SourceKey, SourceState,
+    list_presence,
 };
 
 /// Two slots, so user space can fill one completely while packets read the other.
@@ -28,6 +29,20 @@ pub static ALLOWLIST: LpmTrie<[u8; 16], AllowEntry> =
 
 #[map(name = "DENYLIST")]
 pub static DENYLIST: LpmTrie<[u8; 16], DenyEntry> = LpmTrie::with_max_entries(MAX_LIST_ENTRIES, 0);
+
+/// Whether each list may have entries (see `sip_xdp_common::list_presence`): an array read the
+/// verifier inlines, against a trie walk under RCU per lookup.
+#[map(name = "LIST_PRESENCE")]
+pub static LIST_PRESENCE: Array<u32> = Array::with_max_entries(list_presence::SLOTS, 0);
+
+/// False only when user space has said the list is empty; a missing slot counts as non-empty.
+#[inline(always)]
+pub fn list_may_have_entries(slot: u32) -> bool {
+    match LIST_PRESENCE.get(slot) {
+        Some(present) => *present != 0,
+        None => true,
+    }
+}
 
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);

@@ -3,10 +3,12 @@ use aya_ebpf::maps::lpm_trie::Key;
 use sip_xdp_common::{
     BAN_DURATION_CEILING_NS, BAN_EXTEND_GRANULARITY_NS, BanEvent, Config, EventCounter,
     FragmentFate, FragmentKey, LimitClass, MethodClass, RATE_WINDOW_NS, RateLimit, SourceKey,
-    SourceState, Verdict, ban_event_kind, ban_flags, event_counter_index, flags,
+    SourceState, Verdict, ban_event_kind, ban_flags, event_counter_index, flags, list_presence,
 };
 
-use crate::maps::{ALLOWLIST, BAN_EVENTS, DENYLIST, FRAGMENTS, NEW_SOURCE, SOURCES, bump};
+use crate::maps::{
+    ALLOWLIST, BAN_EVENTS, DENYLIST, FRAGMENTS, NEW_SOURCE, SOURCES, bump, list_may_have_entries,
+};
 
 /// Escalation factors above this are clamped so `duration * factor` cannot overflow.
 const MAX_BAN_FACTOR: u64 = 16;
@@ -18,11 +20,14 @@ fn list_key(src: &[u8; 16]) -> Key<[u8; 16]> {
 
 #[inline(always)]
 fn is_allowlisted(src: &[u8; 16]) -> bool {
-    ALLOWLIST.get(list_key(src)).is_some()
+    list_may_have_entries(list_presence::ALLOWLIST) && ALLOWLIST.get(list_key(src)).is_some()
 }
 
 #[inline(always)]
 fn is_denylisted(src: &[u8; 16], now_ns: u64) -> bool {
+    if !list_may_have_entries(list_presence::DENYLIST) {
+        return false;
+    }
     match DENYLIST.get(list_key(src)) {
         Some(entry) => entry.expires_at_ns == 0 || now_ns < entry.expires_at_ns,
         None => false,

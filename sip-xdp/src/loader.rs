@@ -232,6 +232,7 @@ pub const PINNED_MAPS: &[&str] = &[
     map_names::COUNTERS,
     map_names::FRAGMENTS,
     map_names::BAN_EVENTS,
+    map_names::LIST_PRESENCE,
 ];
 
 #[derive(Debug, Error)]
@@ -501,6 +502,7 @@ const EXPECTED_LAYOUT: &[(&str, u32, u32)] = &[
         size_of::<sip_xdp_common::DenyEntry>() as u32,
     ),
     (map_names::COUNTERS, 4, 8),
+    (map_names::LIST_PRESENCE, 4, 4),
     (
         map_names::FRAGMENTS,
         size_of::<sip_xdp_common::FragmentKey>() as u32,

@@ -8,7 +8,7 @@ use aya::{
 use ipnet::IpNet;
 use sip_xdp_common::{
     AllowEntry, Config, DenyEntry, EventCounter, MethodClass, SourceKey, SourceState, Verdict,
-    event_counter_index, ipv4_mapped, map_names, packet_counter_index,
+    event_counter_index, ipv4_mapped, list_presence, map_names, packet_counter_index,
 };
 use thiserror::Error;
 
@@ -135,6 +135,7 @@ pub struct SipMaps {
     allowlist: LpmTrie<MapData, [u8; 16], AllowEntry>,
     denylist: LpmTrie<MapData, [u8; 16], DenyEntry>,
     counters: PerCpuArray<MapData, u64>,
+    list_presence: Array<MapData, u32>,
     sources_capacity: u32,
 }
 
@@ -183,7 +184,7 @@ impl SipMaps {
     ) -> Result<Self, MapsError> {
         let sources = take(map_names::SOURCES)?;
         let sources_capacity = capacity(&sources);
-        Ok(Self {
+        let mut maps = Self {
             sources_capacity,
             config: Array::try_from(take(map_names::CONFIG)?)
                 .map_err(map_err(map_names::CONFIG))?,
@@ -196,7 +197,33 @@ impl SipMaps {
                 .map_err(map_err(map_names::DENYLIST))?,
             counters: PerCpuArray::try_from(take(map_names::COUNTERS)?)
                 .map_err(map_err(map_names::COUNTERS))?,
-        })
+            list_presence: Array::try_from(take(map_names::LIST_PRESENCE)?)
+                .map_err(map_err(map_names::LIST_PRESENCE))?,
+        };
+        // Lists pinned by a build without LIST_PRESENCE (or filled while a flag was lost) must
+        // be looked up again. Only ever set here: clearing could race a locked writer's insert.
+        if !maps.allowlist_is_empty() {
+            maps.set_presence(list_presence::ALLOWLIST, true)?;
+        }
+        if !maps.denylist_is_empty() {
+            maps.set_presence(list_presence::DENYLIST, true)?;
+        }
+        Ok(maps)
+    }
+
+    fn set_presence(&mut self, slot: u32, present: bool) -> Result<(), MapsError> {
+        self.list_presence
+            .set(slot, u32::from(present), 0)
+            .map_err(map_err(map_names::LIST_PRESENCE))
+    }
+
+    /// True only when the trie certainly has no key (an error reading it counts as entries).
+    fn allowlist_is_empty(&self) -> bool {
+        self.allowlist.keys().next().is_none()
+    }
+
+    fn denylist_is_empty(&self) -> bool {
+        self.denylist.keys().next().is_none()
     }
 
     /// Capacity of the per-source LRU map.
@@ -254,6 +281,8 @@ impl SipMaps {
     }
 
     pub fn allow(&mut self, net: IpNet) -> Result<(), MapsError> {
+        // Before the insert: the program must never skip a list that has entries.
+        self.set_presence(list_presence::ALLOWLIST, true)?;
         self.allowlist
             .insert(&cidr_key(net), AllowEntry::default(), 0)
             .map_err(map_err(map_names::ALLOWLIST))
@@ -261,7 +290,12 @@ impl SipMaps {
 
     /// Removes an allowlist entry; `false` when there was none.
     pub fn unallow(&mut self, net: IpNet) -> Result<bool, MapsError> {
-        absent_is_false(self.allowlist.remove(&cidr_key(net)), map_names::ALLOWLIST)
+        let removed = absent_is_false(self.allowlist.remove(&cidr_key(net)), map_names::ALLOWLIST)?;
+        // After the removal, and only once the trie reads empty.
+        if self.allowlist_is_empty() {
+            self.set_presence(list_presence::ALLOWLIST, false)?;
+        }
+        Ok(removed)
     }
 
     pub fn allowlist(&self) -> Result<Vec<IpNet>, MapsError> {
@@ -276,13 +310,18 @@ impl SipMaps {
 
     /// Denies a CIDR until `expires_at_ns` (monotonic), or for good with 0.
     pub fn deny(&mut self, net: IpNet, expires_at_ns: u64) -> Result<(), MapsError> {
+        self.set_presence(list_presence::DENYLIST, true)?;
         self.denylist
             .insert(&cidr_key(net), DenyEntry { expires_at_ns }, 0)
             .map_err(map_err(map_names::DENYLIST))
     }
 
     pub fn undeny(&mut self, net: IpNet) -> Result<bool, MapsError> {
-        absent_is_false(self.denylist.remove(&cidr_key(net)), map_names::DENYLIST)
+        let removed = absent_is_false(self.denylist.remove(&cidr_key(net)), map_names::DENYLIST)?;
+        if self.denylist_is_empty() {
+            self.set_presence(list_presence::DENYLIST, false)?;
+        }
+        Ok(removed)
     }
 
     pub fn denylist(&self) -> Result<Vec<(IpNet, DenyEntry)>, MapsError> {
