@@ -489,20 +489,33 @@ impl Control {
 /// their buckets are full again and their strikes would reset anyway, so the entry holds nothing
 /// but a slot in the LRU table. Returns how many were removed.
 pub fn gc_sources(maps: &mut SipMaps) -> Result<usize> {
+    let sources = maps.sources()?;
+    Ok(forget_quiet_sources(maps, sources)?.0)
+}
+
+/// [`gc_sources`] over an already read table; also returns the entries it kept, so the caller
+/// can count them without walking the LRU table a second time.
+pub fn forget_quiet_sources(
+    maps: &mut SipMaps,
+    sources: Vec<(SourceKey, SourceState)>,
+) -> Result<(usize, Vec<(SourceKey, SourceState)>)> {
     let now_ns = monotonic_now_ns();
     let config = maps.read_config().unwrap_or(Config::DEFAULT);
     // Never below 10 s, so a zero decay does not forget sources between two packets.
     let idle_ns = config.strike_decay_ns.max(10_000_000_000);
     let mut removed = 0;
-    for (key, source) in maps.sources()? {
+    let mut kept = Vec::with_capacity(sources.len());
+    for (key, source) in sources {
         // window_start_ns moves with every packet at least once a second: last activity.
         let quiet = now_ns.saturating_sub(source.window_start_ns) > idle_ns;
         let ban_over = source.banned_until_ns.saturating_add(idle_ns) < now_ns;
         if quiet && ban_over && maps.forget_source(key.addr)? {
             removed += 1;
+        } else {
+            kept.push((key, source));
         }
     }
-    Ok(removed)
+    Ok((removed, kept))
 }
 
 fn check_interface(iface: &str) -> Result<()> {

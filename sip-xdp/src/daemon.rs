@@ -344,16 +344,23 @@ fn notify(state: &[sd_notify::NotifyState<'_>]) {
     }
 }
 
+/// One walk of the source table: forget quiet sources, then count what is left.
 fn refresh_table_fill(shared: &Shared) {
-    match control::gc_sources(&mut lock(&shared.maps)) {
-        Ok(0) => {}
-        Ok(n) => tracing::debug!(
-            removed = n,
-            "forgot sources quiet for longer than the strike decay"
-        ),
-        Err(e) => warn!(error = %format!("{e:#}"), "could not clean the source table"),
-    }
-    let fill = status::table_fill(&lock(&shared.maps));
+    let mut maps = lock(&shared.maps);
+    let fill = maps
+        .sources()
+        .map_err(anyhow::Error::from)
+        .and_then(|sources| control::forget_quiet_sources(&mut maps, sources))
+        .and_then(|(removed, kept)| {
+            if removed > 0 {
+                tracing::debug!(
+                    removed,
+                    "forgot sources quiet for longer than the strike decay"
+                );
+            }
+            status::table_fill_with(&maps, &kept)
+        });
+    drop(maps);
     match fill {
         Ok(fill) => lock(&shared.stats).table_fill = fill,
         Err(e) => warn!(error = %format!("{e:#}"), "could not scan the source table"),

@@ -3,7 +3,9 @@ use std::collections::BTreeMap;
 
 use anyhow::Result;
 use serde::Serialize;
-use sip_xdp_common::{EventCounter, MethodClass, Verdict, ban_flags, flags};
+use sip_xdp_common::{
+    EventCounter, MethodClass, SourceKey, SourceState, Verdict, ban_flags, flags,
+};
 
 use crate::{
     cli::{Cli, OutputFormat},
@@ -53,6 +55,11 @@ pub struct Status {
 
 /// Table fill, counted the way the metrics report it.
 pub fn table_fill(maps: &SipMaps) -> Result<TableFill> {
+    table_fill_with(maps, &maps.sources()?)
+}
+
+/// [`table_fill`] with the source table already read.
+pub fn table_fill_with(maps: &SipMaps, sources: &[(SourceKey, SourceState)]) -> Result<TableFill> {
     let now_ns = monotonic_now_ns();
     let monitor = maps
         .read_config()
@@ -62,7 +69,7 @@ pub fn table_fill(maps: &SipMaps) -> Result<TableFill> {
         sources_capacity: u64::from(maps.sources_capacity()),
         ..TableFill::default()
     };
-    for (_, source) in maps.sources()? {
+    for (_, source) in sources {
         fill.tracked_sources += 1;
         if source.banned_until_ns > now_ns {
             if source.ban_flags & ban_flags::MONITOR_ONLY == 0 {
