@@ -11,10 +11,10 @@ use ipnet::IpNet;
 
 use crate::{
     config::{self, DEFAULT_CONFIG_PATH, Settings},
-    control::{Control, ListKind},
+    control::{Control, Lift, ListKind},
     loader::{self, AttachMode, DEFAULT_PIN_DIR, LoadOptions, PinDir},
     maps::SipMaps,
-    state::DEFAULT_STATE_DIR,
+    state::{BanOrigin, DEFAULT_STATE_DIR},
     status,
 };
 
@@ -180,11 +180,62 @@ pub enum ListAction {
     List(OutputArgs),
 }
 
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddOrigin {
+    Manual,
+    Fail2ban,
+    Crowdsec,
+}
+
+impl From<AddOrigin> for BanOrigin {
+    fn from(origin: AddOrigin) -> Self {
+        match origin {
+            AddOrigin::Manual => BanOrigin::Manual,
+            AddOrigin::Fail2ban => BanOrigin::Fail2ban,
+            AddOrigin::Crowdsec => BanOrigin::Crowdsec,
+        }
+    }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DelOrigin {
+    /// The rate limiter's bans of sources inside the address or CIDR.
+    Rate,
+    Manual,
+    Fail2ban,
+    Crowdsec,
+    /// Every origin.
+    All,
+}
+
+fn lift_for(origins: &[DelOrigin]) -> Lift {
+    if origins.is_empty() {
+        return Lift::local();
+    }
+    if origins.contains(&DelOrigin::All) {
+        return Lift::all();
+    }
+    let mut lift = Lift {
+        rate: false,
+        origins: Vec::new(),
+    };
+    for origin in origins {
+        match origin {
+            DelOrigin::Rate => lift.rate = true,
+            DelOrigin::Manual => lift.origins.push(BanOrigin::Manual),
+            DelOrigin::Fail2ban => lift.origins.push(BanOrigin::Fail2ban),
+            DelOrigin::Crowdsec => lift.origins.push(BanOrigin::Crowdsec),
+            DelOrigin::All => {}
+        }
+    }
+    lift
+}
+
 #[derive(Subcommand, Debug)]
 pub enum BanAction {
     /// Ban addresses or CIDRs now; the ban expires in the kernel.
     #[command(
-        after_help = "Example:\n  sudo sip-xdp ban add 203.0.113.7 2001:db8::66 --for 2h --reason \"password guessing\""
+        after_help = "Examples:\n  sudo sip-xdp ban add 203.0.113.7 2001:db8::66 --for 2h --reason \"password guessing\"\n  sip-xdp ban add 203.0.113.7 --for 600s --origin fail2ban --reason asterisk   (what the fail2ban action runs)"
     )]
     Add {
         /// Addresses or CIDRs to ban.
@@ -196,12 +247,27 @@ pub enum BanAction {
         /// Free text kept in the state file.
         #[arg(long)]
         reason: Option<String>,
+        /// Who imposes the ban. Bans of different origins are kept apart: lifting one never
+        /// lifts another.
+        #[arg(long, value_enum, default_value_t = AddOrigin::Manual)]
+        origin: AddOrigin,
     },
-    /// Lift manual and automatic bans of these addresses (their strike history goes too).
-    #[command(after_help = "Example:\n  sudo sip-xdp ban del 203.0.113.7")]
+    /// Lift bans of these addresses. Without --origin: the bans this node made itself (manual,
+    /// and the rate limiter's with their strike history); fail2ban's and CrowdSec's stay.
+    #[command(
+        after_help = "Examples:\n  sudo sip-xdp ban del 203.0.113.7\n  sudo sip-xdp ban del 203.0.113.7 --origin fail2ban --missing-ok\n  sudo sip-xdp ban del 203.0.113.7 --origin all"
+    )]
     Del {
         #[arg(value_name = "ADDR", required = true, value_parser = parse_net)]
         nets: Vec<IpNet>,
+        /// Which origins to lift (repeat or comma-separate). A CrowdSec ban lifted here comes
+        /// back while its decision lives: delete it with `cscli decisions delete`.
+        #[arg(long, value_enum, value_delimiter = ',')]
+        origin: Vec<DelOrigin>,
+        /// Exit 0 even if an address had no ban of these origins (for scripts such as fail2ban's
+        /// unban, which may run after the ban already expired).
+        #[arg(long)]
+        missing_ok: bool,
     },
     /// List manual and automatic bans in force.
     #[command(after_help = "Example:\n  sudo sip-xdp ban list --output json")]
@@ -383,20 +449,27 @@ pub fn ban(cli: &Cli, action: &BanAction) -> Result<()> {
             nets,
             duration,
             reason,
+            origin,
         } => {
             require_privileges("ban")?;
             let duration = match duration {
                 Some(d) => *d,
                 None => load_settings(None)?.0.manual_ban_default(),
             };
-            let report = control.ban_add(nets, duration, reason.clone())?;
+            let report = control.ban_add(nets, (*origin).into(), duration, reason.clone())?;
             report.print();
         }
-        BanAction::Del { nets } => {
+        BanAction::Del {
+            nets,
+            origin,
+            missing_ok,
+        } => {
             require_privileges("ban")?;
-            let report = control.ban_del(nets)?;
+            let report = control.ban_del(nets, &lift_for(origin))?;
             report.print();
-            report.fail_if_missing("ban")?;
+            if !missing_ok {
+                report.fail_if_missing("ban")?;
+            }
         }
         BanAction::List(out) => {
             let bans = control.ban_entries()?;

@@ -15,7 +15,7 @@ use crate::{
     config::Settings,
     loader::{self, AttachMode, AttachOutcome, LoadOptions, PinDir},
     maps::{SipMaps, key_addr},
-    state::{self, AutoBanRecord, Clocks, StateFile, now_wall_secs},
+    state::{self, AutoBanRecord, BanOrigin, Clocks, StateFile, now_wall_secs},
     time::monotonic_now_ns,
 };
 
@@ -84,8 +84,9 @@ pub struct ListEntry {
 pub struct BanEntry {
     /// The banned address or CIDR (IPv6 sources may be a prefix, per `sip.ipv6_source_prefix`).
     pub source: String,
-    /// "manual", "rate" (the kernel's rate limit) or "would" (monitor mode, not enforced).
-    pub kind: &'static str,
+    /// Who imposed it: "manual", "fail2ban", "crowdsec" (the ban list), "rate" (the kernel's rate
+    /// limit) or "would" (monitor mode, not enforced).
+    pub origin: &'static str,
     /// The limit class whose bucket ran dry (automatic bans).
     pub class: Option<&'static str>,
     pub remaining_s: u64,
@@ -93,6 +94,51 @@ pub struct BanEntry {
     pub expires_at: u64,
     pub strikes: Option<u32>,
     pub reason: Option<String>,
+}
+
+/// Which bans `ban del` lifts. Each origin is lifted only when named, so fail2ban's unban or a
+/// deleted CrowdSec decision never lifts a ban someone else imposed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lift {
+    /// The rate limiter's own bans (and their strike history) of sources inside the net.
+    pub rate: bool,
+    /// Ban-list origins.
+    pub origins: Vec<BanOrigin>,
+}
+
+impl Lift {
+    /// What an operator's plain `ban del` lifts: the bans this node made itself.
+    pub fn local() -> Self {
+        Self {
+            rate: true,
+            origins: vec![BanOrigin::Manual],
+        }
+    }
+
+    pub fn all() -> Self {
+        Self {
+            rate: true,
+            origins: BanOrigin::ALL.to_vec(),
+        }
+    }
+
+    pub fn only(origin: BanOrigin) -> Self {
+        Self {
+            rate: false,
+            origins: vec![origin],
+        }
+    }
+}
+
+/// One origin's wanted ban list, as a feed (the CrowdSec bouncer) sees it.
+#[derive(Clone, Debug, Default)]
+pub struct OriginUpdate {
+    /// The feed's whole set: every ban of this origin not in `upsert` is lifted.
+    pub replace_all: bool,
+    /// (net, expires_at unix seconds, reason) to add or renew.
+    pub upsert: Vec<(IpNet, u64, Option<String>)>,
+    /// Nets whose ban of this origin is lifted.
+    pub remove: Vec<IpNet>,
 }
 
 pub struct Control {
@@ -321,41 +367,41 @@ impl Control {
         Ok(entries)
     }
 
+    /// Bans `nets` on behalf of `origin` for `duration`.
     pub fn ban_add(
         &self,
         nets: &[IpNet],
+        origin: BanOrigin,
         duration: Duration,
         reason: Option<String>,
     ) -> Result<EditReport> {
         if duration.is_zero() {
             bail!("a ban must last longer than 0s (e.g. --for 30m)");
         }
+        let secs = duration.as_secs().max(1);
         self.edit(|state, maps, report| {
             let now_wall = now_wall_secs();
-            let expires_at = now_wall.saturating_add(duration.as_secs().max(1));
+            let expires_at = now_wall.saturating_add(secs);
             for &net in nets {
-                state.add_ban(net, expires_at, reason.clone());
-                if let Some(maps) = maps.as_mut()
-                    && let Some(value) = state.denylist_value(&net, now_wall)
-                {
-                    maps.deny(net, value).with_context(|| {
-                        format!(
-                            "cannot ban {net}: the deny table holds {} entries at most",
-                            sip_xdp_common::MAX_LIST_ENTRIES
-                        )
-                    })?;
-                }
+                state.add_ban(net, origin, expires_at, reason.clone());
+                apply_denylist(state, maps.as_mut(), net, now_wall)?;
+                let by = match origin {
+                    BanOrigin::Manual => String::new(),
+                    other => format!(" ({other})"),
+                };
                 report.lines.push(format!(
-                    "ban {net}: banned for {}",
-                    humantime::format_duration(Duration::from_secs(duration.as_secs().max(1)))
+                    "ban {net}: banned for {}{by}",
+                    humantime::format_duration(Duration::from_secs(secs))
                 ));
             }
             Ok(())
         })
     }
 
-    /// Lifts manual bans of `nets` and automatic bans of every tracked source inside them.
-    pub fn ban_del(&self, nets: &[IpNet]) -> Result<EditReport> {
+    /// Lifts the bans `lift` names of `nets`: ban-list bans of exactly these nets, and with
+    /// `lift.rate` the automatic bans of every tracked source inside them. Bans of other origins
+    /// stay, and the report says which.
+    pub fn ban_del(&self, nets: &[IpNet], lift: &Lift) -> Result<EditReport> {
         self.edit(|state, maps, report| {
             let now_wall = now_wall_secs();
             let now_ns = monotonic_now_ns();
@@ -370,44 +416,152 @@ impl Control {
             };
             for &net in nets {
                 let mut lifted = Vec::new();
-                if state.remove_ban(net) {
-                    lifted.push("manual ban".to_owned());
+                for &origin in &lift.origins {
+                    if state.remove_ban(net, origin) {
+                        lifted.push(format!("{origin} ban"));
+                    }
                 }
                 if let Some(maps) = maps.as_mut() {
-                    match state.denylist_value(&net, now_wall) {
-                        Some(value) => maps.deny(net, value)?,
-                        None => {
-                            if maps.undeny(net)? && !lifted.iter().any(|l| l == "manual ban") {
-                                lifted.push("manual ban".to_owned());
+                    let in_kernel = maps
+                        .denylist()?
+                        .into_iter()
+                        .any(|(n, entry)| n == net && entry.expires_at_ns != 0);
+                    let wanted = state.denylist_value(&net, now_wall);
+                    apply_denylist(state, Some(&mut *maps), net, now_wall)?;
+                    // A ban only the kernel knew of (the state file was lost) counts as manual.
+                    if in_kernel
+                        && wanted.is_none()
+                        && lifted.is_empty()
+                        && lift.origins.contains(&BanOrigin::Manual)
+                    {
+                        lifted.push("manual ban".to_owned());
+                    }
+                }
+                let mut still_rate = false;
+                for (key, source) in &sources {
+                    if !source_in(net, key, &ipv6_mask) || source.banned_until_ns <= now_ns {
+                        continue;
+                    }
+                    if source.ban_flags & ban_flags::MONITOR_ONLY != 0 {
+                        continue;
+                    }
+                    if !lift.rate {
+                        still_rate = true;
+                    }
+                }
+                if lift.rate {
+                    if let Some(maps) = maps.as_mut() {
+                        for (key, source) in &sources {
+                            if !source_in(net, key, &ipv6_mask) {
+                                continue;
+                            }
+                            let was_banned = source.banned_until_ns > now_ns;
+                            if maps.forget_source(key.addr)? && was_banned {
+                                lifted.push(format!("rate ban of {}", key_addr(key.addr)));
                             }
                         }
                     }
-                    for (key, source) in &sources {
-                        if !source_in(net, key, &ipv6_mask) {
-                            continue;
-                        }
-                        let was_banned = source.banned_until_ns > now_ns;
-                        if maps.forget_source(key.addr)? && was_banned {
-                            lifted.push(format!("automatic ban of {}", key_addr(key.addr)));
-                        }
+                    // Forget the saved escalation too, or a restore would bring the ban back.
+                    let before = state.auto_bans.len();
+                    state.auto_bans.retain(|b| !net.contains(&b.addr));
+                    if state.auto_bans.len() != before && lifted.is_empty() {
+                        lifted.push("saved rate ban".to_owned());
                     }
                 }
-                // Forget the saved escalation too, or a restore would bring the ban back.
-                let before = state.auto_bans.len();
-                state.auto_bans.retain(|b| !net.contains(&b.addr));
-                if state.auto_bans.len() != before && lifted.is_empty() {
-                    lifted.push("saved automatic ban".to_owned());
+                let mut remaining: Vec<String> = state
+                    .bans_of(net, now_wall)
+                    .iter()
+                    .map(|b| {
+                        format!(
+                            "{} for {} (lift with --origin {})",
+                            b.origin,
+                            humantime::format_duration(Duration::from_secs(
+                                b.expires_at - now_wall
+                            )),
+                            b.origin
+                        )
+                    })
+                    .collect();
+                if still_rate {
+                    remaining.push("the rate limit (lift with --origin rate)".to_owned());
                 }
+                let still = if remaining.is_empty() {
+                    String::new()
+                } else {
+                    format!("; still banned by {}", remaining.join(", "))
+                };
                 if lifted.is_empty() {
                     report.missing.push(net);
+                    if !remaining.is_empty() {
+                        report
+                            .lines
+                            .push(format!("ban {net}: nothing of that origin to lift{still}"));
+                    }
                 } else {
                     report
                         .lines
-                        .push(format!("ban {net}: lifted {}", lifted.join(", ")));
+                        .push(format!("ban {net}: lifted {}{still}", lifted.join(", ")));
                 }
             }
             Ok(())
         })
+    }
+
+    /// Applies one feed's changes to its origin's bans in one locked edit; returns how many bans
+    /// were added or renewed and how many lifted. Bans of other origins are untouched.
+    pub fn update_origin(
+        &self,
+        origin: BanOrigin,
+        update: &OriginUpdate,
+    ) -> Result<(usize, usize)> {
+        let mut counts = (0, 0);
+        self.edit(|state, maps, _report| {
+            let now_wall = now_wall_secs();
+            let mut touched: Vec<IpNet> = Vec::new();
+            if update.replace_all {
+                let keep: Vec<IpNet> = update.upsert.iter().map(|(n, _, _)| n.trunc()).collect();
+                let stale: Vec<IpNet> = state
+                    .bans
+                    .iter()
+                    .filter(|b| b.origin == origin && !keep.contains(&b.net))
+                    .map(|b| b.net)
+                    .collect();
+                for net in stale {
+                    state.remove_ban(net, origin);
+                    touched.push(net);
+                    counts.1 += 1;
+                }
+            }
+            for &net in &update.remove {
+                if state.remove_ban(net, origin) {
+                    touched.push(net.trunc());
+                    counts.1 += 1;
+                }
+            }
+            for (net, expires_at, reason) in &update.upsert {
+                if *expires_at <= now_wall {
+                    continue;
+                }
+                let unchanged = state.bans.iter().any(|b| {
+                    b.net == net.trunc() && b.origin == origin && b.expires_at == *expires_at
+                });
+                if unchanged {
+                    continue;
+                }
+                state.add_ban(*net, origin, *expires_at, reason.clone());
+                touched.push(net.trunc());
+                counts.0 += 1;
+            }
+            touched.sort();
+            touched.dedup();
+            for net in touched {
+                apply_denylist(state, maps.as_mut(), net, now_wall).with_context(|| {
+                    format!("applying the {origin} ban of {net} to the kernel's deny table")
+                })?;
+            }
+            Ok(())
+        })?;
+        Ok(counts)
     }
 
     pub fn ban_entries(&self) -> Result<Vec<BanEntry>> {
@@ -420,7 +574,7 @@ impl Control {
             .filter(|b| b.expires_at > now_wall)
             .map(|b| BanEntry {
                 source: b.net.to_string(),
-                kind: "manual",
+                origin: b.origin.name(),
                 class: None,
                 remaining_s: b.expires_at - now_wall,
                 expires_at: b.expires_at,
@@ -444,7 +598,7 @@ impl Control {
                 let expires_at = clocks.mono_to_wall_secs(source.banned_until_ns);
                 entries.push(BanEntry {
                     source: key_addr(key.addr).to_string(),
-                    kind: if would { "would" } else { "rate" },
+                    origin: if would { "would" } else { "rate" },
                     class: LimitClass::from_index(source.ban_class as usize).map(|c| c.name()),
                     remaining_s: (source.banned_until_ns - clocks.mono_ns).div_ceil(1_000_000_000),
                     expires_at,
@@ -547,6 +701,28 @@ fn source_in(net: IpNet, key: &SourceKey, ipv6_mask: &[u8; 16]) -> bool {
     }
 }
 
+/// Makes the kernel's DENYLIST entry of `net` what the state file says: the permanent deny, the
+/// longest live ban of any origin, or nothing.
+fn apply_denylist(
+    state: &StateFile,
+    maps: Option<&mut SipMaps>,
+    net: IpNet,
+    now_wall: u64,
+) -> Result<()> {
+    let Some(maps) = maps else {
+        return Ok(());
+    };
+    match state.denylist_value(&net, now_wall) {
+        Some(value) => maps.deny(net, value).with_context(|| {
+            format!(
+                "cannot ban {net}: the deny table holds {} entries at most",
+                sip_xdp_common::MAX_LIST_ENTRIES
+            )
+        }),
+        None => maps.undeny(net).map(|_| ()).map_err(Into::into),
+    }
+}
+
 fn reconcile_locked(state: &mut StateFile, maps: &mut SipMaps) -> Result<()> {
     let clocks = Clocks::now();
     let now_wall = clocks.wall_ns / 1_000_000_000;
@@ -580,6 +756,7 @@ fn reconcile_locked(state: &mut StateFile, maps: &mut SipMaps) -> Result<()> {
         } else if !saved {
             state.add_ban(
                 net,
+                BanOrigin::Manual,
                 clocks.mono_to_wall_secs(entry.expires_at_ns),
                 Some("found in the pinned denylist".to_owned()),
             );

@@ -28,6 +28,7 @@ use crate::{
     loader::{self, PinDir},
     maps::{self, SipMaps},
     metrics::{self, Snapshot},
+    state::{StateFile, now_wall_secs},
     status::{self, TableFill},
 };
 
@@ -376,6 +377,19 @@ fn snapshot(shared: &Shared) -> Result<Snapshot> {
         .map(|a| (a.iface, a.mode.name().to_owned()))
         .collect();
     let log_lines_suppressed = lock(&shared.logger).suppressed_total();
+    // Origins live only in the state file; it is replaced by rename, so reading it unlocked sees
+    // one whole version.
+    let state = StateFile::load(shared.control.state_dir())?;
+    let now_wall = now_wall_secs();
+    let mut list_bans = BTreeMap::new();
+    for ban in state.bans.iter().filter(|b| b.expires_at > now_wall) {
+        *list_bans.entry(ban.origin.name().to_owned()).or_insert(0) += 1;
+    }
+    let list_bans_added = state
+        .bans_added
+        .iter()
+        .map(|(origin, &n)| (origin.name().to_owned(), n))
+        .collect();
     let stats = lock(&shared.stats);
     let fill = &stats.table_fill;
     Ok(Snapshot {
@@ -384,7 +398,8 @@ fn snapshot(shared: &Shared) -> Result<Snapshot> {
         sources_capacity: fill.sources_capacity,
         active_bans: fill.active_bans,
         active_would_bans: fill.active_would_bans,
-        manual_bans: fill.manual_bans,
+        list_bans,
+        list_bans_added,
         allowlist_entries: fill.allowlist_entries,
         denylist_entries: fill.denylist_entries,
         attached,

@@ -30,7 +30,7 @@ use prometheus::{
 use sip_xdp_common::{EventCounter, LimitClass, MethodClass, Verdict};
 use thiserror::Error;
 
-use crate::maps::Counters;
+use crate::{maps::Counters, state::BanOrigin};
 
 /// Everything the metrics report, gathered by the daemon at scrape time.
 #[derive(Clone, Debug, Default)]
@@ -45,16 +45,17 @@ pub struct Snapshot {
     pub active_bans: u64,
     /// Monitor-mode would-bans still running.
     pub active_would_bans: u64,
-    /// Manual bans (denylist entries with an expiry).
-    pub manual_bans: u64,
+    /// Ban-list bans in force, by origin (`"manual"` | `"fail2ban"` | `"crowdsec"`).
+    pub list_bans: BTreeMap<String, u64>,
+    /// Ban-list bans ever added (renewals included), by origin; kept in the state file.
+    pub list_bans_added: BTreeMap<String, u64>,
     pub allowlist_entries: u64,
     /// Permanent deny entries.
     pub denylist_entries: u64,
     /// (interface, mode `"native"` | `"skb"`).
     pub attached: Vec<(String, String)>,
-    /// (kind `"ban"` | `"would_ban"` | `"expired"` | `"manual_ban"` | `"manual_unban"`,
-    /// limit class `"register"` | `"invite"` | `"options"` | `"other"` | `"manual"`) -> events
-    /// the daemon read.
+    /// (kind `"ban"` | `"would_ban"` | `"expired"`, limit class `"register"` | `"invite"` |
+    /// `"options"` | `"other"`) -> events the daemon read from the XDP program.
     pub ban_events: BTreeMap<(String, String), u64>,
     pub log_lines_suppressed: u64,
     pub config_reloads: u64,
@@ -97,8 +98,6 @@ fn expected_ban_event_labels() -> Vec<(&'static str, &'static str)> {
             labels.push((kind, class.name()));
         }
     }
-    labels.push(("manual_ban", "manual"));
-    labels.push(("manual_unban", "manual"));
     labels
 }
 
@@ -249,8 +248,8 @@ pub fn render(snapshot: &Snapshot) -> Result<String, MetricsError> {
 
     let ban_events = scrape.counter_vec(
         "sip_xdp_ban_events_total",
-        "Ban events the daemon handled, by kind (ban, would_ban and expired from the XDP program; \
-         manual_ban and manual_unban from operators) and limit class.",
+        "Rate-limit ban events the daemon read from the XDP program, by kind (ban, would_ban, \
+         expired) and limit class.",
         &["kind", "class"],
     )?;
     for (kind, class) in expected_ban_event_labels() {
@@ -269,11 +268,26 @@ pub fn render(snapshot: &Snapshot) -> Result<String, MetricsError> {
     active_bans.set(&["enforce"], snapshot.active_bans)?;
     active_bans.set(&["monitor"], snapshot.active_would_bans)?;
 
-    scrape.gauge(
-        "sip_xdp_manual_bans",
-        "Manual bans in force now (denylist entries with an expiry).",
-        snapshot.manual_bans,
+    let list_bans = scrape.gauge_vec(
+        "sip_xdp_list_bans",
+        "Ban-list bans in force now (denylist entries with an expiry), by origin: manual \
+         (sip-xdp ban add), fail2ban, crowdsec.",
+        &["origin"],
     )?;
+    let list_bans_added = scrape.counter_vec(
+        "sip_xdp_list_bans_added_total",
+        "Ban-list bans added or renewed, by origin; kept in the state file, so it survives \
+         restarts.",
+        &["origin"],
+    )?;
+    for origin in BanOrigin::ALL {
+        let name = origin.name();
+        list_bans.set(&[name], snapshot.list_bans.get(name).copied().unwrap_or(0))?;
+        list_bans_added.add(
+            &[name],
+            snapshot.list_bans_added.get(name).copied().unwrap_or(0),
+        )?;
+    }
     scrape.gauge(
         "sip_xdp_tracked_sources",
         "Source addresses with rate-limit state in the sources map.",
@@ -291,7 +305,8 @@ pub fn render(snapshot: &Snapshot) -> Result<String, MetricsError> {
     )?;
     scrape.gauge(
         "sip_xdp_denylist_entries",
-        "Permanent CIDR entries in the denylist (manual bans are counted in sip_xdp_manual_bans).",
+        "Permanent CIDR entries in the denylist (bans with an expiry are counted in \
+         sip_xdp_list_bans).",
         snapshot.denylist_entries,
     )?;
 
@@ -416,7 +431,7 @@ mod tests {
     fn sample_snapshot() -> Snapshot {
         let mut ban_events = BTreeMap::new();
         ban_events.insert(("ban".to_string(), "register".to_string()), 4);
-        ban_events.insert(("manual_ban".to_string(), "manual".to_string()), 2);
+        ban_events.insert(("expired".to_string(), "invite".to_string()), 2);
         Snapshot {
             counters: counters(
                 &[
@@ -435,7 +450,8 @@ mod tests {
             sources_capacity: 131_072,
             active_bans: 3,
             active_would_bans: 1,
-            manual_bans: 2,
+            list_bans: [("manual".to_string(), 2), ("crowdsec".to_string(), 5)].into(),
+            list_bans_added: [("fail2ban".to_string(), 7)].into(),
             allowlist_entries: 6,
             denylist_entries: 8,
             attached: vec![
@@ -469,10 +485,13 @@ mod tests {
             "sip_xdp_ban_events_lost_total 9",
             "sip_xdp_source_track_failures_total 11",
             r#"sip_xdp_ban_events_total{class="register",kind="ban"} 4"#,
-            r#"sip_xdp_ban_events_total{class="manual",kind="manual_ban"} 2"#,
+            r#"sip_xdp_ban_events_total{class="invite",kind="expired"} 2"#,
             r#"sip_xdp_active_bans{mode="enforce"} 3"#,
             r#"sip_xdp_active_bans{mode="monitor"} 1"#,
-            "sip_xdp_manual_bans 2",
+            r#"sip_xdp_list_bans{origin="manual"} 2"#,
+            r#"sip_xdp_list_bans{origin="crowdsec"} 5"#,
+            r#"sip_xdp_list_bans{origin="fail2ban"} 0"#,
+            r#"sip_xdp_list_bans_added_total{origin="fail2ban"} 7"#,
             "sip_xdp_tracked_sources 42",
             "sip_xdp_sources_capacity 131072",
             "sip_xdp_allowlist_entries 6",
@@ -540,7 +559,8 @@ mod tests {
             r#"sip_xdp_bans_total{mode="monitor"} 0"#,
             r#"sip_xdp_ban_events_total{class="options",kind="would_ban"} 0"#,
             r#"sip_xdp_ban_events_total{class="other",kind="expired"} 0"#,
-            r#"sip_xdp_ban_events_total{class="manual",kind="manual_unban"} 0"#,
+            r#"sip_xdp_list_bans{origin="crowdsec"} 0"#,
+            r#"sip_xdp_list_bans_added_total{origin="manual"} 0"#,
             r#"sip_xdp_config_reloads_total{result="failure"} 0"#,
             "sip_xdp_tracked_sources 0",
         ] {
@@ -570,7 +590,7 @@ mod tests {
                 .unwrap_or("");
             assert!(help.len() > 10, "metric {name} lacks a help text");
         }
-        assert_eq!(families, 16, "{text}");
+        assert_eq!(families, 17, "{text}");
     }
 
     #[test]

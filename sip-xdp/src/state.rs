@@ -7,6 +7,7 @@
 //! Every read-modify-write holds [`lock`], so the CLI and the daemon never lose each other's
 //! edits; [`StateFile::update`] does lock, load, edit and save in one call.
 use std::{
+    collections::BTreeMap,
     fs::{self, DirBuilder, File, OpenOptions},
     io::{self, Write},
     net::IpAddr,
@@ -142,12 +143,50 @@ pub struct DenyRecord {
     pub comment: Option<String>,
 }
 
-/// A ban an operator imposed; it lives in the kernel's denylist until `expires_at`.
+/// Who put a ban in the ban list. Bans of different origins on the same net are kept apart, so
+/// that fail2ban's unban or a deleted CrowdSec decision never lifts the operator's own ban.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum BanOrigin {
+    /// `sip-xdp ban add` by an operator.
+    #[default]
+    Manual,
+    /// fail2ban's action (contrib/fail2ban/action.d/sip-xdp.conf).
+    Fail2ban,
+    /// A decision from a CrowdSec Local API.
+    Crowdsec,
+}
+
+impl BanOrigin {
+    pub const ALL: [BanOrigin; 3] = [BanOrigin::Manual, BanOrigin::Fail2ban, BanOrigin::Crowdsec];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            BanOrigin::Manual => "manual",
+            BanOrigin::Fail2ban => "fail2ban",
+            BanOrigin::Crowdsec => "crowdsec",
+        }
+    }
+}
+
+impl std::fmt::Display for BanOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A ban from the ban list (not the rate limiter); it lives in the kernel's denylist until
+/// `expires_at`. One record per (net, origin).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ManualBan {
+pub struct ListBan {
     #[serde(deserialize_with = "de_net")]
     pub net: IpNet,
+    /// Older files have no origin: their bans were all made with `sip-xdp ban add`.
+    #[serde(default)]
+    pub origin: BanOrigin,
     /// Unix seconds; the ban no longer applies from this second on.
     pub expires_at: u64,
     /// Unix seconds.
@@ -181,7 +220,10 @@ pub struct StateFile {
     #[serde(default)]
     pub deny: Vec<DenyRecord>,
     #[serde(default)]
-    pub bans: Vec<ManualBan>,
+    pub bans: Vec<ListBan>,
+    /// Bans ever added per origin (renewals included); the exporter serves it as a counter.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bans_added: BTreeMap<BanOrigin, u64>,
     #[serde(default)]
     pub auto_bans: Vec<AutoBanRecord>,
 }
@@ -193,6 +235,7 @@ impl Default for StateFile {
             allow: Vec::new(),
             deny: Vec::new(),
             bans: Vec::new(),
+            bans_added: BTreeMap::new(),
             auto_bans: Vec::new(),
         }
     }
@@ -284,7 +327,16 @@ impl StateFile {
         }
         dedup(&mut self.allow, |r| &mut r.net);
         dedup(&mut self.deny, |r| &mut r.net);
-        dedup(&mut self.bans, |r| &mut r.net);
+        let mut seen_bans: Vec<(IpNet, BanOrigin)> = Vec::with_capacity(self.bans.len());
+        self.bans.retain_mut(|b| {
+            b.net = b.net.trunc();
+            if seen_bans.contains(&(b.net, b.origin)) {
+                false
+            } else {
+                seen_bans.push((b.net, b.origin));
+                true
+            }
+        });
     }
 
     /// Replaces `<dir>/state.json` atomically (temporary file, fsync, rename, fsync of the
@@ -360,24 +412,53 @@ impl StateFile {
         remove_net(&mut self.deny, net.trunc(), |r| r.net)
     }
 
-    /// Bans `net` until `expires_at` (unix seconds). An existing ban of the same net is replaced,
-    /// even by a shorter one: the operator's latest command wins.
-    pub fn add_ban(&mut self, net: IpNet, expires_at: u64, reason: Option<String>) {
+    /// Bans `net` on behalf of `origin` until `expires_at` (unix seconds). An existing ban of the
+    /// same net and origin is replaced, even by a shorter one: that origin's latest word wins.
+    /// Bans of other origins are left alone.
+    pub fn add_ban(
+        &mut self,
+        net: IpNet,
+        origin: BanOrigin,
+        expires_at: u64,
+        reason: Option<String>,
+    ) {
         let net = net.trunc();
-        let ban = ManualBan {
+        let ban = ListBan {
             net,
+            origin,
             expires_at,
             added_at: now_wall_secs(),
             reason,
         };
-        match self.bans.iter_mut().find(|b| b.net == net) {
+        *self.bans_added.entry(origin).or_default() += 1;
+        match self
+            .bans
+            .iter_mut()
+            .find(|b| b.net == net && b.origin == origin)
+        {
             Some(existing) => *existing = ban,
             None => self.bans.push(ban),
         }
     }
 
-    pub fn remove_ban(&mut self, net: IpNet) -> bool {
-        remove_net(&mut self.bans, net.trunc(), |b| b.net)
+    /// Lifts `origin`'s ban of exactly `net`; `false` if it had none.
+    pub fn remove_ban(&mut self, net: IpNet, origin: BanOrigin) -> bool {
+        let net = net.trunc();
+        let before = self.bans.len();
+        self.bans.retain(|b| !(b.net == net && b.origin == origin));
+        self.bans.len() != before
+    }
+
+    /// The live bans of `net` (any origin) at `now_wall`, longest first.
+    pub fn bans_of(&self, net: IpNet, now_wall: u64) -> Vec<&ListBan> {
+        let net = net.trunc();
+        let mut bans: Vec<&ListBan> = self
+            .bans
+            .iter()
+            .filter(|b| b.net == net && b.expires_at > now_wall)
+            .collect();
+        bans.sort_by_key(|b| std::cmp::Reverse(b.expires_at));
+        bans
     }
 
     /// Drops the bans that ended at or before `now_wall` (unix seconds); returns their nets.
@@ -409,12 +490,15 @@ impl StateFile {
         if self.deny.iter().any(|r| r.net == net) {
             return Some(0);
         }
-        let ban = self
+        // Bans of several origins on one net: the kernel entry lasts as long as the longest.
+        let expires_at = self
             .bans
             .iter()
-            .find(|b| b.net == net && b.expires_at > now_wall)?;
+            .filter(|b| b.net == net && b.expires_at > now_wall)
+            .map(|b| b.expires_at)
+            .max()?;
         // 0 would mean "never" to the kernel.
-        Some(clocks.wall_to_mono_ns(ban.expires_at).max(1))
+        Some(clocks.wall_to_mono_ns(expires_at).max(1))
     }
 
     /// Every DENYLIST entry the kernel must have, deny and live bans merged as in
@@ -598,6 +682,7 @@ mod tests {
         state.add_deny(net("198.51.100.7/32"), Some("scanner".into()));
         state.add_ban(
             net("203.0.113.0/24"),
+            BanOrigin::Manual,
             4_000_000_000,
             Some("brute force".into()),
         );
@@ -781,8 +866,18 @@ mod tests {
     #[test]
     fn latest_ban_wins_and_bans_are_removed() {
         let mut state = StateFile::default();
-        state.add_ban(net("192.0.2.55/24"), 2_000, Some("first".into()));
-        state.add_ban(net("192.0.2.0/24"), 1_000, Some("second".into()));
+        state.add_ban(
+            net("192.0.2.55/24"),
+            BanOrigin::Manual,
+            2_000,
+            Some("first".into()),
+        );
+        state.add_ban(
+            net("192.0.2.0/24"),
+            BanOrigin::Manual,
+            1_000,
+            Some("second".into()),
+        );
         assert_eq!(state.bans.len(), 1);
         assert_eq!(state.bans[0].net, net("192.0.2.0/24"));
         assert_eq!(
@@ -790,16 +885,53 @@ mod tests {
             "shorter ban replaces longer"
         );
         assert_eq!(state.bans[0].reason.as_deref(), Some("second"));
-        assert!(state.remove_ban(net("192.0.2.1/24")));
-        assert!(!state.remove_ban(net("192.0.2.0/24")));
+        assert!(state.remove_ban(net("192.0.2.1/24"), BanOrigin::Manual));
+        assert!(!state.remove_ban(net("192.0.2.0/24"), BanOrigin::Manual));
+    }
+
+    #[test]
+    fn origins_are_kept_apart() {
+        let mut state = StateFile::default();
+        let n = net("198.51.100.9/32");
+        state.add_ban(n, BanOrigin::Fail2ban, 2_000, Some("asterisk".into()));
+        state.add_ban(n, BanOrigin::Crowdsec, 5_000, None);
+        state.add_ban(n, BanOrigin::Crowdsec, 3_000, None);
+        assert_eq!(state.bans.len(), 2, "one record per (net, origin)");
+        assert_eq!(state.bans_added[&BanOrigin::Crowdsec], 2);
+        let clocks = Clocks {
+            wall_ns: 1_000 * NS_PER_SEC,
+            mono_ns: 50 * NS_PER_SEC,
+        };
+        // The longest origin sets the kernel entry.
+        assert_eq!(
+            state.denylist_value_at(&n, 1_000, clocks),
+            Some(clocks.wall_to_mono_ns(3_000))
+        );
+        assert!(state.remove_ban(n, BanOrigin::Crowdsec));
+        assert!(!state.remove_ban(n, BanOrigin::Manual));
+        assert_eq!(
+            state.denylist_value_at(&n, 1_000, clocks),
+            Some(clocks.wall_to_mono_ns(2_000)),
+            "fail2ban's ban survives the CrowdSec lift"
+        );
+        assert_eq!(state.bans_of(n, 1_000).len(), 1);
+        assert!(state.remove_ban(n, BanOrigin::Fail2ban));
+        assert_eq!(state.denylist_value_at(&n, 1_000, clocks), None);
+    }
+
+    #[test]
+    fn ban_without_origin_reads_as_manual() {
+        let text = r#"{"version":1,"bans":[{"net":"203.0.113.4","expires_at":9,"added_at":1}]}"#;
+        let state = StateFile::parse(Path::new("state.json"), text).expect("parses");
+        assert_eq!(state.bans[0].origin, BanOrigin::Manual);
     }
 
     #[test]
     fn prune_removes_only_ended_bans() {
         let mut state = StateFile::default();
-        state.add_ban(net("192.0.2.1/32"), 100, None);
-        state.add_ban(net("192.0.2.2/32"), 150, None);
-        state.add_ban(net("192.0.2.3/32"), 151, None);
+        state.add_ban(net("192.0.2.1/32"), BanOrigin::Manual, 100, None);
+        state.add_ban(net("192.0.2.2/32"), BanOrigin::Manual, 150, None);
+        state.add_ban(net("192.0.2.3/32"), BanOrigin::Manual, 151, None);
         let mut pruned = state.prune_expired_bans(150);
         pruned.sort();
         assert_eq!(pruned, vec![net("192.0.2.1/32"), net("192.0.2.2/32")]);
@@ -820,7 +952,7 @@ mod tests {
 
         assert_eq!(state.denylist_value_at(&n, now_wall, clocks), None);
 
-        state.add_ban(n, 1_010, None);
+        state.add_ban(n, BanOrigin::Manual, 1_010, None);
         assert_eq!(
             state.denylist_value_at(&n, now_wall, clocks),
             Some(60 * NS_PER_SEC),
@@ -844,7 +976,7 @@ mod tests {
             Some(0),
             "deny outlives the ban"
         );
-        state.remove_ban(n);
+        state.remove_ban(n, BanOrigin::Manual);
         assert_eq!(state.denylist_value_at(&n, now_wall, clocks), Some(0));
         assert_eq!(
             state.denylist_value_at(&net("198.51.100.0/25"), now_wall, clocks),
@@ -855,7 +987,7 @@ mod tests {
         // The public form reads the real clocks.
         let mut live = StateFile::default();
         let now = now_wall_secs();
-        live.add_ban(n, now + 3_600, None);
+        live.add_ban(n, BanOrigin::Manual, now + 3_600, None);
         let value = live.denylist_value(&n, now).expect("live ban");
         let expected = monotonic_now_ns() + 3_600 * NS_PER_SEC;
         assert!(
@@ -866,7 +998,12 @@ mod tests {
         let entries = {
             let mut s = live.clone();
             s.add_deny(net("192.0.2.0/24"), None);
-            s.add_ban(net("203.0.113.0/24"), now.saturating_sub(1), None);
+            s.add_ban(
+                net("203.0.113.0/24"),
+                BanOrigin::Manual,
+                now.saturating_sub(1),
+                None,
+            );
             s.denylist_entries(now)
         };
         assert_eq!(entries.len(), 2, "{entries:?}");

@@ -33,7 +33,7 @@ pub struct TableFill {
     pub sources_capacity: u64,
     pub active_bans: u64,
     pub active_would_bans: u64,
-    pub manual_bans: u64,
+    pub list_bans: u64,
     pub allowlist_entries: u64,
     pub denylist_entries: u64,
 }
@@ -84,7 +84,7 @@ pub fn table_fill_with(maps: &SipMaps, sources: &[(SourceKey, SourceState)]) -> 
         if entry.expires_at_ns == 0 {
             fill.denylist_entries += 1;
         } else if entry.expires_at_ns > now_ns {
-            fill.manual_bans += 1;
+            fill.list_bans += 1;
         }
     }
     Ok(fill)
@@ -203,8 +203,8 @@ pub fn print_status(cli: &Cli, output: OutputFormat) -> Result<()> {
         t.tracked_sources, t.sources_capacity
     );
     println!(
-        "bans:      {} rate bans, {} manual bans, {} would-bans (monitor)",
-        t.active_bans, t.manual_bans, t.active_would_bans
+        "bans:      {} rate bans, {} list bans (manual, fail2ban, crowdsec), {} would-bans (monitor)",
+        t.active_bans, t.list_bans, t.active_would_bans
     );
     println!(
         "lists:     {} allowlist, {} denylist entries",
@@ -271,14 +271,14 @@ pub fn print_bans(bans: &[BanEntry], output: OutputFormat) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<43} {:<7} {:<9} {:>10} {:>7}  reason",
-        "source", "kind", "class", "remaining", "strikes"
+        "{:<43} {:<8} {:<9} {:>10} {:>7}  reason",
+        "source", "origin", "class", "remaining", "strikes"
     );
     for b in bans {
         println!(
-            "{:<43} {:<7} {:<9} {:>10} {:>7}  {}",
+            "{:<43} {:<8} {:<9} {:>10} {:>7}  {}",
             b.source,
-            b.kind,
+            b.origin,
             b.class.unwrap_or("-"),
             humantime::format_duration(std::time::Duration::from_secs(b.remaining_s)).to_string(),
             b.strikes

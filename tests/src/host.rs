@@ -227,7 +227,7 @@ pub fn ban_sources(host: &Host) -> Vec<(String, String)> {
         .map(|b| {
             (
                 b["source"].as_str().unwrap().to_owned(),
-                b["kind"].as_str().unwrap().to_owned(),
+                b["origin"].as_str().unwrap().to_owned(),
             )
         })
         .collect()

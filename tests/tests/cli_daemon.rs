@@ -88,7 +88,7 @@ fn lists_and_manual_bans_survive_a_purge_and_apply_live() {
     assert_eq!(host.registers_through(&server, a, 3), 0);
     let status = host.status();
     assert_eq!(packets(&status, "drop_denylisted", "register"), 3);
-    assert_eq!(status["tables"]["manual_bans"], 1);
+    assert_eq!(status["tables"]["list_bans"], 1);
     assert!(ban_sources(&host).contains(&(format!("{a}/32"), "manual".to_owned())));
 
     host.ok(&["deny", "add", "203.0.113.0/24"]);
@@ -124,6 +124,55 @@ fn lists_and_manual_bans_survive_a_purge_and_apply_live() {
     assert!(ban_sources(&host).is_empty());
     let err = host.fails(&["ban", "del", &a.to_string()]);
     assert!(err.contains("not found"), "{err}");
+}
+
+#[test]
+fn ban_origins_are_kept_apart() {
+    let host = Host::new(TEST_CONFIG);
+    let a = IpAddr::V4(CLIENT_V4_A);
+    host.attach();
+    let server = host.server_socket();
+    let a_str = a.to_string();
+    host.ok(&["ban", "add", &a_str, "--for", "1h", "--reason", "by hand"]);
+    host.ok(&[
+        "ban", "add", &a_str, "--for", "10m", "--origin", "fail2ban", "--reason", "asterisk",
+    ]);
+    let mut sources = ban_sources(&host);
+    sources.sort();
+    assert_eq!(
+        sources,
+        vec![
+            (format!("{a}/32"), "fail2ban".to_owned()),
+            (format!("{a}/32"), "manual".to_owned()),
+        ]
+    );
+
+    // fail2ban's unban lifts only fail2ban's ban.
+    let out = host.ok(&["ban", "del", &a_str, "--origin", "fail2ban"]);
+    assert!(out.contains("lifted fail2ban ban"), "{out}");
+    assert!(out.contains("still banned by manual"), "{out}");
+    assert_eq!(
+        host.registers_through(&server, a, 3),
+        0,
+        "the manual ban holds"
+    );
+    // Again: nothing left of that origin; --missing-ok keeps scripts quiet.
+    host.fails(&["ban", "del", &a_str, "--origin", "fail2ban"]);
+    host.ok(&["ban", "del", &a_str, "--origin", "fail2ban", "--missing-ok"]);
+
+    // And the operator's plain `ban del` never lifts CrowdSec's.
+    host.ok(&["ban", "add", &a_str, "--for", "5m", "--origin", "crowdsec"]);
+    let out = host.ok(&["ban", "del", &a_str]);
+    assert!(out.contains("lifted manual ban"), "{out}");
+    assert!(out.contains("still banned by crowdsec"), "{out}");
+    assert_eq!(
+        host.registers_through(&server, a, 3),
+        0,
+        "CrowdSec's ban holds"
+    );
+    host.ok(&["ban", "del", &a_str, "--origin", "all"]);
+    assert_eq!(host.registers_through(&server, a, 3), 3);
+    assert!(ban_sources(&host).is_empty());
 }
 
 #[test]

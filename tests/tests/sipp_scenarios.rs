@@ -152,7 +152,7 @@ fn rate_ban(host: &Host, source: Ipv4Addr, class: &str) -> Value {
             bans(host)
         )
     });
-    assert_eq!(ban["kind"], "rate", "{ban}");
+    assert_eq!(ban["origin"], "rate", "{ban}");
     assert_eq!(ban["class"], class, "{ban}");
     ban
 }
