@@ -17,19 +17,41 @@ fi
 
 # Build: Debian's rustc with core sources, LLVM for bpf-linker. Tests: iproute2 and util-linux
 # (nsenter, setpriv) for the namespaces, sip-tester (sipp) for the SIP scenarios. Benchmark:
-# nftables and iptables for the head-to-head, a font for the chart.
+# nftables and iptables for the head-to-head, a font for the chart. Operator integrations, each
+# tested against the real thing: fail2ban, crowdsec (its Local API), prometheus (with promtool).
 apt_pkgs=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 for p in rustc-web rust-web-src "llvm-${LLVM_MAJOR}-dev" libpolly-${LLVM_MAJOR}-dev libzstd-dev zlib1g-dev \
          iproute2 util-linux \
-         sip-tester nftables iptables fonts-dejavu-core ${SIP_XDP_EXTRA_APT:-}; do
+         sip-tester nftables iptables fonts-dejavu-core \
+         fail2ban crowdsec prometheus ${SIP_XDP_EXTRA_APT:-}; do
     have_pkg "$p" || apt_pkgs+=("$p")
 done
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
     log "installing apt packages: ${apt_pkgs[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # fail2ban, crowdsec and prometheus would start their services on install: fail2ban's default
+    # sshd jail alone would put firewall rules on this host. The tests start their own instances
+    # inside network namespaces, so no service may start here.
+    policy=/usr/sbin/policy-rc.d
+    own_policy=
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        own_policy=1
+    fi
+    # crowdsec's postinst registers with the online Central API unless this file has content
+    # (Debian's README.Debian); the tests use only a Local API of their own, offline.
+    if [ ! -s /etc/crowdsec/online_api_credentials.yaml ]; then
+        mkdir -p /etc/crowdsec
+        echo "# Central API registration skipped by sip-xdp's setup (offline Local API only)" \
+            >/etc/crowdsec/online_api_credentials.yaml
+    fi
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}" >/dev/null
+    status=0
+    apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}" >/dev/null || status=$?
+    [ -n "$own_policy" ] && rm -f "$policy"
+    [ "$status" = 0 ] || exit "$status"
 else
     log "apt packages present"
 fi
