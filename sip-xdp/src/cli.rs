@@ -72,8 +72,10 @@ pub enum Command {
     )]
     Detach(DetachArgs),
     /// Show attachments, the config in force, counters, bans and table fill.
-    #[command(after_help = "Example:\n  sudo sip-xdp status --output json")]
-    Status(OutputArgs),
+    #[command(
+        after_help = "Examples:\n  sudo sip-xdp status --output json\n  sip-xdp status --require-attached >/dev/null   (a start check, e.g. fail2ban's action)"
+    )]
+    Status(StatusArgs),
     /// Sources that are never limited (a NAT'd office, your own trunks).
     #[command(
         subcommand,
@@ -154,6 +156,16 @@ pub struct DetachArgs {
 pub struct OutputArgs {
     #[arg(long, value_enum, default_value = "text")]
     pub output: OutputFormat,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct StatusArgs {
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+    /// Exit non-zero, naming the fix, unless the program is attached to at least one interface
+    /// present in this network namespace (for start checks such as the fail2ban action's).
+    #[arg(long)]
+    pub require_attached: bool,
 }
 
 #[derive(Subcommand, Debug)]

@@ -1,14 +1,14 @@
 //! `sip-xdp status` and the list outputs, as text for people and JSON for scripts.
 use std::collections::BTreeMap;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use serde::Serialize;
 use sip_xdp_common::{
     EventCounter, MethodClass, SourceKey, SourceState, Verdict, ban_flags, flags,
 };
 
 use crate::{
-    cli::{Cli, OutputFormat},
+    cli::{Cli, Command, OutputFormat},
     config::{KernelConfigView, describe_kernel},
     control::{BanEntry, ListEntry, ListKind},
     daemon,
@@ -157,8 +157,46 @@ pub fn gather(cli: &Cli) -> Result<Status> {
 
 pub fn print_status(cli: &Cli, output: OutputFormat) -> Result<()> {
     let status = gather(cli)?;
+    write_status(&status, output)?;
+    // Read from the parsed command line: the caller passes only the output format.
+    if let Command::Status(args) = &cli.command
+        && args.require_attached
+    {
+        require_attached(&status)?;
+    }
+    Ok(())
+}
+
+/// `status --require-attached`: fails unless some attachment's link is readable and its
+/// interface exists here, since only then do bans (fail2ban's among them) drop anything.
+pub fn require_attached(status: &Status) -> Result<()> {
+    if status
+        .attached
+        .iter()
+        .any(|a| a.program_id.is_some() && a.interface_present)
+    {
+        return Ok(());
+    }
+    let pinned: Vec<&str> = status.attached.iter().map(|a| a.iface.as_str()).collect();
+    let detail = if pinned.is_empty() {
+        format!("no attachment pinned under {}", status.pin_dir)
+    } else {
+        format!(
+            "the links pinned under {} ({}) are unreadable or their interfaces are missing in \
+             this network namespace",
+            status.pin_dir,
+            pinned.join(", ")
+        )
+    };
+    bail!(
+        "sip-xdp is not attached to any interface ({detail}): run `sip-xdp attach --iface IFACE` \
+         or start sip-xdp.service (or check --pin-dir)"
+    )
+}
+
+fn write_status(status: &Status, output: OutputFormat) -> Result<()> {
     if output == OutputFormat::Json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        println!("{}", serde_json::to_string_pretty(status)?);
         return Ok(());
     }
     println!("sip-xdp {}", status.version);
