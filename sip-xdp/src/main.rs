@@ -14,7 +14,7 @@ fn main() -> ExitCode {
         Command::Run(args) => daemon::run(&cli, args),
         Command::Attach(args) => cli::attach(&cli, args),
         Command::Detach(args) => cli::detach(&cli, args),
-        Command::Status(out) => status::print_status(&cli, out.output),
+        Command::Status(args) => status::print_status(&cli, args),
         Command::Allow(action) => cli::list(&cli, ListKind::Allow, action),
         Command::Deny(action) => cli::list(&cli, ListKind::Deny, action),
         Command::Ban(action) => cli::ban(&cli, action),

@@ -8,7 +8,7 @@ use sip_xdp_common::{
 };
 
 use crate::{
-    cli::{Cli, Command, OutputFormat},
+    cli::{Cli, OutputFormat, StatusArgs},
     config::{KernelConfigView, describe_kernel},
     control::{BanEntry, ListEntry, ListKind},
     daemon,
@@ -155,13 +155,10 @@ pub fn gather(cli: &Cli) -> Result<Status> {
     Ok(status)
 }
 
-pub fn print_status(cli: &Cli, output: OutputFormat) -> Result<()> {
+pub fn print_status(cli: &Cli, args: &StatusArgs) -> Result<()> {
     let status = gather(cli)?;
-    write_status(&status, output)?;
-    // Read from the parsed command line: the caller passes only the output format.
-    if let Command::Status(args) = &cli.command
-        && args.require_attached
-    {
+    write_status(&status, args.output)?;
+    if args.require_attached {
         require_attached(&status)?;
     }
     Ok(())
