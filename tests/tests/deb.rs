@@ -28,6 +28,9 @@ const UNIT: &str = "/lib/systemd/system/sip-xdp.service";
 const TEMPLATE: &str = "/lib/systemd/system/sip-xdp@.service";
 const CONFIG: &str = "/etc/sip-xdp/sip-xdp.toml";
 const DEFAULTS: &str = "/etc/default/sip-xdp";
+const FAIL2BAN_ACTION: &str = "/etc/fail2ban/action.d/sip-xdp.conf";
+const CONTRIB_DIR: &str = "/usr/share/sip-xdp";
+const COPYRIGHT: &str = "/usr/share/doc/sip-xdp/copyright";
 const MAN_DIR: &str = "/usr/share/man/man8";
 const MAIN_PAGE: &str = "/usr/share/man/man8/sip-xdp.8.gz";
 const BASH_COMPLETION: &str = "/usr/share/bash-completion/completions/sip-xdp";
@@ -48,6 +51,9 @@ const OWNED_PATHS: &[&str] = &[
     BASH_COMPLETION,
     ZSH_COMPLETION,
     FISH_COMPLETION,
+    FAIL2BAN_ACTION,
+    CONTRIB_DIR,
+    COPYRIGHT,
     "/etc/sip-xdp",
     DEFAULT_PIN_DIR,
     STATE_DIR,
@@ -150,7 +156,16 @@ fn check_control(deb: &Path, version: &str) {
     for line in contents.lines() {
         assert!(line.contains(" root/root "), "not owned by root: {line}");
     }
-    for path in [BIN, UNIT, TEMPLATE, CONFIG, DEFAULTS, MAIN_PAGE] {
+    for path in [
+        BIN,
+        UNIT,
+        TEMPLATE,
+        CONFIG,
+        DEFAULTS,
+        MAIN_PAGE,
+        FAIL2BAN_ACTION,
+        COPYRIGHT,
+    ] {
         assert!(
             contents.contains(&format!(".{path}")),
             "{path} is not in the package:\n{contents}"
@@ -439,7 +454,7 @@ fn check_conffiles(root: &Path) {
         })
         .collect();
     let paths: Vec<&str> = conffiles.iter().map(|(p, _)| *p).collect();
-    assert_eq!(paths, [CONFIG, DEFAULTS], "{listed}");
+    assert_eq!(paths, [CONFIG, DEFAULTS, FAIL2BAN_ACTION], "{listed}");
     for (path, md5) in conffiles {
         let sum = ok(Command::new("md5sum").arg(path));
         assert_eq!(sum.split_whitespace().next(), Some(md5), "{path}");
@@ -447,6 +462,16 @@ fn check_conffiles(root: &Path) {
     assert_eq!(
         std::fs::read(CONFIG).unwrap(),
         std::fs::read(root.join("etc/sip-xdp.toml")).unwrap()
+    );
+    // fail2ban finds the action where its jails look, and the rest of contrib/ ships as is.
+    assert_eq!(
+        std::fs::read(FAIL2BAN_ACTION).unwrap(),
+        std::fs::read(root.join("contrib/fail2ban/action.d/sip-xdp.conf")).unwrap()
+    );
+    let example = "contrib/fail2ban/jail.d/sip-xdp-asterisk.conf.example";
+    assert_eq!(
+        std::fs::read(Path::new(CONTRIB_DIR).join(example)).unwrap(),
+        std::fs::read(root.join(example)).unwrap()
     );
 }
 

@@ -20,7 +20,11 @@ use sip_xdp::cli::Cli;
 
 const PACKAGE: &str = "sip-xdp";
 /// Installed as conffiles: dpkg keeps the operator's edits across upgrades and asks on conflicts.
-const CONFFILES: &[&str] = &["/etc/sip-xdp/sip-xdp.toml", "/etc/default/sip-xdp"];
+const CONFFILES: &[&str] = &[
+    "/etc/sip-xdp/sip-xdp.toml",
+    "/etc/default/sip-xdp",
+    "/etc/fail2ban/action.d/sip-xdp.conf",
+];
 const MAN_SECTION: &str = "8";
 
 /// Builds `target/debian/sip-xdp_VERSION_ARCH.deb` and prints its path on stdout.
@@ -92,6 +96,24 @@ fn build() -> Result<PathBuf> {
     copy(
         &root.join("etc/default/sip-xdp"),
         &stage.join("etc/default/sip-xdp"),
+        0o644,
+    )?;
+
+    // Where fail2ban looks for actions, so a jail needs only `action = sip-xdp`; harmless
+    // without fail2ban.
+    copy(
+        &root.join("contrib/fail2ban/action.d/sip-xdp.conf"),
+        &stage.join("etc/fail2ban/action.d/sip-xdp.conf"),
+        0o644,
+    )?;
+    // The jail example, the Prometheus rules and the Grafana dashboard, as shipped in the repo.
+    copy_tree(
+        &root.join("contrib"),
+        &stage.join("usr/share/sip-xdp/contrib"),
+    )?;
+    write(
+        &stage.join("usr/share/doc/sip-xdp/copyright"),
+        COPYRIGHT,
         0o644,
     )?;
 
@@ -327,6 +349,41 @@ fn normalize_dirs(dir: &Path) -> Result<()> {
         if path.is_dir() {
             normalize_dirs(&path)?;
         }
+    }
+    Ok(())
+}
+
+const COPYRIGHT: &str = "\
+Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+Upstream-Name: sip-xdp
+
+Files: *
+Copyright: the sip-xdp authors
+License: MIT or Apache-2.0
+ On Debian systems the Apache License 2.0 is in /usr/share/common-licenses/Apache-2.0.
+ The MIT license: Permission is hereby granted, free of charge, to any person obtaining a
+ copy of this software and associated documentation files (the \"Software\"), to deal in the
+ Software without restriction, including without limitation the rights to use, copy, modify,
+ merge, publish, distribute, sublicense, and/or sell copies of the Software, and to permit
+ persons to whom the Software is furnished to do so, subject to the following conditions:
+ .
+ The above copyright notice and this permission notice shall be included in all copies or
+ substantial portions of the Software.
+ .
+ THE SOFTWARE IS PROVIDED \"AS IS\", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR IMPLIED,
+ INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY, FITNESS FOR A PARTICULAR
+ PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE AUTHORS OR COPYRIGHT HOLDERS BE LIABLE
+ FOR ANY CLAIM, DAMAGES OR OTHER LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR
+ OTHERWISE, ARISING FROM, OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER
+ DEALINGS IN THE SOFTWARE.
+";
+
+/// Copies the regular files under `from` to `to`, keeping the layout (mode 0644).
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    let mut files = Vec::new();
+    collect_files(from, from, &mut files)?;
+    for rel in files {
+        copy(&from.join(&rel), &to.join(&rel), 0o644)?;
     }
     Ok(())
 }
