@@ -630,48 +630,8 @@ impl Crowdsec {
         let Some(tx) = &self.signals else {
             return;
         };
-        if record.kind != BanEventKind::Ban {
-            return;
-        }
-        let net = match record.source {
-            IpAddr::V4(v4) => IpNet::from(IpAddr::V4(v4)),
-            IpAddr::V6(v6) => {
-                let prefix = self.ipv6_prefix.load(Ordering::Relaxed).min(128);
-                IpNet::new(IpAddr::V6(v6), prefix)
-                    .map(|n| n.trunc())
-                    .unwrap_or_else(|_| IpNet::from(IpAddr::V6(v6)))
-            }
-        };
-        let signal = Signal {
-            net,
-            class: record.class,
-            banned_until_mono_ns: record.banned_until_mono_ns,
-            packets: record.window_packets,
-            rate_per_sec: record.rate_per_sec,
-            strikes: record.strikes,
-        };
-        match tx.try_send(signal) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.stats.alerts_dropped.fetch_add(1, Ordering::Relaxed);
-                let now_ms = now_unix().as_millis() as u64;
-                let last = self.last_full_warn_ms.load(Ordering::Relaxed);
-                if now_ms.saturating_sub(last) >= QUEUE_FULL_WARN_INTERVAL_MS
-                    && self
-                        .last_full_warn_ms
-                        .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-                        .is_ok()
-                {
-                    warn!(
-                        queue = SIGNAL_QUEUE,
-                        "more own bans than the CrowdSec Local API is sent ({SIGNAL_BATCH} per \
-                         {}): the rest are dropped and counted in \
-                         sip_xdp_crowdsec_alerts_dropped_total (reported at most once a minute)",
-                        format_duration(PUSH_GAP)
-                    );
-                }
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        if let Some(signal) = signal_of(record, self.ipv6_prefix.load(Ordering::Relaxed)) {
+            offer(tx, signal, &self.stats, &self.last_full_warn_ms);
         }
     }
 
@@ -685,6 +645,54 @@ impl Crowdsec {
             }
         }
         debug!(lapi = %self.config.lapi, "CrowdSec client stopped");
+    }
+}
+
+/// The signal for a ban event: bans only (not would-bans or expiries); an IPv6 source covers
+/// the prefix the kernel tracks it by.
+fn signal_of(record: &BanRecord, ipv6_prefix: u8) -> Option<Signal> {
+    if record.kind != BanEventKind::Ban {
+        return None;
+    }
+    let net = match record.source {
+        IpAddr::V4(v4) => IpNet::from(IpAddr::V4(v4)),
+        IpAddr::V6(v6) => IpNet::new(IpAddr::V6(v6), ipv6_prefix.min(128))
+            .map(|n| n.trunc())
+            .unwrap_or_else(|_| IpNet::from(IpAddr::V6(v6))),
+    };
+    Some(Signal {
+        net,
+        class: record.class,
+        banned_until_mono_ns: record.banned_until_mono_ns,
+        packets: record.window_packets,
+        rate_per_sec: record.rate_per_sec,
+        strikes: record.strikes,
+    })
+}
+
+/// Queues `signal` if there is room, else counts it dropped (and says so at most once a minute).
+fn offer(tx: &mpsc::Sender<Signal>, signal: Signal, stats: &Stats, last_warn_ms: &AtomicU64) {
+    match tx.try_send(signal) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            stats.alerts_dropped.fetch_add(1, Ordering::Relaxed);
+            let now_ms = now_unix().as_millis() as u64;
+            let last = last_warn_ms.load(Ordering::Relaxed);
+            if now_ms.saturating_sub(last) >= QUEUE_FULL_WARN_INTERVAL_MS
+                && last_warn_ms
+                    .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                warn!(
+                    queue = SIGNAL_QUEUE,
+                    "more own bans than the CrowdSec Local API is sent ({SIGNAL_BATCH} per {}): \
+                     the rest are dropped and counted in sip_xdp_crowdsec_alerts_dropped_total \
+                     (reported at most once a minute)",
+                    format_duration(PUSH_GAP)
+                );
+            }
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {}
     }
 }
 
@@ -1402,6 +1410,60 @@ mod tests {
         let shortest = pending.update.upsert.iter().map(|u| u.1).min().unwrap();
         assert_eq!(shortest, (NOW + 100.0 + 10.0).ceil() as u64);
         assert_eq!(book.held(), MAX_CROWDSEC_NETS + 10);
+    }
+
+    fn ban_record(kind: BanEventKind, source: &str) -> BanRecord {
+        BanRecord {
+            kind,
+            source: source.parse().unwrap(),
+            class: LimitClass::Register,
+            rate_per_sec: 400.0,
+            window_packets: 41,
+            window_ns: 100_000_000,
+            duration_ns: 60_000_000_000,
+            strikes: 1,
+            banned_until_mono_ns: 60_000_000_000,
+            at_mono_ns: 0,
+        }
+    }
+
+    #[test]
+    fn a_flood_of_own_bans_is_bounded_and_counted() {
+        let (tx, mut rx) = mpsc::channel(SIGNAL_QUEUE);
+        let stats = Stats::default();
+        let last_warn = AtomicU64::new(0);
+        let flood = 100_000u32;
+        for i in 0..flood {
+            let source = std::net::Ipv6Addr::from(0x2001_0db8_u128 << 96 | u128::from(i));
+            let record = ban_record(BanEventKind::Ban, &source.to_string());
+            offer(&tx, signal_of(&record, 128).unwrap(), &stats, &last_warn);
+        }
+        let mut queued = 0;
+        while rx.try_recv().is_ok() {
+            queued += 1;
+        }
+        assert_eq!(queued, SIGNAL_QUEUE);
+        assert_eq!(
+            stats.metrics().alerts_dropped,
+            u64::from(flood) - SIGNAL_QUEUE as u64
+        );
+        assert_ne!(
+            last_warn.load(Ordering::Relaxed),
+            0,
+            "the drop was reported"
+        );
+    }
+
+    #[test]
+    fn only_bans_are_signalled_and_ipv6_covers_the_tracked_prefix() {
+        assert!(signal_of(&ban_record(BanEventKind::WouldBan, "198.51.100.7"), 128).is_none());
+        assert!(signal_of(&ban_record(BanEventKind::Expired, "198.51.100.7"), 128).is_none());
+        let v4 = signal_of(&ban_record(BanEventKind::Ban, "198.51.100.7"), 64).unwrap();
+        assert_eq!(v4.net, net("198.51.100.7/32"));
+        let v6 = signal_of(&ban_record(BanEventKind::Ban, "2001:db8:1:2::"), 64).unwrap();
+        assert_eq!(v6.net, net("2001:db8:1:2::/64"));
+        let v6 = signal_of(&ban_record(BanEventKind::Ban, "2001:db8:1:2::9"), 128).unwrap();
+        assert_eq!(v6.net, net("2001:db8:1:2::9/128"));
     }
 
     #[test]
