@@ -101,6 +101,7 @@ pub struct Settings {
     pub datapath: DatapathSection,
     pub metrics: MetricsSection,
     pub log: LogSection,
+    pub crowdsec: CrowdsecSection,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -239,6 +240,55 @@ pub struct LogSection {
     pub summary_interval: Duration,
 }
 
+/// `[crowdsec]`: decisions from a CrowdSec Local API become bans of origin `crowdsec` (the
+/// bouncer), and with `[crowdsec.signals]` this node's own rate-limit bans go to the Local API as
+/// alerts. Secrets are read at daemon start, so `config check` needs no access to them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, expecting = "the [crowdsec] table")]
+pub struct CrowdsecSection {
+    pub enabled: bool,
+    #[serde(deserialize_with = "de_lapi_url")]
+    pub lapi_url: String,
+    /// The bouncer key itself; `api_key_file` keeps it out of a world-readable config.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_file: Option<PathBuf>,
+    #[serde(
+        serialize_with = "ser_duration",
+        deserialize_with = "de_positive_duration"
+    )]
+    pub poll_interval: Duration,
+    /// Failed polls double the wait up to this.
+    #[serde(
+        serialize_with = "ser_duration",
+        deserialize_with = "de_positive_duration"
+    )]
+    pub max_backoff: Duration,
+    /// Only decisions of these origins ("crowdsec", "cscli", "CAPI", "lists"); empty: all.
+    #[serde(deserialize_with = "de_origins")]
+    pub origins: Vec<String>,
+    pub signals: SignalsSection,
+}
+
+/// `[crowdsec.signals]`: the machine (watcher) credentials this node pushes alerts with.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    default,
+    deny_unknown_fields,
+    expecting = "the [crowdsec.signals] table"
+)]
+pub struct SignalsSection {
+    pub enabled: bool,
+    /// cscli's local_api_credentials.yaml format (`url`, `login`, `password`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credentials_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub machine_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -332,6 +382,21 @@ impl Default for LogSection {
     }
 }
 
+impl Default for CrowdsecSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            lapi_url: "http://127.0.0.1:8080/".to_owned(),
+            api_key: None,
+            api_key_file: None,
+            poll_interval: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+            origins: Vec::new(),
+            signals: SignalsSection::default(),
+        }
+    }
+}
+
 /// Equal to parsing [`EMBEDDED_DEFAULT_TOML`] (a test holds the two together).
 impl Default for Settings {
     fn default() -> Self {
@@ -342,6 +407,7 @@ impl Default for Settings {
             datapath: DatapathSection::default(),
             metrics: MetricsSection::default(),
             log: LogSection::default(),
+            crowdsec: CrowdsecSection::default(),
         }
     }
 }
@@ -439,6 +505,87 @@ impl Settings {
                     format_duration(self.bans.max)
                 ),
             });
+        }
+        self.crowdsec.check()
+    }
+}
+
+impl CrowdsecSection {
+    fn check(&self) -> Result<(), CrossFieldProblem> {
+        let problem = |keys: Vec<&'static [&'static str]>, message: String| {
+            Err(CrossFieldProblem { keys, message })
+        };
+        if self.api_key.is_some() && self.api_key_file.is_some() {
+            return problem(
+                vec![&["crowdsec", "api_key"]],
+                "set crowdsec.api_key_file or crowdsec.api_key, not both".to_owned(),
+            );
+        }
+        if self.api_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
+            return problem(
+                vec![&["crowdsec", "api_key"]],
+                "crowdsec.api_key is empty; paste the key `cscli bouncers add sip-xdp` printed"
+                    .to_owned(),
+            );
+        }
+        if self.enabled && self.api_key.is_none() && self.api_key_file.is_none() {
+            return problem(
+                vec![&["crowdsec", "enabled"]],
+                "crowdsec.enabled is true but no bouncer key is set: create one with `cscli \
+                 bouncers add sip-xdp` (one per node) and put it in the file named by \
+                 crowdsec.api_key_file (preferred) or in crowdsec.api_key"
+                    .to_owned(),
+            );
+        }
+        if self.max_backoff < self.poll_interval {
+            return problem(
+                vec![&["crowdsec", "max_backoff"], &["crowdsec", "poll_interval"]],
+                format!(
+                    "crowdsec.max_backoff must be at least crowdsec.poll_interval ({}), got {}",
+                    format_duration(self.poll_interval),
+                    format_duration(self.max_backoff)
+                ),
+            );
+        }
+        let signals = &self.signals;
+        if signals.credentials_file.is_some()
+            && (signals.machine_id.is_some() || signals.password.is_some())
+        {
+            return problem(
+                vec![&["crowdsec", "signals", "credentials_file"]],
+                "set crowdsec.signals.credentials_file or crowdsec.signals.machine_id and \
+                 password, not both"
+                    .to_owned(),
+            );
+        }
+        if signals.machine_id.is_some() != signals.password.is_some() {
+            return problem(
+                vec![
+                    &["crowdsec", "signals", "machine_id"],
+                    &["crowdsec", "signals", "password"],
+                ],
+                "crowdsec.signals.machine_id and crowdsec.signals.password go together; set \
+                 both, or use crowdsec.signals.credentials_file"
+                    .to_owned(),
+            );
+        }
+        if signals.enabled {
+            if !self.enabled {
+                return problem(
+                    vec![&["crowdsec", "signals", "enabled"]],
+                    "crowdsec.signals.enabled needs crowdsec.enabled = true (and its bouncer key)"
+                        .to_owned(),
+                );
+            }
+            if signals.credentials_file.is_none() && signals.machine_id.is_none() {
+                return problem(
+                    vec![&["crowdsec", "signals", "enabled"]],
+                    "crowdsec.signals.enabled is true but no machine credentials are set: \
+                     create them with `cscli machines add sip-xdp-NODE -p PASSWORD -f FILE` and \
+                     set crowdsec.signals.credentials_file = FILE"
+                        .to_owned(),
+                );
+            }
         }
         Ok(())
     }
@@ -964,6 +1111,36 @@ fn de_listen<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
     d.deserialize_str(ListenVisitor)
 }
 
+const LAPI_URL_EXAMPLE: &str = "\"http://127.0.0.1:8080/\"";
+
+fn de_lapi_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let text = String::deserialize(d)?;
+    let url = reqwest::Url::parse(text.trim()).map_err(|e| {
+        de::Error::custom(format!(
+            "must be a URL such as {LAPI_URL_EXAMPLE}, got {text:?} ({e})"
+        ))
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(de::Error::custom(format!(
+            "must be an http:// or https:// URL such as {LAPI_URL_EXAMPLE}, got {text:?}"
+        )));
+    }
+    Ok(text.trim().to_owned())
+}
+
+fn de_origins<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let origins = Vec::<String>::deserialize(d)?;
+    if let Some(bad) = origins
+        .iter()
+        .find(|o| o.trim().is_empty() || o.contains(',') || o.contains(char::is_whitespace))
+    {
+        return Err(de::Error::custom(format!(
+            "must only hold origin names such as \"crowdsec\", \"cscli\" or \"CAPI\", got {bad:?}"
+        )));
+    }
+    Ok(origins)
+}
+
 // ---- the kernel config, described ----
 
 /// One kernel token bucket in operator units.
@@ -1150,7 +1327,7 @@ mod tests {
         want.sort();
         have.sort();
         assert_eq!(have, want);
-        assert_eq!(want.len(), 29);
+        assert_eq!(want.len(), 35);
     }
 
     #[test]
@@ -1377,6 +1554,59 @@ summary_interval = "500ms"
             ("[bans]\nbase = \"2h\"\nmax = \"1h\"\n", 3, 7, "bans.max must be at least"),
             ("[bans]\nbase = \"48h\"\n", 2, 8, "bans.max must be at least bans.base (48h)"),
             ("[sip\n", 1, 5, ""),
+        ];
+        for &(text, line, column, needle) in cases {
+            let (location, message) = reject(text);
+            assert_eq!(location, at(line, column), "{text:?}: {message}");
+            assert!(message.contains(needle), "{text:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn crowdsec_section_parses_and_checks() {
+        let s = parse(
+            r#"
+[crowdsec]
+enabled = true
+lapi_url = "http://203.0.113.200:8080"
+api_key_file = "/etc/sip-xdp/crowdsec-bouncer.key"
+poll_interval = "500ms"
+max_backoff = "8s"
+origins = ["crowdsec", "cscli"]
+
+[crowdsec.signals]
+enabled = true
+credentials_file = "/etc/sip-xdp/crowdsec-machine.yaml"
+"#,
+        )
+        .unwrap();
+        let c = &s.crowdsec;
+        assert!(c.enabled && c.signals.enabled);
+        assert_eq!(c.lapi_url, "http://203.0.113.200:8080");
+        assert_eq!(
+            c.api_key_file.as_deref(),
+            Some(Path::new("/etc/sip-xdp/crowdsec-bouncer.key"))
+        );
+        assert_eq!(c.poll_interval, Duration::from_millis(500));
+        assert_eq!(c.max_backoff, Duration::from_secs(8));
+        assert_eq!(c.origins, ["crowdsec", "cscli"]);
+        assert_eq!(parse(&s.to_toml()).unwrap(), s);
+
+        #[rustfmt::skip]
+        let cases: &[(&str, usize, usize, &str)] = &[
+            ("[crowdsec]\nenabled = true\n", 2, 11, "no bouncer key is set: create one with `cscli bouncers add sip-xdp`"),
+            ("[crowdsec]\napi_key = \"k\"\napi_key_file = \"/k\"\n", 2, 11, "not both"),
+            ("[crowdsec]\napi_key = \" \"\n", 2, 11, "crowdsec.api_key is empty"),
+            ("[crowdsec]\nlapi_url = \"127.0.0.1:8080\"\n", 2, 12, "crowdsec.lapi_url must be"),
+            ("[crowdsec]\nlapi_url = \"ftp://h/\"\n", 2, 12, "http:// or https://"),
+            ("[crowdsec]\npoll_interval = \"0s\"\n", 2, 17, "crowdsec.poll_interval must be longer than zero"),
+            ("[crowdsec]\npoll_interval = \"1m\"\n", 2, 17, "crowdsec.max_backoff must be at least crowdsec.poll_interval (1m)"),
+            ("[crowdsec]\norigins = [\"a,b\"]\n", 2, 11, "crowdsec.origins must only hold origin names"),
+            ("[crowdsec]\nenabled = true\napi_key = \"k\"\n[crowdsec.signals]\nenabled = true\n", 5, 11, "cscli machines add"),
+            ("[crowdsec.signals]\nenabled = true\nmachine_id = \"m\"\npassword = \"p\"\n", 2, 11, "needs crowdsec.enabled = true"),
+            ("[crowdsec.signals]\nmachine_id = \"m\"\n", 2, 14, "go together"),
+            ("[crowdsec.signals]\ncredentials_file = \"/f\"\npassword = \"p\"\n", 2, 20, "not both"),
+            ("[crowdsec]\napi_kye = \"k\"\n", 2, 1, "unknown key `crowdsec.api_kye`"),
         ];
         for &(text, line, column, needle) in cases {
             let (location, message) = reject(text);

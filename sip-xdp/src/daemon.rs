@@ -24,6 +24,7 @@ use crate::{
     cli::{self, Cli, LogFormatArg, RunArgs},
     config::{LogFormat, Settings},
     control::{self, Control},
+    crowdsec::{self, Crowdsec},
     events::{self, BanRecord, EventLogger, LogLimiterConfig},
     loader::{self, PinDir},
     maps::{self, SipMaps},
@@ -136,6 +137,9 @@ struct Shared {
     stats: Mutex<DaemonStats>,
     control: Control,
     pins: PinDir,
+    /// The CrowdSec client while `[crowdsec]` is on; its figures outlive reloads.
+    crowdsec: Mutex<Option<Crowdsec>>,
+    crowdsec_stats: Arc<crowdsec::Stats>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -159,6 +163,8 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
         None => settings.log.format,
     };
     init_logging(format);
+    // Before attaching: a missing key file stops here, with nothing changed.
+    let crowdsec_config = crowdsec::ClientConfig::from_settings(&settings.crowdsec)?;
     let _daemon_lock = DaemonLock::acquire(&cli.state_dir)?;
     let pins = PinDir::new(&cli.pin_dir);
     let control = Control::new(pins.clone(), cli.state_dir.clone());
@@ -193,6 +199,8 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
         stats: Mutex::new(DaemonStats::default()),
         control,
         pins,
+        crowdsec: Mutex::new(None),
+        crowdsec_stats: Arc::default(),
     });
     refresh_table_fill(&shared);
 
@@ -201,7 +209,14 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(serve(shared.clone(), settings, config_path, args, ring));
+    let result = runtime.block_on(serve(
+        shared.clone(),
+        settings,
+        config_path,
+        args,
+        ring,
+        crowdsec_config,
+    ));
 
     // Whatever happened, keep the escalation history and leave the host as promised.
     if let Err(e) = shared.control.save_auto_bans(&lock(&shared.maps)) {
@@ -226,6 +241,7 @@ async fn serve(
     config_path: Option<PathBuf>,
     args: &RunArgs,
     ring: aya::maps::RingBuf<aya::maps::MapData>,
+    crowdsec_config: Option<crowdsec::ClientConfig>,
 ) -> Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -244,6 +260,9 @@ async fn serve(
                     record.class.name().to_owned(),
                 ))
                 .or_insert(0) += 1;
+            if let Some(client) = lock(&event_shared.crowdsec).as_ref() {
+                client.on_ban(&record);
+            }
         },
         stopped(stop_rx.clone()),
     ));
@@ -273,6 +292,10 @@ async fn serve(
         }
     };
 
+    if let Some(config) = crowdsec_config {
+        start_crowdsec(&shared, config, &settings)?;
+    }
+
     let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
@@ -294,7 +317,9 @@ async fn serve(
             _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
             _ = sighup.recv() => {
                 notify(&[sd_notify::NotifyState::Reloading]);
+                let before = settings.clone();
                 reload(&shared, &mut settings, config_path.as_deref());
+                reload_crowdsec(&shared, &before, &mut settings).await;
                 notify(&[sd_notify::NotifyState::Ready]);
             }
             _ = tick.tick() => {
@@ -325,6 +350,10 @@ async fn serve(
     }
     notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
+    let client = lock(&shared.crowdsec).take();
+    if let Some(client) = client {
+        client.stop().await;
+    }
     match events_task.await {
         Ok(Err(e)) => warn!(error = %e, "ban event reader stopped with an error"),
         Err(e) => warn!(error = %e, "ban event reader panicked"),
@@ -336,6 +365,70 @@ async fn serve(
         warn!(error = %e, "metrics server stopped with an error");
     }
     Ok(())
+}
+
+fn start_crowdsec(
+    shared: &Shared,
+    config: crowdsec::ClientConfig,
+    settings: &Settings,
+) -> Result<()> {
+    let control = Control::new(
+        shared.control.pins().clone(),
+        shared.control.state_dir().to_owned(),
+    );
+    let client = Crowdsec::start(
+        config,
+        control,
+        shared.crowdsec_stats.clone(),
+        settings.sip.ipv6_source_prefix,
+    )?;
+    *lock(&shared.crowdsec) = Some(client);
+    Ok(())
+}
+
+/// SIGHUP, after the rest of the config was reloaded: changed `[crowdsec]` settings, or a changed
+/// key or credentials file, restart the client (it pulls the whole set again; bans in force stay
+/// meanwhile). Settings that cannot start (say, a missing key file) leave the running client and
+/// its settings as they were.
+async fn reload_crowdsec(shared: &Shared, before: &Settings, settings: &mut Settings) {
+    let config = match crowdsec::ClientConfig::from_settings(&settings.crowdsec) {
+        Ok(config) => config,
+        Err(e) => {
+            error!(
+                error = %format!("{e:#}"),
+                "the new [crowdsec] settings cannot be used; the CrowdSec client keeps running \
+                 with the previous ones"
+            );
+            settings.crowdsec = before.crowdsec.clone();
+            return;
+        }
+    };
+    let old = {
+        let mut running = lock(&shared.crowdsec);
+        let unchanged = match (running.as_ref(), &config) {
+            (None, None) => true,
+            (Some(client), Some(new)) => client.config() == new,
+            _ => false,
+        };
+        if unchanged {
+            if let Some(client) = running.as_ref() {
+                client.set_ipv6_prefix(settings.sip.ipv6_source_prefix);
+            }
+            return;
+        }
+        running.take()
+    };
+    if let Some(old) = old {
+        old.stop().await;
+    }
+    match config {
+        None => info!("CrowdSec client stopped ([crowdsec] is off); its bans run out on their own"),
+        Some(config) => {
+            if let Err(e) = start_crowdsec(shared, config, settings) {
+                error!(error = %format!("{e:#}"), "could not restart the CrowdSec client");
+            }
+        }
+    }
 }
 
 /// Tells systemd about the service's state; a no-op outside systemd (no NOTIFY_SOCKET).
@@ -390,6 +483,9 @@ fn snapshot(shared: &Shared) -> Result<Snapshot> {
         .iter()
         .map(|(origin, &n)| (origin.name().to_owned(), n))
         .collect();
+    let crowdsec = lock(&shared.crowdsec)
+        .is_some()
+        .then(|| shared.crowdsec_stats.metrics());
     let stats = lock(&shared.stats);
     let fill = &stats.table_fill;
     Ok(Snapshot {
@@ -409,6 +505,7 @@ fn snapshot(shared: &Shared) -> Result<Snapshot> {
         config_reload_failures: stats.config_reload_failures,
         config_last_reload_success_timestamp_seconds: stats
             .config_last_reload_success_timestamp_seconds,
+        crowdsec,
     })
 }
 

@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod crowdsec;
 pub mod daemon;
 pub mod events;
 pub mod loader;

@@ -61,6 +61,24 @@ pub struct Snapshot {
     pub config_reloads: u64,
     pub config_reload_failures: u64,
     pub config_last_reload_success_timestamp_seconds: f64,
+    /// The CrowdSec client's figures; `None` while `[crowdsec]` is off (its series are left out).
+    pub crowdsec: Option<CrowdsecMetrics>,
+}
+
+/// What the CrowdSec bouncer and signal pusher count.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CrowdsecMetrics {
+    /// The last poll of the Local API succeeded.
+    pub lapi_up: bool,
+    pub polls_success: u64,
+    pub polls_failure: u64,
+    /// Unix time of the last successful poll (0: none yet).
+    pub last_sync_timestamp_seconds: f64,
+    /// Ban decisions held (each may cover the same net as another).
+    pub decisions: u64,
+    pub alerts_pushed: u64,
+    /// Alerts given up: queue full (a flood of bans) or rejected by the Local API.
+    pub alerts_dropped: u64,
 }
 
 /// A source of snapshots (the daemon implements it by reading the pinned maps).
@@ -338,6 +356,10 @@ pub fn render(snapshot: &Snapshot) -> Result<String, MetricsError> {
         snapshot.config_last_reload_success_timestamp_seconds,
     )?;
 
+    if let Some(crowdsec) = &snapshot.crowdsec {
+        render_crowdsec(&scrape, crowdsec)?;
+    }
+
     scrape
         .gauge_vec(
             "sip_xdp_build_info",
@@ -355,6 +377,45 @@ pub fn render(snapshot: &Snapshot) -> Result<String, MetricsError> {
     String::from_utf8(body).map_err(|e| {
         MetricsError::Encode(prometheus::Error::Msg(format!("output is not UTF-8: {e}")))
     })
+}
+
+fn render_crowdsec(scrape: &ScrapeRegistry, m: &CrowdsecMetrics) -> Result<(), MetricsError> {
+    scrape.gauge(
+        "sip_xdp_crowdsec_lapi_up",
+        "1 when the last poll of the CrowdSec Local API succeeded, 0 while it is unreachable \
+         (bans already applied stay in force).",
+        u64::from(m.lapi_up),
+    )?;
+    let polls = scrape.counter_vec(
+        "sip_xdp_crowdsec_polls_total",
+        "Polls of the CrowdSec Local API decision stream, by result (success or failure).",
+        &["result"],
+    )?;
+    polls.add(&["success"], m.polls_success)?;
+    polls.add(&["failure"], m.polls_failure)?;
+    scrape.float_gauge(
+        "sip_xdp_crowdsec_last_sync_timestamp_seconds",
+        "Unix time of the last successful poll of the CrowdSec Local API (0: none yet).",
+        m.last_sync_timestamp_seconds,
+    )?;
+    scrape.gauge(
+        "sip_xdp_crowdsec_decisions",
+        "CrowdSec ban decisions held (several may cover one net; see \
+         sip_xdp_list_bans{origin=\"crowdsec\"} for the bans they make).",
+        m.decisions,
+    )?;
+    scrape.counter(
+        "sip_xdp_crowdsec_alerts_pushed_total",
+        "Rate-limit bans pushed to the CrowdSec Local API as alerts with a ban decision.",
+        m.alerts_pushed,
+    )?;
+    scrape.counter(
+        "sip_xdp_crowdsec_alerts_dropped_total",
+        "Rate-limit bans not pushed to the CrowdSec Local API: the queue was full (a flood of \
+         bans) or the Local API rejected them.",
+        m.alerts_dropped,
+    )?;
+    Ok(())
 }
 
 /// Serves GET /metrics (text format 0.0.4 content type) and GET / (a one-line pointer to
@@ -463,6 +524,7 @@ mod tests {
             config_reloads: 4,
             config_reload_failures: 1,
             config_last_reload_success_timestamp_seconds: 1_700_000_000.5,
+            crowdsec: None,
         }
     }
 
@@ -591,6 +653,45 @@ mod tests {
             assert!(help.len() > 10, "metric {name} lacks a help text");
         }
         assert_eq!(families, 17, "{text}");
+    }
+
+    #[test]
+    fn crowdsec_series_only_when_enabled() {
+        let off = render(&sample_snapshot()).expect("render");
+        assert!(!off.contains("sip_xdp_crowdsec_"), "{off}");
+
+        let snapshot = Snapshot {
+            crowdsec: Some(CrowdsecMetrics {
+                lapi_up: false,
+                polls_success: 12,
+                polls_failure: 3,
+                last_sync_timestamp_seconds: 1_700_000_001.25,
+                decisions: 4,
+                alerts_pushed: 9,
+                alerts_dropped: 2,
+            }),
+            ..sample_snapshot()
+        };
+        let text = render(&snapshot).expect("render");
+        let lines = lines(&text);
+        for expected in [
+            "sip_xdp_crowdsec_lapi_up 0",
+            r#"sip_xdp_crowdsec_polls_total{result="success"} 12"#,
+            r#"sip_xdp_crowdsec_polls_total{result="failure"} 3"#,
+            "sip_xdp_crowdsec_last_sync_timestamp_seconds 1700000001.25",
+            "sip_xdp_crowdsec_decisions 4",
+            "sip_xdp_crowdsec_alerts_pushed_total 9",
+            "sip_xdp_crowdsec_alerts_dropped_total 2",
+            "# TYPE sip_xdp_crowdsec_lapi_up gauge",
+            "# TYPE sip_xdp_crowdsec_polls_total counter",
+        ] {
+            assert!(
+                lines.contains(&expected),
+                "missing line {expected:?} in:\n{text}"
+            );
+        }
+        let families = lines.iter().filter(|l| l.starts_with("# TYPE ")).count();
+        assert_eq!(families, 17 + 6, "{text}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Test support for sip-xdp: frame builders, a BPF_PROG_TEST_RUN harness, network namespaces,
 //! and the reference model the differential test compares the program with.
+pub mod crowdsec;
 pub mod harness;
 pub mod host;
 pub mod model;
