@@ -4,7 +4,12 @@
 //! Every change takes the state lock for its whole read-modify-write, so the CLI and the daemon
 //! never lose each other's edits. Live maps are changed first, so a full table or a missing
 //! privilege fails before anything is saved that the kernel does not have.
-use std::{net::IpAddr, path::PathBuf, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+    path::PathBuf,
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result, bail};
 use ipnet::IpNet;
@@ -18,6 +23,8 @@ use crate::{
     state::{self, AutoBanRecord, BanOrigin, Clocks, StateFile, now_wall_secs},
     time::monotonic_now_ns,
 };
+
+const NS_PER_SEC: u64 = 1_000_000_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ListKind {
@@ -516,48 +523,49 @@ impl Control {
     ) -> Result<(usize, usize)> {
         let mut counts = (0, 0);
         self.edit(|state, maps, _report| {
-            let now_wall = now_wall_secs();
-            let mut touched: Vec<IpNet> = Vec::new();
-            if update.replace_all {
-                let keep: Vec<IpNet> = update.upsert.iter().map(|(n, _, _)| n.trunc()).collect();
-                let stale: Vec<IpNet> = state
-                    .bans
-                    .iter()
-                    .filter(|b| b.origin == origin && !keep.contains(&b.net))
-                    .map(|b| b.net)
-                    .collect();
-                for net in stale {
-                    state.remove_ban(net, origin);
-                    touched.push(net);
-                    counts.1 += 1;
+            let clocks = Clocks::now();
+            let now_wall = clocks.wall_ns / 1_000_000_000;
+            let touched;
+            (counts, touched) = apply_origin_update(state, origin, update, now_wall);
+            let Some(maps) = maps.as_mut() else {
+                return Ok(());
+            };
+            // What the kernel entry of each touched net must be, from one pass over the state:
+            // a feed of tens of thousands of decisions must not cost a pass per net.
+            let mut wanted: HashMap<IpNet, u64> = HashMap::with_capacity(touched.len());
+            for &net in &touched {
+                wanted.insert(net, 0);
+            }
+            for ban in &state.bans {
+                if ban.expires_at > now_wall
+                    && let Some(longest) = wanted.get_mut(&ban.net)
+                {
+                    *longest = (*longest).max(ban.expires_at);
                 }
             }
-            for &net in &update.remove {
-                if state.remove_ban(net, origin) {
-                    touched.push(net.trunc());
-                    counts.1 += 1;
-                }
-            }
-            for (net, expires_at, reason) in &update.upsert {
-                if *expires_at <= now_wall {
-                    continue;
-                }
-                let unchanged = state.bans.iter().any(|b| {
-                    b.net == net.trunc() && b.origin == origin && b.expires_at == *expires_at
-                });
-                if unchanged {
-                    continue;
-                }
-                state.add_ban(*net, origin, *expires_at, reason.clone());
-                touched.push(net.trunc());
-                counts.0 += 1;
-            }
-            touched.sort();
-            touched.dedup();
+            let denied: HashSet<IpNet> = state.deny.iter().map(|r| r.net).collect();
             for net in touched {
-                apply_denylist(state, maps.as_mut(), net, now_wall).with_context(|| {
-                    format!("applying the {origin} ban of {net} to the kernel's deny table")
-                })?;
+                let value = if denied.contains(&net) {
+                    Some(0)
+                } else {
+                    match wanted[&net] {
+                        0 => None,
+                        // 0 would mean "never" to the kernel.
+                        expires_at => Some(clocks.wall_to_mono_ns(expires_at).max(1)),
+                    }
+                };
+                match value {
+                    Some(value) => maps.deny(net, value).with_context(|| {
+                        format!(
+                            "cannot apply the {origin} ban of {net}: the deny table holds {} \
+                             entries at most",
+                            sip_xdp_common::MAX_LIST_ENTRIES
+                        )
+                    })?,
+                    None => {
+                        maps.undeny(net)?;
+                    }
+                }
             }
             Ok(())
         })?;
@@ -701,6 +709,78 @@ fn source_in(net: IpNet, key: &SourceKey, ipv6_mask: &[u8; 16]) -> bool {
     }
 }
 
+/// Applies a feed's update to `origin`'s bans in the state file in one pass; returns (added or
+/// renewed, lifted) and the nets whose kernel entry may have changed.
+fn apply_origin_update(
+    state: &mut StateFile,
+    origin: BanOrigin,
+    update: &OriginUpdate,
+    now_wall: u64,
+) -> ((usize, usize), Vec<IpNet>) {
+    let mut counts = (0, 0);
+    let mut mine: HashMap<IpNet, state::ListBan> = HashMap::new();
+    let mut others = Vec::with_capacity(state.bans.len());
+    for ban in std::mem::take(&mut state.bans) {
+        if ban.origin == origin {
+            mine.insert(ban.net, ban);
+        } else {
+            others.push(ban);
+        }
+    }
+    let mut touched: HashSet<IpNet> = HashSet::new();
+    if update.replace_all {
+        let keep: HashSet<IpNet> = update.upsert.iter().map(|(n, _, _)| n.trunc()).collect();
+        mine.retain(|net, _| {
+            let kept = keep.contains(net);
+            if !kept {
+                touched.insert(*net);
+                counts.1 += 1;
+            }
+            kept
+        });
+    }
+    for net in &update.remove {
+        let net = net.trunc();
+        if mine.remove(&net).is_some() {
+            touched.insert(net);
+            counts.1 += 1;
+        }
+    }
+    let mut added = Vec::new();
+    for (net, expires_at, reason) in &update.upsert {
+        let net = net.trunc();
+        if *expires_at <= now_wall {
+            continue;
+        }
+        if mine.get(&net).is_some_and(|b| b.expires_at == *expires_at) {
+            continue;
+        }
+        mine.insert(
+            net,
+            state::ListBan {
+                net,
+                origin,
+                expires_at: *expires_at,
+                added_at: now_wall,
+                reason: reason.clone(),
+            },
+        );
+        added.push(net);
+        touched.insert(net);
+        counts.0 += 1;
+    }
+    let mut mine: Vec<state::ListBan> = mine.into_values().collect();
+    mine.sort_by_key(|b| b.net);
+    others.extend(mine);
+    state.bans = others;
+    if !added.is_empty() {
+        *state.bans_added.entry(origin).or_default() += added.len() as u64;
+    }
+    let mut touched: Vec<IpNet> = touched.into_iter().collect();
+    touched.sort();
+    (counts, touched)
+}
+
 /// Makes the kernel's DENYLIST entry of `net` what the state file says: the permanent deny, the
 /// longest live ban of any origin, or nothing.
 fn apply_denylist(
@@ -741,16 +821,25 @@ fn reconcile_locked(state: &mut StateFile, maps: &mut SipMaps) -> Result<()> {
         }
     }
 
-    for (net, entry) in maps.denylist()? {
-        let saved =
-            state.deny.iter().any(|r| r.net == net) || state.bans.iter().any(|b| b.net == net);
+    let saved_nets: HashSet<IpNet> = state
+        .deny
+        .iter()
+        .map(|r| r.net)
+        .chain(state.bans.iter().map(|b| b.net))
+        .collect();
+    let wanted: HashMap<IpNet, u64> = state.denylist_entries(now_wall).into_iter().collect();
+    let live_deny = maps.denylist()?;
+    let mut live_values: HashMap<IpNet, u64> = HashMap::with_capacity(live_deny.len());
+    for (net, entry) in live_deny {
+        live_values.insert(net, entry.expires_at_ns);
+        let saved = saved_nets.contains(&net);
         if entry.expires_at_ns == 0 {
             if !saved {
                 state.add_deny(net, Some("found in the pinned denylist".to_owned()));
             }
         } else if entry.expires_at_ns <= clocks.mono_ns {
             // The kernel already ignores it; keep the table for live entries.
-            if state.denylist_value(&net, now_wall).is_none() {
+            if !wanted.contains_key(&net) {
                 maps.undeny(net)?;
             }
         } else if !saved {
@@ -763,6 +852,14 @@ fn reconcile_locked(state: &mut StateFile, maps: &mut SipMaps) -> Result<()> {
         }
     }
     for (net, value) in state.denylist_entries(now_wall) {
+        // Wall-to-monotonic conversions wobble by the clocks' drift; rewriting tens of thousands
+        // of unchanged entries every reconcile would be wasted syscalls.
+        let unchanged = live_values
+            .get(&net)
+            .is_some_and(|&live| (live == 0) == (value == 0) && live.abs_diff(value) < NS_PER_SEC);
+        if unchanged {
+            continue;
+        }
         maps.deny(net, value)
             .with_context(|| format!("restoring denylist entry {net}"))?;
     }
@@ -833,4 +930,83 @@ fn restore_auto_bans(state: &StateFile, maps: &mut SipMaps) -> Result<usize> {
         restored += 1;
     }
     Ok(restored)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    fn host(i: u32) -> IpNet {
+        IpNet::from(IpAddr::V4(Ipv4Addr::from(0xC633_0000 + i)))
+    }
+
+    #[test]
+    fn origin_update_replaces_only_its_own_origin() {
+        let mut state = StateFile::default();
+        let now = 1_000;
+        state.add_ban(host(1), BanOrigin::Manual, 5_000, None);
+        state.add_ban(host(1), BanOrigin::Crowdsec, 2_000, None);
+        state.add_ban(host(2), BanOrigin::Crowdsec, 2_000, None);
+
+        // A full pull that no longer has host 2 and renews host 1 and brings host 3.
+        let full = OriginUpdate {
+            replace_all: true,
+            upsert: vec![(host(1), 3_000, None), (host(3), 4_000, None)],
+            remove: Vec::new(),
+        };
+        let (counts, touched) = apply_origin_update(&mut state, BanOrigin::Crowdsec, &full, now);
+        assert_eq!(counts, (2, 1));
+        assert_eq!(touched, vec![host(1), host(2), host(3)]);
+        let crowdsec: Vec<(IpNet, u64)> = state
+            .bans
+            .iter()
+            .filter(|b| b.origin == BanOrigin::Crowdsec)
+            .map(|b| (b.net, b.expires_at))
+            .collect();
+        assert_eq!(crowdsec, vec![(host(1), 3_000), (host(3), 4_000)]);
+        assert!(
+            state
+                .bans
+                .iter()
+                .any(|b| b.origin == BanOrigin::Manual && b.net == host(1)),
+            "the manual ban of the same net stays"
+        );
+
+        // A delta: the same expiry again is no change; a removal; an already expired upsert.
+        let delta = OriginUpdate {
+            replace_all: false,
+            upsert: vec![(host(3), 4_000, None), (host(4), now, None)],
+            remove: vec![host(1)],
+        };
+        let (counts, touched) = apply_origin_update(&mut state, BanOrigin::Crowdsec, &delta, now);
+        assert_eq!(counts, (0, 1));
+        assert_eq!(touched, vec![host(1)]);
+        assert_eq!(state.bans_added[&BanOrigin::Crowdsec], 4);
+        let entries: HashMap<IpNet, u64> = state.denylist_entries(now).into_iter().collect();
+        assert!(entries.contains_key(&host(1)), "kept by its manual ban");
+        assert!(!entries.contains_key(&host(2)));
+        assert!(entries.contains_key(&host(3)));
+        assert!(!entries.contains_key(&host(4)));
+    }
+
+    #[test]
+    fn a_large_feed_applies_in_one_pass() {
+        let mut state = StateFile::default();
+        let feed = OriginUpdate {
+            replace_all: true,
+            upsert: (0..50_000).map(|i| (host(i), 10_000, None)).collect(),
+            remove: Vec::new(),
+        };
+        let (counts, touched) = apply_origin_update(&mut state, BanOrigin::Crowdsec, &feed, 1);
+        assert_eq!(counts, (50_000, 0));
+        assert_eq!(touched.len(), 50_000);
+        assert_eq!(state.denylist_entries(1).len(), 50_000);
+        // Reloading such a file keeps every ban (normalise de-duplicates by set).
+        let text = serde_json::to_string(&state).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(state::STATE_FILE), text).unwrap();
+        assert_eq!(StateFile::load(dir.path()).unwrap().bans.len(), 50_000);
+    }
 }

@@ -7,7 +7,7 @@
 //! Every read-modify-write holds [`lock`], so the CLI and the daemon never lose each other's
 //! edits; [`StateFile::update`] does lock, load, edit and save in one call.
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashSet},
     fs::{self, DirBuilder, File, OpenOptions},
     io::{self, Write},
     net::IpAddr,
@@ -312,31 +312,22 @@ impl StateFile {
     /// Host bits cleared and duplicates dropped (first one kept), as the add operations keep it;
     /// only a hand-edited file needs this.
     fn normalise(&mut self) {
-        fn dedup<T>(records: &mut Vec<T>, net: impl Fn(&mut T) -> &mut IpNet) {
-            let mut seen = Vec::with_capacity(records.len());
+        // Sets, not scans: a CrowdSec feed can leave tens of thousands of bans in the file.
+        fn dedup<T, K: std::hash::Hash + Eq>(
+            records: &mut Vec<T>,
+            key: impl Fn(&mut T) -> K,
+            net: impl Fn(&mut T) -> &mut IpNet,
+        ) {
+            let mut seen = HashSet::with_capacity(records.len());
             records.retain_mut(|r| {
                 let n = net(r);
                 *n = n.trunc();
-                if seen.contains(n) {
-                    false
-                } else {
-                    seen.push(*n);
-                    true
-                }
+                seen.insert(key(r))
             });
         }
-        dedup(&mut self.allow, |r| &mut r.net);
-        dedup(&mut self.deny, |r| &mut r.net);
-        let mut seen_bans: Vec<(IpNet, BanOrigin)> = Vec::with_capacity(self.bans.len());
-        self.bans.retain_mut(|b| {
-            b.net = b.net.trunc();
-            if seen_bans.contains(&(b.net, b.origin)) {
-                false
-            } else {
-                seen_bans.push((b.net, b.origin));
-                true
-            }
-        });
+        dedup(&mut self.allow, |r| r.net, |r| &mut r.net);
+        dedup(&mut self.deny, |r| r.net, |r| &mut r.net);
+        dedup(&mut self.bans, |b| (b.net, b.origin), |b| &mut b.net);
     }
 
     /// Replaces `<dir>/state.json` atomically (temporary file, fsync, rename, fsync of the
@@ -505,18 +496,20 @@ impl StateFile {
     /// [`StateFile::denylist_value`], converted with one clock reading.
     pub fn denylist_entries(&self, now_wall: u64) -> Vec<(IpNet, u64)> {
         let clocks = Clocks::now();
-        let mut nets: Vec<IpNet> = self.deny.iter().map(|r| r.net).collect();
-        for ban in &self.bans {
-            if !nets.contains(&ban.net) {
-                nets.push(ban.net);
-            }
+        // One pass, not one per net: this runs every reconcile, with feeds of many bans.
+        let mut entries: BTreeMap<IpNet, u64> = BTreeMap::new();
+        for ban in self.bans.iter().filter(|b| b.expires_at > now_wall) {
+            let longest = entries.entry(ban.net).or_insert(0);
+            *longest = (*longest).max(ban.expires_at);
         }
-        nets.into_iter()
-            .filter_map(|net| {
-                self.denylist_value_at(&net, now_wall, clocks)
-                    .map(|v| (net, v))
-            })
-            .collect()
+        for value in entries.values_mut() {
+            // 0 would mean "never" to the kernel.
+            *value = clocks.wall_to_mono_ns(*value).max(1);
+        }
+        for record in &self.deny {
+            entries.insert(record.net, 0);
+        }
+        entries.into_iter().collect()
     }
 }
 
