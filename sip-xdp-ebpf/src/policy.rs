@@ -75,6 +75,13 @@ fn source_key(cfg: &Config, src: &[u8; 16], is_ipv4: bool) -> SourceKey {
     SourceKey { addr }
 }
 
+/// Whether the per-source key is the whole address: IPv4, or IPv6 at /128. User space writes
+/// prefix masks only, so the last byte is all ones at /128 alone.
+#[inline(always)]
+fn key_is_address(cfg: &Config, is_ipv4: bool) -> bool {
+    is_ipv4 || cfg.ipv6_source_mask[15] == 0xff
+}
+
 // Constant indices only: an index the optimizer cannot bound becomes a panic branch, and the
 // verifier rejects the program for it.
 #[inline(always)]
@@ -217,11 +224,23 @@ pub fn sip_verdict(
     class: MethodClass,
     now_ns: u64,
 ) -> Verdict {
-    if is_allowlisted(src) {
-        return Verdict::PassAllowlisted;
-    }
-    if is_denylisted(src, now_ns) {
-        return Verdict::DropDenylisted;
+    let key = source_key(cfg, src, is_ipv4);
+    let tracked = SOURCES.get_ptr_mut(&key);
+    // A banned source skips both list lookups (a trie walk each), which a flood from it would
+    // otherwise pay on every packet. Sound only where the key is the address itself: an
+    // allowlisted address never gets an entry of its own (it passes before one is made, and
+    // user space forgets the entries inside a CIDR it allowlists), while a masked IPv6 key is
+    // shared with the other addresses of its prefix, one of which may be allowlisted.
+    // SAFETY: the pointer comes from a successful lookup; only read here.
+    let banned_first = key_is_address(cfg, is_ipv4)
+        && tracked.is_some_and(|state| is_banned(cfg, unsafe { &*state }, now_ns));
+    if !banned_first {
+        if is_allowlisted(src) {
+            return Verdict::PassAllowlisted;
+        }
+        if is_denylisted(src, now_ns) {
+            return Verdict::DropDenylisted;
+        }
     }
     let malformed_verdict = if cfg.has_flag(flags::DROP_MALFORMED) {
         Verdict::DropMalformed
@@ -229,9 +248,8 @@ pub fn sip_verdict(
         Verdict::Pass
     };
     let limit = limit_class(cfg, class);
-    let key = source_key(cfg, src, is_ipv4);
 
-    let Some(state) = SOURCES.get_ptr_mut(&key) else {
+    let Some(state) = tracked else {
         // First packet from this source (or it was evicted): only a limited class needs state.
         if class == MethodClass::Malformed {
             return malformed_verdict;
