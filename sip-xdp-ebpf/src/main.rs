@@ -1,9 +1,10 @@
 //! sip-xdp's XDP program: per-source SIP rate limiting at the NIC.
 //!
 //! One packet's walk: [`parse`] reads Ethernet/VLAN/IP/UDP and, for UDP to a configured SIP
-//! port, classifies the first line of the payload; [`policy`] then checks the allowlist, the
-//! denylist, the source's ban and its token bucket; the verdict is counted in `COUNTERS` and
-//! turned into XDP_PASS or XDP_DROP (always XDP_PASS in monitor mode).
+//! port, classifies the first line of the payload; [`policy`] then checks the source's ban (first
+//! where the source is keyed by its whole address), the allowlist, the denylist and the source's
+//! token bucket; the verdict is counted in `COUNTERS` and turned into XDP_PASS or XDP_DROP
+//! (always XDP_PASS in monitor mode).
 #![no_std]
 #![no_main]
 
@@ -50,8 +51,7 @@ pub fn sip_xdp(ctx: XdpContext) -> u32 {
             // buckets work in milliseconds and up, so the resolution is plenty.
             // SAFETY: helper without arguments.
             let now_ns = unsafe { bpf_ktime_get_coarse_ns() };
-            let verdict =
-                policy::sip_verdict(cfg, &datagram.src, datagram.is_ipv4, datagram.class, now_ns);
+            let verdict = policy::sip_verdict(cfg, &datagram, now_ns);
             if let Some(id) = datagram.first_fragment_id {
                 policy::record_first_fragment(&datagram.src, id, verdict);
             }

@@ -6,8 +6,12 @@ use sip_xdp_common::{
     SourceState, Verdict, ban_event_kind, ban_flags, event_counter_index, flags, list_presence,
 };
 
-use crate::maps::{
-    ALLOWLIST, BAN_EVENTS, DENYLIST, FRAGMENTS, NEW_SOURCE, SOURCES, bump, list_may_have_entries,
+use crate::{
+    maps::{
+        ALLOWLIST, BAN_EVENTS, DENYLIST, FRAGMENTS, NEW_SOURCE, SOURCES, bump,
+        list_may_have_entries,
+    },
+    parse::SipDatagram,
 };
 
 /// Escalation factors above this are clamped so `duration * factor` cannot overflow.
@@ -59,20 +63,24 @@ fn limit_class(cfg: &Config, class: MethodClass) -> Option<LimitClass> {
     }
 }
 
-/// Per-source key: the address, IPv6 masked to the configured prefix.
+/// Per-source key of an IPv6 source grouped by prefix: the address masked to it.
 #[inline(always)]
-fn source_key(cfg: &Config, src: &[u8; 16], is_ipv4: bool) -> SourceKey {
+fn masked_key(cfg: &Config, src: &[u8; 16]) -> SourceKey {
     let mut addr = *src;
-    // An IPv4 address is one source whatever the IPv6 mask says.
-    if is_ipv4 {
-        return SourceKey { addr };
-    }
     let mut i = 0;
     while i < 16 {
         addr[i] &= cfg.ipv6_source_mask[i];
         i += 1;
     }
     SourceKey { addr }
+}
+
+/// Whether the per-source key is the whole address: IPv4 (one source whatever the IPv6 mask
+/// says), or IPv6 at /128. User space writes prefix masks only, so the last byte is all ones at
+/// /128 alone.
+#[inline(always)]
+fn key_is_address(cfg: &Config, is_ipv4: bool) -> bool {
+    is_ipv4 || cfg.ipv6_source_mask[15] == 0xff
 }
 
 // Constant indices only: an index the optimizer cannot bound becomes a panic branch, and the
@@ -207,16 +215,75 @@ fn report_expiry(src: &SourceKey, state: &mut SourceState, now_ns: u64) {
     entry.submit(0);
 }
 
-/// Decides the fate of a datagram to a SIP port from `src`. Not inlined, for the same reason as
-/// `parse::classify`: the verifier walks it once per class, not once per parse path.
+/// Decides the fate of a datagram to a SIP port. Inlined into the program, so that a banned
+/// source, which a flood makes the common case, is dropped without a BPF-to-BPF call (a call
+/// and a return cost more than the rest of this path) and without either list lookup (a trie
+/// walk each).
+///
+/// Reading the ban before the lists is sound only where the key is the address itself: an
+/// allowlisted address never gets an entry of its own (it passes before one is made, and user
+/// space forgets the entries inside a CIDR it allowlists), while a masked IPv6 key is shared
+/// with the other addresses of its prefix, one of which may be allowlisted.
+#[inline(always)]
+pub fn sip_verdict(cfg: &Config, datagram: &SipDatagram, now_ns: u64) -> Verdict {
+    let whole = key_is_address(cfg, datagram.is_ipv4);
+    let masked;
+    let key = if whole {
+        // SAFETY: `SourceKey` is `repr(C)` around exactly this `[u8; 16]`: no copy needed.
+        unsafe { &*(&datagram.src as *const [u8; 16] as *const SourceKey) }
+    } else {
+        masked = masked_key(cfg, &datagram.src);
+        &masked
+    };
+    // SAFETY: the pointer comes from a successful lookup; concurrent updates from other CPUs can
+    // at worst lose an increment, which a rate limiter tolerates.
+    let mut tracked = SOURCES.get_ptr_mut(key).map(|state| unsafe { &mut *state });
+    if whole
+        && let Some(state) = tracked.as_deref_mut()
+        && is_banned(cfg, state, now_ns)
+    {
+        count_packet(state, now_ns);
+        return drop_banned(cfg, state, now_ns);
+    }
+    listed_or_limited(cfg, datagram, key, tracked, now_ns)
+}
+
+#[inline(always)]
+fn count_packet(state: &mut SourceState, now_ns: u64) {
+    state.packets += 1;
+    if now_ns.wrapping_sub(state.window_start_ns) >= RATE_WINDOW_NS {
+        state.window_start_ns = now_ns;
+        state.window_packets = 0;
+    }
+    state.window_packets += 1;
+}
+
+#[inline(always)]
+fn drop_banned(cfg: &Config, state: &mut SourceState, now_ns: u64) -> Verdict {
+    if cfg.has_flag(flags::EXTEND_WHILE_ACTIVE) {
+        let until = now_ns + cfg.ban_extend_ns;
+        if until > state.banned_until_ns + BAN_EXTEND_GRANULARITY_NS {
+            state.banned_until_ns = until;
+        }
+    }
+    state.dropped += 1;
+    Verdict::DropBanned
+}
+
+/// [`sip_verdict`] for a source not known to be banned: lists, then its bucket. Not inlined: the
+/// verifier then walks it once per class rather than once per combination of the caller's
+/// registers, and its stack frame is its own (inlining all of the policy took the program past
+/// the 512-byte stack).
 #[inline(never)]
-pub fn sip_verdict(
+fn listed_or_limited(
     cfg: &Config,
-    src: &[u8; 16],
-    is_ipv4: bool,
-    class: MethodClass,
+    datagram: &SipDatagram,
+    key: &SourceKey,
+    tracked: Option<&mut SourceState>,
     now_ns: u64,
 ) -> Verdict {
+    let src = &datagram.src;
+    let class = datagram.class;
     if is_allowlisted(src) {
         return Verdict::PassAllowlisted;
     }
@@ -229,9 +296,8 @@ pub fn sip_verdict(
         Verdict::Pass
     };
     let limit = limit_class(cfg, class);
-    let key = source_key(cfg, src, is_ipv4);
 
-    let Some(state) = SOURCES.get_ptr_mut(&key) else {
+    let Some(state) = tracked else {
         // First packet from this source (or it was evicted): only a limited class needs state.
         if class == MethodClass::Malformed {
             return malformed_verdict;
@@ -260,35 +326,20 @@ pub fn sip_verdict(
         staged.strikes = 0;
         staged.ban_class = 0;
         staged.ban_flags = 0;
-        if SOURCES.insert(&key, &*staged, 0).is_err() {
+        if SOURCES.insert(key, &*staged, 0).is_err() {
             bump(event_counter_index(EventCounter::TrackFailures));
         }
         return Verdict::Pass;
     };
-    // SAFETY: the pointer comes from a successful lookup; concurrent updates from other CPUs can
-    // at worst lose an increment, which a rate limiter tolerates.
-    let state = unsafe { &mut *state };
 
-    state.packets += 1;
-    if now_ns.wrapping_sub(state.window_start_ns) >= RATE_WINDOW_NS {
-        state.window_start_ns = now_ns;
-        state.window_packets = 0;
-    }
-    state.window_packets += 1;
-
+    count_packet(state, now_ns);
+    // A masked key's ban is read here, after the lists.
     if is_banned(cfg, state, now_ns) {
-        if cfg.has_flag(flags::EXTEND_WHILE_ACTIVE) {
-            let until = now_ns + cfg.ban_extend_ns;
-            if until > state.banned_until_ns + BAN_EXTEND_GRANULARITY_NS {
-                state.banned_until_ns = until;
-            }
-        }
-        state.dropped += 1;
-        return Verdict::DropBanned;
+        return drop_banned(cfg, state, now_ns);
     }
     // Not `!is_banned`: a monitor-only ban that enforcing mode ignores has not run out yet.
     if state.ban_flags & ban_flags::EXPIRY_PENDING != 0 && now_ns >= state.banned_until_ns {
-        report_expiry(&key, state, now_ns);
+        report_expiry(key, state, now_ns);
     }
     if class == MethodClass::Malformed {
         if malformed_verdict.is_drop() {
@@ -303,7 +354,7 @@ pub fn sip_verdict(
     if bucket.is_unlimited() || conforms(tat_mut(state, limit), bucket, now_ns) {
         return Verdict::Pass;
     }
-    impose_ban(cfg, &key, state, limit, now_ns);
+    impose_ban(cfg, key, state, limit, now_ns);
     state.dropped += 1;
     Verdict::DropRate
 }

@@ -19,7 +19,7 @@ use sip_xdp_common::{Config, LimitClass, SourceKey, SourceState, ban_flags};
 use crate::{
     config::Settings,
     loader::{self, AttachMode, AttachOutcome, LoadOptions, PinDir},
-    maps::{SipMaps, key_addr},
+    maps::{SipMaps, cidr_key, key_addr},
     state::{self, AutoBanRecord, BanOrigin, Clocks, StateFile, now_wall_secs},
     time::monotonic_now_ns,
 };
@@ -224,6 +224,10 @@ impl Control {
             if !load.adopted_maps {
                 restore_auto_bans(&state, &mut maps)?;
             }
+            // Restored bans of allowlisted addresses, and entries pinned by a build that read the
+            // allowlist first, would otherwise drop allowlisted sources.
+            let allowed = maps.allowlist()?;
+            forget_sources_in(&mut maps, &allowed)?;
             state.save(&self.state_dir)?;
             Ok(())
         })();
@@ -284,6 +288,11 @@ impl Control {
                 } else {
                     format!("{} {net}: already present", kind.command())
                 });
+            }
+            if kind == ListKind::Allow
+                && let Some(maps) = maps.as_mut()
+            {
+                forget_sources_in(maps, nets)?;
             }
             Ok(())
         })
@@ -803,6 +812,36 @@ fn apply_denylist(
     }
 }
 
+/// Forgets every tracked source whose key lies in one of `nets` (compared in the kernel's
+/// 16-byte form), with its bucket, ban and strikes. Called after `nets` are allowlisted: the
+/// program drops a banned source before it looks at the allowlist, which is sound only while no
+/// allowlisted address has a tracked entry (it never gets a new one once allowlisted). Masked
+/// IPv6 keys do not need this, as the program checks the allowlist first for them; they are
+/// forgotten when the net covers the key. Returns how many were forgotten.
+pub fn forget_sources_in(maps: &mut SipMaps, nets: &[IpNet]) -> Result<usize> {
+    if nets.is_empty() {
+        return Ok(0);
+    }
+    let prefixes: Vec<(u128, u128)> = nets
+        .iter()
+        .map(|&net| {
+            let key = cidr_key(net);
+            let mask = u128::MAX
+                .checked_shl(128 - key.prefix_len().min(128))
+                .unwrap_or(0);
+            (u128::from_be_bytes(key.data()) & mask, mask)
+        })
+        .collect();
+    let mut forgotten = 0;
+    for (key, _) in maps.sources()? {
+        let addr = u128::from_be_bytes(key.addr);
+        if prefixes.iter().any(|&(net, mask)| addr & mask == net) && maps.forget_source(key.addr)? {
+            forgotten += 1;
+        }
+    }
+    Ok(forgotten)
+}
+
 fn reconcile_locked(state: &mut StateFile, maps: &mut SipMaps) -> Result<()> {
     let clocks = Clocks::now();
     let now_wall = clocks.wall_ns / 1_000_000_000;
@@ -814,12 +853,15 @@ fn reconcile_locked(state: &mut StateFile, maps: &mut SipMaps) -> Result<()> {
             state.add_allow(*net, Some("found in the pinned allowlist".to_owned()));
         }
     }
+    let mut restored_allow = Vec::new();
     for record in state.allow.clone() {
         if !live_allow.contains(&record.net) {
             maps.allow(record.net)
                 .with_context(|| format!("restoring allowlist entry {}", record.net))?;
+            restored_allow.push(record.net);
         }
     }
+    forget_sources_in(maps, &restored_allow)?;
 
     let saved_nets: HashSet<IpNet> = state
         .deny

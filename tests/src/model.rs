@@ -383,8 +383,8 @@ fn truncate(addr: [u8; 16], prefix_len: u32) -> [u8; 16] {
 }
 
 impl<V: Clone> Lpm<V> {
-    /// Adds or replaces the entry for `net`.
-    pub fn insert(&mut self, net: IpNet, value: V) {
+    /// The 16-byte network and prefix length the kernel's trie keys `net` by.
+    fn entry_key(net: IpNet) -> ([u8; 16], u32) {
         let (addr, prefix_len) = match net.trunc() {
             IpNet::V4(v4) => (
                 ipv4_mapped(v4.addr().octets()),
@@ -392,10 +392,22 @@ impl<V: Clone> Lpm<V> {
             ),
             IpNet::V6(v6) => (v6.addr().octets(), u32::from(v6.prefix_len())),
         };
-        let addr = truncate(addr, prefix_len);
+        (truncate(addr, prefix_len), prefix_len)
+    }
+
+    /// Adds or replaces the entry for `net`.
+    pub fn insert(&mut self, net: IpNet, value: V) {
+        let (addr, prefix_len) = Self::entry_key(net);
         self.entries
             .retain(|(a, p, _)| !(*a == addr && *p == prefix_len));
         self.entries.push((addr, prefix_len, value));
+    }
+
+    /// Removes the entry for exactly `net`, if any.
+    pub fn remove(&mut self, net: IpNet) {
+        let (addr, prefix_len) = Self::entry_key(net);
+        self.entries
+            .retain(|(a, p, _)| !(*a == addr && *p == prefix_len));
     }
 
     /// The value of the longest prefix containing `addr`.
@@ -447,6 +459,23 @@ impl Model {
 
     pub fn deny(&mut self, net: IpNet, expires_at_ns: u64) {
         self.denylist.insert(net, expires_at_ns);
+    }
+
+    /// Removes a list entry (exactly `net`), as `allow del`/`deny del` do.
+    pub fn unallow(&mut self, net: IpNet) {
+        self.allowlist.remove(net);
+    }
+
+    pub fn undeny(&mut self, net: IpNet) {
+        self.denylist.remove(net);
+    }
+
+    /// What `sip-xdp allow add` does to the tracked sources: forgets those whose key lies in
+    /// `net` (16-byte form).
+    pub fn forget_sources_in(&mut self, net: IpNet) {
+        let mut lpm = Lpm::default();
+        lpm.insert(net, ());
+        self.sources.retain(|key, _| lpm.lookup(key).is_none());
     }
 
     /// The configuration the program acts on: the written one, or the defaults when its
@@ -563,13 +592,27 @@ impl Model {
         class: MethodClass,
         now: u64,
     ) -> Verdict {
-        if self.is_allowlisted(src) {
-            return Verdict::PassAllowlisted;
-        }
-        if let Some(&expires) = self.denylist.lookup(src)
-            && (expires == 0 || now < expires)
-        {
-            return Verdict::DropDenylisted;
+        let key = self.source_key(src, is_ipv4);
+        let monitor = cfg.has_flag(flags::MONITOR);
+        // A source whose key is its whole address (IPv4, IPv6 at /128) and whose ban applies is
+        // dropped without consulting the lists: banned beats denylisted, and an allowlisted
+        // address has no entry (user space forgets those it allowlists). A masked IPv6 key is
+        // shared by its prefix, so the lists come first for it.
+        let key_is_address = is_ipv4 || cfg.ipv6_source_mask == [0xff; 16];
+        let banned_first = key_is_address
+            && self.sources.get(&key).is_some_and(|state| {
+                now < state.banned_until_ns
+                    && (state.ban_flags & ban_flags::MONITOR_ONLY == 0 || monitor)
+            });
+        if !banned_first {
+            if self.is_allowlisted(src) {
+                return Verdict::PassAllowlisted;
+            }
+            if let Some(&expires) = self.denylist.lookup(src)
+                && (expires == 0 || now < expires)
+            {
+                return Verdict::DropDenylisted;
+            }
         }
         let drop_malformed = cfg.has_flag(flags::DROP_MALFORMED);
         let malformed = if drop_malformed {
@@ -580,8 +623,6 @@ impl Model {
         let limit = Self::limit_class(cfg, class)
             .map(|l| (l, cfg.limits[l as usize]))
             .filter(|(_, rate)| rate.interval_ns != 0);
-        let key = self.source_key(src, is_ipv4);
-        let monitor = cfg.has_flag(flags::MONITOR);
 
         let Some(state) = self.sources.get_mut(&key) else {
             if class == MethodClass::Malformed {

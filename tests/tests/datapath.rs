@@ -1,11 +1,15 @@
 //! Packet-level tests of the real XDP program through BPF_PROG_TEST_RUN: each crafts a frame,
 //! runs it through the verified program, and checks the verdict, the counters and the map
 //! entries read back from the kernel.
-use std::{net::IpAddr, thread::sleep, time::Duration};
+use std::{net::IpAddr, path::PathBuf, thread::sleep, time::Duration};
 
 use aya::maps::{Array, MapData, RingBuf};
 use ipnet::IpNet;
-use sip_xdp::maps::addr_key;
+use sip_xdp::{
+    control::{Control, ListKind},
+    loader::{self, PinDir},
+    maps::addr_key,
+};
 use sip_xdp_common::{
     BanEvent, Config, EventCounter, LimitClass, MethodClass, RateLimit, Verdict, ban_event_kind,
     ban_flags, flags, map_names,
@@ -699,6 +703,207 @@ fn allowlist_bypasses_limits_and_wins_over_denylist() {
         XDP_DROP,
         Verdict::DropDenylisted,
         MethodClass::Register,
+    );
+}
+
+#[test]
+fn a_banned_source_is_dropped_before_the_lists_are_read() {
+    let mut dp = load(&strict_config(2));
+    assert_eq!(exhaust(&mut dp, CLIENT), 2);
+    assert_eq!(exhaust(&mut dp, CLIENT6), 2);
+    expect_verdict(
+        &mut dp,
+        &reg(CLIENT2),
+        XDP_PASS,
+        Verdict::Pass,
+        MethodClass::Register,
+    );
+    // Allowlisted behind the control plane's back (it forgets the sources it allowlists): had
+    // the program read the allowlist for them, the banned sources would pass.
+    dp.maps.allow(net("198.51.100.0/24")).unwrap();
+    dp.maps.allow(net("2001:db8:1::10/128")).unwrap();
+    for src in [CLIENT, CLIENT6] {
+        expect_verdict(
+            &mut dp,
+            &reg(src),
+            XDP_DROP,
+            Verdict::DropBanned,
+            MethodClass::Register,
+        );
+        let state = dp.maps.source(addr_key(ip(src))).unwrap().unwrap();
+        // Two passed, one refused by the bucket (the ban), one dropped as banned.
+        assert_eq!((state.packets, state.dropped, state.strikes), (4, 2, 1));
+    }
+    // A tracked source that is not banned meets the allowlist first, and its state stays as is.
+    expect_verdict(
+        &mut dp,
+        &reg(CLIENT2),
+        XDP_PASS,
+        Verdict::PassAllowlisted,
+        MethodClass::Register,
+    );
+    assert_eq!(
+        dp.maps
+            .source(addr_key(ip(CLIENT2)))
+            .unwrap()
+            .unwrap()
+            .packets,
+        1
+    );
+    // Banned and denylisted: counted as banned; denylisted alone: as denylisted.
+    assert!(dp.maps.unallow(net("198.51.100.0/24")).unwrap());
+    dp.maps.deny(net("198.51.100.0/24"), 0).unwrap();
+    expect_verdict(
+        &mut dp,
+        &reg(CLIENT),
+        XDP_DROP,
+        Verdict::DropBanned,
+        MethodClass::Register,
+    );
+    expect_verdict(
+        &mut dp,
+        &reg(CLIENT2),
+        XDP_DROP,
+        Verdict::DropDenylisted,
+        MethodClass::Register,
+    );
+    assert_eq!(
+        dp.maps
+            .source(addr_key(ip(CLIENT)))
+            .unwrap()
+            .unwrap()
+            .dropped,
+        3,
+        "the banned source's drops are still counted in its state"
+    );
+}
+
+#[test]
+fn a_prefix_grouped_ipv6_source_meets_the_allowlist_before_its_ban() {
+    let mut cfg = strict_config(2);
+    let mut mask = [0u8; 16];
+    mask[..8].fill(0xff);
+    cfg.ipv6_source_mask = mask;
+    let mut dp = load(&cfg);
+    // Two addresses of one /64 exhaust the bucket they share; the /64 is banned.
+    assert_eq!(exhaust(&mut dp, "2001:db8:1::1"), 2);
+    let key = addr_key(ip("2001:db8:1::"));
+    assert_eq!(dp.maps.source(key).unwrap().unwrap().strikes, 1);
+    // One address of that /64 is allowlisted: the key it shares with the banned ones must not
+    // decide for it.
+    dp.maps.allow(net("2001:db8:1::2/128")).unwrap();
+    expect_verdict(
+        &mut dp,
+        &reg("2001:db8:1::2"),
+        XDP_PASS,
+        Verdict::PassAllowlisted,
+        MethodClass::Register,
+    );
+    expect_verdict(
+        &mut dp,
+        &reg("2001:db8:1::3"),
+        XDP_DROP,
+        Verdict::DropBanned,
+        MethodClass::Register,
+    );
+}
+
+/// The datapath's maps pinned in a directory of their own, where `sip-xdp attach` would leave
+/// them, so the control plane can edit them; unpinned on drop.
+struct PinnedMaps {
+    dir: PathBuf,
+}
+
+impl PinnedMaps {
+    fn new(dp: &mut Datapath) -> Self {
+        let dir = PathBuf::from(format!("/sys/fs/bpf/sxdp-datapath-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a pin directory on bpffs");
+        let pinned = Self { dir };
+        for name in loader::PINNED_MAPS {
+            let map = dp.open_map(name).expect("the program's map");
+            map.pin(pinned.dir.join(name)).expect("pinning a map");
+        }
+        pinned
+    }
+}
+
+impl Drop for PinnedMaps {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn allowlisting_a_banned_source_through_the_control_plane_lifts_its_ban() {
+    let mut dp = load(&strict_config(2));
+    assert_eq!(exhaust(&mut dp, CLIENT), 2);
+    assert_eq!(exhaust(&mut dp, CLIENT2), 2);
+    let pins = PinnedMaps::new(&mut dp);
+    let state_dir = tempfile::tempdir().unwrap();
+    let control = Control::new(PinDir::new(&pins.dir), state_dir.path().to_owned());
+    let office = net("198.51.100.10/32");
+
+    let report = control
+        .list_add(ListKind::Allow, &[office], Some("office NAT".into()))
+        .unwrap();
+    assert!(report.live, "the edit reached the pinned maps");
+    assert!(
+        dp.maps.source(addr_key(ip(CLIENT))).unwrap().is_none(),
+        "the allowlisted source's ban and strikes are forgotten"
+    );
+    // Far past its burst of 2: never limited again.
+    for _ in 0..20 {
+        expect_verdict(
+            &mut dp,
+            &reg(CLIENT),
+            XDP_PASS,
+            Verdict::PassAllowlisted,
+            MethodClass::Register,
+        );
+    }
+    assert!(dp.maps.source(addr_key(ip(CLIENT))).unwrap().is_none());
+    // The neighbour outside the CIDR stays banned.
+    expect_verdict(
+        &mut dp,
+        &reg(CLIENT2),
+        XDP_DROP,
+        Verdict::DropBanned,
+        MethodClass::Register,
+    );
+    assert_eq!(
+        dp.maps
+            .source(addr_key(ip(CLIENT2)))
+            .unwrap()
+            .unwrap()
+            .strikes,
+        1
+    );
+
+    // Taken off the allowlist, it starts over with a full bucket and no strikes.
+    control.list_del(ListKind::Allow, &[office]).unwrap();
+    for _ in 0..2 {
+        expect_verdict(
+            &mut dp,
+            &reg(CLIENT),
+            XDP_PASS,
+            Verdict::Pass,
+            MethodClass::Register,
+        );
+    }
+    expect_verdict(
+        &mut dp,
+        &reg(CLIENT),
+        XDP_DROP,
+        Verdict::DropRate,
+        MethodClass::Register,
+    );
+    assert_eq!(
+        dp.maps
+            .source(addr_key(ip(CLIENT)))
+            .unwrap()
+            .unwrap()
+            .strikes,
+        1
     );
 }
 

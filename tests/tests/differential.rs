@@ -25,7 +25,7 @@ use std::{
 
 use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, RingBuf};
 use ipnet::IpNet;
-use sip_xdp::{loader, maps::Counters, time::monotonic_now_ns};
+use sip_xdp::{control::forget_sources_in, loader, maps::Counters, time::monotonic_now_ns};
 use sip_xdp_common::{
     BanEvent, Config, EventCounter, FragmentFate, FragmentKey, LimitClass, MethodClass,
     RATE_WINDOW_NS, RateLimit, SourceState, Verdict, ban_event_kind, ban_flags, flags, map_names,
@@ -141,6 +141,15 @@ fn list_setup(now: u64) -> (Vec<IpNet>, Vec<(IpNet, u64)>) {
     ];
     (allow, deny)
 }
+
+/// Candidates to denylist for good mid-run: the first one whose ban applies then. Banned beats
+/// denylisted, so its packets count `drop_banned` until its entry goes.
+const EDITED_DENY: [&str; 4] = ["198.51.100.1", "198.51.100.3", "203.0.113.2", "203.0.113.3"];
+/// Allowlisted mid-run with `forget_sources_in`, as `sip-xdp allow add` does. Under a /64 or
+/// /48 mask, 2001:db8::2 shares its tracked source with ::1, which stays banned while ::2 passes.
+const EDITED_ALLOW: [&str; 2] = ["198.51.100.2/32", "2001:db8::2/128"];
+/// Fractions of a run at which the edits above are made, then undone.
+const LIST_EDITS: [(f64, bool); 2] = [(0.45, true), (0.7, false)];
 
 // ---------------------------------------------------------------------------------------------
 // Packet generation.
@@ -816,6 +825,10 @@ struct Run {
     max_mismatches: usize,
     /// Core sources in key form (unmasked), for forgetting.
     core_keys: Vec<([u8; 16], bool)>,
+    /// The `EDITED_DENY` source denylisted while the `LIST_EDITS` are in force.
+    edited_deny: Option<IpAddr>,
+    /// Packets of that source the model dropped as banned while it was denylisted.
+    banned_while_denied: u64,
 }
 
 /// A handle on the datapath's `COUNTERS` map of its own, found through the program's map ids:
@@ -885,6 +898,46 @@ impl Run {
             mismatches: Vec::new(),
             max_mismatches: env_u64("SIP_XDP_DIFF_MAX_MISMATCHES", 1).max(1) as usize,
             core_keys,
+            edited_deny: None,
+            banned_while_denied: 0,
+        }
+    }
+
+    /// Makes (`add`) or undoes the `LIST_EDITS` on both sides.
+    fn edit_lists(&mut self, add: bool) {
+        let allow: Vec<IpNet> = EDITED_ALLOW.iter().map(|s| net(s)).collect();
+        if add {
+            let cfg = self.model.effective_config();
+            let monitor = cfg.has_flag(flags::MONITOR);
+            let banned = |m: &Model, addr: &IpAddr| {
+                m.sources.get(&key_of(*addr)).is_some_and(|s| {
+                    self.now < s.banned_until_ns
+                        && (s.ban_flags & ban_flags::MONITOR_ONLY == 0 || monitor)
+                })
+            };
+            let candidates: Vec<IpAddr> = EDITED_DENY.iter().map(|s| s.parse().unwrap()).collect();
+            let addr = *candidates
+                .iter()
+                .find(|a| banned(&self.model, a))
+                .unwrap_or(&candidates[0]);
+            let deny = IpNet::from(addr);
+            self.edited_deny = Some(addr);
+            self.dp.maps.deny(deny, 0).unwrap();
+            self.model.deny(deny, 0);
+            for &n in &allow {
+                self.dp.maps.allow(n).unwrap();
+                self.model.allow(n);
+                self.model.forget_sources_in(n);
+            }
+            forget_sources_in(&mut self.dp.maps, &allow).unwrap();
+        } else {
+            let deny = IpNet::from(self.edited_deny.take().expect("edits in force"));
+            assert!(self.dp.maps.undeny(deny).unwrap());
+            self.model.undeny(deny);
+            for &n in &allow {
+                assert!(self.dp.maps.unallow(n).unwrap());
+                self.model.unallow(n);
+            }
         }
     }
 
@@ -963,6 +1016,12 @@ impl Run {
         let before =
             parsed_key(&self.model, &parsed).and_then(|k| self.model.sources.get(&k).copied());
         let expected = self.model.process(&packet.bytes, self.now);
+        if expected.verdict == Verdict::DropBanned
+            && matches!(parsed, Parsed::Sip(d)
+                if Some(IpAddr::from(d.src).to_canonical()) == self.edited_deny)
+        {
+            self.banned_while_denied += 1;
+        }
         let action = self.dp.run(&packet.bytes).expect("BPF_PROG_TEST_RUN");
         let slot = packet_counter_index(expected.verdict, expected.class) as usize;
         let counted = self.kernel_slot(slot) == self.model_slot(slot) + self.adjust[slot];
@@ -1408,11 +1467,18 @@ fn run_scenario(name: &'static str, index: u64, phases: Phases) -> [u64; 3] {
     let mut generator = Gen::new(scenario_seed);
     let mut side = Rng::new(scenario_seed ^ 0xf0f0_f0f0);
     let mut next_phase = 1;
+    let mut next_edit = 0;
     for i in 0..packets {
         if next_phase < phases.len() && i as f64 >= phases[next_phase].0 * packets as f64 {
             run.check_all(i);
             run.set_config(&phases[next_phase].1);
             next_phase += 1;
+        }
+        if next_edit < LIST_EDITS.len() && i as f64 >= LIST_EDITS[next_edit].0 * packets as f64 {
+            run.edit_lists(LIST_EDITS[next_edit].1);
+            // Compares every source right after the control plane forgot some.
+            run.check_all(i);
+            next_edit += 1;
         }
         let packet = generator.next_packet();
         run.step(i, &packet);
@@ -1467,6 +1533,10 @@ fn run_scenario(name: &'static str, index: u64, phases: Phases) -> [u64; 3] {
             "[{name}] no packet classified {c:?}"
         );
     }
+    assert!(
+        run.banned_while_denied > 0 || packets < DEFAULT_PACKETS,
+        "[{name}] no banned source was denylisted: banned-before-denylisted went untested"
+    );
     run.events_by_kind
 }
 

@@ -960,9 +960,9 @@ fn report(
     let _ = writeln!(
         w,
         "* **banned drop**: REGISTER at 1/s with a burst of 1 and a 1 h first ban; the source is \
-         banned by a second REGISTER during setup, then measured (ban path: allowlist and denylist \
-         lookups, SOURCES lookup, ban check, no extension write since the ban outlasts \
-         `ban_extend_ns`)."
+         banned by a second REGISTER during setup, then measured (ban path: SOURCES lookup and \
+         ban check, then no list lookup, as the ban is read first; no extension write since the \
+         ban outlasts `ban_extend_ns`)."
     );
     let _ = writeln!(
         w,

@@ -2088,7 +2088,10 @@ fn report(
         "* **What sip-xdp does with the flood:** the 41st REGISTER empties the bucket and bans \
          the source (first ban 60 s, extended while it keeps sending), so every later packet \
          takes the banned path; nftables and iptables keep passing 5 per second after the \
-         burst. Both show in the *flood delivered* column."
+         burst. Both show in the *flood delivered* column. The banned path reads the source's \
+         entry before the lists, so a banned source costs sip-xdp no allowlist lookup (`allow \
+         add` forgets the entries of the sources it allowlists), while the nftables and \
+         iptables rulesets look the allowlist set up first for every packet, as a ruleset must."
     );
     let _ = writeln!(
         w,
