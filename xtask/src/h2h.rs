@@ -863,9 +863,10 @@ const VETH_OTHER_SLACK: u64 = 16;
 fn check(setup: Setup, sample: &Sample) -> Result<()> {
     if let Some((seen, dropped)) = sample.xdp_counted {
         // The program sees every packet the server veth receives and drops all it does not
-        // deliver: its counters and the socket must tell the same story.
+        // deliver: its counters and the socket must tell the same story, but for neighbour
+        // messages that arrive between reading the veth's counter and the program's.
         ensure!(
-            seen == sample.server_rx_packets,
+            seen.abs_diff(sample.server_rx_packets) <= VETH_OTHER_SLACK,
             "sip-xdp counted {seen} packets but the server veth received {}",
             sample.server_rx_packets
         );
