@@ -6,4 +6,5 @@ pub mod host;
 pub mod model;
 pub mod netns;
 pub mod packet;
+pub mod raw;
 pub mod sipp;

@@ -16,7 +16,6 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     io::{Read as _, Write as _},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream},
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
@@ -30,8 +29,9 @@ use std::{
 use serde_json::Value;
 use sip_xdp_tests::{
     host::{Daemon, Host},
-    netns::{CLIENT_IF, CLIENT_MAC, Netns, SERVER_IF, SERVER_MAC, SERVER_V4, SERVER_V6},
+    netns::{CLIENT_MAC, Netns, SERVER_IF, SERVER_MAC, SERVER_V4, SERVER_V6},
     packet::{self, Frame},
+    raw::{RawSender, mac},
 };
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
@@ -484,14 +484,6 @@ impl Drop for Prometheus<'_> {
     }
 }
 
-fn mac(text: &str) -> [u8; 6] {
-    let mut bytes = [0u8; 6];
-    for (b, part) in bytes.iter_mut().zip(text.split(':')) {
-        *b = u8::from_str_radix(part, 16).expect("a MAC address");
-    }
-    bytes
-}
-
 /// A REGISTER frame from the (spoofed) `source` to the server.
 fn register_frame(source: Ipv4Addr, seq: u32) -> Vec<u8> {
     let payload = packet::register("1000", seq);
@@ -499,59 +491,6 @@ fn register_frame(source: Ipv4Addr, seq: u32) -> Vec<u8> {
     frame[0..6].copy_from_slice(&mac(SERVER_MAC));
     frame[6..12].copy_from_slice(&mac(CLIENT_MAC));
     frame
-}
-
-/// A raw AF_PACKET socket on the client's veth: frames with any source address.
-struct RawSender {
-    socket: OwnedFd,
-    addr: libc::sockaddr_ll,
-}
-
-impl RawSender {
-    fn new(host: &Host) -> Self {
-        host.net.client.run(|| {
-            // SAFETY: plain socket creation; protocol 0 receives nothing.
-            let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-            assert!(
-                fd >= 0,
-                "AF_PACKET socket: {}",
-                std::io::Error::last_os_error()
-            );
-            // SAFETY: a fresh descriptor we own.
-            let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-            let name = std::ffi::CString::new(CLIENT_IF).unwrap();
-            // SAFETY: a valid NUL-terminated name.
-            let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-            assert!(ifindex > 0, "{CLIENT_IF} not found in the client namespace");
-            // SAFETY: sockaddr_ll is plain data; all-zero is a valid start.
-            let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            addr.sll_family = libc::AF_PACKET as u16;
-            addr.sll_ifindex = ifindex as i32;
-            addr.sll_halen = 6;
-            addr.sll_addr[..6].copy_from_slice(&mac(SERVER_MAC));
-            Self { socket, addr }
-        })
-    }
-
-    fn send(&self, frame: &[u8]) {
-        // SAFETY: frame and addr outlive the call; lengths match.
-        let n = unsafe {
-            libc::sendto(
-                self.socket.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&raw const self.addr).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        assert_eq!(
-            n,
-            frame.len() as isize,
-            "sending a spoofed frame: {}",
-            std::io::Error::last_os_error()
-        );
-    }
 }
 
 /// The spoofed sources: 198.51.100.20 onwards (clear of the real clients .10 and .11).

@@ -12,7 +12,6 @@
 use std::{
     collections::BTreeSet,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     sync::{Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
 };
@@ -20,8 +19,9 @@ use std::{
 use serde_json::Value;
 use sip_xdp_tests::{
     host::{Host, packets},
-    netns::{CLIENT_IF, CLIENT_MAC, CLIENT_V4_A, CLIENT_V4_B, SERVER_MAC, SERVER_V4, SERVER_V6},
+    netns::{CLIENT_MAC, CLIENT_V4_A, CLIENT_V4_B, SERVER_MAC, SERVER_V4, SERVER_V6},
     packet::{self, Frame},
+    raw::{RawSender, mac},
     sipp::{Sipp, SippRun, scenario},
 };
 
@@ -476,14 +476,6 @@ impl Rng {
     }
 }
 
-fn mac(text: &str) -> [u8; 6] {
-    let mut bytes = [0u8; 6];
-    for (b, part) in bytes.iter_mut().zip(text.split(':')) {
-        *b = u8::from_str_radix(part, 16).expect("a MAC address");
-    }
-    bytes
-}
-
 /// `count` REGISTER frames to the server from random sources: even ones from 198.51.100.0/24
 /// (never the real clients .10 and .11), odd ones from 2001:db8:dead::/48.
 fn spoofed_register_frames(count: usize, seed: u64) -> (Vec<Vec<u8>>, BTreeSet<Ipv4Addr>) {
@@ -529,52 +521,14 @@ fn spoofed_register_frames(count: usize, seed: u64) -> (Vec<Vec<u8>>, BTreeSet<I
 /// Sends `frames` on the client's veth through a raw AF_PACKET socket, paced so the veth's
 /// XDP ring never overflows (every frame must meet the program). Returns the frames sent.
 fn send_raw(host: &Host, frames: &[Vec<u8>]) -> usize {
-    host.net.client.run(|| {
-        // SAFETY: plain socket creation; protocol 0 receives nothing.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-        assert!(
-            fd >= 0,
-            "AF_PACKET socket: {}",
-            std::io::Error::last_os_error()
-        );
-        // SAFETY: a fresh descriptor we own.
-        let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-        let name = std::ffi::CString::new(CLIENT_IF).unwrap();
-        // SAFETY: a valid NUL-terminated name.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        assert!(ifindex > 0, "{CLIENT_IF} not found in the client namespace");
-        // SAFETY: sockaddr_ll is plain data; all-zero is a valid start.
-        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_ifindex = ifindex as i32;
-        addr.sll_halen = 6;
-        addr.sll_addr[..6].copy_from_slice(&mac(SERVER_MAC));
-        let mut sent = 0;
-        for (i, frame) in frames.iter().enumerate() {
-            // SAFETY: frame and addr outlive the call; lengths match.
-            let n = unsafe {
-                libc::sendto(
-                    socket.as_raw_fd(),
-                    frame.as_ptr().cast(),
-                    frame.len(),
-                    0,
-                    (&raw const addr).cast(),
-                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
-                )
-            };
-            assert_eq!(
-                n,
-                frame.len() as isize,
-                "sending spoofed frame {i}: {}",
-                std::io::Error::last_os_error()
-            );
-            sent += 1;
-            if i % 128 == 127 {
-                std::thread::sleep(Duration::from_millis(1));
-            }
+    let sender = RawSender::new(host);
+    for (i, frame) in frames.iter().enumerate() {
+        sender.send(frame);
+        if i % 128 == 127 {
+            std::thread::sleep(Duration::from_millis(1));
         }
-        sent
-    })
+    }
+    frames.len()
 }
 
 /// Scenario 5: a flood from random spoofed sources (half IPv4 from the clients' /24, half
