@@ -430,6 +430,15 @@ impl Control {
                 ),
                 None => (Vec::new(), [0xff; 16]),
             };
+            let kernel_bans: HashSet<IpNet> = match maps.as_ref() {
+                Some(maps) => maps
+                    .denylist()?
+                    .into_iter()
+                    .filter(|(_, entry)| entry.expires_at_ns != 0)
+                    .map(|(net, _)| net)
+                    .collect(),
+                None => HashSet::new(),
+            };
             for &net in nets {
                 let mut lifted = Vec::new();
                 for &origin in &lift.origins {
@@ -438,10 +447,7 @@ impl Control {
                     }
                 }
                 if let Some(maps) = maps.as_mut() {
-                    let in_kernel = maps
-                        .denylist()?
-                        .into_iter()
-                        .any(|(n, entry)| n == net && entry.expires_at_ns != 0);
+                    let in_kernel = kernel_bans.contains(&net);
                     let wanted = state.denylist_value(&net, now_wall);
                     apply_denylist(state, Some(&mut *maps), net, now_wall)?;
                     // A ban only the kernel knew of (the state file was lost) counts as manual.
@@ -532,49 +538,20 @@ impl Control {
     ) -> Result<(usize, usize)> {
         let mut counts = (0, 0);
         self.edit(|state, maps, _report| {
-            let clocks = Clocks::now();
-            let now_wall = clocks.wall_ns / 1_000_000_000;
+            let now_wall = now_wall_secs();
             let touched;
             (counts, touched) = apply_origin_update(state, origin, update, now_wall);
             let Some(maps) = maps.as_mut() else {
                 return Ok(());
             };
-            // What the kernel entry of each touched net must be, from one pass over the state:
-            // a feed of tens of thousands of decisions must not cost a pass per net.
-            let mut wanted: HashMap<IpNet, u64> = HashMap::with_capacity(touched.len());
-            for &net in &touched {
-                wanted.insert(net, 0);
-            }
-            for ban in &state.bans {
-                if ban.expires_at > now_wall
-                    && let Some(longest) = wanted.get_mut(&ban.net)
-                {
-                    *longest = (*longest).max(ban.expires_at);
-                }
-            }
-            let denied: HashSet<IpNet> = state.deny.iter().map(|r| r.net).collect();
+            // One pass over the state for all touched nets: a feed of tens of thousands of
+            // decisions must not cost a pass per net.
+            let wanted: HashMap<IpNet, u64> =
+                state.denylist_entries(now_wall).into_iter().collect();
             for net in touched {
-                let value = if denied.contains(&net) {
-                    Some(0)
-                } else {
-                    match wanted[&net] {
-                        0 => None,
-                        // 0 would mean "never" to the kernel.
-                        expires_at => Some(clocks.wall_to_mono_ns(expires_at).max(1)),
-                    }
-                };
-                match value {
-                    Some(value) => maps.deny(net, value).with_context(|| {
-                        format!(
-                            "cannot apply the {origin} ban of {net}: the deny table holds {} \
-                             entries at most",
-                            sip_xdp_common::MAX_LIST_ENTRIES
-                        )
-                    })?,
-                    None => {
-                        maps.undeny(net)?;
-                    }
-                }
+                write_denylist_entry(maps, net, wanted.get(&net).copied()).with_context(|| {
+                    format!("applying the {origin} ban of {net} to the kernel's deny table")
+                })?;
             }
             Ok(())
         })?;
@@ -798,10 +775,16 @@ fn apply_denylist(
     net: IpNet,
     now_wall: u64,
 ) -> Result<()> {
-    let Some(maps) = maps else {
-        return Ok(());
-    };
-    match state.denylist_value(&net, now_wall) {
+    match maps {
+        Some(maps) => write_denylist_entry(maps, net, state.denylist_value(&net, now_wall)),
+        None => Ok(()),
+    }
+}
+
+/// Sets the kernel's DENYLIST entry of `net` to `value` (monotonic expiry, 0 = never), or
+/// removes it for `None`.
+fn write_denylist_entry(maps: &mut SipMaps, net: IpNet, value: Option<u64>) -> Result<()> {
+    match value {
         Some(value) => maps.deny(net, value).with_context(|| {
             format!(
                 "cannot ban {net}: the deny table holds {} entries at most",
