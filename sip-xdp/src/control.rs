@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use ipnet::IpNet;
 use serde::Serialize;
-use sip_xdp_common::{Config, LimitClass, SourceKey, SourceState, ban_flags};
+use sip_xdp_common::{BanRecord, Config, LimitClass, SourceKey, SourceState, ban_flags};
 
 use crate::{
     config::Settings,
@@ -221,7 +221,10 @@ impl Control {
             }
             maps.write_config(&settings.kernel_config())?;
             reconcile_locked(&mut state, &mut maps)?;
-            if !load.adopted_maps {
+            for (key, record) in &load.migration.bans {
+                maps.set_ban(key.addr, record)?;
+            }
+            if !load.adopted_maps || load.created_bans {
                 restore_auto_bans(&state, &mut maps)?;
             }
             // Restored bans of allowlisted addresses, and entries pinned by a build that read the
@@ -423,7 +426,7 @@ impl Control {
             let now_ns = monotonic_now_ns();
             let (sources, ipv6_mask) = match maps.as_ref() {
                 Some(maps) => (
-                    maps.sources()?,
+                    rate_bans(maps)?,
                     maps.read_config()
                         .map(|c| c.ipv6_source_mask)
                         .unwrap_or([0xff; 16]),
@@ -581,7 +584,7 @@ impl Control {
                 .read_config()
                 .map(|c| c.has_flag(sip_xdp_common::flags::MONITOR))
                 .unwrap_or(false);
-            for (key, source) in maps.sources()? {
+            for (key, source) in rate_bans(&maps)? {
                 if source.banned_until_ns <= clocks.mono_ns {
                     continue;
                 }
@@ -816,7 +819,13 @@ pub fn forget_sources_in(maps: &mut SipMaps, nets: &[IpNet]) -> Result<usize> {
         })
         .collect();
     let mut forgotten = 0;
-    for (key, _) in maps.sources()? {
+    let keys: HashSet<SourceKey> = maps
+        .sources()?
+        .into_iter()
+        .map(|(key, _)| key)
+        .chain(maps.bans()?.into_iter().map(|(key, _)| key))
+        .collect();
+    for key in keys {
         let addr = u128::from_be_bytes(key.addr);
         if prefixes.iter().any(|&(net, mask)| addr & mask == net) && maps.forget_source(key.addr)? {
             forgotten += 1;
@@ -891,11 +900,57 @@ fn reconcile_locked(state: &mut StateFile, maps: &mut SipMaps) -> Result<()> {
     Ok(())
 }
 
+/// The kernel's rate bans and strike histories: the durable `BANS` table, where the program
+/// writes every ban and extension, with the live `SOURCES` entry's view where it is newer (the
+/// expiry report clears a flag there first).
+fn rate_bans(maps: &SipMaps) -> Result<Vec<(SourceKey, BanRecord)>> {
+    let mut bans: HashMap<SourceKey, BanRecord> = maps.bans()?.into_iter().collect();
+    for (key, source) in maps.sources()? {
+        if source.banned_until_ns == 0 {
+            continue;
+        }
+        let live = BanRecord {
+            banned_until_ns: source.banned_until_ns,
+            ban_duration_ns: source.ban_duration_ns,
+            strikes: source.strikes,
+            ban_class: source.ban_class,
+            ban_flags: source.ban_flags,
+            _pad: [0; 2],
+        };
+        bans.entry(key)
+            .and_modify(|saved| {
+                if live.banned_until_ns >= saved.banned_until_ns {
+                    *saved = live;
+                }
+            })
+            .or_insert(live);
+    }
+    let mut bans: Vec<(SourceKey, BanRecord)> = bans.into_iter().collect();
+    bans.sort_by_key(|(key, _)| key.addr);
+    Ok(bans)
+}
+
+/// Removes ban records whose strikes have decayed (the ban ended more than the strike decay
+/// ago): they would be ignored, and the table must keep room for new bans. Returns how many.
+pub fn gc_bans(maps: &mut SipMaps) -> Result<usize> {
+    let now_ns = monotonic_now_ns();
+    let config = maps.read_config().unwrap_or(Config::DEFAULT);
+    let mut removed = 0;
+    for (key, record) in maps.bans()? {
+        let decayed = now_ns > record.banned_until_ns
+            && now_ns - record.banned_until_ns > config.strike_decay_ns;
+        if decayed && maps.forget_ban(key.addr)? {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 fn auto_ban_records(maps: &SipMaps) -> Result<Vec<AutoBanRecord>> {
     let clocks = Clocks::now();
     let config = maps.read_config().unwrap_or(Config::DEFAULT);
     let mut records = Vec::new();
-    for (key, source) in maps.sources()? {
+    for (key, source) in rate_bans(maps)? {
         if source.banned_until_ns == 0 {
             continue;
         }
@@ -942,16 +997,18 @@ fn restore_auto_bans(state: &StateFile, maps: &mut SipMaps) -> Result<usize> {
             // As the kernel would have it: the ban's end is still to be reported.
             flags |= ban_flags::EXPIRY_PENDING;
         }
-        let source = SourceState {
+        let ban = BanRecord {
             banned_until_ns,
             ban_duration_ns: record.ban_duration_ns,
-            window_start_ns: clocks.mono_ns,
             strikes: record.strikes,
             ban_class: record.limit_class,
             ban_flags: flags,
-            ..SourceState::default()
+            _pad: [0; 2],
         };
-        maps.set_source(key, &source)?;
+        // Into the durable table only: the program rebuilds the source's entry from it at the
+        // source's next packet. An entry left in SOURCES would shadow it.
+        maps.set_ban(key, &ban)?;
+        maps.forget_tracked(key)?;
         restored += 1;
     }
     Ok(restored)
