@@ -1367,7 +1367,7 @@ mod tests {
         want.sort();
         have.sort();
         assert_eq!(have, want);
-        assert_eq!(want.len(), 35);
+        assert_eq!(want.len(), 42);
     }
 
     #[test]
@@ -1713,7 +1713,19 @@ credentials_file = "/etc/sip-xdp/crowdsec-machine.yaml"
         .unwrap();
         let view = describe_kernel(&settings.kernel_config());
         let rates: Vec<&str> = view.limits.iter().map(|l| l.rate.as_str()).collect();
-        assert_eq!(rates, ["1/min", "3/s", "unlimited", "50/s"]);
+        assert_eq!(
+            rates,
+            [
+                "1/min",
+                "3/s",
+                "unlimited",
+                "50/s",
+                "100/s",
+                "100/s",
+                "50/s",
+                "10/s"
+            ]
+        );
         assert_eq!(view.limits[0].burst, 3);
         assert_eq!(view.ipv6_source_prefix, Some(48));
         let json = serde_json::to_value(&view).unwrap();

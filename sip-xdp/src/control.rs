@@ -30,6 +30,8 @@ const NS_PER_SEC: u64 = 1_000_000_000;
 pub enum ListKind {
     Allow,
     Deny,
+    /// Rate-limited, never banned.
+    Protect,
 }
 
 impl ListKind {
@@ -37,6 +39,7 @@ impl ListKind {
         match self {
             ListKind::Allow => "allow",
             ListKind::Deny => "deny",
+            ListKind::Protect => "protect",
         }
     }
 }
@@ -269,14 +272,17 @@ impl Control {
     ) -> Result<EditReport> {
         self.edit(|state, maps, report| {
             for &net in nets {
+                crate::maps::check_listable(net)?;
                 let added = match kind {
                     ListKind::Allow => state.add_allow(net, comment.clone()),
                     ListKind::Deny => state.add_deny(net, comment.clone()),
+                    ListKind::Protect => state.add_protected(net, comment.clone()),
                 };
                 if let Some(maps) = maps.as_mut() {
                     match kind {
                         ListKind::Allow => maps.allow(net),
                         ListKind::Deny => maps.deny(net, 0),
+                        ListKind::Protect => maps.protect(net),
                     }
                     .with_context(|| {
                         format!(
@@ -292,7 +298,9 @@ impl Control {
                     format!("{} {net}: already present", kind.command())
                 });
             }
-            if kind == ListKind::Allow
+            // Allowlisted sources must have no entry (the program reads a ban before the
+            // allowlist); protected ones must lose the bans they had before.
+            if matches!(kind, ListKind::Allow | ListKind::Protect)
                 && let Some(maps) = maps.as_mut()
             {
                 forget_sources_in(maps, nets)?;
@@ -308,11 +316,13 @@ impl Control {
                 let in_file = match kind {
                     ListKind::Allow => state.remove_allow(net),
                     ListKind::Deny => state.remove_deny(net),
+                    ListKind::Protect => state.remove_protected(net),
                 };
                 let in_map = match maps.as_mut() {
                     None => false,
                     Some(maps) => match kind {
                         ListKind::Allow => maps.unallow(net)?,
+                        ListKind::Protect => maps.unprotect(net)?,
                         // A manual ban of the same net stays in force.
                         ListKind::Deny => match state.denylist_value(&net, now_wall) {
                             Some(expires_at_ns) => {
@@ -341,6 +351,7 @@ impl Control {
             None => Vec::new(),
             Some(maps) => match kind {
                 ListKind::Allow => maps.allowlist()?,
+                ListKind::Protect => maps.protected()?,
                 ListKind::Deny => maps
                     .denylist()?
                     .into_iter()
@@ -350,6 +361,11 @@ impl Control {
             },
         };
         let saved: Vec<(IpNet, u64, Option<String>)> = match kind {
+            ListKind::Protect => state
+                .protected
+                .iter()
+                .map(|r| (r.net, r.added_at, r.comment.clone()))
+                .collect(),
             ListKind::Allow => state
                 .allow
                 .iter()
@@ -854,6 +870,22 @@ fn reconcile_locked(state: &mut StateFile, maps: &mut SipMaps) -> Result<()> {
         }
     }
     forget_sources_in(maps, &restored_allow)?;
+
+    let live_protected = maps.protected()?;
+    for net in &live_protected {
+        if !state.protected.iter().any(|r| r.net == *net) {
+            state.add_protected(*net, Some("found in the pinned protected list".to_owned()));
+        }
+    }
+    let mut restored_protected = Vec::new();
+    for record in state.protected.clone() {
+        if !live_protected.contains(&record.net) {
+            maps.protect(record.net)
+                .with_context(|| format!("restoring protected entry {}", record.net))?;
+            restored_protected.push(record.net);
+        }
+    }
+    forget_sources_in(maps, &restored_protected)?;
 
     let saved_nets: HashSet<IpNet> = state
         .deny

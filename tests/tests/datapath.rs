@@ -1883,6 +1883,30 @@ fn protected_sources_are_limited_but_never_banned() {
     // Outside the protected CIDR a source is banned as usual.
     exhaust(&mut dp, "198.51.100.20");
     assert_eq!(dp.maps.bans().unwrap().len(), 1);
+    // `sip-xdp protect add` lifts the ban a source had before, saves the entry, and from then
+    // on the source is limited but not banned.
+    let pins = PinnedMaps::new(&mut dp);
+    let state_dir = tempfile::tempdir().unwrap();
+    let control = Control::new(PinDir::new(&pins.dir), state_dir.path().to_owned());
+    let trunk = net("198.51.100.20/32");
+    let report = control
+        .list_add(ListKind::Protect, &[trunk], Some("carrier trunk".into()))
+        .unwrap();
+    assert!(report.live);
+    assert!(dp.maps.bans().unwrap().is_empty(), "its ban is lifted");
+    assert_eq!(dp.maps.protected().unwrap().len(), 2);
+    let entries = control.list_entries(ListKind::Protect).unwrap();
+    assert!(entries.iter().any(|e| e.cidr == trunk && e.live && e.saved));
+    assert_eq!(exhaust(&mut dp, "198.51.100.20"), 2);
+    assert!(dp.maps.bans().unwrap().is_empty(), "never banned again");
+    assert!(
+        control
+            .list_del(ListKind::Protect, &[trunk])
+            .unwrap()
+            .missing
+            .is_empty()
+    );
+    assert_eq!(dp.maps.protected().unwrap().len(), 1);
 }
 
 /// Drains the ban event ring buffer.
