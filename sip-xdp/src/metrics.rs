@@ -631,10 +631,10 @@ mod tests {
             .lines()
             .filter(|l| l.starts_with("sip_xdp_packets_total{"))
             .collect();
-        // Every verdict for register and invite, plus the one non-zero options pair.
+        // Every verdict for register, invite and unparsed, plus the one non-zero options pair.
         assert_eq!(
             packet_lines.len(),
-            Verdict::COUNT * 2 + 1,
+            Verdict::COUNT * ALWAYS_REPORTED_METHODS.len() + 1,
             "{packet_lines:#?}"
         );
         for verdict in Verdict::ALL {
@@ -700,7 +700,7 @@ mod tests {
                 .unwrap_or("");
             assert!(help.len() > 10, "metric {name} lacks a help text");
         }
-        assert_eq!(families, 17, "{text}");
+        assert_eq!(families, 23, "{text}");
     }
 
     #[test]
@@ -739,7 +739,7 @@ mod tests {
             );
         }
         let families = lines.iter().filter(|l| l.starts_with("# TYPE ")).count();
-        assert_eq!(families, 17 + 6, "{text}");
+        assert_eq!(families, 23 + 6, "{text}");
     }
 
     #[test]
