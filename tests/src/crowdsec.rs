@@ -189,10 +189,12 @@ impl Lapi {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Registers a bouncer with a known key and writes the key to `key_file`.
+    /// Registers a bouncer with a known key and writes the key to `key_file`, mode 0600 (sip-xdp
+    /// refuses a key file group or others can read).
     pub fn add_bouncer(&self, name: &str, key: &str, key_file: &Path) {
         self.cscli(&["bouncers", "add", name, "-k", key]);
         std::fs::write(key_file, format!("{key}\n")).unwrap();
+        make_private(key_file);
     }
 
     /// Registers a (validated) machine; cscli writes its credentials file.
@@ -206,6 +208,7 @@ impl Lapi {
             "-f",
             credentials_file.to_str().unwrap(),
         ]);
+        make_private(credentials_file);
     }
 
     /// Joins `host`'s server namespace to the bridge; returns the host's management address.
@@ -279,6 +282,13 @@ impl Drop for Lapi {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// `chmod 600`, as the README tells operators for secret files.
+pub fn make_private(path: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("chmod 600 {}: {e}", path.display()));
 }
 
 fn write_config(dir: &Path, config: &Path) {
