@@ -844,7 +844,7 @@ fn apply_origin_update(
         if mine.get(&net).is_some_and(|b| b.expires_at == *expires_at) {
             continue;
         }
-        if !mine.get(&net).is_some_and(|b| b.expires_at > now_wall) {
+        if mine.get(&net).is_none_or(|b| b.expires_at <= now_wall) {
             if live >= quota {
                 counts.2 += 1;
                 continue;
