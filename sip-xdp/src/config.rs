@@ -254,6 +254,10 @@ pub struct CrowdsecSection {
     pub api_key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_key_file: Option<PathBuf>,
+    /// PEM certificates to trust for an https:// Local API (a private CA, or crowdsec's own
+    /// self-signed certificate), besides the usual public roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
     #[serde(
         serialize_with = "ser_duration",
         deserialize_with = "de_positive_duration"
@@ -405,6 +409,7 @@ impl Default for CrowdsecSection {
             lapi_url: "http://127.0.0.1:8080/".to_owned(),
             api_key: None,
             api_key_file: None,
+            ca_file: None,
             poll_interval: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
             origins: Vec::new(),
@@ -563,8 +568,9 @@ impl CrowdsecSection {
                 format!(
                     "crowdsec.lapi_url {:?} is plain http:// to a host that is not loopback: the \
                      bouncer key and every decision would cross the network in clear; use \
-                     https:// (crowdsec's api.server.tls), or a Local API on 127.0.0.1, or, on a \
-                     link you trust (a VPN), set crowdsec.allow_insecure_http = true",
+                     https:// (crowdsec's api.server.tls; crowdsec.ca_file names a private CA), or a \
+                     Local API on 127.0.0.1, or, on a link you trust (a VPN), set \
+                     crowdsec.allow_insecure_http = true",
                     self.lapi_url
                 ),
             );

@@ -109,6 +109,8 @@ pub struct ClientConfig {
     pub limits: FeedLimits,
     /// `crowdsec.signals.rate_bans`: push the kernel's rate bans (needs `machine`).
     pub push_rate_bans: bool,
+    /// `crowdsec.ca_file`'s PEM text: extra roots for an https:// Local API.
+    ca_pem: Option<Vec<u8>>,
 }
 
 /// Watcher credentials for the signal pusher.
@@ -141,14 +143,12 @@ impl ClientConfig {
         section: &CrowdsecSection,
         config_file: Option<&Path>,
     ) -> Result<Option<Self>> {
-        if !section.enabled {
-            return Ok(None);
-        }
+        // Even with [crowdsec] off: a secret in a readable file is out either way.
         let inline = [
             ("crowdsec.api_key", section.api_key.is_some()),
             (
                 "crowdsec.signals.password",
-                section.signals.enabled && section.signals.password.is_some(),
+                section.signals.password.is_some(),
             ),
         ];
         if let (Some(file), Some((key, _))) = (config_file, inline.iter().find(|(_, set)| *set)) {
@@ -163,6 +163,9 @@ impl ClientConfig {
                 &format!("the configuration (which sets {key} inline)"),
                 fix,
             )?;
+        }
+        if !section.enabled {
+            return Ok(None);
         }
         let mut lapi = Url::parse(&section.lapi_url)
             .with_context(|| format!("crowdsec.lapi_url {:?} is not a URL", section.lapi_url))?;
@@ -180,6 +183,27 @@ impl ClientConfig {
                 "crowdsec.enabled is true but no bouncer key is set: {BOUNCER_KEY_FIX} and set \
                  crowdsec.api_key_file"
             ),
+        };
+        let ca_pem = match &section.ca_file {
+            None => None,
+            Some(path) => {
+                let pem = std::fs::read(path).with_context(|| {
+                    format!(
+                        "cannot read crowdsec.ca_file {}; point it at the PEM certificate of \
+                         the CA that signed the Local API's certificate (or the certificate \
+                         itself)",
+                        path.display()
+                    )
+                })?;
+                // Builds a client once, so a file that is not PEM fails here, before attaching.
+                http_client(Some(&pem)).with_context(|| {
+                    format!(
+                        "crowdsec.ca_file {} is not usable as PEM certificates",
+                        path.display()
+                    )
+                })?;
+                Some(pem)
+            }
         };
         let signals = &section.signals;
         let machine = if !signals.enabled {
@@ -225,6 +249,7 @@ impl ClientConfig {
                 max_nets: (section.max_bans as usize).min(MAX_CROWDSEC_NETS),
             },
             push_rate_bans: signals.enabled && signals.rate_bans,
+            ca_pem,
         }))
     }
 
@@ -233,6 +258,26 @@ impl ClientConfig {
             .join(path)
             .with_context(|| format!("joining {path} to crowdsec.lapi_url {}", self.lapi))
     }
+}
+
+/// The client for the Local API, trusting `ca_pem`'s certificates besides the public roots.
+fn http_client(ca_pem: Option<&[u8]>) -> Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT);
+    if let Some(pem) = ca_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem).context("reading the PEM")?;
+        if certs.is_empty() {
+            bail!("it holds no PEM certificate (-----BEGIN CERTIFICATE-----)");
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
+        .build()
+        .context("cannot set up the HTTP client for the CrowdSec Local API")
 }
 
 const BOUNCER_KEY_FIX: &str = "create a key with `cscli bouncers add sip-xdp-$(hostname) -o raw \
@@ -749,12 +794,7 @@ impl Crowdsec {
         stats: Arc<Stats>,
         ipv6_prefix: u8,
     ) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .context("cannot set up the HTTP client for the CrowdSec Local API")?;
+        let http = http_client(cfg.ca_pem.as_deref())?;
         let ctx = Arc::new(Ctx {
             stream_url: cfg.endpoint("v1/decisions/stream")?,
             login_url: cfg.endpoint("v1/watchers/login")?,
@@ -1970,5 +2010,73 @@ mod tests {
             assert_eq!(client.signals.is_some(), rate_bans);
             client.stop().await;
         }
+    }
+
+    /// A throwaway self-signed certificate made for this test (`openssl req -x509 -newkey ec`).
+    const TEST_CA_PEM: &str = "-----BEGIN CERTIFICATE-----
+MIIBizCCATGgAwIBAgIUbEVuxcpy9MVXYeEg0Cm6HABOnX0wCgYIKoZIzj0EAwIw
+GjEYMBYGA1UEAwwPc2lwLXhkcC10ZXN0LWNhMCAXDTI2MTIwMTA4MzAwN1oYDzIx
+MjYxMTA3MDgzMDA3WjAaMRgwFgYDVQQDDA9zaXAteGRwLXRlc3QtY2EwWTATBgcq
+hkjOPQIBBggqhkjOPQMBBwNCAAT/oOeUVjPtAIra3D8ECud6DjpN2hgm7iENjje1
+1IsSsb71uAVIWB0vm1VmOpfAXILuehlhCDQxcx5hoktnbqUwo1MwUTAdBgNVHQ4E
+FgQUpbPmYnv5i+5tOhahbKIe8i+ER48wHwYDVR0jBBgwFoAUpbPmYnv5i+5tOhah
+bKIe8i+ER48wDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNIADBFAiEAhQXh
+q0eTBthw/OfbDdCk9djtU+Ev0P7wUBySqcFiVbACIAWCQFKWluMyZzFrdopcqvd6
+2JTfPPOgb3pONZY0nG1m
+-----END CERTIFICATE-----
+";
+
+    #[test]
+    fn ca_file_is_read_and_checked_before_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("bouncer.key");
+        std::fs::write(&key, "k0123456789\n").unwrap();
+        chmod(&key, 0o600);
+        let ca = dir.path().join("ca.pem");
+        let mut section = section_with_key_file(&key);
+        section.lapi_url = "https://203.0.113.200:8080/".to_owned();
+        section.ca_file = Some(ca.clone());
+
+        let err = format!(
+            "{:#}",
+            ClientConfig::from_settings(&section, None).unwrap_err()
+        );
+        assert!(err.contains("cannot read crowdsec.ca_file"), "{err}");
+        std::fs::write(&ca, "not a certificate\n").unwrap();
+        let err = format!(
+            "{:#}",
+            ClientConfig::from_settings(&section, None).unwrap_err()
+        );
+        assert!(
+            err.contains("crowdsec.ca_file") && err.contains("no PEM certificate"),
+            "{err}"
+        );
+        std::fs::write(&ca, TEST_CA_PEM).unwrap();
+        let cfg = ClientConfig::from_settings(&section, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(cfg.ca_pem.as_deref(), Some(TEST_CA_PEM.as_bytes()));
+    }
+
+    #[test]
+    fn an_inline_secret_in_a_readable_config_is_refused_even_with_crowdsec_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("sip-xdp.toml");
+        std::fs::write(&config, "").unwrap();
+        chmod(&config, 0o644);
+        let section = CrowdsecSection {
+            api_key: Some("k0123456789".to_owned()),
+            ..CrowdsecSection::default()
+        };
+        let err = ClientConfig::from_settings(&section, Some(&config))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+        chmod(&config, 0o600);
+        assert!(
+            ClientConfig::from_settings(&section, Some(&config))
+                .unwrap()
+                .is_none()
+        );
     }
 }
