@@ -39,10 +39,10 @@ const OUTAGE_LINE: &str = "CrowdSec Local API unreachable";
 const BACK_LINE: &str = "resynced";
 
 /// Rate limit low enough for a short flood; long bans, so nothing runs out during the test.
-/// The Local API is on the test bridge, off loopback, over plain http: allowed explicitly.
+/// The Local API is on the test bridge, off loopback: https, trusting the test CA.
 /// `signals` is the extra `[crowdsec.signals]` text (node A's `rate_bans = true`), `feed` the
 /// extra `[crowdsec]` text.
-fn node_config(lapi_url: &str, dir: &Path, feed: &str, signals: &str) -> String {
+fn node_config(lapi: &Lapi, dir: &Path, feed: &str, signals: &str) -> String {
     format!(
         r#"
 [limits.register]
@@ -59,7 +59,7 @@ lapi_url = "{lapi_url}"
 api_key_file = "{key}"
 poll_interval = "{poll}s"
 max_backoff = "{backoff}s"
-allow_insecure_http = true
+ca_file = "{ca}"
 {feed}
 
 [crowdsec.signals]
@@ -67,6 +67,8 @@ enabled = true
 credentials_file = "{creds}"
 {signals}
 "#,
+        lapi_url = lapi.url(),
+        ca = lapi.ca_file.display(),
         key = dir.join("bouncer.key").display(),
         creds = dir.join("machine.yaml").display(),
         poll = POLL_INTERVAL.as_secs(),
@@ -191,8 +193,48 @@ fn crowdsec_fleet_shares_bans_and_survives_an_outage() {
         } else {
             ("max_bans = 4", "")
         };
-        std::fs::write(&host.config, node_config(&lapi.url(), dir, feed, signals)).unwrap();
+        std::fs::write(&host.config, node_config(&lapi, dir, feed, signals)).unwrap();
         lapi.connect(host);
+    }
+    // Plain http to this off-loopback Local API is refused, naming the key and the fixes; a key
+    // file others can read stops `run` before it attaches, naming `chmod 600`.
+    {
+        let host = &hosts[0];
+        let dir = host.state_dir.path();
+        let config = std::fs::read_to_string(&host.config).unwrap();
+        let plain = dir.join("plain-http.toml");
+        std::fs::write(
+            &plain,
+            config.replace(&lapi.url(), &lapi.url().replace("https://", "http://")),
+        )
+        .unwrap();
+        let err = host.fails(&["config", "check", plain.to_str().unwrap()]);
+        for needle in [
+            "crowdsec.lapi_url",
+            "use https://",
+            "allow_insecure_http = true",
+        ] {
+            assert!(err.contains(needle), "{err}");
+        }
+        let key = dir.join("bouncer.key");
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        let config_arg = host.config.to_str().unwrap();
+        let err = host.fails(&[
+            "run",
+            "--iface",
+            sip_xdp_tests::netns::SERVER_IF,
+            "--config",
+            config_arg,
+            "--no-metrics",
+        ]);
+        assert!(
+            err.contains("crowdsec.api_key_file")
+                && err.contains(&format!("chmod 600 {}", key.display())),
+            "{err}"
+        );
+        assert!(!sip_xdp_tests::host::has_xdp(host), "nothing attached");
+        sip_xdp_tests::crowdsec::make_private(&key);
     }
     let [host_a, host_b] = hosts;
     let start_node = |name: &'static str, host: Host| {
