@@ -568,8 +568,8 @@ impl CrowdsecSection {
                 format!(
                     "crowdsec.lapi_url {:?} is plain http:// to a host that is not loopback: the \
                      bouncer key and every decision would cross the network in clear; use \
-                     https:// (crowdsec's api.server.tls; crowdsec.ca_file names a private CA), or a \
-                     Local API on 127.0.0.1, or, on a link you trust (a VPN), set \
+                     https:// (crowdsec's api.server.tls; crowdsec.ca_file names a private \
+                     CA), or a Local API on 127.0.0.1, or, on a link you trust (a VPN), set \
                      crowdsec.allow_insecure_http = true",
                     self.lapi_url
                 ),

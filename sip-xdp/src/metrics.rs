@@ -537,8 +537,7 @@ pub async fn serve_with_limits(
     let mut connections = tokio::task::JoinSet::new();
     let mut next_id: u64 = 0;
     let mut last_accept_warn: Option<Instant> = None;
-    let shutdown = std::pin::pin!(shutdown);
-    let mut shutdown = shutdown;
+    let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let stream = tokio::select! {
             () = &mut shutdown => break,
