@@ -24,7 +24,7 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok
 for p in rustc-web rust-web-src "llvm-${LLVM_MAJOR}-dev" libpolly-${LLVM_MAJOR}-dev libzstd-dev zlib1g-dev \
          iproute2 util-linux \
          sip-tester nftables iptables fonts-dejavu-core \
-         fail2ban crowdsec prometheus ${SIP_XDP_EXTRA_APT:-}; do
+         fail2ban crowdsec prometheus openssl ${SIP_XDP_EXTRA_APT:-}; do
     have_pkg "$p" || apt_pkgs+=("$p")
 done
 if [ ${#apt_pkgs[@]} -gt 0 ]; then

@@ -168,7 +168,7 @@ fn pin_raw_map(
 /// and the lists (same layout) are kept as they are.
 #[test]
 fn an_upgrade_carries_bans_and_lists_over_maps_of_an_older_layout() {
-    use aya::maps::{HashMap as BpfHashMap, LpmTrie, Map, MapData, lpm_trie::Key};
+    use aya::maps::{HashMap as BpfHashMap, LpmTrie, Map, MapData};
     use sip_xdp::loader::{self, LoadOptions};
     use sip_xdp_common::{AllowEntry, SourceKey, map_names};
     const LRU_HASH: u32 = 9;
