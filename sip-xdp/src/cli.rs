@@ -263,6 +263,11 @@ pub enum BanAction {
         /// lifts another.
         #[arg(long, value_enum, default_value_t = AddOrigin::Manual)]
         origin: AddOrigin,
+        /// Exit with status 3 (after saving the ban) unless it is in force now: sip-xdp attached
+        /// to an interface in this network namespace. For callers that must know (fail2ban's
+        /// action); without it a ban while nothing is attached is saved, noted, and exits 0.
+        #[arg(long)]
+        require_enforced: bool,
     },
     /// Lift bans of these addresses. Without --origin: the bans this node made itself (manual,
     /// and the rate limiter's with their strike history); fail2ban's and CrowdSec's stay.
@@ -301,6 +306,23 @@ pub enum ConfigAction {
         config: Option<PathBuf>,
     },
 }
+
+/// `ban add --require-enforced` found nothing attached: the ban is saved but not in force.
+/// `main` exits with [`NotEnforced::EXIT_CODE`] for it, so callers can tell it from a failure.
+#[derive(Debug)]
+pub struct NotEnforced(pub String);
+
+impl NotEnforced {
+    pub const EXIT_CODE: u8 = 3;
+}
+
+impl std::fmt::Display for NotEnforced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotEnforced {}
 
 fn parse_mode(s: &str) -> Result<AttachMode, String> {
     s.parse()
@@ -367,8 +389,11 @@ pub fn attach(cli: &Cli, args: &AttachArgs) -> Result<()> {
     let (settings, _) = load_settings(args.config.as_deref())?;
     let pins = PinDir::new(&cli.pin_dir);
     let control = Control::new(pins.clone(), cli.state_dir.clone());
-    let outcomes = control.attach(&settings, &args.ifaces, args.mode)?;
-    for (iface, outcome) in outcomes {
+    let report = control.attach(&settings, &args.ifaces, args.mode)?;
+    for warning in &report.warnings {
+        eprintln!("sip-xdp: warning: {warning}");
+    }
+    for (iface, outcome) in report.outcomes {
         if outcome.fell_back {
             eprintln!(
                 "warning: {iface}: the driver refused native XDP; attached in generic (skb) mode, \
@@ -462,6 +487,7 @@ pub fn ban(cli: &Cli, action: &BanAction) -> Result<()> {
             duration,
             reason,
             origin,
+            require_enforced,
         } => {
             require_privileges("ban")?;
             let duration = match duration {
@@ -470,6 +496,18 @@ pub fn ban(cli: &Cli, action: &BanAction) -> Result<()> {
             };
             let report = control.ban_add(nets, (*origin).into(), duration, reason.clone())?;
             report.print();
+            if *require_enforced && !report.enforced {
+                let list: Vec<String> = nets.iter().map(|n| n.to_string()).collect();
+                return Err(NotEnforced(format!(
+                    "ban of {} saved to {} but NOT in force: sip-xdp is not attached to any \
+                     interface in this network namespace (pin directory {}); run `sip-xdp attach \
+                     --iface IFACE` or start sip-xdp.service, and the ban applies then",
+                    list.join(", "),
+                    cli.state_dir.display(),
+                    cli.pin_dir.display()
+                ))
+                .into());
+            }
         }
         BanAction::Del {
             nets,

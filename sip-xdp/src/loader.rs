@@ -1,6 +1,8 @@
 //! Loads the embedded XDP object into the kernel.
 use std::{
     ffi::CString,
+    fs::File,
+    time::{Duration, Instant},
     os::{
         fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
         unix::ffi::OsStrExt as _,
@@ -266,6 +268,70 @@ pub enum PinError {
         #[source]
         source: MapError,
     },
+    #[error(
+        "another sip-xdp daemon{pid} is already running with pin directory {path}; two daemons \
+         must not manage one pinned program: stop it first (`systemctl stop sip-xdp`), or give \
+         this one its own --pin-dir and --state-dir",
+        pid = holder(*.pid)
+    )]
+    DaemonRunning { path: PathBuf, pid: Option<u32> },
+    #[error(
+        "the config lock {path} is still held after {waited:?} by another sip-xdp{pid} writing \
+         the config; retry when it has finished",
+        pid = holder(*.pid)
+    )]
+    ConfigLockTimeout {
+        path: PathBuf,
+        waited: Duration,
+        pid: Option<u32>,
+    },
+}
+
+fn holder(pid: Option<u32>) -> String {
+    pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+}
+
+/// The subdirectory of a pin directory whose flock serialises config writes (bpffs holds no
+/// regular files, but a directory can be locked like one; nor names with a dot).
+pub const CONFIG_LOCK_DIR: &str = "config_lock";
+/// How long a config write waits for another writer.
+pub const CONFIG_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A flock on a directory of the pin directory; dropping it releases the lock.
+#[derive(Debug)]
+pub struct PinLock {
+    _dir: File,
+}
+
+fn try_flock(file: &File) -> std::io::Result<bool> {
+    // SAFETY: a valid descriptor owned by `file`.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let err = std::io::Error::last_os_error();
+    match err.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Ok(false),
+        _ => Err(err),
+    }
+}
+
+/// The pid holding a flock on `path`, from /proc/locks (as this pid namespace sees it).
+pub fn lock_holder(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path).ok()?;
+    let dev = meta.dev();
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let wanted = format!("{major:02x}:{minor:02x}:{}", meta.ino());
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // "1: FLOCK  ADVISORY  WRITE 1234 00:1f:5678 0 EOF"; waiters have "->" after the id.
+        if fields.get(1) != Some(&"FLOCK") || fields.get(5) != Some(&wanted.as_str()) {
+            return None;
+        }
+        fields.get(4)?.parse().ok()
+    })
 }
 
 /// The bpffs directory holding sip-xdp's pinned maps and per-interface links.
@@ -473,9 +539,63 @@ impl PinDir {
         Ok(removed)
     }
 
-    /// Removes the directory when nothing is left in it.
+    /// Removes the directory when nothing is left in it (but its config lock).
     pub fn remove_if_empty(&self) {
-        let _ = std::fs::remove_dir(&self.path);
+        if std::fs::remove_dir(&self.path).is_ok() {
+            return;
+        }
+        let lock = self.path.join(CONFIG_LOCK_DIR);
+        if std::fs::remove_dir(&lock).is_ok() && std::fs::remove_dir(&self.path).is_err() {
+            // Something else is in there after all: keep the lock where writers expect it.
+            let _ = std::fs::create_dir(&lock);
+        }
+    }
+
+    /// Taken by `sip-xdp run` for its whole life (a flock on the pin directory itself): one
+    /// daemon per pinned program, whatever state directories they were given. Fails at once,
+    /// naming the other daemon's pid, when one holds it.
+    pub fn lock_daemon(&self) -> Result<PinLock, PinError> {
+        let dir = File::open(&self.path).map_err(io_err("cannot open", &self.path))?;
+        match try_flock(&dir) {
+            Ok(true) => Ok(PinLock { _dir: dir }),
+            Ok(false) => Err(PinError::DaemonRunning {
+                path: self.path.clone(),
+                pid: lock_holder(&self.path),
+            }),
+            Err(e) => Err(io_err("cannot lock", &self.path)(e)),
+        }
+    }
+
+    /// Held around every config write (the idle CONFIG slot, then the ACTIVE_CONFIG flip), by
+    /// `attach`, `run` and a reload alike, so two writers never take the same idle slot and one
+    /// of them rewrites the slot the program is reading. Waits up to [`CONFIG_LOCK_TIMEOUT`].
+    pub fn lock_config(&self) -> Result<PinLock, PinError> {
+        self.lock_config_with_timeout(CONFIG_LOCK_TIMEOUT)
+    }
+
+    pub fn lock_config_with_timeout(&self, timeout: Duration) -> Result<PinLock, PinError> {
+        let path = self.path.join(CONFIG_LOCK_DIR);
+        match std::fs::create_dir(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err("cannot create", &path)(e)),
+        }
+        let dir = File::open(&path).map_err(io_err("cannot open", &path))?;
+        let started = Instant::now();
+        loop {
+            if try_flock(&dir).map_err(io_err("cannot lock", &path))? {
+                return Ok(PinLock { _dir: dir });
+            }
+            let waited = started.elapsed();
+            if waited >= timeout {
+                return Err(PinError::ConfigLockTimeout {
+                    pid: lock_holder(&path),
+                    path,
+                    waited,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20).min(timeout - waited));
+        }
     }
 }
 

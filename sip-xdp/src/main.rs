@@ -23,6 +23,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<cli::NotEnforced>().is_some() => {
+            eprintln!("sip-xdp: {e:#}");
+            ExitCode::from(cli::NotEnforced::EXIT_CODE)
+        }
         Err(e) => {
             // One line, cause chain included: what failed and why, ending in the fix.
             eprintln!("sip-xdp: error: {e:#}");
