@@ -324,6 +324,38 @@ impl std::fmt::Display for NotEnforced {
 
 impl std::error::Error for NotEnforced {}
 
+impl Cli {
+    /// Parses the command line, then settles the directories (see [`Cli::settle_dirs`]).
+    pub fn parse_settled() -> Self {
+        use clap::{CommandFactory as _, FromArgMatches as _};
+        let matches = Cli::command().get_matches();
+        let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        let defaulted = |id: &str| {
+            matches.value_source(id) == Some(clap::parser::ValueSource::DefaultValue)
+        };
+        cli.settle_dirs(defaulted("pin_dir"), defaulted("state_dir"));
+        cli
+    }
+
+    /// Outside PID 1's network namespace (`ip netns exec NS`, `nsenter --net`), the default
+    /// directories are the namespace's own, so two namespaces with an `eth0` each never share
+    /// pins or state: /sys/fs/bpf/sip-xdp-netns-NS and /var/lib/sip-xdp/netns-NS (NS being the
+    /// `ip netns` name, else `ino<inode>`). Directories given with --pin-dir/--state-dir or the
+    /// environment are kept. Then the pin directory is made reachable from this mount
+    /// namespace ([`loader::reachable_pin_dir`]).
+    pub fn settle_dirs(&mut self, pin_dir_defaulted: bool, state_dir_defaulted: bool) {
+        if let Some(label) = crate::namespaces::netns_label() {
+            if pin_dir_defaulted {
+                self.pin_dir = crate::namespaces::netns_pin_dir(&self.pin_dir, &label);
+            }
+            if state_dir_defaulted {
+                self.state_dir = crate::namespaces::netns_state_dir(&self.state_dir, &label);
+            }
+        }
+        self.pin_dir = loader::reachable_pin_dir(&self.pin_dir);
+    }
+}
+
 fn parse_mode(s: &str) -> Result<AttachMode, String> {
     s.parse()
 }

@@ -244,6 +244,9 @@ impl Control {
         for iface in ifaces {
             check_interface(iface)?;
         }
+        // Before anything else is touched: a pin directory that would vanish with this command
+        // refuses here.
+        self.pins.ensure()?;
         let _lock = state::lock(&self.state_dir)?;
         // A bad state file must not leave the host unfiltered: attach with what can be trusted
         // (the program, the config, the previous version of the file, the pinned maps) and say

@@ -244,6 +244,17 @@ pub enum PinError {
          --pin-dir under a bpffs mount"
     )]
     NotBpffs { path: PathBuf },
+    #[error(
+        "{path} is not on a BPF filesystem that outlives this command: this process runs in a \
+         private mount namespace (`ip netns exec`, `unshare`, a container) without the host's \
+         bpffs, and a bpffs mounted here would vanish when the command exits, taking the filter \
+         with it; nothing was attached. Make the host's bpffs reachable (a container: `-v \
+         /sys/fs/bpf:/sys/fs/bpf`; `ip netns exec`: `mount -t bpf bpf {BPFFS_MOUNT}` on the \
+         host, which sip-xdp then uses through {init_root} or /proc/2/root), or pass --pin-dir on a bpffs that \
+         outlives the command",
+        init_root = crate::namespaces::INIT_ROOT
+    )]
+    Vanishing { path: PathBuf },
     #[error("cannot mount bpffs at {BPFFS_MOUNT}: {source} (are you root?)")]
     Mount {
         #[source]
@@ -424,8 +435,12 @@ impl PinDir {
     }
 
     /// Makes sure the directory exists on a bpffs, mounting bpffs at /sys/fs/bpf when the pin
-    /// directory lives there and nothing is mounted (a minimal host or container).
+    /// directory lives there and nothing is mounted (a minimal host or container), but only in
+    /// PID 1's mount namespace: elsewhere (`ip netns exec`) the mount, the pins and so the
+    /// attachment would vanish with the command, and this refuses instead ([`PinError::Vanishing`];
+    /// see [`reachable_pin_dir`] for how the host's bpffs is found from there).
     pub fn ensure(&self) -> Result<(), PinError> {
+        let lasting_mount_ns = crate::namespaces::same_as_init("mnt") == Some(true);
         if self.path.exists() {
             return if is_bpffs(&self.path) {
                 Ok(())
@@ -437,6 +452,11 @@ impl PinDir {
         }
         let mount = Path::new(BPFFS_MOUNT);
         if self.path.starts_with(mount) && !is_bpffs(mount) {
+            if !lasting_mount_ns {
+                return Err(PinError::Vanishing {
+                    path: self.path.clone(),
+                });
+            }
             let source = CString::new("bpf").expect("no NUL");
             let target = CString::new(BPFFS_MOUNT).expect("no NUL");
             let options = CString::new("mode=0700").expect("no NUL");
@@ -458,8 +478,11 @@ impl PinDir {
         }
         let parent = self.path.parent().unwrap_or(Path::new("/"));
         if !is_bpffs(parent) {
-            return Err(PinError::NotBpffs {
-                path: self.path.clone(),
+            let path = self.path.clone();
+            return Err(if lasting_mount_ns {
+                PinError::NotBpffs { path }
+            } else {
+                PinError::Vanishing { path }
             });
         }
         std::fs::create_dir_all(&self.path).map_err(io_err("cannot create", &self.path))
@@ -596,6 +619,35 @@ impl PinDir {
             }
             std::thread::sleep(Duration::from_millis(20).min(timeout - waited));
         }
+    }
+}
+
+/// Whether `path`, or the nearest of its ancestors that exists, is on a bpffs.
+fn on_bpffs(path: &Path) -> bool {
+    let mut at = path;
+    loop {
+        if at.exists() {
+            return is_bpffs(at);
+        }
+        match at.parent() {
+            Some(parent) => at = parent,
+            None => return false,
+        }
+    }
+}
+
+/// The pin directory as this process must use it. Normally `path` itself. In a private mount
+/// namespace without a bpffs at `path` (`ip netns exec`, which remounts /sys, or `unshare`),
+/// the same path in PID 1's view (`/proc/1/root/<path>`) when that is on a bpffs: the host's
+/// bpffs, where pins outlive the command, and where every later command (from any mount
+/// namespace) finds them.
+pub fn reachable_pin_dir(path: &Path) -> PathBuf {
+    if on_bpffs(path) || crate::namespaces::same_as_init("mnt") != Some(false) {
+        return path.to_owned();
+    }
+    match crate::namespaces::in_init_root(path) {
+        Some(there) if on_bpffs(&there) => there,
+        _ => path.to_owned(),
     }
 }
 

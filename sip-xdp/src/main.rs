@@ -1,7 +1,6 @@
 //! `sip-xdp`: command-line entry point.
 use std::process::ExitCode;
 
-use clap::Parser as _;
 use sip_xdp::{
     cli::{self, Cli, Command},
     control::ListKind,
@@ -9,7 +8,7 @@ use sip_xdp::{
 };
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_settled();
     let result = match &cli.command {
         Command::Run(args) => daemon::run(&cli, args),
         Command::Attach(args) => cli::attach(&cli, args),
