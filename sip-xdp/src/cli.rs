@@ -330,9 +330,8 @@ impl Cli {
         use clap::{CommandFactory as _, FromArgMatches as _};
         let matches = Cli::command().get_matches();
         let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-        let defaulted = |id: &str| {
-            matches.value_source(id) == Some(clap::parser::ValueSource::DefaultValue)
-        };
+        let defaulted =
+            |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::DefaultValue);
         cli.settle_dirs(defaulted("pin_dir"), defaulted("state_dir"));
         cli
     }

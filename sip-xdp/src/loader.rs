@@ -2,12 +2,12 @@
 use std::{
     ffi::CString,
     fs::File,
-    time::{Duration, Instant},
     os::{
         fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
         unix::ffi::OsStrExt as _,
     },
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use aya::{

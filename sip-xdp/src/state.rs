@@ -492,7 +492,10 @@ impl StateFile {
         let mut shortened = 0;
         for ban in &mut self.bans {
             let end_ns = ban.expires_at.saturating_mul(NS_PER_SEC);
-            let whole_ns = ban.expires_at.saturating_sub(ban.added_at).saturating_mul(NS_PER_SEC);
+            let whole_ns = ban
+                .expires_at
+                .saturating_sub(ban.added_at)
+                .saturating_mul(NS_PER_SEC);
             let left_ns = end_ns.saturating_sub(now_ns).min(whole_ns);
             let current_ns = end_ns.saturating_sub(now.wall_ns);
             if current_ns > left_ns.saturating_add(CLAMP_TOLERANCE_NS) {
@@ -1021,7 +1024,11 @@ mod tests {
     }
 
     fn mode_of(path: &Path) -> u32 {
-        fs::symlink_metadata(path).expect("stat").permissions().mode() & 0o777
+        fs::symlink_metadata(path)
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o777
     }
 
     #[test]
@@ -1032,13 +1039,23 @@ mod tests {
         let old = unsafe { libc::umask(0o022) };
         let _lock = lock(&state_dir).expect("lock");
         sample().save(&state_dir).expect("save");
-        sample().save(&state_dir).expect("save again (keeps state.json.prev)");
+        sample()
+            .save(&state_dir)
+            .expect("save again (keeps state.json.prev)");
         unsafe { libc::umask(old) };
         assert_eq!(mode_of(&state_dir), 0o700, "state directory");
-        assert_eq!(mode_of(&dir.path().join("var/lib")), 0o700, "created parents");
+        assert_eq!(
+            mode_of(&dir.path().join("var/lib")),
+            0o700,
+            "created parents"
+        );
         assert_eq!(mode_of(&state_dir.join(STATE_FILE)), 0o600, "state file");
         assert_eq!(mode_of(&state_dir.join(LOCK_FILE)), 0o600, "lock file");
-        assert_eq!(mode_of(&state_dir.join(PREV_FILE)), 0o600, "previous version");
+        assert_eq!(
+            mode_of(&state_dir.join(PREV_FILE)),
+            0o600,
+            "previous version"
+        );
     }
 
     #[test]
@@ -1050,15 +1067,31 @@ mod tests {
         fs::create_dir(&state_dir).unwrap();
         let tmp = state_dir.join(format!("{STATE_FILE}{TMP_SUFFIX}"));
         std::os::unix::fs::symlink(&victim, &tmp).expect("plant symlink");
-        sample().save(&state_dir).expect("save past a planted symlink");
-        assert_eq!(fs::read(&victim).unwrap(), b"precious\n", "target written through");
-        assert!(fs::symlink_metadata(&tmp).is_err(), "temporary name left behind");
+        sample()
+            .save(&state_dir)
+            .expect("save past a planted symlink");
+        assert_eq!(
+            fs::read(&victim).unwrap(),
+            b"precious\n",
+            "target written through"
+        );
+        assert!(
+            fs::symlink_metadata(&tmp).is_err(),
+            "temporary name left behind"
+        );
         assert_eq!(StateFile::load(&state_dir).unwrap(), sample());
-        assert!(!fs::symlink_metadata(state_dir.join(STATE_FILE)).unwrap().file_type().is_symlink());
+        assert!(
+            !fs::symlink_metadata(state_dir.join(STATE_FILE))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
 
         // A stale regular temporary file (a crash between write and rename) is replaced.
         fs::write(&tmp, b"half a file").unwrap();
-        StateFile::default().save(&state_dir).expect("save past a stale temp file");
+        StateFile::default()
+            .save(&state_dir)
+            .expect("save past a stale temp file");
         assert_eq!(StateFile::load(&state_dir).unwrap(), StateFile::default());
         assert!(fs::symlink_metadata(&tmp).is_err());
     }
@@ -1080,7 +1113,10 @@ mod tests {
         let text = recovery.warnings.join("\n");
         assert!(text.contains("not valid"), "{text}");
         assert!(text.contains("moved it aside"), "{text}");
-        assert!(text.contains("changes made after that were NOT restored"), "{text}");
+        assert!(
+            text.contains("changes made after that were NOT restored"),
+            "{text}"
+        );
         let rejected = rejected_files(dir.path());
         assert_eq!(rejected.len(), 1, "{rejected:?}");
         assert_eq!(fs::read(&rejected[0]).unwrap(), garbage, "kept as it was");
@@ -1155,7 +1191,11 @@ mod tests {
         let now = at("boot-b", 9_100, 5);
         assert_eq!(s.clamp_restored_bans(&now), 2);
         assert_eq!(left(&s, &now), (hour, 600));
-        assert_eq!(s.bans[0].expires_at - s.bans[0].added_at, hour, "duration kept");
+        assert_eq!(
+            s.bans[0].expires_at - s.bans[0].added_at,
+            hour,
+            "duration kept"
+        );
 
         // Another boot, no save time known, the clock 9000 s behind: never more than the ban.
         let mut s = state.clone();
@@ -1172,7 +1212,11 @@ mod tests {
         assert_eq!(left(&s, &now), (hour - 100, 500));
 
         // A right clock changes nothing; nor does one that is ahead (bans are never lengthened).
-        for now in [at("boot-a", 10_100, 150), at("boot-b", 10_100, 5), at("boot-b", 20_000, 5)] {
+        for now in [
+            at("boot-a", 10_100, 150),
+            at("boot-b", 10_100, 5),
+            at("boot-b", 20_000, 5),
+        ] {
             let mut s = state.clone();
             assert_eq!(s.clamp_restored_bans(&now), 0, "{now:?}");
             assert_eq!(s, state);

@@ -448,7 +448,9 @@ fn automatic_bans_and_strikes_survive_a_purge() {
 /// `ip -d link show dev IF` in `netns`: the XDP program's id, if one is attached.
 fn xdp_prog_id(netns: &str, iface: &str) -> Option<u64> {
     let out = Command::new("ip")
-        .args(["netns", "exec", netns, "ip", "-d", "link", "show", "dev", iface])
+        .args([
+            "netns", "exec", netns, "ip", "-d", "link", "show", "dev", iface,
+        ])
         .output()
         .expect("running ip");
     assert!(out.status.success(), "{out:?}");
@@ -525,7 +527,9 @@ fn ip_netns_exec_attach_stays_attached_and_later_commands_manage_it() {
 
     let out = ip_netns_exec_ok(
         ns,
-        &["attach", "--iface", SERVER_IF, "--mode", "native", "--config", config],
+        &[
+            "attach", "--iface", SERVER_IF, "--mode", "native", "--config", config,
+        ],
     );
     assert!(out.contains("attached, native mode"), "{out}");
     assert!(
@@ -561,7 +565,14 @@ fn ip_netns_exec_attach_stays_attached_and_later_commands_manage_it() {
     let b = IpAddr::V4(CLIENT_V4_B);
     ip_netns_exec_ok(
         ns,
-        &["ban", "add", &b.to_string(), "--for", "1h", "--require-enforced"],
+        &[
+            "ban",
+            "add",
+            &b.to_string(),
+            "--for",
+            "1h",
+            "--require-enforced",
+        ],
     );
     assert_eq!(host.registers_through(&server, b, 3), 0);
     // The other namespace's filter has its own maps: nothing of this reached it.
@@ -573,7 +584,11 @@ fn ip_netns_exec_attach_stays_attached_and_later_commands_manage_it() {
     // Detach from another `ip netns exec`: gone in the kernel, the other namespace untouched.
     let out = ip_netns_exec_ok(ns, &["detach", "--iface", SERVER_IF]);
     assert!(out.contains("detached"), "{out}");
-    assert_eq!(xdp_prog_id(ns, SERVER_IF), None, "still attached after detach");
+    assert_eq!(
+        xdp_prog_id(ns, SERVER_IF),
+        None,
+        "still attached after detach"
+    );
     assert_eq!(xdp_prog_id(ns2, SERVER_IF), Some(prog2));
     assert_eq!(host.registers_through(&server, b, 3), 3);
 }
@@ -618,7 +633,10 @@ fn a_private_mount_namespace_pins_into_the_hosts_bpffs() {
         "attach mounted a bpffs in the private namespace: {stdout}"
     );
     // The shell and its namespace are gone; the host sees the pins and the program.
-    assert!(host.pin_dir.join("link_native_sxdp-srv").exists(), "{stdout}");
+    assert!(
+        host.pin_dir.join("link_native_sxdp-srv").exists(),
+        "{stdout}"
+    );
     assert!(has_xdp(&host));
     let status = host.status();
     assert_eq!(status["attached"][0]["iface"], SERVER_IF);

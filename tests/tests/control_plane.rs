@@ -110,7 +110,11 @@ fn a_corrupt_or_newer_state_file_still_attaches_and_says_what_was_not_restored()
     assert!(has_xdp(&host), "nothing attached");
     // The lists came back from the version before, and filter.
     let server = host.server_socket();
-    assert_eq!(host.registers_through(&server, a, 3), 0, "the ban came back");
+    assert_eq!(
+        host.registers_through(&server, a, 3),
+        0,
+        "the ban came back"
+    );
     assert_eq!(
         host.registers_through(&server, b, 30),
         30,
@@ -144,7 +148,11 @@ fn a_corrupt_or_newer_state_file_still_attaches_and_says_what_was_not_restored()
         .map(|e| e.unwrap().path())
         .find(|p| p.to_string_lossy().contains("state.json.rejected-"))
         .expect("the newer file moved aside");
-    assert_eq!(fs::read(&kept).unwrap(), newer, "the newer file was changed");
+    assert_eq!(
+        fs::read(&kept).unwrap(),
+        newer,
+        "the newer file was changed"
+    );
     let now: Value = serde_json::from_slice(&fs::read(&state).unwrap()).unwrap();
     assert_eq!(now["version"], 1);
 }
@@ -242,28 +250,16 @@ fn a_full_disk_never_leaves_the_kernel_and_the_state_file_disagreeing() {
     // Space again; a reconcile (attach) must not find a stray ban to adopt as "manual".
     fs::remove_file(filler).unwrap();
     host.ok(&["--state-dir", sd, "attach", "--iface", SERVER_IF]);
-    let bans: Value = serde_json::from_str(&host.ok(&[
-        "--state-dir",
-        sd,
-        "ban",
-        "list",
-        "--output",
-        "json",
-    ]))
-    .unwrap();
+    let bans: Value =
+        serde_json::from_str(&host.ok(&["--state-dir", sd, "ban", "list", "--output", "json"]))
+            .unwrap();
     assert_eq!(bans.as_array().unwrap().len(), 0, "{bans}");
     // Saved this time: in force, with its own origin.
     host.ok(&ban);
     assert_eq!(host.registers_through(&server, a, 3), 0);
-    let bans: Value = serde_json::from_str(&host.ok(&[
-        "--state-dir",
-        sd,
-        "ban",
-        "list",
-        "--output",
-        "json",
-    ]))
-    .unwrap();
+    let bans: Value =
+        serde_json::from_str(&host.ok(&["--state-dir", sd, "ban", "list", "--output", "json"]))
+            .unwrap();
     assert_eq!(bans[0]["origin"], "fail2ban", "{bans}");
     host.ok(&["--state-dir", sd, "detach", "--all", "--purge"]);
 }
@@ -327,7 +323,12 @@ fn a_second_daemon_on_the_same_pin_dir_is_refused_naming_the_first() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut err = String::new();
-    second.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    second
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     let status = exited.unwrap_or_else(|| panic!("a second daemon kept running: {err}"));
     assert!(!status.success(), "a second daemon started: {err}");
     assert!(
@@ -337,7 +338,10 @@ fn a_second_daemon_on_the_same_pin_dir_is_refused_naming_the_first() {
     );
     // The first one's program is the one still attached.
     let status = host.status();
-    assert_eq!(status["attached"][0]["program_id"].as_u64().unwrap(), program);
+    assert_eq!(
+        status["attached"][0]["program_id"].as_u64().unwrap(),
+        program
+    );
 }
 
 #[test]

@@ -382,7 +382,9 @@ fn start_check_fails_until_attached_and_bans_wait_for_the_attach() {
     let list = wait_ban(&host, &f2b, &format!("{a}/32"), "fail2ban", true);
     assert_eq!(list.len(), 1, "{list:?}");
     let log = f2b.wait_log("the failed ban", |log| {
-        log.contains(&format!("Failed to execute ban jail '{JAIL}' action 'sip-xdp'"))
+        log.contains(&format!(
+            "Failed to execute ban jail '{JAIL}' action 'sip-xdp'"
+        ))
     });
     assert!(
         log.lines()
