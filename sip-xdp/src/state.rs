@@ -72,7 +72,8 @@ pub enum StateError {
     },
     #[error(
         "state file {path} is not valid at line {line}, column {column}: {message}; fix it, or \
-         move it aside to start empty; nothing was changed"
+         move it aside to start empty (`sip-xdp attach` does that, restoring the previous \
+         version); nothing was changed"
     )]
     Corrupt {
         path: PathBuf,
@@ -82,7 +83,8 @@ pub enum StateError {
     },
     #[error(
         "state file {path} has version {version}, newer than the version {supported} this \
-         sip-xdp reads; upgrade sip-xdp, or move the file aside to start empty; nothing was \
+         sip-xdp reads; upgrade sip-xdp, or move the file aside to start empty (`sip-xdp \
+         attach` does that, restoring the previous version); nothing was \
          changed"
     )]
     TooNew {

@@ -155,6 +155,20 @@ fn a_corrupt_or_newer_state_file_still_attaches_and_says_what_was_not_restored()
     );
     let now: Value = serde_json::from_slice(&fs::read(&state).unwrap()).unwrap();
     assert_eq!(now["version"], 1);
+
+    // The daemon too: a corrupt file at `run` is logged, moved aside, and the daemon filters.
+    host.ok(&["detach", "--all", "--purge"]);
+    fs::write(&state, b"not json at all").unwrap();
+    let daemon = Daemon::start(&host, &["--no-metrics"]);
+    let line = daemon.wait_for(&["WARN", "moved it aside"]);
+    assert!(line.contains("not valid"), "{line}");
+    daemon.wait_for(&["sip-xdp running"]);
+    assert!(has_xdp(&host));
+    assert_eq!(
+        host.registers_through(&server, a, 30),
+        0,
+        "the ban is still saved"
+    );
 }
 
 /// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.
