@@ -247,11 +247,21 @@ impl Control {
         // Before anything else is touched: a pin directory that would vanish with this command
         // refuses here.
         self.pins.ensure()?;
-        let _lock = state::lock(&self.state_dir)?;
         // A bad state file must not leave the host unfiltered: attach with what can be trusted
         // (the program, the config, the previous version of the file, the pinned maps) and say
         // what was not restored.
-        let (mut state, recovery) = StateFile::load_or_recover(&self.state_dir)?;
+        let loaded = state::lock(&self.state_dir).and_then(|lock| {
+            let (state, recovery) = StateFile::load_or_recover(&self.state_dir)?;
+            Ok((lock, state, recovery))
+        });
+        let (_lock, mut state, recovery) = match loaded {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                // Leave no empty pin directory behind (a no-op when anything is in it).
+                self.pins.remove_if_empty();
+                return Err(e.into());
+            }
+        };
         let recovered = !recovery.warnings.is_empty();
         let mut warnings = recovery.warnings;
         let options = LoadOptions {

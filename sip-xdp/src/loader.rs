@@ -246,12 +246,12 @@ pub enum PinError {
     NotBpffs { path: PathBuf },
     #[error(
         "{path} is not on a BPF filesystem that outlives this command: this process runs in a \
-         private mount namespace (`ip netns exec`, `unshare`, a container) without the host's \
-         bpffs, and a bpffs mounted here would vanish when the command exits, taking the filter \
-         with it; nothing was attached. Make the host's bpffs reachable (a container: `-v \
-         /sys/fs/bpf:/sys/fs/bpf`; `ip netns exec`: `mount -t bpf bpf {BPFFS_MOUNT}` on the \
-         host, which sip-xdp then uses through {init_root} or /proc/2/root), or pass --pin-dir on a bpffs that \
-         outlives the command",
+         private mount namespace (`ip netns exec`, `unshare`) or a container without the \
+         host's bpffs, and a bpffs mounted here would vanish when the command (or its \
+         container) exits, taking the filter with it; nothing was attached. Make the host's \
+         bpffs reachable (a container: `-v /sys/fs/bpf:/sys/fs/bpf`; `ip netns exec`: \
+         `mount -t bpf bpf {BPFFS_MOUNT}` on the host, which sip-xdp then uses through \
+         {init_root} or /proc/2/root), or pass --pin-dir on a bpffs that outlives the command",
         init_root = crate::namespaces::INIT_ROOT
     )]
     Vanishing { path: PathBuf },
@@ -435,12 +435,13 @@ impl PinDir {
     }
 
     /// Makes sure the directory exists on a bpffs, mounting bpffs at /sys/fs/bpf when the pin
-    /// directory lives there and nothing is mounted (a minimal host or container), but only in
-    /// PID 1's mount namespace: elsewhere (`ip netns exec`) the mount, the pins and so the
-    /// attachment would vanish with the command, and this refuses instead ([`PinError::Vanishing`];
+    /// directory lives there and nothing is mounted (a minimal host), but only in the host's
+    /// mount namespace: elsewhere (`ip netns exec`, a container) the mount, the pins
+    /// and so the attachment would vanish with the command or the container, and this refuses
+    /// instead ([`PinError::Vanishing`];
     /// see [`reachable_pin_dir`] for how the host's bpffs is found from there).
     pub fn ensure(&self) -> Result<(), PinError> {
-        let lasting_mount_ns = crate::namespaces::same_as_init("mnt") == Some(true);
+        let lasting_mount_ns = crate::namespaces::mounts_outlive_command();
         if self.path.exists() {
             return if is_bpffs(&self.path) {
                 Ok(())

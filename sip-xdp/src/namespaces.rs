@@ -46,6 +46,18 @@ pub fn same_as_init(kind: &str) -> Option<bool> {
     Some(mine == init)
 }
 
+/// Whether a file system mounted now outlives this command: only in the host's mount namespace,
+/// i.e. PID 1's, and only when that PID 1 is the host's init (this is the initial PID namespace,
+/// where PID 2 is kthreadd). A container's PID 1 (`docker run ... sip-xdp attach` is one) takes
+/// its mount namespace with it when it exits, and `ip netns exec` or `unshare` give a private
+/// one.
+pub fn mounts_outlive_command() -> bool {
+    let initial_pid_ns = std::fs::read_to_string("/proc/2/comm")
+        .is_ok_and(|c| c.trim() == "kthreadd")
+        && std::process::id() != 1;
+    initial_pid_ns && same_as_init("mnt") == Some(true)
+}
+
 /// The name `ip netns` knows this process's network namespace by, if any.
 pub fn netns_name() -> Option<String> {
     let mine = ns_id(Path::new("/proc/self/ns/net"))?;

@@ -688,4 +688,39 @@ fn attach_refuses_where_no_bpffs_outlives_the_command() {
     );
     assert!(!has_xdp(&host), "something was attached");
     assert!(!host.pin_dir.exists(), "something was pinned");
+
+    // A container without the host's bpffs (`docker run ... sip-xdp attach`): sip-xdp is in its
+    // PID 1's mount namespace, but that namespace ends with the container.
+    let script = format!(
+        "umount /sys/fs/bpf 2>/dev/null; \
+         nsenter --net={netns} {bin} attach --iface {SERVER_IF} --config {config}",
+        netns = host.net.server.path().display(),
+        bin = sip_xdp_bin().display(),
+        config = host.config.display(),
+    );
+    let out = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .env("SIP_XDP_PIN_DIR", &host.pin_dir)
+        .env("SIP_XDP_STATE_DIR", host.state_dir.path())
+        .output()
+        .expect("running unshare");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "attach reported success: {stderr}");
+    assert!(
+        stderr.contains("outlives this command") && stderr.contains("container"),
+        "{stderr}"
+    );
+    assert!(!has_xdp(&host), "something was attached");
+    assert!(!host.pin_dir.exists(), "something was pinned");
 }
