@@ -273,6 +273,11 @@ pub enum BanAction {
         /// lifts another.
         #[arg(long, value_enum, default_value_t = AddOrigin::Manual)]
         origin: AddOrigin,
+        /// Exit with status 3 (after saving the ban) unless it is in force now: sip-xdp attached
+        /// to an interface in this network namespace. For callers that must know (fail2ban's
+        /// action); without it a ban while nothing is attached is saved, noted, and exits 0.
+        #[arg(long)]
+        require_enforced: bool,
     },
     /// Lift bans of these addresses. Without --origin: the bans this node made itself (manual,
     /// and the rate limiter's with their strike history); fail2ban's and CrowdSec's stay.
@@ -310,6 +315,54 @@ pub enum ConfigAction {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+}
+
+/// `ban add --require-enforced` found nothing attached: the ban is saved but not in force.
+/// `main` exits with [`NotEnforced::EXIT_CODE`] for it, so callers can tell it from a failure.
+#[derive(Debug)]
+pub struct NotEnforced(pub String);
+
+impl NotEnforced {
+    pub const EXIT_CODE: u8 = 3;
+}
+
+impl std::fmt::Display for NotEnforced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotEnforced {}
+
+impl Cli {
+    /// Parses the command line, then settles the directories (see [`Cli::settle_dirs`]).
+    pub fn parse_settled() -> Self {
+        use clap::{CommandFactory as _, FromArgMatches as _};
+        let matches = Cli::command().get_matches();
+        let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        let defaulted =
+            |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::DefaultValue);
+        cli.settle_dirs(defaulted("pin_dir"), defaulted("state_dir"));
+        cli
+    }
+
+    /// Outside PID 1's network namespace (`ip netns exec NS`, `nsenter --net`), the default
+    /// directories are the namespace's own, so two namespaces with an `eth0` each never share
+    /// pins or state: /sys/fs/bpf/sip-xdp-netns-NS and /var/lib/sip-xdp/netns-NS (NS being the
+    /// `ip netns` name, else `ino<inode>`). Directories given with --pin-dir/--state-dir or the
+    /// environment are kept. Then the pin directory is made reachable from this mount
+    /// namespace ([`loader::reachable_pin_dir`]).
+    pub fn settle_dirs(&mut self, pin_dir_defaulted: bool, state_dir_defaulted: bool) {
+        if let Some(label) = crate::namespaces::netns_label() {
+            if pin_dir_defaulted {
+                self.pin_dir = crate::namespaces::netns_pin_dir(&self.pin_dir, &label);
+            }
+            if state_dir_defaulted {
+                self.state_dir = crate::namespaces::netns_state_dir(&self.state_dir, &label);
+            }
+        }
+        self.pin_dir = loader::reachable_pin_dir(&self.pin_dir);
+    }
 }
 
 fn parse_mode(s: &str) -> Result<AttachMode, String> {
@@ -377,8 +430,11 @@ pub fn attach(cli: &Cli, args: &AttachArgs) -> Result<()> {
     let (settings, _) = load_settings(args.config.as_deref())?;
     let pins = PinDir::new(&cli.pin_dir);
     let control = Control::new(pins.clone(), cli.state_dir.clone());
-    let outcomes = control.attach(&settings, &args.ifaces, args.mode)?;
-    for (iface, outcome) in outcomes {
+    let report = control.attach(&settings, &args.ifaces, args.mode)?;
+    for warning in &report.warnings {
+        eprintln!("sip-xdp: warning: {warning}");
+    }
+    for (iface, outcome) in report.outcomes {
         if outcome.fell_back {
             eprintln!(
                 "warning: {iface}: the driver refused native XDP; attached in generic (skb) mode, \
@@ -472,6 +528,7 @@ pub fn ban(cli: &Cli, action: &BanAction) -> Result<()> {
             duration,
             reason,
             origin,
+            require_enforced,
         } => {
             require_privileges("ban")?;
             let duration = match duration {
@@ -480,6 +537,18 @@ pub fn ban(cli: &Cli, action: &BanAction) -> Result<()> {
             };
             let report = control.ban_add(nets, (*origin).into(), duration, reason.clone())?;
             report.print();
+            if *require_enforced && !report.enforced {
+                let list: Vec<String> = nets.iter().map(|n| n.to_string()).collect();
+                return Err(NotEnforced(format!(
+                    "ban of {} saved to {} but NOT in force: sip-xdp is not attached to any \
+                     interface in this network namespace (pin directory {}); run `sip-xdp attach \
+                     --iface IFACE` or start sip-xdp.service, and the ban applies then",
+                    list.join(", "),
+                    cli.state_dir.display(),
+                    cli.pin_dir.display()
+                ))
+                .into());
+            }
         }
         BanAction::Del {
             nets,

@@ -3,7 +3,9 @@
 //!
 //! Every change takes the state lock for its whole read-modify-write, so the CLI and the daemon
 //! never lose each other's edits. Live maps are changed first, so a full table or a missing
-//! privilege fails before anything is saved that the kernel does not have.
+//! privilege fails before anything is saved that the kernel does not have; when the save then
+//! fails (a full disk), the kernel's tables are put back as they were, so the state file and the
+//! kernel never disagree about a list entry or a ban (nor, so, about its origin).
 use std::{
     collections::{HashMap, HashSet},
     net::IpAddr,
@@ -20,7 +22,7 @@ use crate::{
     config::Settings,
     loader::{self, AttachMode, AttachOutcome, LoadOptions, PinDir},
     maps::{SipMaps, cidr_key, key_addr},
-    state::{self, AutoBanRecord, BanOrigin, Clocks, StateFile, now_wall_secs},
+    state::{self, AutoBanRecord, BanOrigin, Clocks, SavedClock, StateFile, now_wall_secs},
     time::monotonic_now_ns,
 };
 
@@ -82,8 +84,11 @@ impl ListKind {
 pub struct EditReport {
     pub lines: Vec<String>,
     pub missing: Vec<IpNet>,
-    /// False when nothing is attached: the change is saved and applies at the next attach.
+    /// False when no maps are pinned: the change is saved and applies at the next attach.
     pub live: bool,
+    /// True when the change is in force now: the maps are pinned and the program is attached to
+    /// at least one interface present in this network namespace.
+    pub enforced: bool,
 }
 
 impl EditReport {
@@ -91,9 +96,10 @@ impl EditReport {
         for line in &self.lines {
             println!("{line}");
         }
-        if !self.live {
+        if !self.enforced {
             println!(
-                "(sip-xdp is not attached: saved to the state file, applied at the next attach)"
+                "(sip-xdp is not attached to any interface here: saved to the state file, \
+                 applied at the next attach)"
             );
         }
     }
@@ -184,6 +190,15 @@ pub struct OriginUpdate {
     pub remove: Vec<IpNet>,
 }
 
+/// What [`Control::attach`] did.
+#[derive(Debug)]
+pub struct AttachReport {
+    pub outcomes: Vec<(String, AttachOutcome)>,
+    /// Said loudly by the caller: what could not be restored (a bad state file, moved aside),
+    /// and bans shortened because the wall clock is behind.
+    pub warnings: Vec<String>,
+}
+
 pub struct Control {
     pins: PinDir,
     state_dir: PathBuf,
@@ -227,11 +242,37 @@ impl Control {
         let mut maps = self.live_maps()?;
         let mut report = EditReport {
             live: maps.is_some(),
+            enforced: maps.is_some() && self.attached_here(),
             ..EditReport::default()
         };
-        edit(&mut state, &mut maps, &mut report)?;
-        state.save(&self.state_dir)?;
+        // What the kernel's lists hold before the edit, to put back if it cannot be saved.
+        let before = maps.as_ref().map(ListSnapshot::take).transpose()?;
+        let result = edit(&mut state, &mut maps, &mut report)
+            .and_then(|()| state.save(&self.state_dir).map_err(Into::into));
+        if let Err(e) = result {
+            if let (Some(maps), Some(before)) = (maps.as_mut(), before) {
+                if let Err(undo) = before.restore(maps) {
+                    bail!(
+                        "{e:#}; and the kernel's tables could not be put back as they were \
+                         ({undo:#}): run `sip-xdp attach` again to bring them in line with the \
+                         state file"
+                    );
+                }
+                bail!("{e:#}; the kernel's tables were left as they were");
+            }
+            return Err(e);
+        }
         Ok(report)
+    }
+
+    /// Whether the program is attached (through this pin directory) to an interface that is
+    /// present in this network namespace, so a list or ban change is in force now.
+    pub fn attached_here(&self) -> bool {
+        self.pins.attachments().is_ok_and(|attached| {
+            attached
+                .iter()
+                .any(|a| loader::attachment_ids(a).is_some() && check_interface(&a.iface).is_ok())
+        })
     }
 
     fn live_maps(&self) -> Result<Option<SipMaps>> {
@@ -249,12 +290,30 @@ impl Control {
         settings: &Settings,
         ifaces: &[String],
         mode: AttachMode,
-    ) -> Result<Vec<(String, AttachOutcome)>> {
+    ) -> Result<AttachReport> {
         for iface in ifaces {
             check_interface(iface)?;
         }
-        let _lock = state::lock(&self.state_dir)?;
-        let mut state = StateFile::load(&self.state_dir)?;
+        // Before anything else is touched: a pin directory that would vanish with this command
+        // refuses here.
+        self.pins.ensure()?;
+        // A bad state file must not leave the host unfiltered: attach with what can be trusted
+        // (the program, the config, the previous version of the file, the pinned maps) and say
+        // what was not restored.
+        let loaded = state::lock(&self.state_dir).and_then(|lock| {
+            let (state, recovery) = StateFile::load_or_recover(&self.state_dir)?;
+            Ok((lock, state, recovery))
+        });
+        let (_lock, mut state, recovery) = match loaded {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                // Leave no empty pin directory behind (a no-op when anything is in it).
+                self.pins.remove_if_empty();
+                return Err(e.into());
+            }
+        };
+        let recovered = !recovery.warnings.is_empty();
+        let mut warnings = recovery.warnings;
         let options = LoadOptions {
             max_sources: settings.datapath.max_sources,
         };
@@ -269,8 +328,18 @@ impl Control {
                     maps.sources_capacity()
                 );
             }
-            maps.write_config(&settings.kernel_config())?;
-            reconcile_locked(&mut state, &mut maps)?;
+            {
+                let _config_lock = self.pins.lock_config()?;
+                maps.write_config(&settings.kernel_config())?;
+            }
+            let shortened = reconcile_locked(&mut state, &mut maps)?;
+            if shortened > 0 {
+                warnings.push(format!(
+                    "{shortened} saved bans would have outlasted their duration (the wall clock is \
+                     behind the time of the last save, or was set back): shortened to what they \
+                     can have left"
+                ));
+            }
             for (key, record) in &load.migration.bans {
                 maps.set_ban(key.addr, record)?;
             }
@@ -290,6 +359,13 @@ impl Control {
             }
             return Err(e);
         }
+        if recovered && load.adopted_maps {
+            warnings.push(
+                "the lists and bans still in the pinned maps were kept and saved to the new \
+                 state file"
+                    .to_owned(),
+            );
+        }
         let mut done: Vec<(String, AttachOutcome)> = Vec::new();
         for iface in ifaces {
             match loader::attach_pinned(&mut load.ebpf, &self.pins, iface, mode) {
@@ -308,7 +384,10 @@ impl Control {
                 }
             }
         }
-        Ok(done)
+        Ok(AttachReport {
+            outcomes: done,
+            warnings,
+        })
     }
 
     pub fn list_add(
@@ -682,7 +761,13 @@ impl Control {
         let _lock = state::lock(&self.state_dir)?;
         let mut state = StateFile::load(&self.state_dir)?;
         let before = state.clone();
-        reconcile_locked(&mut state, maps)?;
+        let shortened = reconcile_locked(&mut state, maps)?;
+        if shortened > 0 {
+            tracing::warn!(
+                shortened,
+                "the wall clock was set back: shortened saved bans to what they can have left"
+            );
+        }
         if state != before {
             state.save(&self.state_dir)?;
         }
@@ -960,7 +1045,10 @@ pub fn forget_sources_in(maps: &mut SipMaps, nets: &[IpNet]) -> Result<usize> {
     Ok(forgotten)
 }
 
-fn reconcile_locked(state: &mut StateFile, maps: &mut SipMaps) -> Result<()> {
+/// Returns how many saved bans were shortened because the wall clock is behind (see
+/// [`StateFile::clamp_restored_bans`]).
+fn reconcile_locked(state: &mut StateFile, maps: &mut SipMaps) -> Result<usize> {
+    let shortened = state.clamp_restored_bans(&SavedClock::now());
     let clocks = Clocks::now();
     let now_wall = clocks.wall_ns / 1_000_000_000;
     state.prune_expired_bans(now_wall);
@@ -1039,7 +1127,67 @@ fn reconcile_locked(state: &mut StateFile, maps: &mut SipMaps) -> Result<()> {
         maps.deny(net, value)
             .with_context(|| format!("restoring denylist entry {net}"))?;
     }
-    Ok(())
+    Ok(shortened)
+}
+
+/// The kernel's allow and deny tables as they were before an edit.
+struct ListSnapshot {
+    allow: HashSet<IpNet>,
+    protected: HashSet<IpNet>,
+    deny: HashMap<IpNet, u64>,
+}
+
+impl ListSnapshot {
+    fn take(maps: &SipMaps) -> Result<Self> {
+        Ok(Self {
+            allow: maps.allowlist()?.into_iter().collect(),
+            protected: maps.protected()?.into_iter().collect(),
+            deny: maps
+                .denylist()?
+                .into_iter()
+                .map(|(net, entry)| (net, entry.expires_at_ns))
+                .collect(),
+        })
+    }
+
+    /// Puts the tables back as they were (entries the edit added removed, removed ones added,
+    /// changed ones reset).
+    fn restore(&self, maps: &mut SipMaps) -> Result<()> {
+        let now_allow: HashSet<IpNet> = maps.allowlist()?.into_iter().collect();
+        for net in now_allow.difference(&self.allow) {
+            maps.unallow(*net)?;
+        }
+        for net in self.allow.difference(&now_allow) {
+            maps.allow(*net)?;
+        }
+        let now_protected: HashSet<IpNet> = maps.protected()?.into_iter().collect();
+        for net in now_protected.difference(&self.protected) {
+            maps.unprotect(*net)?;
+        }
+        for net in self.protected.difference(&now_protected) {
+            maps.protect(*net)?;
+        }
+        let now_deny: HashMap<IpNet, u64> = maps
+            .denylist()?
+            .into_iter()
+            .map(|(net, entry)| (net, entry.expires_at_ns))
+            .collect();
+        for (net, value) in &now_deny {
+            match self.deny.get(net) {
+                None => {
+                    maps.undeny(*net)?;
+                }
+                Some(old) if old != value => maps.deny(*net, *old)?,
+                Some(_) => {}
+            }
+        }
+        for (net, value) in &self.deny {
+            if !now_deny.contains_key(net) {
+                maps.deny(*net, *value)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The kernel's rate bans and strike histories: the durable `BANS` table, where the program

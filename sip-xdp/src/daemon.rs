@@ -7,7 +7,10 @@ use std::{
     collections::BTreeMap,
     fs::{File, OpenOptions},
     io::{Read as _, Seek as _, Write as _},
-    os::{fd::AsRawFd as _, unix::fs::OpenOptionsExt as _},
+    os::{
+        fd::AsRawFd as _,
+        unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
+    },
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -48,16 +51,21 @@ pub struct DaemonLock {
 
 impl DaemonLock {
     pub fn acquire(state_dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(state_dir).with_context(|| {
-            format!("cannot create the state directory {}", state_dir.display())
-        })?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(crate::state::DIR_MODE)
+            .create(state_dir)
+            .with_context(|| {
+                format!("cannot create the state directory {}", state_dir.display())
+            })?;
         let path = state_dir.join(DAEMON_LOCK_FILE);
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .mode(0o644)
+            .mode(crate::state::FILE_MODE)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&path)
             .with_context(|| format!("cannot open the daemon lock {}", path.display()))?;
         // SAFETY: a valid descriptor owned by `file`.
@@ -170,8 +178,16 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
     let pins = PinDir::new(&cli.pin_dir);
     let control = Control::new(pins.clone(), cli.state_dir.clone());
 
-    let outcomes = control.attach(&settings, &args.attach.ifaces, args.attach.mode)?;
-    for (iface, outcome) in &outcomes {
+    // One daemon per pinned program: a second one (even with another state directory) would
+    // replace the first one's program and fight it over the config.
+    pins.ensure()?;
+    let _pin_lock = pins.lock_daemon()?;
+
+    let report = control.attach(&settings, &args.attach.ifaces, args.attach.mode)?;
+    for warning in &report.warnings {
+        warn!("{warning}");
+    }
+    for (iface, outcome) in &report.outcomes {
         if outcome.fell_back {
             warn!(
                 iface = %iface,
@@ -551,7 +567,16 @@ fn reload(shared: &Shared, settings: &mut Settings, path: Option<&Path>) {
             return;
         }
     };
-    if let Err(e) = lock(&shared.maps).write_config(&new.kernel_config()) {
+    let written = shared
+        .pins
+        .lock_config()
+        .map_err(anyhow::Error::from)
+        .and_then(|_config_lock| {
+            lock(&shared.maps)
+                .write_config(&new.kernel_config())
+                .map_err(Into::into)
+        });
+    if let Err(e) = written {
         stats.config_reload_failures += 1;
         error!(error = %e, "could not apply the reloaded config; the running config stays in force");
         return;

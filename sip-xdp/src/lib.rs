@@ -9,6 +9,7 @@ pub mod events;
 pub mod loader;
 pub mod maps;
 pub mod metrics;
+pub mod namespaces;
 pub mod reference;
 pub mod state;
 pub mod status;

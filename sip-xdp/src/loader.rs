@@ -1,11 +1,13 @@
 //! Loads the embedded XDP object into the kernel.
 use std::{
     ffi::CString,
+    fs::File,
     os::{
         fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
         unix::ffi::OsStrExt as _,
     },
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use aya::{
@@ -244,6 +246,17 @@ pub enum PinError {
          --pin-dir under a bpffs mount"
     )]
     NotBpffs { path: PathBuf },
+    #[error(
+        "{path} is not on a BPF filesystem that outlives this command: this process runs in a \
+         private mount namespace (`ip netns exec`, `unshare`) or a container without the \
+         host's bpffs, and a bpffs mounted here would vanish when the command (or its \
+         container) exits, taking the filter with it; nothing was attached. Make the host's \
+         bpffs reachable (a container: `-v /sys/fs/bpf:/sys/fs/bpf`; `ip netns exec`: \
+         `mount -t bpf bpf {BPFFS_MOUNT}` on the host, which sip-xdp then uses through \
+         {init_root} or /proc/2/root), or pass --pin-dir on a bpffs that outlives the command",
+        init_root = crate::namespaces::INIT_ROOT
+    )]
+    Vanishing { path: PathBuf },
     #[error("cannot mount bpffs at {BPFFS_MOUNT}: {source} (are you root?)")]
     Mount {
         #[source]
@@ -268,6 +281,70 @@ pub enum PinError {
         #[source]
         source: MapError,
     },
+    #[error(
+        "another sip-xdp daemon{pid} is already running with pin directory {path}; two daemons \
+         must not manage one pinned program: stop it first (`systemctl stop sip-xdp`), or give \
+         this one its own --pin-dir and --state-dir",
+        pid = holder(*.pid)
+    )]
+    DaemonRunning { path: PathBuf, pid: Option<u32> },
+    #[error(
+        "the config lock {path} is still held after {waited:?} by another sip-xdp{pid} writing \
+         the config; retry when it has finished",
+        pid = holder(*.pid)
+    )]
+    ConfigLockTimeout {
+        path: PathBuf,
+        waited: Duration,
+        pid: Option<u32>,
+    },
+}
+
+fn holder(pid: Option<u32>) -> String {
+    pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+}
+
+/// The subdirectory of a pin directory whose flock serialises config writes (bpffs holds no
+/// regular files, but a directory can be locked like one; nor names with a dot).
+pub const CONFIG_LOCK_DIR: &str = "config_lock";
+/// How long a config write waits for another writer.
+pub const CONFIG_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A flock on a directory of the pin directory; dropping it releases the lock.
+#[derive(Debug)]
+pub struct PinLock {
+    _dir: File,
+}
+
+fn try_flock(file: &File) -> std::io::Result<bool> {
+    // SAFETY: a valid descriptor owned by `file`.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let err = std::io::Error::last_os_error();
+    match err.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Ok(false),
+        _ => Err(err),
+    }
+}
+
+/// The pid holding a flock on `path`, from /proc/locks (as this pid namespace sees it).
+pub fn lock_holder(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path).ok()?;
+    let dev = meta.dev();
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let wanted = format!("{major:02x}:{minor:02x}:{}", meta.ino());
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // "1: FLOCK  ADVISORY  WRITE 1234 00:1f:5678 0 EOF"; waiters have "->" after the id.
+        if fields.get(1) != Some(&"FLOCK") || fields.get(5) != Some(&wanted.as_str()) {
+            return None;
+        }
+        fields.get(4)?.parse().ok()
+    })
 }
 
 /// The bpffs directory holding sip-xdp's pinned maps and per-interface links.
@@ -360,8 +437,13 @@ impl PinDir {
     }
 
     /// Makes sure the directory exists on a bpffs, mounting bpffs at /sys/fs/bpf when the pin
-    /// directory lives there and nothing is mounted (a minimal host or container).
+    /// directory lives there and nothing is mounted (a minimal host), but only in the host's
+    /// mount namespace: elsewhere (`ip netns exec`, a container) the mount, the pins
+    /// and so the attachment would vanish with the command or the container, and this refuses
+    /// instead ([`PinError::Vanishing`];
+    /// see [`reachable_pin_dir`] for how the host's bpffs is found from there).
     pub fn ensure(&self) -> Result<(), PinError> {
+        let lasting_mount_ns = crate::namespaces::mounts_outlive_command();
         if self.path.exists() {
             return if is_bpffs(&self.path) {
                 Ok(())
@@ -373,6 +455,11 @@ impl PinDir {
         }
         let mount = Path::new(BPFFS_MOUNT);
         if self.path.starts_with(mount) && !is_bpffs(mount) {
+            if !lasting_mount_ns {
+                return Err(PinError::Vanishing {
+                    path: self.path.clone(),
+                });
+            }
             let source = CString::new("bpf").expect("no NUL");
             let target = CString::new(BPFFS_MOUNT).expect("no NUL");
             let options = CString::new("mode=0700").expect("no NUL");
@@ -394,8 +481,11 @@ impl PinDir {
         }
         let parent = self.path.parent().unwrap_or(Path::new("/"));
         if !is_bpffs(parent) {
-            return Err(PinError::NotBpffs {
-                path: self.path.clone(),
+            let path = self.path.clone();
+            return Err(if lasting_mount_ns {
+                PinError::NotBpffs { path }
+            } else {
+                PinError::Vanishing { path }
             });
         }
         std::fs::create_dir_all(&self.path).map_err(io_err("cannot create", &self.path))
@@ -498,9 +588,92 @@ impl PinDir {
         Ok(removed)
     }
 
-    /// Removes the directory when nothing is left in it.
+    /// Removes the directory when nothing is left in it (but its config lock).
     pub fn remove_if_empty(&self) {
-        let _ = std::fs::remove_dir(&self.path);
+        if std::fs::remove_dir(&self.path).is_ok() {
+            return;
+        }
+        let lock = self.path.join(CONFIG_LOCK_DIR);
+        if std::fs::remove_dir(&lock).is_ok() && std::fs::remove_dir(&self.path).is_err() {
+            // Something else is in there after all: keep the lock where writers expect it.
+            let _ = std::fs::create_dir(&lock);
+        }
+    }
+
+    /// Taken by `sip-xdp run` for its whole life (a flock on the pin directory itself): one
+    /// daemon per pinned program, whatever state directories they were given. Fails at once,
+    /// naming the other daemon's pid, when one holds it.
+    pub fn lock_daemon(&self) -> Result<PinLock, PinError> {
+        let dir = File::open(&self.path).map_err(io_err("cannot open", &self.path))?;
+        match try_flock(&dir) {
+            Ok(true) => Ok(PinLock { _dir: dir }),
+            Ok(false) => Err(PinError::DaemonRunning {
+                path: self.path.clone(),
+                pid: lock_holder(&self.path),
+            }),
+            Err(e) => Err(io_err("cannot lock", &self.path)(e)),
+        }
+    }
+
+    /// Held around every config write (the idle CONFIG slot, then the ACTIVE_CONFIG flip), by
+    /// `attach`, `run` and a reload alike, so two writers never take the same idle slot and one
+    /// of them rewrites the slot the program is reading. Waits up to [`CONFIG_LOCK_TIMEOUT`].
+    pub fn lock_config(&self) -> Result<PinLock, PinError> {
+        self.lock_config_with_timeout(CONFIG_LOCK_TIMEOUT)
+    }
+
+    pub fn lock_config_with_timeout(&self, timeout: Duration) -> Result<PinLock, PinError> {
+        let path = self.path.join(CONFIG_LOCK_DIR);
+        match std::fs::create_dir(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err("cannot create", &path)(e)),
+        }
+        let dir = File::open(&path).map_err(io_err("cannot open", &path))?;
+        let started = Instant::now();
+        loop {
+            if try_flock(&dir).map_err(io_err("cannot lock", &path))? {
+                return Ok(PinLock { _dir: dir });
+            }
+            let waited = started.elapsed();
+            if waited >= timeout {
+                return Err(PinError::ConfigLockTimeout {
+                    pid: lock_holder(&path),
+                    path,
+                    waited,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20).min(timeout - waited));
+        }
+    }
+}
+
+/// Whether `path`, or the nearest of its ancestors that exists, is on a bpffs.
+fn on_bpffs(path: &Path) -> bool {
+    let mut at = path;
+    loop {
+        if at.exists() {
+            return is_bpffs(at);
+        }
+        match at.parent() {
+            Some(parent) => at = parent,
+            None => return false,
+        }
+    }
+}
+
+/// The pin directory as this process must use it. Normally `path` itself. In a private mount
+/// namespace without a bpffs at `path` (`ip netns exec`, which remounts /sys, or `unshare`),
+/// the same path in PID 1's view (`/proc/1/root/<path>`) when that is on a bpffs: the host's
+/// bpffs, where pins outlive the command, and where every later command (from any mount
+/// namespace) finds them.
+pub fn reachable_pin_dir(path: &Path) -> PathBuf {
+    if on_bpffs(path) || crate::namespaces::same_as_init("mnt") != Some(false) {
+        return path.to_owned();
+    }
+    match crate::namespaces::in_init_root(path) {
+        Some(there) if on_bpffs(&there) => there,
+        _ => path.to_owned(),
     }
 }
 

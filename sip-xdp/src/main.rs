@@ -1,7 +1,6 @@
 //! `sip-xdp`: command-line entry point.
 use std::process::ExitCode;
 
-use clap::Parser as _;
 use sip_xdp::{
     cli::{self, Cli, Command},
     control::ListKind,
@@ -9,7 +8,7 @@ use sip_xdp::{
 };
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_settled();
     let result = match &cli.command {
         Command::Run(args) => daemon::run(&cli, args),
         Command::Attach(args) => cli::attach(&cli, args),
@@ -24,6 +23,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<cli::NotEnforced>().is_some() => {
+            eprintln!("sip-xdp: {e:#}");
+            ExitCode::from(cli::NotEnforced::EXIT_CODE)
+        }
         Err(e) => {
             // One line, cause chain included: what failed and why, ending in the fix.
             eprintln!("sip-xdp: error: {e:#}");

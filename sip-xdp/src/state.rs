@@ -38,8 +38,16 @@ pub const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 
 const LOCK_POLL_INTERVAL: Duration = Duration::from_millis(50);
 const TMP_SUFFIX: &str = ".tmp";
-const DIR_MODE: u32 = 0o755;
-const FILE_MODE: u32 = 0o644;
+/// The version of the state file that the last save replaced (a hard link, no copy): what
+/// `attach` restores from when `state.json` cannot be read.
+pub const PREV_FILE: &str = "state.json.prev";
+/// Prefix of a state file `attach` could not use and moved aside (kept for the operator).
+pub const REJECTED_PREFIX: &str = "state.json.rejected-";
+/// The allowlist, the denylist and the bans are nobody else's business: owner only.
+pub const DIR_MODE: u32 = 0o700;
+pub const FILE_MODE: u32 = 0o600;
+/// Restored bans are shortened only by more than this (rounding and clock drift are not skew).
+const CLAMP_TOLERANCE_NS: u64 = 2 * NS_PER_SEC;
 const NS_PER_SEC: u64 = 1_000_000_000;
 
 #[derive(Debug, Error)]
@@ -64,7 +72,8 @@ pub enum StateError {
     },
     #[error(
         "state file {path} is not valid at line {line}, column {column}: {message}; fix it, or \
-         move it aside to start empty; nothing was changed"
+         move it aside to start empty (`sip-xdp attach` does that, restoring the previous \
+         version); nothing was changed"
     )]
     Corrupt {
         path: PathBuf,
@@ -74,7 +83,8 @@ pub enum StateError {
     },
     #[error(
         "state file {path} has version {version}, newer than the version {supported} this \
-         sip-xdp reads; upgrade sip-xdp, or move the file aside to start empty; nothing was \
+         sip-xdp reads; upgrade sip-xdp, or move the file aside to start empty (`sip-xdp \
+         attach` does that, restoring the previous version); nothing was \
          changed"
     )]
     TooNew {
@@ -211,7 +221,7 @@ pub struct AutoBanRecord {
 }
 
 /// Contents of `state.json`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StateFile {
     pub version: u32,
@@ -229,6 +239,74 @@ pub struct StateFile {
     pub bans_added: BTreeMap<BanOrigin, u64>,
     #[serde(default)]
     pub auto_bans: Vec<AutoBanRecord>,
+    /// The clocks when the file was saved (written by every save): lets a restore tell how much
+    /// time can have passed since, whatever the wall clock says now (see
+    /// [`StateFile::clamp_restored_bans`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved: Option<SavedClock>,
+}
+
+/// Equal contents; when the file was last saved does not count (every save rewrites it).
+impl PartialEq for StateFile {
+    fn eq(&self, other: &Self) -> bool {
+        self.version == other.version
+            && self.allow == other.allow
+            && self.deny == other.deny
+            && self.bans == other.bans
+            && self.bans_added == other.bans_added
+            && self.auto_bans == other.auto_bans
+    }
+}
+
+/// The kernel's boot id and both clocks, read together at a save.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedClock {
+    /// /proc/sys/kernel/random/boot_id; the monotonic clock only compares within one boot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+    pub wall_ns: u64,
+    pub mono_ns: u64,
+}
+
+impl SavedClock {
+    /// Now.
+    pub fn now() -> Self {
+        let clocks = Clocks::now();
+        Self {
+            boot_id: boot_id(),
+            wall_ns: clocks.wall_ns,
+            mono_ns: clocks.mono_ns,
+        }
+    }
+}
+
+/// This boot's id, if the kernel tells it.
+pub fn boot_id() -> Option<String> {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+/// What `save` writes: the state as it is plus the clocks of this save, without cloning it.
+#[derive(Serialize)]
+struct SaveView<'a> {
+    version: u32,
+    allow: &'a [AllowRecord],
+    deny: &'a [DenyRecord],
+    bans: &'a [ListBan],
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    bans_added: &'a BTreeMap<BanOrigin, u64>,
+    auto_bans: &'a [AutoBanRecord],
+    saved: SavedClock,
+}
+
+/// What [`StateFile::load_or_recover`] had to do about an unusable state file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// One line each: what was wrong, where the file went, what was restored and what was not.
+    pub warnings: Vec<String>,
 }
 
 impl Default for StateFile {
@@ -241,6 +319,7 @@ impl Default for StateFile {
             bans: Vec::new(),
             bans_added: BTreeMap::new(),
             auto_bans: Vec::new(),
+            saved: None,
         }
     }
 }
@@ -283,17 +362,31 @@ impl StateFile {
     /// Reads `<dir>/state.json`; a missing file is an empty state. Hold [`lock`] if you intend to
     /// save changes.
     pub fn load(dir: &Path) -> Result<StateFile, StateError> {
-        let path = dir.join(STATE_FILE);
-        let text = match fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(StateFile::default()),
-            Err(source) => return Err(StateError::Read { path, source }),
-        };
-        Self::parse(&path, &text)
+        Self::load_file(&dir.join(STATE_FILE))
     }
 
+    fn load_file(path: &Path) -> Result<StateFile, StateError> {
+        let bytes = match fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(StateFile::default()),
+            Err(source) => {
+                return Err(StateError::Read {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        Self::parse_bytes(path, &bytes)
+    }
+
+    #[cfg(test)]
     fn parse(path: &Path, text: &str) -> Result<StateFile, StateError> {
-        let probe: VersionProbe = serde_json::from_str(text).map_err(|e| corrupt(path, &e))?;
+        Self::parse_bytes(path, text.as_bytes())
+    }
+
+    /// Bytes rather than text: a file with invalid UTF-8 in it is corrupt like any other.
+    fn parse_bytes(path: &Path, text: &[u8]) -> Result<StateFile, StateError> {
+        let probe: VersionProbe = serde_json::from_slice(text).map_err(|e| corrupt(path, &e))?;
         if probe.version > STATE_VERSION {
             return Err(StateError::TooNew {
                 path: path.to_owned(),
@@ -308,9 +401,127 @@ impl StateFile {
                 supported: STATE_VERSION,
             });
         }
-        let mut state: StateFile = serde_json::from_str(text).map_err(|e| corrupt(path, &e))?;
+        let mut state: StateFile = serde_json::from_slice(text).map_err(|e| corrupt(path, &e))?;
         state.normalise();
         Ok(state)
+    }
+
+    /// [`StateFile::load`] for `attach` and `run`, which must not leave the host unfiltered
+    /// because of a bad file: a corrupt file, or one of a version this sip-xdp cannot read, is
+    /// moved aside (renamed `state.json.rejected-<unix time>`, never overwritten or deleted) and
+    /// the state is taken from the version the last save replaced (`state.json.prev`) if that
+    /// one is readable, else it starts empty. The returned warnings say what happened and what
+    /// was not restored. Other errors (permissions, I/O) are returned as they are. Hold [`lock`].
+    pub fn load_or_recover(dir: &Path) -> Result<(StateFile, Recovery), StateError> {
+        let path = dir.join(STATE_FILE);
+        let problem = match Self::load_file(&path) {
+            Ok(state) => return Ok((state, Recovery::default())),
+            Err(
+                e @ (StateError::Corrupt { .. }
+                | StateError::TooNew { .. }
+                | StateError::UnknownVersion { .. }),
+            ) => e,
+            Err(e) => return Err(e),
+        };
+        let mut recovery = Recovery::default();
+        let aside = move_aside(dir, &path, "")?;
+        recovery.warnings.push(format!(
+            "{problem_line}; moved it aside to {aside} (kept for you to inspect)",
+            problem_line = problem_summary(&problem),
+            aside = aside.display()
+        ));
+        let prev_path = dir.join(PREV_FILE);
+        let state = match fs::symlink_metadata(&prev_path) {
+            Err(_) => {
+                recovery.warnings.push(format!(
+                    "no earlier version ({}) to restore from: the saved allow/deny lists, bans \
+                    and rate-ban history were NOT restored (only what the pinned maps still \
+                    hold, if anything); re-add them or repair {} and attach again",
+                    prev_path.display(),
+                    aside.display()
+                ));
+                StateFile::default()
+            }
+            Ok(meta) => match Self::load_file(&prev_path) {
+                Ok(state) => {
+                    let when = meta
+                        .modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                        .map(|d| humantime::format_rfc3339_seconds(UNIX_EPOCH + d).to_string())
+                        .unwrap_or_else(|| "an unknown time".to_owned());
+                    recovery.warnings.push(format!(
+                        "restored {} allow, {} deny, {} ban and {} rate-ban entries from {} \
+                        (the version saved before it, written at {when}); changes made after \
+                        that were NOT restored",
+                        state.allow.len(),
+                        state.deny.len(),
+                        state.bans.len(),
+                        state.auto_bans.len(),
+                        prev_path.display()
+                    ));
+                    state
+                }
+                Err(prev_problem) => {
+                    let prev_aside = move_aside(dir, &prev_path, "prev-")?;
+                    recovery.warnings.push(format!(
+                        "the earlier version is unusable too ({}); moved it aside to {}: the \
+                        saved allow/deny lists, bans and rate-ban history were NOT restored \
+                        (only what the pinned maps still hold, if anything)",
+                        problem_summary(&prev_problem),
+                        prev_aside.display()
+                    ));
+                    StateFile::default()
+                }
+            },
+        };
+        Ok((state, recovery))
+    }
+
+    /// Shortens restored bans to what they can have left. The file stores wall-clock ends, and
+    /// a wall clock that is behind (an RTC without a battery, NTP not synced yet at boot) would
+    /// lengthen every ban by the skew. Now is taken as the latest of: the wall clock; the time
+    /// of the last save (time does not run backwards); and, on the same boot, the time of the
+    /// last save plus the monotonic time elapsed since. No ban keeps more than its whole
+    /// duration either. Returns how many bans were shortened. Bans are never lengthened.
+    pub fn clamp_restored_bans(&mut self, now: &SavedClock) -> usize {
+        let mut now_ns = now.wall_ns;
+        if let Some(saved) = &self.saved {
+            now_ns = now_ns.max(saved.wall_ns);
+            let same_boot = saved.boot_id.is_some() && saved.boot_id == now.boot_id;
+            if same_boot && now.mono_ns >= saved.mono_ns {
+                now_ns = now_ns.max(saved.wall_ns.saturating_add(now.mono_ns - saved.mono_ns));
+            }
+        }
+        // The wall-clock end (seconds, in today's possibly skewed clock) that leaves `left_ns`.
+        let end_for = |left_ns: u64| now.wall_ns.saturating_add(left_ns).div_ceil(NS_PER_SEC);
+        let mut shortened = 0;
+        for ban in &mut self.bans {
+            let end_ns = ban.expires_at.saturating_mul(NS_PER_SEC);
+            let whole_ns = ban
+                .expires_at
+                .saturating_sub(ban.added_at)
+                .saturating_mul(NS_PER_SEC);
+            let left_ns = end_ns.saturating_sub(now_ns).min(whole_ns);
+            let current_ns = end_ns.saturating_sub(now.wall_ns);
+            if current_ns > left_ns.saturating_add(CLAMP_TOLERANCE_NS) {
+                let end = end_for(left_ns);
+                let cut = ban.expires_at - end;
+                ban.added_at = ban.added_at.saturating_sub(cut);
+                ban.expires_at = end;
+                shortened += 1;
+            }
+        }
+        for ban in &mut self.auto_bans {
+            let end_ns = ban.banned_until.saturating_mul(NS_PER_SEC);
+            let left_ns = end_ns.saturating_sub(now_ns).min(ban.ban_duration_ns);
+            let current_ns = end_ns.saturating_sub(now.wall_ns);
+            if current_ns > left_ns.saturating_add(CLAMP_TOLERANCE_NS) {
+                ban.banned_until = end_for(left_ns);
+                shortened += 1;
+            }
+        }
+        shortened
     }
 
     /// Host bits cleared and duplicates dropped (first one kept), as the add operations keep it;
@@ -339,7 +550,16 @@ impl StateFile {
     /// directory), creating the directory if needed. Hold [`lock`] around load and save.
     pub fn save(&self, dir: &Path) -> Result<(), StateError> {
         create_dir(dir)?;
-        let mut json = serde_json::to_string_pretty(self).map_err(StateError::Encode)?;
+        let view = SaveView {
+            version: self.version,
+            allow: &self.allow,
+            deny: &self.deny,
+            bans: &self.bans,
+            bans_added: &self.bans_added,
+            auto_bans: &self.auto_bans,
+            saved: SavedClock::now(),
+        };
+        let mut json = serde_json::to_string_pretty(&view).map_err(StateError::Encode)?;
         json.push('\n');
 
         let path = dir.join(STATE_FILE);
@@ -348,7 +568,10 @@ impl StateFile {
             path: path.clone(),
             source,
         };
-        let written = write_synced(&tmp, json.as_bytes()).and_then(|()| fs::rename(&tmp, &path));
+        let written = write_synced(&tmp, json.as_bytes()).and_then(|()| {
+            keep_previous(dir, &path);
+            fs::rename(&tmp, &path)
+        });
         if let Err(e) = written {
             // A stale temporary file is harmless (the next save truncates it) but confusing.
             let _ = fs::remove_file(&tmp);
@@ -553,14 +776,102 @@ fn create_dir(dir: &Path) -> Result<(), StateError> {
         })
 }
 
+/// Keeps the file about to be replaced as `state.json.prev` (a hard link: no copy, and a
+/// different file from the one the rename puts in place). Best effort: a file system without
+/// hard links only loses the fallback.
+fn keep_previous(dir: &Path, path: &Path) {
+    let prev = dir.join(PREV_FILE);
+    let prev_tmp = dir.join(format!("{PREV_FILE}{TMP_SUFFIX}"));
+    let _ = fs::remove_file(&prev_tmp);
+    if fs::hard_link(path, &prev_tmp).is_ok() && fs::rename(&prev_tmp, &prev).is_err() {
+        let _ = fs::remove_file(&prev_tmp);
+    }
+}
+
+/// Renames an unusable state file to `state.json.rejected-<what><unix time>[.N]`, never over
+/// an existing file.
+fn move_aside(dir: &Path, path: &Path, what: &str) -> Result<PathBuf, StateError> {
+    let stamp = now_wall_secs();
+    for n in 0..100u32 {
+        let suffix = if n == 0 {
+            String::new()
+        } else {
+            format!(".{n}")
+        };
+        let aside = dir.join(format!("{REJECTED_PREFIX}{what}{stamp}{suffix}"));
+        if fs::symlink_metadata(&aside).is_ok() {
+            continue;
+        }
+        // Not rename(2), which would replace a file created meanwhile: link, then unlink.
+        return match fs::hard_link(path, &aside) {
+            Ok(()) => fs::remove_file(path)
+                .map(|()| aside)
+                .map_err(|source| StateError::Write {
+                    path: path.to_owned(),
+                    source,
+                }),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(source) => Err(StateError::Write {
+                path: aside,
+                source,
+            }),
+        };
+    }
+    Err(StateError::Write {
+        path: path.to_owned(),
+        source: io::Error::from(io::ErrorKind::AlreadyExists),
+    })
+}
+
+/// The first part of a load error's message (without its advice to move the file aside).
+fn problem_summary(e: &StateError) -> String {
+    let text = e.to_string();
+    text.split("; ").next().unwrap_or(&text).to_owned()
+}
+
+/// The files `attach` moved aside and nobody has dealt with yet (`status` warns about them).
+pub fn rejected_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(REJECTED_PREFIX))
+        })
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    found
+}
+
+/// Creates the temporary file afresh: never through a symlink someone planted at its name
+/// (O_NOFOLLOW | O_EXCL), and a stale one left by a crash is removed first (unlink removes a
+/// symlink itself, not its target). The caller holds the state lock, so no other save is using
+/// the name.
+fn create_temp(path: &Path) -> io::Result<File> {
+    let open = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+    };
+    match open() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            fs::remove_file(path)?;
+            open()
+        }
+        other => other,
+    }
+}
+
 fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(FILE_MODE)
-        .open(path)?;
-    // `mode` is filtered by the umask; the file must be readable by monitoring tools regardless.
+    let mut file = create_temp(path)?;
+    // `mode` is filtered by the umask; owner read/write exactly, whatever the umask.
     file.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
     file.write_all(bytes)?;
     file.sync_all()
@@ -601,6 +912,7 @@ pub fn lock_with_timeout(dir: &Path, timeout: Duration) -> Result<StateLock, Sta
         .create(true)
         .truncate(false)
         .mode(FILE_MODE)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&path)
         .map_err(lock_err)?;
     let started = Instant::now();
@@ -723,7 +1035,7 @@ mod tests {
 
         let path = state_dir.join(STATE_FILE);
         let mode = fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
-        assert_eq!(mode, FILE_MODE);
+        assert_eq!(mode, 0o600);
         assert!(!state_dir.join("state.json.tmp").exists());
         let text = fs::read_to_string(&path).expect("read");
         assert!(text.contains("\"version\": 1"), "{text}");
@@ -734,6 +1046,214 @@ mod tests {
         assert!(smaller.remove_allow(net("192.0.2.0/24")));
         smaller.save(&state_dir).expect("save again");
         assert_eq!(StateFile::load(&state_dir).expect("load"), smaller);
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        fs::symlink_metadata(path)
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o777
+    }
+
+    #[test]
+    fn state_dirs_and_files_are_owner_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state_dir = dir.path().join("var/lib/sip-xdp");
+        // Whatever the caller's umask lets through.
+        let old = unsafe { libc::umask(0o022) };
+        let _lock = lock(&state_dir).expect("lock");
+        sample().save(&state_dir).expect("save");
+        sample()
+            .save(&state_dir)
+            .expect("save again (keeps state.json.prev)");
+        unsafe { libc::umask(old) };
+        assert_eq!(mode_of(&state_dir), 0o700, "state directory");
+        assert_eq!(
+            mode_of(&dir.path().join("var/lib")),
+            0o700,
+            "created parents"
+        );
+        assert_eq!(mode_of(&state_dir.join(STATE_FILE)), 0o600, "state file");
+        assert_eq!(mode_of(&state_dir.join(LOCK_FILE)), 0o600, "lock file");
+        assert_eq!(
+            mode_of(&state_dir.join(PREV_FILE)),
+            0o600,
+            "previous version"
+        );
+    }
+
+    #[test]
+    fn a_symlink_at_the_temporary_path_is_not_followed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious\n").expect("write");
+        let state_dir = dir.path().join("state");
+        fs::create_dir(&state_dir).unwrap();
+        let tmp = state_dir.join(format!("{STATE_FILE}{TMP_SUFFIX}"));
+        std::os::unix::fs::symlink(&victim, &tmp).expect("plant symlink");
+        sample()
+            .save(&state_dir)
+            .expect("save past a planted symlink");
+        assert_eq!(
+            fs::read(&victim).unwrap(),
+            b"precious\n",
+            "target written through"
+        );
+        assert!(
+            fs::symlink_metadata(&tmp).is_err(),
+            "temporary name left behind"
+        );
+        assert_eq!(StateFile::load(&state_dir).unwrap(), sample());
+        assert!(
+            !fs::symlink_metadata(state_dir.join(STATE_FILE))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+
+        // A stale regular temporary file (a crash between write and rename) is replaced.
+        fs::write(&tmp, b"half a file").unwrap();
+        StateFile::default()
+            .save(&state_dir)
+            .expect("save past a stale temp file");
+        assert_eq!(StateFile::load(&state_dir).unwrap(), StateFile::default());
+        assert!(fs::symlink_metadata(&tmp).is_err());
+    }
+
+    #[test]
+    fn a_corrupt_file_is_moved_aside_and_the_previous_version_restored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = sample();
+        first.save(dir.path()).unwrap();
+        let mut second = first.clone();
+        second.add_deny(net("203.0.113.99/32"), None);
+        second.save(dir.path()).unwrap();
+        let path = dir.path().join(STATE_FILE);
+        let garbage = b"{\"version\": 1, \"allow\": [\xff oops";
+        fs::write(&path, garbage).unwrap();
+
+        let (state, recovery) = StateFile::load_or_recover(dir.path()).expect("recovers");
+        assert_eq!(state, first, "the version the last save replaced");
+        let text = recovery.warnings.join("\n");
+        assert!(text.contains("not valid"), "{text}");
+        assert!(text.contains("moved it aside"), "{text}");
+        assert!(
+            text.contains("changes made after that were NOT restored"),
+            "{text}"
+        );
+        let rejected = rejected_files(dir.path());
+        assert_eq!(rejected.len(), 1, "{rejected:?}");
+        assert_eq!(fs::read(&rejected[0]).unwrap(), garbage, "kept as it was");
+        assert!(!path.exists(), "moved, not copied");
+        // A good file loads as before, with no warnings.
+        state.save(dir.path()).unwrap();
+        let (again, recovery) = StateFile::load_or_recover(dir.path()).unwrap();
+        assert_eq!(again, first);
+        assert!(recovery.warnings.is_empty());
+    }
+
+    #[test]
+    fn a_newer_file_is_never_overwritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(STATE_FILE);
+        let newer = br#"{"version": 2, "allow": "something new"}"#;
+        fs::write(&path, newer).unwrap();
+        let (state, recovery) = StateFile::load_or_recover(dir.path()).expect("recovers");
+        assert_eq!(state, StateFile::default());
+        let text = recovery.warnings.join("\n");
+        assert!(text.contains("version 2"), "{text}");
+        assert!(text.contains("were NOT restored"), "{text}");
+        state.save(dir.path()).unwrap();
+        let rejected = rejected_files(dir.path());
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(fs::read(&rejected[0]).unwrap(), newer);
+        // Permissions and I/O errors are not "corrupt": nothing is moved.
+        let unreadable = tempfile::tempdir().unwrap();
+        fs::create_dir(unreadable.path().join(STATE_FILE)).unwrap();
+        assert!(matches!(
+            StateFile::load_or_recover(unreadable.path()),
+            Err(StateError::Read { .. })
+        ));
+        assert!(rejected_files(unreadable.path()).is_empty());
+    }
+
+    #[test]
+    fn restored_bans_are_clamped_to_what_they_can_have_left() {
+        let hour = 3_600;
+        let mut state = StateFile::default();
+        state.add_ban(net("198.51.100.1/32"), BanOrigin::Fail2ban, 0, None);
+        state.bans[0].added_at = 10_000;
+        state.bans[0].expires_at = 10_000 + hour;
+        state.set_auto_bans(vec![AutoBanRecord {
+            addr: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2)),
+            banned_until: 10_000 + 600,
+            ban_duration_ns: 600 * NS_PER_SEC,
+            strikes: 1,
+            limit_class: 1,
+            monitor_only: false,
+        }]);
+        state.saved = Some(SavedClock {
+            boot_id: Some("boot-a".into()),
+            wall_ns: 10_000 * NS_PER_SEC,
+            mono_ns: 50 * NS_PER_SEC,
+        });
+        let at = |boot: &str, wall_s: u64, mono_s: u64| SavedClock {
+            boot_id: Some(boot.into()),
+            wall_ns: wall_s * NS_PER_SEC,
+            mono_ns: mono_s * NS_PER_SEC,
+        };
+        let left = |s: &StateFile, now: &SavedClock| {
+            let now_s = now.wall_ns / NS_PER_SEC;
+            (
+                s.bans[0].expires_at.saturating_sub(now_s),
+                s.auto_bans[0].banned_until.saturating_sub(now_s),
+            )
+        };
+
+        // Another boot, the wall clock 900 s behind the last save: at most what was left then.
+        let mut s = state.clone();
+        let now = at("boot-b", 9_100, 5);
+        assert_eq!(s.clamp_restored_bans(&now), 2);
+        assert_eq!(left(&s, &now), (hour, 600));
+        assert_eq!(
+            s.bans[0].expires_at - s.bans[0].added_at,
+            hour,
+            "duration kept"
+        );
+
+        // Another boot, no save time known, the clock 9000 s behind: never more than the ban.
+        let mut s = state.clone();
+        s.saved = None;
+        let now = at("boot-b", 10_000 - 9_000, 5);
+        assert_eq!(s.clamp_restored_bans(&now), 2);
+        assert_eq!(left(&s, &now), (hour, 600));
+
+        // The same boot, the wall clock stepped back 2000 s, 100 s after the save: the
+        // monotonic clock knows 100 s passed.
+        let mut s = state.clone();
+        let now = at("boot-a", 10_000 + 100 - 2_000, 150);
+        assert_eq!(s.clamp_restored_bans(&now), 2);
+        assert_eq!(left(&s, &now), (hour - 100, 500));
+
+        // A right clock changes nothing; nor does one that is ahead (bans are never lengthened).
+        for now in [
+            at("boot-a", 10_100, 150),
+            at("boot-b", 10_100, 5),
+            at("boot-b", 20_000, 5),
+        ] {
+            let mut s = state.clone();
+            assert_eq!(s.clamp_restored_bans(&now), 0, "{now:?}");
+            assert_eq!(s, state);
+        }
+
+        // Saved with its clocks, loaded back: the save time is in the file.
+        let dir = tempfile::tempdir().unwrap();
+        state.save(dir.path()).unwrap();
+        let loaded = StateFile::load(dir.path()).unwrap();
+        let saved = loaded.saved.expect("save time written");
+        assert!(saved.wall_ns.abs_diff(now_wall_ns()) < 5 * NS_PER_SEC);
+        assert_eq!(saved.boot_id, boot_id());
     }
 
     #[test]

@@ -55,6 +55,9 @@ pub struct Status {
     /// packets[verdict][method], non-zero entries only.
     pub packets: BTreeMap<String, BTreeMap<String, u64>>,
     pub events: BTreeMap<String, u64>,
+    /// State files `attach` could not use and moved aside: what they held was not restored (or
+    /// only from an earlier version). Shown until the operator deals with them (removes them).
+    pub state_warnings: Vec<String>,
 }
 
 /// Table fill, counted the way the metrics report it.
@@ -146,6 +149,17 @@ pub fn gather(cli: &Cli) -> Result<Status> {
         tables: TableFill::default(),
         packets: BTreeMap::new(),
         events: BTreeMap::new(),
+        state_warnings: crate::state::rejected_files(&cli.state_dir)
+            .into_iter()
+            .map(|path| {
+                format!(
+                    "{} could not be read and was moved aside by attach; what it held was \
+                     restored only from the previous version, if at all: check the lists and \
+                     bans, then remove it",
+                    path.display()
+                )
+            })
+            .collect(),
     };
     if status.pinned {
         let maps = SipMaps::open_pinned(&pins)?;
@@ -206,6 +220,9 @@ fn write_status(status: &Status, output: OutputFormat) -> Result<()> {
         return Ok(());
     }
     println!("sip-xdp {}", status.version);
+    for warning in &status.state_warnings {
+        println!("WARNING:   {warning}");
+    }
     match status.daemon_pid {
         Some(pid) => println!("daemon:    running (pid {pid})"),
         None => println!("daemon:    not running"),

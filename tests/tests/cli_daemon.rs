@@ -450,18 +450,165 @@ fn automatic_bans_and_strikes_survive_a_purge() {
     assert_eq!(status["tables"]["active_bans"], 1);
 }
 
+/// `ip -d link show dev IF` in `netns`: the XDP program's id, if one is attached.
+fn xdp_prog_id(netns: &str, iface: &str) -> Option<u64> {
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", netns, "ip", "-d", "link", "show", "dev", iface,
+        ])
+        .output()
+        .expect("running ip");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rest = &text[text.find("prog/xdp id ")? + "prog/xdp id ".len()..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// `ip netns exec NS sip-xdp args`, exactly as an operator types it: the default pin and state
+/// directories (nothing in the environment), a private mount namespace without the host's bpffs.
+fn ip_netns_exec(netns: &str, args: &[&str]) -> std::process::Output {
+    Command::new("ip")
+        .args(["netns", "exec", netns])
+        .arg(sip_xdp_bin())
+        .args(args)
+        .env_remove("SIP_XDP_PIN_DIR")
+        .env_remove("SIP_XDP_STATE_DIR")
+        .env_remove("SIP_XDP_LOG_FORMAT")
+        .output()
+        .expect("running ip netns exec")
+}
+
+fn ip_netns_exec_ok(netns: &str, args: &[&str]) -> String {
+    let out = ip_netns_exec(netns, args);
+    assert!(
+        out.status.success(),
+        "ip netns exec {netns} sip-xdp {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The default directories of a network namespace, removed (after a detach and purge) on drop.
+struct NetnsDefaults {
+    netns: String,
+    pin_dir: std::path::PathBuf,
+    state_dir: std::path::PathBuf,
+    created_state_root: bool,
+}
+
+impl NetnsDefaults {
+    fn new(netns: &str) -> Self {
+        Self {
+            netns: netns.to_owned(),
+            pin_dir: format!("/sys/fs/bpf/sip-xdp-netns-{netns}").into(),
+            state_dir: format!("/var/lib/sip-xdp/netns-{netns}").into(),
+            created_state_root: !std::path::Path::new("/var/lib/sip-xdp").exists(),
+        }
+    }
+}
+
+impl Drop for NetnsDefaults {
+    fn drop(&mut self) {
+        let _ = ip_netns_exec(&self.netns, &["detach", "--all", "--purge"]);
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+        if self.created_state_root {
+            // This test made it (the package's tests expect it absent before an install).
+            let _ = std::fs::remove_dir_all("/var/lib/sip-xdp");
+        }
+    }
+}
+
 #[test]
-fn a_missing_bpffs_is_mounted_where_sip_xdp_expects_it() {
+fn ip_netns_exec_attach_stays_attached_and_later_commands_manage_it() {
+    // Two namespaces, each with an interface called sxdp-srv.
     let host = Host::new(TEST_CONFIG);
-    // A private mount namespace without bpffs on /sys/fs/bpf (a minimal host or container):
-    // attach mounts it, pins there, and status finds the attachment through it. The namespace,
-    // its bpffs and so the pinned link die with the shell.
+    let other = Host::new(TEST_CONFIG);
+    let (ns, ns2) = (host.net.server.name(), other.net.server.name());
+    let (dirs, dirs2) = (NetnsDefaults::new(ns), NetnsDefaults::new(ns2));
+    let config = host.config.to_str().unwrap();
+    let a = IpAddr::V4(CLIENT_V4_A);
+
+    let out = ip_netns_exec_ok(
+        ns,
+        &[
+            "attach", "--iface", SERVER_IF, "--mode", "native", "--config", config,
+        ],
+    );
+    assert!(out.contains("attached, native mode"), "{out}");
+    assert!(
+        out.contains(&dirs.pin_dir.display().to_string()),
+        "not pinned in the namespace's own directory on the host's bpffs: {out}"
+    );
+    ip_netns_exec_ok(ns2, &["attach", "--iface", SERVER_IF, "--mode", "native"]);
+
+    // The command has exited: seen from outside, the program is attached and pinned on the
+    // host's bpffs, each namespace's in its own directory.
+    let prog = xdp_prog_id(ns, SERVER_IF).expect("no XDP program attached after the command");
+    let prog2 = xdp_prog_id(ns2, SERVER_IF).expect("the second namespace's program");
+    assert_ne!(prog, prog2);
+    assert!(dirs.pin_dir.join("link_native_sxdp-srv").exists());
+    assert!(dirs2.pin_dir.join("link_native_sxdp-srv").exists());
+    assert!(dirs.state_dir.join("state.json").is_file());
+
+    // A second `ip netns exec` finds it.
+    let status: Value =
+        serde_json::from_str(&ip_netns_exec_ok(ns, &["status", "--output", "json"])).unwrap();
+    assert_eq!(status["attached"][0]["iface"], SERVER_IF);
+    assert_eq!(status["attached"][0]["program_id"], prog);
+    assert_eq!(register_burst(&status), 10);
+    ip_netns_exec_ok(ns, &["status", "--require-attached"]);
+
+    // It filters: the rate limit, then a ban added from yet another `ip netns exec`.
+    let server = host.server_socket();
+    assert_eq!(host.registers_through(&server, a, 30), BURST);
+    let status: Value =
+        serde_json::from_str(&ip_netns_exec_ok(ns, &["status", "--output", "json"])).unwrap();
+    assert_eq!(packets(&status, "pass", "register"), BURST as u64);
+    assert_eq!(status["tables"]["active_bans"], 1);
+    let b = IpAddr::V4(CLIENT_V4_B);
+    ip_netns_exec_ok(
+        ns,
+        &[
+            "ban",
+            "add",
+            &b.to_string(),
+            "--for",
+            "1h",
+            "--require-enforced",
+        ],
+    );
+    assert_eq!(host.registers_through(&server, b, 3), 0);
+    // The other namespace's filter has its own maps: nothing of this reached it.
+    let status2: Value =
+        serde_json::from_str(&ip_netns_exec_ok(ns2, &["status", "--output", "json"])).unwrap();
+    assert_eq!(status2["tables"]["list_bans"], 0);
+    assert_eq!(packets(&status2, "pass", "register"), 0);
+
+    // Detach from another `ip netns exec`: gone in the kernel, the other namespace untouched.
+    let out = ip_netns_exec_ok(ns, &["detach", "--iface", SERVER_IF]);
+    assert!(out.contains("detached"), "{out}");
+    assert_eq!(
+        xdp_prog_id(ns, SERVER_IF),
+        None,
+        "still attached after detach"
+    );
+    assert_eq!(xdp_prog_id(ns2, SERVER_IF), Some(prog2));
+    assert_eq!(host.registers_through(&server, b, 3), 3);
+}
+
+#[test]
+fn a_private_mount_namespace_pins_into_the_hosts_bpffs() {
+    let host = Host::new(TEST_CONFIG);
+    // A private mount namespace without bpffs on /sys/fs/bpf (what `ip netns exec` and `unshare`
+    // give): attach must not mount a bpffs that dies with the namespace; it pins into the host's
+    // (PID 1's) bpffs, so the filter outlives the shell.
     let script = format!(
         "umount /sys/fs/bpf 2>/dev/null; \
          if [ \"$(stat -f -c %T /sys/fs/bpf)\" = bpf_fs ]; then echo still-mounted; exit 3; fi; \
          nsenter --net={netns} {bin} attach --iface {SERVER_IF} --config {config} && \
-         stat -f -c %T /sys/fs/bpf && \
-         nsenter --net={netns} {bin} status --output json",
+         stat -f -c %T /sys/fs/bpf",
         netns = host.net.server.path().display(),
         bin = sip_xdp_bin().display(),
         config = host.config.display(),
@@ -486,10 +633,101 @@ fn a_missing_bpffs_is_mounted_where_sip_xdp_expects_it() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("bpf_fs"), "bpffs was not mounted: {stdout}");
-    let json = &stdout[stdout.find('{').expect("status JSON")..];
-    let status: Value = serde_json::from_str(json).unwrap();
+    assert!(
+        !stdout.contains("bpf_fs"),
+        "attach mounted a bpffs in the private namespace: {stdout}"
+    );
+    // The shell and its namespace are gone; the host sees the pins and the program.
+    assert!(
+        host.pin_dir.join("link_native_sxdp-srv").exists(),
+        "{stdout}"
+    );
+    assert!(has_xdp(&host));
+    let status = host.status();
     assert_eq!(status["attached"][0]["iface"], SERVER_IF);
+    let server = host.server_socket();
+    assert_eq!(
+        host.registers_through(&server, IpAddr::V4(CLIENT_V4_A), 30),
+        BURST
+    );
+}
+
+#[test]
+fn attach_refuses_where_no_bpffs_outlives_the_command() {
+    let host = Host::new(TEST_CONFIG);
+    // A container-like PID namespace whose init has no bpffs, and attach run in a private mount
+    // namespace below it: no bpffs that outlives the command is reachable.
+    let script = format!(
+        "umount /sys/fs/bpf 2>/dev/null; \
+         unshare --mount --propagation private -- \
+           nsenter --net={netns} {bin} attach --iface {SERVER_IF} --config {config}",
+        netns = host.net.server.path().display(),
+        bin = sip_xdp_bin().display(),
+        config = host.config.display(),
+    );
+    let out = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .env("SIP_XDP_PIN_DIR", &host.pin_dir)
+        .env("SIP_XDP_STATE_DIR", host.state_dir.path())
+        .output()
+        .expect("running unshare");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "attach reported success: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("outlives this command")
+            && stderr.contains("-v /sys/fs/bpf:/sys/fs/bpf")
+            && stderr.contains("--pin-dir"),
+        "{stderr}"
+    );
+    assert!(!has_xdp(&host), "something was attached");
+    assert!(!host.pin_dir.exists(), "something was pinned");
+
+    // A container without the host's bpffs (`docker run ... sip-xdp attach`): sip-xdp is in its
+    // PID 1's mount namespace, but that namespace ends with the container.
+    let script = format!(
+        "umount /sys/fs/bpf 2>/dev/null; \
+         nsenter --net={netns} {bin} attach --iface {SERVER_IF} --config {config}",
+        netns = host.net.server.path().display(),
+        bin = sip_xdp_bin().display(),
+        config = host.config.display(),
+    );
+    let out = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .env("SIP_XDP_PIN_DIR", &host.pin_dir)
+        .env("SIP_XDP_STATE_DIR", host.state_dir.path())
+        .output()
+        .expect("running unshare");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "attach reported success: {stderr}");
+    assert!(
+        stderr.contains("outlives this command") && stderr.contains("container"),
+        "{stderr}"
+    );
+    assert!(!has_xdp(&host), "something was attached");
+    assert!(!host.pin_dir.exists(), "something was pinned");
 }
 
 /// GET /metrics from the daemon in `host`'s server namespace, giving up after `within`.

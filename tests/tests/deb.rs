@@ -560,14 +560,22 @@ fn purge_detaches_and_removes_everything(mut installed: Installed) {
             .env_remove("SIP_XDP_STATE_DIR");
         ok(&mut cmd)
     };
-    // The package's default directories, as the plain unit and an operator use them.
+    // The package's default directories, as an operator gets them in a network namespace of
+    // its own: the namespace's (sip-xdp-netns-NAME, /var/lib/sip-xdp/netns-NAME), which the
+    // prerm finds like an instance's.
     let attached = in_server(&["attach", "--iface", SERVER_IF]);
-    assert!(attached.contains(DEFAULT_PIN_DIR), "{attached}");
+    let netns_pin_dir = format!("{DEFAULT_PIN_DIR}-netns-{}", net.server.name());
+    assert!(attached.contains(&netns_pin_dir), "{attached}");
     in_server(&["ban", "add", "203.0.113.7", "--for", "1h"]);
     // `ip link` names an attached program as prog/xdp (the interface names contain "xdp").
     let link = net.server.ip(&["link", "show", SERVER_IF]).unwrap();
     assert!(link.contains("prog/xdp"), "{link}");
-    assert!(Path::new(STATE_DIR).join("state.json").is_file());
+    assert!(
+        Path::new(STATE_DIR)
+            .join(format!("netns-{}", net.server.name()))
+            .join("state.json")
+            .is_file()
+    );
 
     let log = installed.purge();
     assert!(
@@ -582,6 +590,10 @@ fn purge_detaches_and_removes_everything(mut installed: Installed) {
     for path in OWNED_PATHS {
         assert!(!Path::new(path).exists(), "{path} is left after the purge");
     }
+    assert!(
+        !Path::new(&netns_pin_dir).exists(),
+        "{netns_pin_dir} is left after the purge"
+    );
     let pages = std::fs::read_dir(MAN_DIR)
         .unwrap()
         .flatten()

@@ -229,6 +229,12 @@ impl Fail2ban {
     /// Every command fail2ban ran was the sip-xdp action's (no firewall command, no other
     /// action), and none failed except the start checks the caller expects to.
     fn assert_only_sip_xdp_ran(&self, failed_start_checks: usize) {
+        self.assert_only_sip_xdp_ran_with(failed_start_checks, 0);
+    }
+
+    /// [`Self::assert_only_sip_xdp_ran`], with `unenforced_bans` bans that `ban add
+    /// --require-enforced` reported as saved but not in force (exit 3).
+    fn assert_only_sip_xdp_ran_with(&self, failed_start_checks: usize, unenforced_bans: usize) {
         let log = self.log();
         let bin = sip_xdp_bin().display().to_string();
         let mut execs = 0;
@@ -247,7 +253,18 @@ impl Fail2ban {
             failures, failed_start_checks,
             "failed commands in the fail2ban log:\n{log}"
         );
-        assert!(!log.contains("Failed to execute"), "{log}");
+        // fail2ban runs a failed ban a second time (after its invariant check) before it gives up.
+        let not_in_force = log.matches(" -- returned 3").count();
+        assert!(
+            (unenforced_bans..=2 * unenforced_bans).contains(&not_in_force),
+            "{not_in_force} bans not in force, expected {unenforced_bans}:\n{log}"
+        );
+        assert_eq!(
+            log.matches("Failed to execute ban").count(),
+            unenforced_bans,
+            "{log}"
+        );
+        assert!(!log.contains("Failed to execute unban"), "{log}");
     }
 }
 
@@ -359,10 +376,21 @@ fn start_check_fails_until_attached_and_bans_wait_for_the_attach() {
     );
     assert_eq!(f2b.wait_start_checks(1), vec![false]);
 
-    // The jail still bans: sip-xdp saves the ban and applies it at the attach.
+    // The jail still bans: sip-xdp saves the ban and applies it at the attach; but the action
+    // fails (`ban add --require-enforced` exits 3), so fail2ban's log says it is not in force.
     f2b.failed_registrations(a, MAXRETRY);
     let list = wait_ban(&host, &f2b, &format!("{a}/32"), "fail2ban", true);
     assert_eq!(list.len(), 1, "{list:?}");
+    let log = f2b.wait_log("the failed ban", |log| {
+        log.contains(&format!(
+            "Failed to execute ban jail '{JAIL}' action 'sip-xdp'"
+        ))
+    });
+    assert!(
+        log.lines()
+            .any(|l| l.contains("-- stderr:") && l.contains("NOT in force")),
+        "{log}"
+    );
     host.attach();
     let server = host.server_socket();
     assert_eq!(host.registers_through(&server, a, 3), 0);
@@ -381,7 +409,7 @@ fn start_check_fails_until_attached_and_bans_wait_for_the_attach() {
             .count(),
         1
     );
-    f2b.assert_only_sip_xdp_ran(1);
+    f2b.assert_only_sip_xdp_ran_with(1, 1);
 }
 
 #[test]
