@@ -695,10 +695,10 @@ mod tests {
             packet_counter_index(Verdict::Pass, MethodClass::Register),
             0
         );
-        let last = packet_counter_index(Verdict::DropFragment, MethodClass::NotSip);
+        let last = packet_counter_index(Verdict::ALL[Verdict::COUNT - 1], MethodClass::Unparsed);
         assert_eq!(last + 1, event_counter_index(EventCounter::BansIssued));
         assert_eq!(
-            event_counter_index(EventCounter::TrackFailures) + 1,
+            event_counter_index(EventCounter::ALL[EventCounter::COUNT - 1]) + 1,
             COUNTER_SLOTS
         );
     }
