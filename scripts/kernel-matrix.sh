@@ -33,9 +33,11 @@ for tool in qemu-system-x86_64 busybox apt-get dpkg-deb jq strip xz; do
         die "$tool not found: run ./scripts/setup-toolchain.sh (installs qemu-system-x86, busybox-static, jq, xz-utils)"
 done
 
-# Newest package of a family in apt's lists (sort -V orders 6.1.0-9 before 6.1.0-57).
+# Newest package of a family in apt's lists or, offline, among the cached downloads (sort -V
+# orders 6.1.0-9 before 6.1.0-57).
 newest() {
-    apt-cache search --names-only "$1" | awk '{print $1}' | sort -V | tail -n 1
+    { apt-cache search --names-only "$1" | awk '{print $1}'; ls "$root/debs" 2>/dev/null | sed 's/_.*//'; } |
+        grep -E "$1" | sort -V | tail -n 1
 }
 if [ -n "${SIP_XDP_KM_KERNELS:-}" ]; then
     read -r -a packages <<<"$SIP_XDP_KM_KERNELS"
