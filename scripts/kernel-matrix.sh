@@ -36,7 +36,7 @@ done
 # Newest package of a family in apt's lists or, offline, among the cached downloads (sort -V
 # orders 6.1.0-9 before 6.1.0-57).
 newest() {
-    { apt-cache search --names-only "$1" | awk '{print $1}'; ls "$root/debs" 2>/dev/null | sed 's/_.*//'; } |
+    { apt-cache search --names-only "$1" | awk '{print $1}'; { ls "$root/debs" 2>/dev/null || true; } | sed 's/_.*//'; } |
         grep -E "$1" | sort -V | tail -n 1
 }
 if [ -n "${SIP_XDP_KM_KERNELS:-}" ]; then
