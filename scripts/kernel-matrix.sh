@@ -99,10 +99,16 @@ fetch_kernel() {
 
 # --- the initramfs part shared by every kernel ---------------------------------------------------
 log "building sip-xdp and the datapath test binary"
-cargo build --quiet --package sip-xdp --bin sip-xdp
+# Paths from cargo's own messages, wherever the target directory is.
+executable() { # executable TARGET-NAME < cargo's JSON messages
+    jq -r --arg name "$1" \
+        'select(.reason == "compiler-artifact" and .target.name == $name and .executable != null) | .executable' |
+        tail -n 1
+}
+sip_xdp=$(cargo build --quiet --package sip-xdp --bin sip-xdp --message-format=json | executable sip-xdp)
+[ -x "$sip_xdp" ] || die "could not find the sip-xdp binary (cargo build --package sip-xdp)"
 datapath=$(cargo test --quiet --package sip-xdp-tests --test datapath --no-run --message-format=json |
-    jq -r 'select(.reason == "compiler-artifact" and .target.name == "datapath" and .executable != null) | .executable' |
-    tail -n 1)
+    executable datapath)
 [ -x "$datapath" ] || die "could not find the datapath test binary (cargo test --no-run)"
 
 rootfs=$root/rootfs
@@ -116,7 +122,7 @@ for applet in $(busybox --list); do
     case "$applet" in busybox | ip | bash | sh) continue ;; esac
     ln -sf busybox "$rootfs/bin/$applet"
 done
-strip --strip-debug -o "$rootfs/bin/sip-xdp" target/debug/sip-xdp
+strip --strip-debug -o "$rootfs/bin/sip-xdp" "$sip_xdp"
 strip --strip-debug -o "$rootfs/bin/datapath" "$datapath"
 bins=("$rootfs/bin/sip-xdp" "$rootfs/bin/datapath")
 for tool in bash ip jq; do
