@@ -11,7 +11,7 @@ pub const DEFAULT_SIP_PORT: u16 = 5060;
 pub const MAX_SIP_PORTS: usize = 8;
 /// Bumped whenever [`Config`]'s layout or meaning changes; the program ignores a config map
 /// entry with another version and falls back to [`Config::DEFAULT`].
-pub const CONFIG_VERSION: u32 = 1;
+pub const CONFIG_VERSION: u32 = 2;
 
 /// Longest prefix of a request line the program scans for its ` SIP/2.0` ending. A line that is
 /// longer is classified by its method alone: it cannot be proven truncated, and dropping a valid
@@ -19,8 +19,14 @@ pub const CONFIG_VERSION: u32 = 1;
 pub const MAX_REQUEST_LINE_SCAN: usize = 192;
 /// Payloads of at most this many bytes made only of CR, LF, SP, TAB or NUL are keep-alives.
 pub const MAX_KEEPALIVE_LEN: usize = 16;
-/// How many IPv6 extension headers the parser walks before giving up (and passing the packet).
+/// How many IPv6 extension headers the parser walks. A chain that does not reach its
+/// upper-layer header within this many (or within [`MAX_L4_OFFSET`] bytes) cannot be proven not
+/// to be SIP: it is counted as [`MethodClass::Unparsed`] and dropped unless
+/// [`flags::PASS_UNPARSED`] is set.
 pub const MAX_IPV6_EXT_HEADERS: usize = 6;
+/// Deepest offset (from the start of the frame) at which the parser reads a UDP header; it keeps
+/// every packet offset provably small for the verifier. No real SIP packet needs more.
+pub const MAX_L4_OFFSET: usize = 512;
 /// Counting window for the per-source packet rate reported in ban events.
 pub const RATE_WINDOW_NS: u64 = 1_000_000_000;
 /// A ban that is extended while the source keeps sending is only rewritten once it would move
@@ -40,6 +46,8 @@ pub mod map_names {
     pub const FRAGMENTS: &str = "FRAGMENTS";
     pub const BAN_EVENTS: &str = "BAN_EVENTS";
     pub const LIST_PRESENCE: &str = "LIST_PRESENCE";
+    pub const BANS: &str = "BANS";
+    pub const PROTECTED: &str = "PROTECTED";
 }
 
 /// Slots of `LIST_PRESENCE`: nonzero while the allowlist (or denylist) may hold entries, so the
@@ -49,14 +57,18 @@ pub mod map_names {
 pub mod list_presence {
     pub const ALLOWLIST: u32 = 0;
     pub const DENYLIST: u32 = 1;
-    pub const SLOTS: u32 = 2;
+    pub const PROTECTED: u32 = 2;
+    pub const SLOTS: u32 = 3;
 }
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "sip_xdp";
 
 /// Default capacity of the per-source LRU map (`SOURCES`).
 pub const DEFAULT_MAX_SOURCES: u32 = 131_072;
-/// Capacity of the allowlist and denylist tries.
+/// Default capacity of the durable ban table (`BANS`): bans and their strikes live there until
+/// their strikes decay, out of reach of the source table's LRU eviction.
+pub const DEFAULT_MAX_BANS: u32 = 65_536;
+/// Capacity of the allowlist, denylist and protected tries.
 pub const MAX_LIST_ENTRIES: u32 = 16_384;
 /// Capacity of the first-fragment tracking LRU map.
 pub const MAX_TRACKED_FRAGMENTS: u32 = 8_192;
@@ -91,10 +103,15 @@ pub enum MethodClass {
     Fragment,
     /// Not UDP to a SIP port: never inspected further.
     NotSip,
+    /// What the parser cannot resolve within its bounds, so it cannot prove the packet is not
+    /// UDP to a SIP port: IPv6 extension-header chains longer than [`MAX_IPV6_EXT_HEADERS`] or
+    /// past [`MAX_L4_OFFSET`], a first fragment that does not hold its UDP header, an IPv6
+    /// source in the IPv4-mapped range (`::ffff:0:0/96`, never valid on the wire).
+    Unparsed,
 }
 
 impl MethodClass {
-    pub const COUNT: usize = 19;
+    pub const COUNT: usize = 20;
     pub const ALL: [MethodClass; Self::COUNT] = [
         Self::Register,
         Self::Invite,
@@ -115,6 +132,7 @@ impl MethodClass {
         Self::Malformed,
         Self::Fragment,
         Self::NotSip,
+        Self::Unparsed,
     ];
 
     /// Label used in metrics and logs.
@@ -139,6 +157,7 @@ impl MethodClass {
             Self::Malformed => "malformed",
             Self::Fragment => "fragment",
             Self::NotSip => "not_sip",
+            Self::Unparsed => "unparsed",
         }
     }
 
@@ -158,14 +177,31 @@ pub enum LimitClass {
     Register = 0,
     Invite,
     Options,
-    /// Every other request method (and, by config, in-dialog requests and responses).
+    /// Every other request method: SUBSCRIBE, NOTIFY, MESSAGE, PRACK, UPDATE, INFO, REFER,
+    /// PUBLISH.
     Other,
+    /// ACK, BYE and CANCEL: requests inside dialogs the server accepted (high default).
+    InDialog,
+    /// Responses (`SIP/2.0 NNN`): answers to the server's own requests (high default).
+    Response,
+    /// CRLF and STUN keep-alives and empty datagrams.
+    KeepAlive,
+    /// Malformed datagrams, when `DROP_MALFORMED` is off.
+    Malformed,
 }
 
 impl LimitClass {
-    pub const COUNT: usize = 4;
-    pub const ALL: [LimitClass; Self::COUNT] =
-        [Self::Register, Self::Invite, Self::Options, Self::Other];
+    pub const COUNT: usize = 8;
+    pub const ALL: [LimitClass; Self::COUNT] = [
+        Self::Register,
+        Self::Invite,
+        Self::Options,
+        Self::Other,
+        Self::InDialog,
+        Self::Response,
+        Self::KeepAlive,
+        Self::Malformed,
+    ];
 
     pub const fn name(self) -> &'static str {
         match self {
@@ -173,6 +209,10 @@ impl LimitClass {
             Self::Invite => "invite",
             Self::Options => "options",
             Self::Other => "other",
+            Self::InDialog => "in_dialog",
+            Self::Response => "response",
+            Self::KeepAlive => "keepalive",
+            Self::Malformed => "malformed",
         }
     }
 
@@ -198,10 +238,12 @@ pub enum Verdict {
     DropDenylisted,
     DropMalformed,
     DropFragment,
+    /// The parser could not resolve the packet within its bounds ([`MethodClass::Unparsed`]).
+    DropUnparsed,
 }
 
 impl Verdict {
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 9;
     pub const ALL: [Verdict; Self::COUNT] = [
         Self::Pass,
         Self::PassAllowlisted,
@@ -211,6 +253,7 @@ impl Verdict {
         Self::DropDenylisted,
         Self::DropMalformed,
         Self::DropFragment,
+        Self::DropUnparsed,
     ];
 
     pub const fn is_drop(self) -> bool {
@@ -221,6 +264,7 @@ impl Verdict {
                 | Self::DropDenylisted
                 | Self::DropMalformed
                 | Self::DropFragment
+                | Self::DropUnparsed
         )
     }
 
@@ -234,6 +278,7 @@ impl Verdict {
             Self::DropDenylisted => "drop_denylisted",
             Self::DropMalformed => "drop_malformed",
             Self::DropFragment => "drop_fragment",
+            Self::DropUnparsed => "drop_unparsed",
         }
     }
 
@@ -258,15 +303,25 @@ pub enum EventCounter {
     EventsLost,
     /// New sources that could not be tracked (LRU insert failed); their packets passed.
     TrackFailures,
+    /// Bans that could not be written to the durable `BANS` table because it was full: they
+    /// hold in the source table only, where a flood of new sources can evict them.
+    BanTableFull,
+    /// Bans restored from `BANS` after the source table had evicted the source.
+    BansRestored,
+    /// Packets of protected sources dropped by their bucket, which never bans them.
+    ProtectedDrops,
 }
 
 impl EventCounter {
-    pub const COUNT: usize = 4;
+    pub const COUNT: usize = 7;
     pub const ALL: [EventCounter; Self::COUNT] = [
         Self::BansIssued,
         Self::WouldBans,
         Self::EventsLost,
         Self::TrackFailures,
+        Self::BanTableFull,
+        Self::BansRestored,
+        Self::ProtectedDrops,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -275,6 +330,9 @@ impl EventCounter {
             Self::WouldBans => "would_bans",
             Self::EventsLost => "events_lost",
             Self::TrackFailures => "track_failures",
+            Self::BanTableFull => "ban_table_full",
+            Self::BansRestored => "bans_restored",
+            Self::ProtectedDrops => "protected_drops",
         }
     }
 }
@@ -302,13 +360,13 @@ pub mod flags {
     /// default: such a fragment may belong to any UDP or other IP traffic (DNS, VPN), and without
     /// its first fragment the stack cannot reassemble it into a SIP message anyway.
     pub const DROP_UNKNOWN_FRAGMENTS: u32 = 1 << 2;
-    /// Count ACK, BYE and CANCEL against the `Other` bucket (off: they belong to dialogs the
-    /// server already accepted, and limiting them breaks calls).
-    pub const LIMIT_IN_DIALOG: u32 = 1 << 3;
-    /// Count responses against the `Other` bucket (off: they answer the server's own requests).
-    pub const LIMIT_RESPONSES: u32 = 1 << 4;
-    /// Keep extending a ban while the banned source keeps sending.
+    // Bits 3 and 4 were LIMIT_IN_DIALOG and LIMIT_RESPONSES (config version 1): every class now
+    // has a bucket of its own. Not reused, so a stale reader cannot misread them.
+    /// Keep extending a ban while the banned source keeps exceeding its bucket.
     pub const EXTEND_WHILE_ACTIVE: u32 = 1 << 5;
+    /// Pass what the parser cannot resolve ([`super::MethodClass::Unparsed`]) instead of dropping
+    /// it. Off by default: such a packet may be a SIP datagram hidden behind a long header chain.
+    pub const PASS_UNPARSED: u32 = 1 << 6;
 }
 
 /// A token bucket in GCRA form, so the program needs one `u64` of state per bucket and no
@@ -391,8 +449,8 @@ pub struct Config {
     pub ban_max_ns: u64,
     /// A source quiet (not banned) for this long starts again at strike zero.
     pub strike_decay_ns: u64,
-    /// With `EXTEND_WHILE_ACTIVE`: a banned source that keeps sending stays banned at least this
-    /// long after its last packet.
+    /// With `EXTEND_WHILE_ACTIVE`: a banned source that keeps exceeding its bucket stays banned
+    /// at least this long after its last packet over the limit.
     pub ban_extend_ns: u64,
 }
 
@@ -411,10 +469,14 @@ impl Config {
         _pad0: 0,
         ipv6_source_mask: [0xff; 16],
         limits: [
-            RateLimit::per_second(5, 40),   // REGISTER
-            RateLimit::per_second(5, 20),   // INVITE
-            RateLimit::per_second(5, 30),   // OPTIONS
-            RateLimit::per_second(50, 100), // everything else
+            RateLimit::per_second(5, 40),    // REGISTER
+            RateLimit::per_second(5, 20),    // INVITE
+            RateLimit::per_second(5, 30),    // OPTIONS
+            RateLimit::per_second(50, 100),  // other requests
+            RateLimit::per_second(100, 200), // ACK, BYE, CANCEL
+            RateLimit::per_second(100, 200), // responses
+            RateLimit::per_second(50, 100),  // keep-alives
+            RateLimit::per_second(10, 20),   // malformed, when passed
         ],
         ban_base_ns: 60 * SECOND_NS,
         ban_max_ns: 24 * 3600 * SECOND_NS,
@@ -485,11 +547,46 @@ pub struct DenyEntry {
     pub expires_at_ns: u64,
 }
 
-/// Value of an allowlist entry (present = allowed).
+/// Value of an allowlist or protected-list entry (present = listed, unless it is a hole).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct AllowEntry {
-    pub _reserved: u32,
+    /// Bits from [`allow_flags`].
+    pub flags: u32,
+}
+
+/// Bits of [`AllowEntry::flags`].
+pub mod allow_flags {
+    /// Not a listing: the entry for `::ffff:0:0/96` (IPv4 keys) that keeps an IPv6 CIDR such
+    /// as `::/0` or `::/8` from matching every IPv4 source. See [`super::MAPPED_HOLE_PREFIX`].
+    pub const HOLE: u32 = 1 << 0;
+}
+
+/// IPv4 sources are keyed as IPv4-mapped IPv6 (`::ffff:a.b.c.d`), so an IPv6 CIDR that covers
+/// `::ffff:0:0/96` (`::/0`, `::/8`) would match every IPv4 source. User space then writes a
+/// hole at this prefix: the longest match for every IPv4 key, which reads as "not listed" (an
+/// allowlist entry with [`allow_flags::HOLE`], a deny entry with [`DENY_HOLE_EXPIRES_AT_NS`]).
+/// IPv4 `0.0.0.0/0` has the same key and replaces the hole with a real entry.
+pub const MAPPED_HOLE_PREFIX: u32 = 96;
+/// `expires_at_ns` of a denylist hole: long past on the monotonic clock, so never in force.
+pub const DENY_HOLE_EXPIRES_AT_NS: u64 = 1;
+
+/// Value of the durable ban table `BANS`: a source's ban and strike history, kept out of reach
+/// of the source table's LRU eviction until its strikes decay. The program writes it with every
+/// ban and every extension, and reads it when a source missing from `SOURCES` comes back.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct BanRecord {
+    /// Monotonic time the ban ends.
+    pub banned_until_ns: u64,
+    /// Length of the last ban, the base of the next escalation.
+    pub ban_duration_ns: u64,
+    pub strikes: u32,
+    /// [`LimitClass`] whose bucket ran dry.
+    pub ban_class: u8,
+    /// Bits from [`ban_flags`].
+    pub ban_flags: u8,
+    pub _pad: [u8; 2],
 }
 
 /// Key of the first-fragment table: a non-first fragment is matched to its first fragment by
@@ -560,6 +657,7 @@ mod pod {
     unsafe impl aya::Pod for FragmentKey {}
     unsafe impl aya::Pod for FragmentFate {}
     unsafe impl aya::Pod for BanEvent {}
+    unsafe impl aya::Pod for BanRecord {}
 }
 
 #[cfg(test)]
@@ -571,9 +669,13 @@ mod tests {
         use core::mem::size_of;
         assert_eq!(
             size_of::<Config>(),
-            4 + 4 + 16 + 4 + 4 + 16 + 16 * 4 + 8 * 4
+            4 + 4 + 16 + 4 + 4 + 16 + 16 * LimitClass::COUNT + 8 * 4
         );
-        assert_eq!(size_of::<SourceState>(), 8 * 4 + 8 * 5 + 4 + 4 + 1 + 1 + 6);
+        assert_eq!(
+            size_of::<SourceState>(),
+            8 * LimitClass::COUNT + 8 * 5 + 4 + 4 + 1 + 1 + 6
+        );
+        assert_eq!(size_of::<BanRecord>(), 8 + 8 + 4 + 1 + 1 + 2);
         assert_eq!(size_of::<BanEvent>(), 16 + 8 * 4 + 4 + 4 + 1 + 1 + 6);
         assert_eq!(size_of::<FragmentKey>(), 24);
     }

@@ -45,6 +45,10 @@ pub fn sip_xdp(ctx: XdpContext) -> u32 {
     }
     let (verdict, class) = match parse::parse(&ctx, cfg) {
         Parsed::NotSip => (Verdict::PassNotSip, MethodClass::NotSip),
+        Parsed::Unparsed if cfg.has_flag(flags::PASS_UNPARSED) => {
+            (Verdict::PassNotSip, MethodClass::Unparsed)
+        }
+        Parsed::Unparsed => (Verdict::DropUnparsed, MethodClass::Unparsed),
         Parsed::Fragment { src, id } => policy::fragment_verdict(cfg, &src, id),
         Parsed::Sip(datagram) => {
             // Coarse time (jiffies resolution) costs a memory read, not a clock read; bans and

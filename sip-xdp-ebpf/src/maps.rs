@@ -1,12 +1,12 @@
 //! The program's maps. Sizes here are defaults: the loader may resize `SOURCES` before load.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use sip_xdp_common::{
-    AllowEntry, BAN_EVENTS_BYTES, COUNTER_SLOTS, Config, DEFAULT_MAX_SOURCES, DenyEntry,
-    FragmentFate, FragmentKey, MAX_LIST_ENTRIES, MAX_TRACKED_FRAGMENTS, SourceKey, SourceState,
-    list_presence,
+    AllowEntry, BAN_EVENTS_BYTES, BanRecord, COUNTER_SLOTS, Config, DEFAULT_MAX_BANS,
+    DEFAULT_MAX_SOURCES, DenyEntry, FragmentFate, FragmentKey, MAX_LIST_ENTRIES,
+    MAX_TRACKED_FRAGMENTS, SourceKey, SourceState, list_presence,
 };
 
 /// Two slots, so user space can fill one completely while packets read the other.
@@ -22,6 +22,17 @@ pub static ACTIVE_CONFIG: Array<u32> = Array::with_max_entries(1, 0);
 #[map(name = "SOURCES")]
 pub static SOURCES: LruHashMap<SourceKey, SourceState> =
     LruHashMap::with_max_entries(DEFAULT_MAX_SOURCES, 0);
+
+/// Bans and strike histories, keyed like `SOURCES`. A plain (preallocated) hash, not an LRU: a
+/// flood of new sources evicts entries of `SOURCES`, never a ban. Entries leave when their
+/// strikes decay (the program on the source's next packet, user space in its sweeps).
+#[map(name = "BANS")]
+pub static BANS: HashMap<SourceKey, BanRecord> = HashMap::with_max_entries(DEFAULT_MAX_BANS, 0);
+
+/// Sources held to their buckets but never banned (trunks, registrar peers, monitoring).
+#[map(name = "PROTECTED")]
+pub static PROTECTED: LpmTrie<[u8; 16], AllowEntry> =
+    LpmTrie::with_max_entries(MAX_LIST_ENTRIES, 0);
 
 #[map(name = "ALLOWLIST")]
 pub static ALLOWLIST: LpmTrie<[u8; 16], AllowEntry> =

@@ -16,8 +16,8 @@ use network_types::{
     vlan::VlanHdr,
 };
 use sip_xdp_common::{
-    Config, MAX_IPV6_EXT_HEADERS, MAX_KEEPALIVE_LEN, MAX_REQUEST_LINE_SCAN, MethodClass,
-    ipv4_mapped,
+    Config, MAX_IPV6_EXT_HEADERS, MAX_KEEPALIVE_LEN, MAX_L4_OFFSET, MAX_REQUEST_LINE_SCAN,
+    MethodClass, ipv4_mapped,
 };
 
 const ETH_P_IPV4: u16 = 0x0800;
@@ -29,17 +29,16 @@ const IPPROTO_HOPOPTS: u8 = 0;
 const IPPROTO_UDP: u8 = 17;
 const IPPROTO_ROUTING: u8 = 43;
 const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_AH: u8 = 51;
 const IPPROTO_DSTOPTS: u8 = 60;
-
-/// Past this offset the parser stops looking for a UDP header (and passes the packet): it keeps
-/// every offset provably small for the verifier, and no real SIP packet carries that many bytes
-/// of IPv6 extension headers.
-const MAX_L4_OFFSET: usize = 512;
 
 /// What the parser found.
 pub enum Parsed {
     /// Not a UDP datagram to a configured SIP port, or not parseable as IP: never touched.
     NotSip,
+    /// Cannot be resolved within the parser's bounds, so it may be UDP to a SIP port that Linux
+    /// would deliver (see `MethodClass::Unparsed`): fail closed.
+    Unparsed,
     /// A non-first fragment of a UDP datagram: no ports to read, matched by (source, id).
     Fragment { src: [u8; 16], id: u32 },
     /// A UDP datagram to a SIP port.
@@ -153,6 +152,7 @@ struct L4 {
 
 enum L3 {
     NotSip,
+    Unparsed,
     Fragment { src: [u8; 16], id: u32 },
     Udp(L4),
 }
@@ -200,18 +200,28 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize) -> L3 {
     let mut l4 = offset + Ipv6Hdr::LEN;
     let mut first_fragment_id = None;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
-        match next {
+        let ext_len = match next {
             IPPROTO_UDP => break,
-            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH => {
+                // A first fragment must hold the whole chain (RFC 8200 4.5); one that does not
+                // may still be reassembled by an older kernel: fail closed. Any other cut-short
+                // chain is dropped by Linux itself.
                 let Some(ext) = load::<[u8; 2]>(ctx, l4) else {
-                    return L3::NotSip;
+                    return cut_short(first_fragment_id);
+                };
+                // AH counts its length in 4-byte units, minus 2; the others in 8-byte units,
+                // minus 1.
+                let len = if next == IPPROTO_AH {
+                    (ext[1] as usize + 2) * 4
+                } else {
+                    (ext[1] as usize + 1) * 8
                 };
                 next = ext[0];
-                l4 += (ext[1] as usize + 1) * 8;
+                len
             }
             IPPROTO_FRAGMENT => {
                 let Some(frag) = load::<[u8; 8]>(ctx, l4) else {
-                    return L3::NotSip;
+                    return cut_short(first_fragment_id);
                 };
                 next = frag[0];
                 let offset_and_flags = u16::from_be_bytes([frag[2], frag[3]]);
@@ -226,16 +236,22 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize) -> L3 {
                 if offset_and_flags & 1 != 0 {
                     first_fragment_id = Some(id);
                 }
-                l4 += 8;
+                8
             }
             _ => return L3::NotSip,
-        }
+        };
+        l4 += ext_len;
         if l4 > MAX_L4_OFFSET {
-            return L3::NotSip;
+            return L3::Unparsed;
         }
     }
-    if next != IPPROTO_UDP {
-        return L3::NotSip;
+    match next {
+        IPPROTO_UDP => {}
+        // The chain goes on past the headers walked: Linux walks it to the end.
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_FRAGMENT => {
+            return L3::Unparsed;
+        }
+        _ => return L3::NotSip,
     }
     L3::Udp(L4 {
         src,
@@ -244,6 +260,29 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize) -> L3 {
         ip_end,
         first_fragment_id,
     })
+}
+
+/// A header the chain needs is cut short: fail closed only inside a first fragment.
+#[inline(always)]
+fn cut_short(first_fragment_id: Option<u32>) -> L3 {
+    if first_fragment_id.is_some() {
+        L3::Unparsed
+    } else {
+        L3::NotSip
+    }
+}
+
+/// IPv4-mapped IPv6 (`::ffff:0:0/96`) is never a valid source on the wire (RFC 4291 2.5.5.2),
+/// and sources of that form would share the keys of the IPv4 addresses they name.
+#[inline(always)]
+fn is_ipv4_mapped(src: &[u8; 16]) -> bool {
+    u64::from_ne_bytes([
+        src[0], src[1], src[2], src[3], src[4], src[5], src[6], src[7],
+    ]) == 0
+        && src[8] == 0
+        && src[9] == 0
+        && src[10] == 0xff
+        && src[11] == 0xff
 }
 
 /// The common untagged, option-less IPv4 frame that is plainly not UDP to a SIP port (TCP, ARP,
@@ -288,16 +327,36 @@ pub fn parse(ctx: &XdpContext, cfg: &Config) -> Parsed {
     };
     let l4 = match l4 {
         L3::NotSip => return Parsed::NotSip,
+        L3::Unparsed => return Parsed::Unparsed,
         L3::Fragment { src, id } => return Parsed::Fragment { src, id },
         L3::Udp(l4) => l4,
     };
     let Some(udp) = load::<UdpHdr>(ctx, l4.offset) else {
-        return Parsed::NotSip;
+        // A first fragment without its whole UDP header may hide a SIP port, and its followers
+        // would be reassembled behind it: unless the port it shows is not one.
+        let hides_sip = l4.first_fragment_id.is_some()
+            && match load::<[u8; 4]>(ctx, l4.offset) {
+                Some(ports) => is_sip_port(cfg, u16::from_be_bytes([ports[2], ports[3]])),
+                None => true,
+            };
+        return if hides_sip {
+            Parsed::Unparsed
+        } else {
+            Parsed::NotSip
+        };
     };
     if !is_sip_port(cfg, u16::from_be_bytes(udp.dst)) {
         return Parsed::NotSip;
     }
-    let class = classify_datagram(ctx, &l4, u16::from_be_bytes(udp.len) as usize);
+    if !l4.is_ipv4 && is_ipv4_mapped(&l4.src) {
+        return Parsed::Unparsed;
+    }
+    let mut class = classify_datagram(ctx, &l4, u16::from_be_bytes(udp.len) as usize);
+    // Keep-alives are never fragmented: a first fragment that reads as one (no payload, a few
+    // CR/LF) is a tiny-fragment attack whose request line comes in the followers.
+    if l4.first_fragment_id.is_some() && class == MethodClass::KeepAlive {
+        class = MethodClass::Malformed;
+    }
     Parsed::Sip(SipDatagram {
         src: l4.src,
         is_ipv4: l4.is_ipv4,

@@ -1,14 +1,15 @@
-//! Per-source policy: allowlist, denylist, bans and token buckets.
+//! Per-source policy: allowlist, denylist, bans, the protected list and token buckets.
 use aya_ebpf::maps::lpm_trie::Key;
 use sip_xdp_common::{
-    BAN_DURATION_CEILING_NS, BAN_EXTEND_GRANULARITY_NS, BanEvent, Config, EventCounter,
+    BAN_DURATION_CEILING_NS, BAN_EXTEND_GRANULARITY_NS, BanEvent, BanRecord, Config, EventCounter,
     FragmentFate, FragmentKey, LimitClass, MethodClass, RATE_WINDOW_NS, RateLimit, SourceKey,
-    SourceState, Verdict, ban_event_kind, ban_flags, event_counter_index, flags, list_presence,
+    SourceState, Verdict, allow_flags, ban_event_kind, ban_flags, event_counter_index, flags,
+    list_presence,
 };
 
 use crate::{
     maps::{
-        ALLOWLIST, BAN_EVENTS, DENYLIST, FRAGMENTS, NEW_SOURCE, SOURCES, bump,
+        ALLOWLIST, BAN_EVENTS, BANS, DENYLIST, FRAGMENTS, NEW_SOURCE, PROTECTED, SOURCES, bump,
         list_may_have_entries,
     },
     parse::SipDatagram,
@@ -22,11 +23,24 @@ fn list_key(src: &[u8; 16]) -> Key<[u8; 16]> {
     Key::new(128, *src)
 }
 
+/// An entry flagged as a hole (see `sip_xdp_common::MAPPED_HOLE_PREFIX`) lists nothing.
 #[inline(always)]
 fn is_allowlisted(src: &[u8; 16]) -> bool {
-    list_may_have_entries(list_presence::ALLOWLIST) && ALLOWLIST.get(list_key(src)).is_some()
+    list_may_have_entries(list_presence::ALLOWLIST)
+        && ALLOWLIST
+            .get(list_key(src))
+            .is_some_and(|entry| entry.flags & allow_flags::HOLE == 0)
 }
 
+#[inline(always)]
+fn is_protected(src: &[u8; 16]) -> bool {
+    list_may_have_entries(list_presence::PROTECTED)
+        && PROTECTED
+            .get(list_key(src))
+            .is_some_and(|entry| entry.flags & allow_flags::HOLE == 0)
+}
+
+/// A hole's expiry lies in the past, so it never denies.
 #[inline(always)]
 fn is_denylisted(src: &[u8; 16], now_ns: u64) -> bool {
     if !list_may_have_entries(list_presence::DENYLIST) {
@@ -38,9 +52,10 @@ fn is_denylisted(src: &[u8; 16], now_ns: u64) -> bool {
     }
 }
 
-/// Which bucket a method draws from, if any.
+/// Which bucket a class draws from: every SIP class has one, so no packet shape reaches the
+/// server at line rate (a bucket whose rate is "unlimited" lets its class through).
 #[inline(always)]
-fn limit_class(cfg: &Config, class: MethodClass) -> Option<LimitClass> {
+fn limit_class(class: MethodClass) -> Option<LimitClass> {
     match class {
         MethodClass::Register => Some(LimitClass::Register),
         MethodClass::Invite => Some(LimitClass::Invite),
@@ -53,13 +68,11 @@ fn limit_class(cfg: &Config, class: MethodClass) -> Option<LimitClass> {
         | MethodClass::Info
         | MethodClass::Refer
         | MethodClass::Publish => Some(LimitClass::Other),
-        MethodClass::Ack | MethodClass::Bye | MethodClass::Cancel
-            if cfg.has_flag(flags::LIMIT_IN_DIALOG) =>
-        {
-            Some(LimitClass::Other)
-        }
-        MethodClass::Response if cfg.has_flag(flags::LIMIT_RESPONSES) => Some(LimitClass::Other),
-        _ => None,
+        MethodClass::Ack | MethodClass::Bye | MethodClass::Cancel => Some(LimitClass::InDialog),
+        MethodClass::Response => Some(LimitClass::Response),
+        MethodClass::KeepAlive => Some(LimitClass::KeepAlive),
+        MethodClass::Malformed => Some(LimitClass::Malformed),
+        MethodClass::Fragment | MethodClass::NotSip | MethodClass::Unparsed => None,
     }
 }
 
@@ -92,6 +105,10 @@ fn bucket(cfg: &Config, limit: LimitClass) -> &RateLimit {
         LimitClass::Invite => &cfg.limits[1],
         LimitClass::Options => &cfg.limits[2],
         LimitClass::Other => &cfg.limits[3],
+        LimitClass::InDialog => &cfg.limits[4],
+        LimitClass::Response => &cfg.limits[5],
+        LimitClass::KeepAlive => &cfg.limits[6],
+        LimitClass::Malformed => &cfg.limits[7],
     }
 }
 
@@ -102,6 +119,10 @@ fn tat_mut(state: &mut SourceState, limit: LimitClass) -> &mut u64 {
         LimitClass::Invite => &mut state.tat_ns[1],
         LimitClass::Options => &mut state.tat_ns[2],
         LimitClass::Other => &mut state.tat_ns[3],
+        LimitClass::InDialog => &mut state.tat_ns[4],
+        LimitClass::Response => &mut state.tat_ns[5],
+        LimitClass::KeepAlive => &mut state.tat_ns[6],
+        LimitClass::Malformed => &mut state.tat_ns[7],
     }
 }
 
@@ -120,6 +141,26 @@ fn conforms(tat_ns: &mut u64, limit: &RateLimit, now_ns: u64) -> bool {
 fn is_banned(cfg: &Config, state: &SourceState, now_ns: u64) -> bool {
     now_ns < state.banned_until_ns
         && (state.ban_flags & ban_flags::MONITOR_ONLY == 0 || cfg.has_flag(flags::MONITOR))
+}
+
+/// Writes the source's ban to the durable `BANS` table, where no flood of new sources can evict
+/// it. Not inlined: it runs once per ban or extension, and its record stays off the caller's
+/// stack.
+#[inline(never)]
+fn persist_ban(key: &SourceKey, state: &SourceState) {
+    let record = BanRecord {
+        banned_until_ns: state.banned_until_ns,
+        ban_duration_ns: state.ban_duration_ns,
+        strikes: state.strikes,
+        ban_class: state.ban_class,
+        ban_flags: state.ban_flags,
+        _pad: [0; 2],
+    };
+    // Replacing an existing key always succeeds in a preallocated hash; a new key fails only
+    // when the table is full.
+    if BANS.insert(key, &record, 0).is_err() {
+        bump(event_counter_index(EventCounter::BanTableFull));
+    }
 }
 
 #[inline(always)]
@@ -158,6 +199,7 @@ fn impose_ban(
     state.ban_class = limit as u8;
     // A new ban replaces the previous one, reported or not: user space hears of its end once.
     state.ban_flags = ban_flags::EXPIRY_PENDING | if monitor { ban_flags::MONITOR_ONLY } else { 0 };
+    persist_ban(src, state);
 
     bump(event_counter_index(if monitor {
         EventCounter::WouldBans
@@ -194,8 +236,13 @@ fn impose_ban(
 #[inline(never)]
 fn report_expiry(src: &SourceKey, state: &mut SourceState, now_ns: u64) {
     // Cleared before reserving: with the ring buffer full, retrying on every later packet of
-    // the source would only count more lost events.
+    // the source would only count more lost events. Cleared in the durable copy too, or a
+    // source evicted and restored would report the same end twice.
     state.ban_flags &= !ban_flags::EXPIRY_PENDING;
+    if let Some(record) = BANS.get_ptr_mut(src) {
+        // SAFETY: pointer from a successful lookup; a lost race only repeats one report.
+        unsafe { (*record).ban_flags &= !ban_flags::EXPIRY_PENDING };
+    }
     let Some(mut entry) = BAN_EVENTS.reserve::<BanEvent>(0) else {
         bump(event_counter_index(EventCounter::EventsLost));
         return;
@@ -243,7 +290,7 @@ pub fn sip_verdict(cfg: &Config, datagram: &SipDatagram, now_ns: u64) -> Verdict
         && is_banned(cfg, state, now_ns)
     {
         count_packet(state, now_ns);
-        return drop_banned(cfg, state, now_ns);
+        return drop_banned(cfg, key, state, datagram.class, now_ns);
     }
     listed_or_limited(cfg, datagram, key, tracked, now_ns)
 }
@@ -258,16 +305,67 @@ fn count_packet(state: &mut SourceState, now_ns: u64) {
     state.window_packets += 1;
 }
 
+/// A banned source's packet. The packet still meets its class's bucket: the ban is extended
+/// only while the source keeps exceeding it, so a burst forged in a real peer's name cannot
+/// keep that peer banned while it sends at its normal rate.
 #[inline(always)]
-fn drop_banned(cfg: &Config, state: &mut SourceState, now_ns: u64) -> Verdict {
-    if cfg.has_flag(flags::EXTEND_WHILE_ACTIVE) {
-        let until = now_ns + cfg.ban_extend_ns;
-        if until > state.banned_until_ns + BAN_EXTEND_GRANULARITY_NS {
-            state.banned_until_ns = until;
-        }
-    }
+fn drop_banned(
+    cfg: &Config,
+    key: &SourceKey,
+    state: &mut SourceState,
+    class: MethodClass,
+    now_ns: u64,
+) -> Verdict {
     state.dropped += 1;
+    if !cfg.has_flag(flags::EXTEND_WHILE_ACTIVE) {
+        return Verdict::DropBanned;
+    }
+    let Some(limit) = limit_class(class) else {
+        return Verdict::DropBanned;
+    };
+    let bucket = bucket(cfg, limit);
+    if bucket.is_unlimited() || conforms(tat_mut(state, limit), bucket, now_ns) {
+        return Verdict::DropBanned;
+    }
+    let until = now_ns + cfg.ban_extend_ns;
+    if until > state.banned_until_ns + BAN_EXTEND_GRANULARITY_NS {
+        state.banned_until_ns = until;
+        persist_ban(key, state);
+    }
     Verdict::DropBanned
+}
+
+/// A source missing from `SOURCES` (new, or evicted by the LRU) whose ban or strikes are still
+/// in `BANS`: its entry is rebuilt from the record, with full buckets, so the ban holds and the
+/// next one escalates. A record whose strikes have decayed is removed instead.
+#[inline(always)]
+fn restore_ban(cfg: &Config, key: &SourceKey, now_ns: u64) -> Option<&'static mut SourceState> {
+    // SAFETY: a plain copy out of a value that concurrent writers replace whole or in place.
+    let record = unsafe { *BANS.get_ptr(key)? };
+    if now_ns > record.banned_until_ns && now_ns - record.banned_until_ns > cfg.strike_decay_ns {
+        let _ = BANS.remove(key);
+        return None;
+    }
+    let staged = NEW_SOURCE.get_ptr_mut(0)?;
+    // SAFETY: per-CPU scratch entry, used by this packet only.
+    let staged = unsafe { &mut *staged };
+    staged.tat_ns = [0; LimitClass::COUNT];
+    staged.banned_until_ns = record.banned_until_ns;
+    staged.ban_duration_ns = record.ban_duration_ns;
+    staged.window_start_ns = now_ns;
+    staged.packets = 0;
+    staged.dropped = 0;
+    staged.window_packets = 0;
+    staged.strikes = record.strikes;
+    staged.ban_class = record.ban_class;
+    staged.ban_flags = record.ban_flags;
+    if SOURCES.insert(key, &*staged, 0).is_err() {
+        bump(event_counter_index(EventCounter::TrackFailures));
+        return None;
+    }
+    bump(event_counter_index(EventCounter::BansRestored));
+    // SAFETY: as for every SOURCES lookup.
+    SOURCES.get_ptr_mut(key).map(|state| unsafe { &mut *state })
 }
 
 /// [`sip_verdict`] for a source not known to be banned: lists, then its bucket. Not inlined: the
@@ -290,62 +388,29 @@ fn listed_or_limited(
     if is_denylisted(src, now_ns) {
         return Verdict::DropDenylisted;
     }
-    let malformed_verdict = if cfg.has_flag(flags::DROP_MALFORMED) {
-        Verdict::DropMalformed
-    } else {
-        Verdict::Pass
-    };
-    let limit = limit_class(cfg, class);
+    let drop_malformed = cfg.has_flag(flags::DROP_MALFORMED);
+    let limit = limit_class(class);
 
-    let Some(state) = tracked else {
-        // First packet from this source (or it was evicted): only a limited class needs state.
-        if class == MethodClass::Malformed {
-            return malformed_verdict;
-        }
-        let Some(limit) = limit else {
-            return Verdict::Pass;
-        };
-        let bucket = bucket(cfg, limit);
-        if bucket.is_unlimited() {
-            return Verdict::Pass;
-        }
-        let Some(staged) = NEW_SOURCE.get_ptr_mut(0) else {
-            return Verdict::Pass;
-        };
-        // SAFETY: per-CPU scratch entry, used by this packet only.
-        let staged = unsafe { &mut *staged };
-        staged.tat_ns = [0; LimitClass::COUNT];
-        // A burst is at least one packet, so the first always conforms.
-        *tat_mut(staged, limit) = now_ns + bucket.interval_ns;
-        staged.banned_until_ns = 0;
-        staged.ban_duration_ns = 0;
-        staged.window_start_ns = now_ns;
-        staged.packets = 1;
-        staged.dropped = 0;
-        staged.window_packets = 1;
-        staged.strikes = 0;
-        staged.ban_class = 0;
-        staged.ban_flags = 0;
-        if SOURCES.insert(key, &*staged, 0).is_err() {
-            bump(event_counter_index(EventCounter::TrackFailures));
-        }
-        return Verdict::Pass;
+    let state = match tracked {
+        Some(state) => state,
+        None => match restore_ban(cfg, key, now_ns) {
+            Some(state) => state,
+            None => return new_source(cfg, key, class, limit, now_ns),
+        },
     };
 
     count_packet(state, now_ns);
-    // A masked key's ban is read here, after the lists.
+    // A masked key's ban, or a restored one, is read here, after the lists.
     if is_banned(cfg, state, now_ns) {
-        return drop_banned(cfg, state, now_ns);
+        return drop_banned(cfg, key, state, class, now_ns);
     }
     // Not `!is_banned`: a monitor-only ban that enforcing mode ignores has not run out yet.
     if state.ban_flags & ban_flags::EXPIRY_PENDING != 0 && now_ns >= state.banned_until_ns {
         report_expiry(key, state, now_ns);
     }
-    if class == MethodClass::Malformed {
-        if malformed_verdict.is_drop() {
-            state.dropped += 1;
-        }
-        return malformed_verdict;
+    if class == MethodClass::Malformed && drop_malformed {
+        state.dropped += 1;
+        return Verdict::DropMalformed;
     }
     let Some(limit) = limit else {
         return Verdict::Pass;
@@ -354,9 +419,57 @@ fn listed_or_limited(
     if bucket.is_unlimited() || conforms(tat_mut(state, limit), bucket, now_ns) {
         return Verdict::Pass;
     }
-    impose_ban(cfg, key, state, limit, now_ns);
     state.dropped += 1;
+    // A protected source (a trunk, a registrar peer) is held to its buckets but never banned:
+    // looked up here only, when a bucket runs dry, so it costs nothing on the common path.
+    if is_protected(src) {
+        bump(event_counter_index(EventCounter::ProtectedDrops));
+        return Verdict::DropRate;
+    }
+    impose_ban(cfg, key, state, limit, now_ns);
     Verdict::DropRate
+}
+
+/// First packet from a source with no state and no saved ban: only a limited class needs state.
+#[inline(always)]
+fn new_source(
+    cfg: &Config,
+    key: &SourceKey,
+    class: MethodClass,
+    limit: Option<LimitClass>,
+    now_ns: u64,
+) -> Verdict {
+    if class == MethodClass::Malformed && cfg.has_flag(flags::DROP_MALFORMED) {
+        return Verdict::DropMalformed;
+    }
+    let Some(limit) = limit else {
+        return Verdict::Pass;
+    };
+    let bucket = bucket(cfg, limit);
+    if bucket.is_unlimited() {
+        return Verdict::Pass;
+    }
+    let Some(staged) = NEW_SOURCE.get_ptr_mut(0) else {
+        return Verdict::Pass;
+    };
+    // SAFETY: per-CPU scratch entry, used by this packet only.
+    let staged = unsafe { &mut *staged };
+    staged.tat_ns = [0; LimitClass::COUNT];
+    // A burst is at least one packet, so the first always conforms.
+    *tat_mut(staged, limit) = now_ns + bucket.interval_ns;
+    staged.banned_until_ns = 0;
+    staged.ban_duration_ns = 0;
+    staged.window_start_ns = now_ns;
+    staged.packets = 1;
+    staged.dropped = 0;
+    staged.window_packets = 1;
+    staged.strikes = 0;
+    staged.ban_class = 0;
+    staged.ban_flags = 0;
+    if SOURCES.insert(key, &*staged, 0).is_err() {
+        bump(event_counter_index(EventCounter::TrackFailures));
+    }
+    Verdict::Pass
 }
 
 /// Remembers what happened to a first fragment so its followers share its fate.

@@ -88,6 +88,16 @@ pub enum Command {
         after_help = "Examples:\n  sudo sip-xdp deny add 203.0.113.0/24\n  sudo sip-xdp deny del 203.0.113.0/24"
     )]
     Deny(ListAction),
+    /// Sources held to their rate limits but never banned, so never signalled to CrowdSec
+    /// either: a SIP trunk, a registrar peer, a monitoring host. A forged burst in their name
+    /// costs them the excess packets, not a ban.
+    #[command(
+        subcommand,
+        after_help = "Examples:
+  sudo sip-xdp protect add 198.51.100.200/32 --comment \"carrier trunk\"
+  sudo sip-xdp protect list"
+    )]
+    Protect(ListAction),
     /// Manual bans (with an expiry), and lifting automatic bans.
     #[command(
         subcommand,

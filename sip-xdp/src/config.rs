@@ -126,6 +126,14 @@ pub struct LimitsSection {
     pub options: Limit,
     #[serde(deserialize_with = "de_other_limit")]
     pub other: Limit,
+    #[serde(deserialize_with = "de_in_dialog_limit")]
+    pub in_dialog: Limit,
+    #[serde(deserialize_with = "de_response_limit")]
+    pub response: Limit,
+    #[serde(deserialize_with = "de_keepalive_limit")]
+    pub keepalive: Limit,
+    #[serde(deserialize_with = "de_malformed_limit")]
+    pub malformed: Limit,
 }
 
 impl LimitsSection {
@@ -135,6 +143,10 @@ impl LimitsSection {
             LimitClass::Invite => &self.invite,
             LimitClass::Options => &self.options,
             LimitClass::Other => &self.other,
+            LimitClass::InDialog => &self.in_dialog,
+            LimitClass::Response => &self.response,
+            LimitClass::KeepAlive => &self.keepalive,
+            LimitClass::Malformed => &self.malformed,
         }
     }
 }
@@ -168,6 +180,10 @@ const DEFAULT_REGISTER_LIMIT: Limit = Limit::per_second(5, 40);
 const DEFAULT_INVITE_LIMIT: Limit = Limit::per_second(5, 20);
 const DEFAULT_OPTIONS_LIMIT: Limit = Limit::per_second(5, 30);
 const DEFAULT_OTHER_LIMIT: Limit = Limit::per_second(50, 100);
+const DEFAULT_IN_DIALOG_LIMIT: Limit = Limit::per_second(100, 200);
+const DEFAULT_RESPONSE_LIMIT: Limit = Limit::per_second(100, 200);
+const DEFAULT_KEEPALIVE_LIMIT: Limit = Limit::per_second(50, 100);
+const DEFAULT_MALFORMED_LIMIT: Limit = Limit::per_second(10, 20);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, expecting = "the [bans] table")]
@@ -208,8 +224,15 @@ pub struct DatapathSection {
     pub monitor: bool,
     pub drop_malformed: bool,
     pub drop_unknown_fragments: bool,
-    pub limit_in_dialog: bool,
-    pub limit_responses: bool,
+    /// Pass what the parser cannot resolve (long IPv6 header chains, tiny first fragments,
+    /// IPv4-mapped IPv6 sources) instead of dropping it.
+    pub pass_unparsed: bool,
+    /// Accepted for configs written for sip-xdp 0.1, and ignored: ACK, BYE and CANCEL have
+    /// their own bucket now (`[limits.in_dialog]`), responses theirs (`[limits.response]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_in_dialog: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_responses: Option<bool>,
     /// Capacity of the per-source LRU map (1..=[`MAX_SOURCES_LIMIT`]); fixed at program load.
     #[serde(deserialize_with = "de_max_sources")]
     pub max_sources: u32,
@@ -329,6 +352,10 @@ impl Default for LimitsSection {
             invite: DEFAULT_INVITE_LIMIT,
             options: DEFAULT_OPTIONS_LIMIT,
             other: DEFAULT_OTHER_LIMIT,
+            in_dialog: DEFAULT_IN_DIALOG_LIMIT,
+            response: DEFAULT_RESPONSE_LIMIT,
+            keepalive: DEFAULT_KEEPALIVE_LIMIT,
+            malformed: DEFAULT_MALFORMED_LIMIT,
         }
     }
 }
@@ -355,8 +382,9 @@ impl Default for DatapathSection {
             monitor: d.has_flag(flags::MONITOR),
             drop_malformed: d.has_flag(flags::DROP_MALFORMED),
             drop_unknown_fragments: d.has_flag(flags::DROP_UNKNOWN_FRAGMENTS),
-            limit_in_dialog: d.has_flag(flags::LIMIT_IN_DIALOG),
-            limit_responses: d.has_flag(flags::LIMIT_RESPONSES),
+            pass_unparsed: d.has_flag(flags::PASS_UNPARSED),
+            limit_in_dialog: None,
+            limit_responses: None,
             max_sources: DEFAULT_MAX_SOURCES,
         }
     }
@@ -458,8 +486,7 @@ impl Settings {
                 datapath.drop_unknown_fragments,
                 flags::DROP_UNKNOWN_FRAGMENTS,
             ),
-            (datapath.limit_in_dialog, flags::LIMIT_IN_DIALOG),
-            (datapath.limit_responses, flags::LIMIT_RESPONSES),
+            (datapath.pass_unparsed, flags::PASS_UNPARSED),
             (self.bans.extend_while_active, flags::EXTEND_WHILE_ACTIVE),
         ]
         .iter()
@@ -1030,6 +1057,22 @@ fn de_other_limit<'de, D: Deserializer<'de>>(d: D) -> Result<Limit, D::Error> {
     de_limit(d, DEFAULT_OTHER_LIMIT)
 }
 
+fn de_in_dialog_limit<'de, D: Deserializer<'de>>(d: D) -> Result<Limit, D::Error> {
+    de_limit(d, DEFAULT_IN_DIALOG_LIMIT)
+}
+
+fn de_response_limit<'de, D: Deserializer<'de>>(d: D) -> Result<Limit, D::Error> {
+    de_limit(d, DEFAULT_RESPONSE_LIMIT)
+}
+
+fn de_keepalive_limit<'de, D: Deserializer<'de>>(d: D) -> Result<Limit, D::Error> {
+    de_limit(d, DEFAULT_KEEPALIVE_LIMIT)
+}
+
+fn de_malformed_limit<'de, D: Deserializer<'de>>(d: D) -> Result<Limit, D::Error> {
+    de_limit(d, DEFAULT_MALFORMED_LIMIT)
+}
+
 // ---- ports and addresses ----
 
 /// One port inside `ports`, checked in its own visitor so the error points at the element.
@@ -1168,8 +1211,7 @@ pub struct KernelConfigView {
     pub monitor: bool,
     pub drop_malformed: bool,
     pub drop_unknown_fragments: bool,
-    pub limit_in_dialog: bool,
-    pub limit_responses: bool,
+    pub pass_unparsed: bool,
     pub limits: Vec<LimitView>,
     pub ban_base: String,
     pub ban_factor: u32,
@@ -1201,8 +1243,7 @@ pub fn describe_kernel(cfg: &Config) -> KernelConfigView {
         monitor: in_force.has_flag(flags::MONITOR),
         drop_malformed: in_force.has_flag(flags::DROP_MALFORMED),
         drop_unknown_fragments: in_force.has_flag(flags::DROP_UNKNOWN_FRAGMENTS),
-        limit_in_dialog: in_force.has_flag(flags::LIMIT_IN_DIALOG),
-        limit_responses: in_force.has_flag(flags::LIMIT_RESPONSES),
+        pass_unparsed: in_force.has_flag(flags::PASS_UNPARSED),
         limits: LimitClass::ALL
             .iter()
             .zip(&in_force.limits)
@@ -1246,8 +1287,7 @@ impl fmt::Display for KernelConfigView {
             "drop unknown fragments  {}",
             on(self.drop_unknown_fragments)
         )?;
-        writeln!(f, "limit in-dialog         {}", on(self.limit_in_dialog))?;
-        writeln!(f, "limit responses         {}", on(self.limit_responses))?;
+        writeln!(f, "pass unparsed           {}", on(self.pass_unparsed))?;
         for limit in &self.limits {
             if limit.rate == "unlimited" {
                 writeln!(f, "limit {:<17} unlimited", limit.class)?;
@@ -1327,7 +1367,7 @@ mod tests {
         want.sort();
         have.sort();
         assert_eq!(have, want);
-        assert_eq!(want.len(), 35);
+        assert_eq!(want.len(), 42);
     }
 
     #[test]
@@ -1367,6 +1407,7 @@ manual_default = "1h30m"
 monitor = true
 drop_malformed = false
 drop_unknown_fragments = true
+pass_unparsed = true
 limit_in_dialog = true
 limit_responses = true
 max_sources = 1000
@@ -1424,10 +1465,7 @@ summary_interval = "500ms"
         assert_eq!(k.ipv6_source_mask, mask);
         assert_eq!(
             k.flags,
-            flags::MONITOR
-                | flags::DROP_UNKNOWN_FRAGMENTS
-                | flags::LIMIT_IN_DIALOG
-                | flags::LIMIT_RESPONSES
+            flags::MONITOR | flags::DROP_UNKNOWN_FRAGMENTS | flags::PASS_UNPARSED
         );
         assert_eq!(
             k.limits[LimitClass::Register as usize].interval_ns,
@@ -1675,7 +1713,19 @@ credentials_file = "/etc/sip-xdp/crowdsec-machine.yaml"
         .unwrap();
         let view = describe_kernel(&settings.kernel_config());
         let rates: Vec<&str> = view.limits.iter().map(|l| l.rate.as_str()).collect();
-        assert_eq!(rates, ["1/min", "3/s", "unlimited", "50/s"]);
+        assert_eq!(
+            rates,
+            [
+                "1/min",
+                "3/s",
+                "unlimited",
+                "50/s",
+                "100/s",
+                "100/s",
+                "50/s",
+                "10/s"
+            ]
+        );
         assert_eq!(view.limits[0].burst, 3);
         assert_eq!(view.ipv6_source_prefix, Some(48));
         let json = serde_json::to_value(&view).unwrap();

@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use ipnet::IpNet;
 use serde::Serialize;
-use sip_xdp_common::{Config, LimitClass, SourceKey, SourceState, ban_flags};
+use sip_xdp_common::{BanRecord, Config, LimitClass, SourceKey, SourceState, ban_flags};
 
 use crate::{
     config::Settings,
@@ -30,6 +30,8 @@ const NS_PER_SEC: u64 = 1_000_000_000;
 pub enum ListKind {
     Allow,
     Deny,
+    /// Rate-limited, never banned.
+    Protect,
 }
 
 impl ListKind {
@@ -37,6 +39,7 @@ impl ListKind {
         match self {
             ListKind::Allow => "allow",
             ListKind::Deny => "deny",
+            ListKind::Protect => "protect",
         }
     }
 }
@@ -221,7 +224,10 @@ impl Control {
             }
             maps.write_config(&settings.kernel_config())?;
             reconcile_locked(&mut state, &mut maps)?;
-            if !load.adopted_maps {
+            for (key, record) in &load.migration.bans {
+                maps.set_ban(key.addr, record)?;
+            }
+            if !load.adopted_maps || load.created_bans {
                 restore_auto_bans(&state, &mut maps)?;
             }
             // Restored bans of allowlisted addresses, and entries pinned by a build that read the
@@ -266,14 +272,17 @@ impl Control {
     ) -> Result<EditReport> {
         self.edit(|state, maps, report| {
             for &net in nets {
+                crate::maps::check_listable(net)?;
                 let added = match kind {
                     ListKind::Allow => state.add_allow(net, comment.clone()),
                     ListKind::Deny => state.add_deny(net, comment.clone()),
+                    ListKind::Protect => state.add_protected(net, comment.clone()),
                 };
                 if let Some(maps) = maps.as_mut() {
                     match kind {
                         ListKind::Allow => maps.allow(net),
                         ListKind::Deny => maps.deny(net, 0),
+                        ListKind::Protect => maps.protect(net),
                     }
                     .with_context(|| {
                         format!(
@@ -289,7 +298,9 @@ impl Control {
                     format!("{} {net}: already present", kind.command())
                 });
             }
-            if kind == ListKind::Allow
+            // Allowlisted sources must have no entry (the program reads a ban before the
+            // allowlist); protected ones must lose the bans they had before.
+            if matches!(kind, ListKind::Allow | ListKind::Protect)
                 && let Some(maps) = maps.as_mut()
             {
                 forget_sources_in(maps, nets)?;
@@ -305,11 +316,13 @@ impl Control {
                 let in_file = match kind {
                     ListKind::Allow => state.remove_allow(net),
                     ListKind::Deny => state.remove_deny(net),
+                    ListKind::Protect => state.remove_protected(net),
                 };
                 let in_map = match maps.as_mut() {
                     None => false,
                     Some(maps) => match kind {
                         ListKind::Allow => maps.unallow(net)?,
+                        ListKind::Protect => maps.unprotect(net)?,
                         // A manual ban of the same net stays in force.
                         ListKind::Deny => match state.denylist_value(&net, now_wall) {
                             Some(expires_at_ns) => {
@@ -338,6 +351,7 @@ impl Control {
             None => Vec::new(),
             Some(maps) => match kind {
                 ListKind::Allow => maps.allowlist()?,
+                ListKind::Protect => maps.protected()?,
                 ListKind::Deny => maps
                     .denylist()?
                     .into_iter()
@@ -347,6 +361,11 @@ impl Control {
             },
         };
         let saved: Vec<(IpNet, u64, Option<String>)> = match kind {
+            ListKind::Protect => state
+                .protected
+                .iter()
+                .map(|r| (r.net, r.added_at, r.comment.clone()))
+                .collect(),
             ListKind::Allow => state
                 .allow
                 .iter()
@@ -423,7 +442,7 @@ impl Control {
             let now_ns = monotonic_now_ns();
             let (sources, ipv6_mask) = match maps.as_ref() {
                 Some(maps) => (
-                    maps.sources()?,
+                    rate_bans(maps)?,
                     maps.read_config()
                         .map(|c| c.ipv6_source_mask)
                         .unwrap_or([0xff; 16]),
@@ -581,7 +600,7 @@ impl Control {
                 .read_config()
                 .map(|c| c.has_flag(sip_xdp_common::flags::MONITOR))
                 .unwrap_or(false);
-            for (key, source) in maps.sources()? {
+            for (key, source) in rate_bans(&maps)? {
                 if source.banned_until_ns <= clocks.mono_ns {
                     continue;
                 }
@@ -816,7 +835,13 @@ pub fn forget_sources_in(maps: &mut SipMaps, nets: &[IpNet]) -> Result<usize> {
         })
         .collect();
     let mut forgotten = 0;
-    for (key, _) in maps.sources()? {
+    let keys: HashSet<SourceKey> = maps
+        .sources()?
+        .into_iter()
+        .map(|(key, _)| key)
+        .chain(maps.bans()?.into_iter().map(|(key, _)| key))
+        .collect();
+    for key in keys {
         let addr = u128::from_be_bytes(key.addr);
         if prefixes.iter().any(|&(net, mask)| addr & mask == net) && maps.forget_source(key.addr)? {
             forgotten += 1;
@@ -845,6 +870,22 @@ fn reconcile_locked(state: &mut StateFile, maps: &mut SipMaps) -> Result<()> {
         }
     }
     forget_sources_in(maps, &restored_allow)?;
+
+    let live_protected = maps.protected()?;
+    for net in &live_protected {
+        if !state.protected.iter().any(|r| r.net == *net) {
+            state.add_protected(*net, Some("found in the pinned protected list".to_owned()));
+        }
+    }
+    let mut restored_protected = Vec::new();
+    for record in state.protected.clone() {
+        if !live_protected.contains(&record.net) {
+            maps.protect(record.net)
+                .with_context(|| format!("restoring protected entry {}", record.net))?;
+            restored_protected.push(record.net);
+        }
+    }
+    forget_sources_in(maps, &restored_protected)?;
 
     let saved_nets: HashSet<IpNet> = state
         .deny
@@ -891,11 +932,57 @@ fn reconcile_locked(state: &mut StateFile, maps: &mut SipMaps) -> Result<()> {
     Ok(())
 }
 
+/// The kernel's rate bans and strike histories: the durable `BANS` table, where the program
+/// writes every ban and extension, with the live `SOURCES` entry's view where it is newer (the
+/// expiry report clears a flag there first).
+fn rate_bans(maps: &SipMaps) -> Result<Vec<(SourceKey, BanRecord)>> {
+    let mut bans: HashMap<SourceKey, BanRecord> = maps.bans()?.into_iter().collect();
+    for (key, source) in maps.sources()? {
+        if source.banned_until_ns == 0 {
+            continue;
+        }
+        let live = BanRecord {
+            banned_until_ns: source.banned_until_ns,
+            ban_duration_ns: source.ban_duration_ns,
+            strikes: source.strikes,
+            ban_class: source.ban_class,
+            ban_flags: source.ban_flags,
+            _pad: [0; 2],
+        };
+        bans.entry(key)
+            .and_modify(|saved| {
+                if live.banned_until_ns >= saved.banned_until_ns {
+                    *saved = live;
+                }
+            })
+            .or_insert(live);
+    }
+    let mut bans: Vec<(SourceKey, BanRecord)> = bans.into_iter().collect();
+    bans.sort_by_key(|(key, _)| key.addr);
+    Ok(bans)
+}
+
+/// Removes ban records whose strikes have decayed (the ban ended more than the strike decay
+/// ago): they would be ignored, and the table must keep room for new bans. Returns how many.
+pub fn gc_bans(maps: &mut SipMaps) -> Result<usize> {
+    let now_ns = monotonic_now_ns();
+    let config = maps.read_config().unwrap_or(Config::DEFAULT);
+    let mut removed = 0;
+    for (key, record) in maps.bans()? {
+        let decayed = now_ns > record.banned_until_ns
+            && now_ns - record.banned_until_ns > config.strike_decay_ns;
+        if decayed && maps.forget_ban(key.addr)? {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 fn auto_ban_records(maps: &SipMaps) -> Result<Vec<AutoBanRecord>> {
     let clocks = Clocks::now();
     let config = maps.read_config().unwrap_or(Config::DEFAULT);
     let mut records = Vec::new();
-    for (key, source) in maps.sources()? {
+    for (key, source) in rate_bans(maps)? {
         if source.banned_until_ns == 0 {
             continue;
         }
@@ -942,16 +1029,18 @@ fn restore_auto_bans(state: &StateFile, maps: &mut SipMaps) -> Result<usize> {
             // As the kernel would have it: the ban's end is still to be reported.
             flags |= ban_flags::EXPIRY_PENDING;
         }
-        let source = SourceState {
+        let ban = BanRecord {
             banned_until_ns,
             ban_duration_ns: record.ban_duration_ns,
-            window_start_ns: clocks.mono_ns,
             strikes: record.strikes,
             ban_class: record.limit_class,
             ban_flags: flags,
-            ..SourceState::default()
+            _pad: [0; 2],
         };
-        maps.set_source(key, &source)?;
+        // Into the durable table only: the program rebuilds the source's entry from it at the
+        // source's next packet. An entry left in SOURCES would shadow it.
+        maps.set_ban(key, &ban)?;
+        maps.forget_tracked(key)?;
         restored += 1;
     }
     Ok(restored)

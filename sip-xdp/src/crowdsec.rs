@@ -71,6 +71,10 @@ pub const fn scenario(class: LimitClass) -> &'static str {
         LimitClass::Invite => "sip-xdp/invite-flood",
         LimitClass::Options => "sip-xdp/options-flood",
         LimitClass::Other => "sip-xdp/sip-flood",
+        LimitClass::InDialog => "sip-xdp/in-dialog-flood",
+        LimitClass::Response => "sip-xdp/response-flood",
+        LimitClass::KeepAlive => "sip-xdp/keepalive-flood",
+        LimitClass::Malformed => "sip-xdp/malformed-flood",
     }
 }
 

@@ -441,6 +441,11 @@ fn notify(state: &[sd_notify::NotifyState<'_>]) {
 /// One walk of the source table: forget quiet sources, then count what is left.
 fn refresh_table_fill(shared: &Shared) {
     let mut maps = lock(&shared.maps);
+    match control::gc_bans(&mut maps) {
+        Ok(0) => {}
+        Ok(removed) => tracing::debug!(removed, "forgot ban records whose strikes decayed"),
+        Err(e) => warn!(error = %format!("{e:#}"), "could not sweep the ban table"),
+    }
     let fill = maps
         .sources()
         .map_err(anyhow::Error::from)
@@ -498,6 +503,9 @@ fn snapshot(shared: &Shared) -> Result<Snapshot> {
         list_bans_added,
         allowlist_entries: fill.allowlist_entries,
         denylist_entries: fill.denylist_entries,
+        protected_entries: fill.protected_entries,
+        ban_records: fill.ban_records,
+        bans_capacity: fill.bans_capacity,
         attached,
         ban_events: stats.ban_events.clone(),
         log_lines_suppressed,

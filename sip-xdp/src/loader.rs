@@ -233,6 +233,8 @@ pub const PINNED_MAPS: &[&str] = &[
     map_names::FRAGMENTS,
     map_names::BAN_EVENTS,
     map_names::LIST_PRESENCE,
+    map_names::BANS,
+    map_names::PROTECTED,
 ];
 
 #[derive(Debug, Error)]
@@ -434,10 +436,14 @@ impl PinDir {
     }
 
     /// Checks that maps pinned by an earlier run have the layout this binary's program expects,
-    /// so a program never runs against maps whose values it would misread.
-    fn check_compatible(&self) -> Result<(), PinError> {
-        for &(name, key_size, value_size) in EXPECTED_LAYOUT {
-            let path = self.map_path(name);
+    /// so a program never runs against maps whose values it would misread. A map whose contents
+    /// are rebuilt at every attach (config, counters, presence flags, fragment fates) or carried
+    /// over here (the bans of an older source table) is unpinned, to be created anew; the lists
+    /// must match.
+    fn migrate_incompatible(&self) -> Result<Migration, PinError> {
+        let mut migration = Migration::default();
+        for layout in EXPECTED_LAYOUT {
+            let path = self.map_path(layout.name);
             if !path.exists() {
                 continue;
             }
@@ -445,18 +451,37 @@ impl PinDir {
                 path: path.clone(),
                 source,
             })?;
-            if info.key_size() != key_size || info.value_size() != value_size {
-                return Err(PinError::Incompatible {
-                    what: format!(
-                        "key/value size {}/{}, expected {key_size}/{value_size}",
-                        info.key_size(),
-                        info.value_size()
-                    ),
-                    path,
-                });
+            let entries_differ = layout
+                .max_entries
+                .is_some_and(|max| info.max_entries() != max);
+            if info.key_size() == layout.key_size
+                && info.value_size() == layout.value_size
+                && !entries_differ
+            {
+                continue;
             }
+            let what = format!(
+                "key/value size {}/{} and {} entries, expected {}/{}",
+                info.key_size(),
+                info.value_size(),
+                info.max_entries(),
+                layout.key_size,
+                layout.value_size
+            );
+            if !layout.rebuildable {
+                return Err(PinError::Incompatible { path, what });
+            }
+            if layout.name == map_names::SOURCES {
+                migration.bans =
+                    read_v1_bans(&path, info.value_size()).map_err(|source| PinError::Map {
+                        path: path.clone(),
+                        source,
+                    })?;
+            }
+            std::fs::remove_file(&path).map_err(io_err("cannot remove", &path))?;
+            migration.replaced.push(layout.name);
         }
-        Ok(())
+        Ok(migration)
     }
 
     /// Removes every pinned map (not the links; detach those first). Used by `--purge`.
@@ -479,42 +504,114 @@ impl PinDir {
     }
 }
 
-/// (map, key size, value size) as this build's program declares them.
-const EXPECTED_LAYOUT: &[(&str, u32, u32)] = &[
-    (
-        map_names::CONFIG,
-        4,
-        size_of::<sip_xdp_common::Config>() as u32,
-    ),
-    (
+/// One pinned map's layout as this build's program declares it.
+struct Layout {
+    name: &'static str,
+    key_size: u32,
+    value_size: u32,
+    /// Checked where the program indexes the map by constants (arrays).
+    max_entries: Option<u32>,
+    /// Rebuilt at attach or migrated by [`PinDir::migrate_incompatible`] when it differs.
+    rebuildable: bool,
+}
+
+const fn layout<K, V>(name: &'static str, max_entries: Option<u32>, rebuildable: bool) -> Layout {
+    Layout {
+        name,
+        key_size: size_of::<K>() as u32,
+        value_size: size_of::<V>() as u32,
+        max_entries,
+        rebuildable,
+    }
+}
+
+/// The pinned maps' layouts as this build's program declares them.
+const EXPECTED_LAYOUT: &[Layout] = &[
+    layout::<u32, sip_xdp_common::Config>(map_names::CONFIG, Some(2), true),
+    layout::<u32, u32>(map_names::ACTIVE_CONFIG, Some(1), true),
+    layout::<sip_xdp_common::SourceKey, sip_xdp_common::SourceState>(
         map_names::SOURCES,
-        size_of::<sip_xdp_common::SourceKey>() as u32,
-        size_of::<sip_xdp_common::SourceState>() as u32,
+        None,
+        true,
     ),
-    (
-        map_names::ALLOWLIST,
-        4 + 16,
-        size_of::<sip_xdp_common::AllowEntry>() as u32,
+    layout::<[u8; 20], sip_xdp_common::AllowEntry>(map_names::ALLOWLIST, None, false),
+    layout::<[u8; 20], sip_xdp_common::DenyEntry>(map_names::DENYLIST, None, false),
+    layout::<[u8; 20], sip_xdp_common::AllowEntry>(map_names::PROTECTED, None, false),
+    layout::<u32, u64>(
+        map_names::COUNTERS,
+        Some(sip_xdp_common::COUNTER_SLOTS),
+        true,
     ),
-    (
-        map_names::DENYLIST,
-        4 + 16,
-        size_of::<sip_xdp_common::DenyEntry>() as u32,
+    layout::<u32, u32>(
+        map_names::LIST_PRESENCE,
+        Some(sip_xdp_common::list_presence::SLOTS),
+        true,
     ),
-    (map_names::COUNTERS, 4, 8),
-    (map_names::LIST_PRESENCE, 4, 4),
-    (
+    layout::<sip_xdp_common::FragmentKey, sip_xdp_common::FragmentFate>(
         map_names::FRAGMENTS,
-        size_of::<sip_xdp_common::FragmentKey>() as u32,
-        size_of::<sip_xdp_common::FragmentFate>() as u32,
+        None,
+        true,
     ),
+    layout::<sip_xdp_common::SourceKey, sip_xdp_common::BanRecord>(map_names::BANS, None, false),
 ];
+
+/// What [`PinDir::migrate_incompatible`] carried over from maps pinned by an older build.
+#[derive(Debug, Default)]
+pub struct Migration {
+    /// Maps unpinned because their layout changed; the load creates them anew.
+    pub replaced: Vec<&'static str>,
+    /// Bans (with strikes) read out of an older source table, for the new `BANS` table.
+    pub bans: Vec<(sip_xdp_common::SourceKey, sip_xdp_common::BanRecord)>,
+}
+
+/// Value size of `SourceState` in sip-xdp 0.1 (four buckets), whose bans a new build keeps.
+const SOURCE_STATE_V1_SIZE: u32 = 88;
+
+/// The bans and strike histories of a sip-xdp 0.1 source table (`SourceState` with four
+/// buckets: `tat_ns[4]`, then `banned_until_ns`, `ban_duration_ns` at bytes 32 and 40,
+/// `strikes` at 76, `ban_class` at 80, `ban_flags` at 81). Any other layout carries nothing.
+fn read_v1_bans(
+    path: &Path,
+    value_size: u32,
+) -> Result<Vec<(sip_xdp_common::SourceKey, sip_xdp_common::BanRecord)>, MapError> {
+    if value_size != SOURCE_STATE_V1_SIZE {
+        return Ok(Vec::new());
+    }
+    let map = aya::maps::Map::from_map_data(aya::maps::MapData::from_pin(path)?)?;
+    let table: aya::maps::HashMap<_, sip_xdp_common::SourceKey, [u8; 88]> =
+        aya::maps::HashMap::try_from(map)?;
+    let u64_at = |v: &[u8; 88], at: usize| u64::from_ne_bytes(v[at..at + 8].try_into().unwrap());
+    let mut bans = Vec::new();
+    for entry in table.iter() {
+        let (key, v) = entry?;
+        let banned_until_ns = u64_at(&v, 32);
+        if banned_until_ns == 0 {
+            continue;
+        }
+        bans.push((
+            key,
+            sip_xdp_common::BanRecord {
+                banned_until_ns,
+                ban_duration_ns: u64_at(&v, 40),
+                strikes: u32::from_ne_bytes(v[76..80].try_into().unwrap()),
+                ban_class: v[80],
+                ban_flags: v[81],
+                _pad: [0; 2],
+            },
+        ));
+    }
+    Ok(bans)
+}
 
 /// A program loaded against the pinned maps.
 pub struct PinnedLoad {
     pub ebpf: Ebpf,
     /// True when the maps already existed: counters, bans and lists carried over.
     pub adopted_maps: bool,
+    /// What was carried over from maps an older build pinned.
+    pub migration: Migration,
+    /// True when this load created the ban table: saved automatic bans go back into it.
+    pub created_bans: bool,
     created_pins: Vec<PathBuf>,
 }
 
@@ -552,8 +649,10 @@ pub fn load_pinned(options: &LoadOptions, pins: &PinDir) -> Result<PinnedLoad, P
         .into());
     }
     pins.ensure()?;
-    pins.check_compatible()?;
-    let adopted_maps = pins.has_maps();
+    let migration = pins.migrate_incompatible()?;
+    let created_bans = !pins.map_path(map_names::BANS).exists();
+    let adopted_maps =
+        pins.map_path(map_names::SOURCES).exists() && pins.map_path(map_names::ALLOWLIST).exists();
     let created_pins: Vec<PathBuf> = PINNED_MAPS
         .iter()
         .map(|name| pins.map_path(name))
@@ -579,6 +678,8 @@ pub fn load_pinned(options: &LoadOptions, pins: &PinDir) -> Result<PinnedLoad, P
         Ok(ebpf) => Ok(PinnedLoad {
             ebpf,
             adopted_maps,
+            migration,
+            created_bans,
             created_pins,
         }),
         Err(e) => {

@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         Command::Status(args) => status::print_status(&cli, args),
         Command::Allow(action) => cli::list(&cli, ListKind::Allow, action),
         Command::Deny(action) => cli::list(&cli, ListKind::Deny, action),
+        Command::Protect(action) => cli::list(&cli, ListKind::Protect, action),
         Command::Ban(action) => cli::ban(&cli, action),
         Command::Config(action) => cli::config(action),
         Command::Check => cli::check(),

@@ -7,7 +7,8 @@ use aya::{
 };
 use ipnet::IpNet;
 use sip_xdp_common::{
-    AllowEntry, Config, DenyEntry, EventCounter, MethodClass, SourceKey, SourceState, Verdict,
+    AllowEntry, BanRecord, Config, DENY_HOLE_EXPIRES_AT_NS, DenyEntry, EventCounter,
+    MAPPED_HOLE_PREFIX, MethodClass, SourceKey, SourceState, Verdict, allow_flags,
     event_counter_index, ipv4_mapped, list_presence, map_names, packet_counter_index,
 };
 use thiserror::Error;
@@ -32,6 +33,11 @@ pub enum MapsError {
         #[source]
         source: MapError,
     },
+    #[error(
+        "{net} is an IPv4-mapped IPv6 range, which never matches: IPv4 sources are listed as \
+         IPv4 (write {ipv4}), and IPv6 packets from ::ffff:0:0/96 are dropped as unparsed"
+    )]
+    MappedRange { net: IpNet, ipv4: String },
     #[error("map {name}: {source}")]
     Map {
         name: &'static str,
@@ -71,6 +77,42 @@ pub fn cidr_key(net: IpNet) -> Key<[u8; 16]> {
         ),
         IpNet::V6(v6) => Key::new(u32::from(v6.prefix_len()), v6.addr().octets()),
     }
+}
+
+/// `::ffff:0:0/96`: where IPv4 keys live (see `sip_xdp_common::MAPPED_HOLE_PREFIX`).
+fn mapped_range() -> IpNet {
+    IpNet::new(IpAddr::V6(Ipv6Addr::from(ipv4_mapped([0; 4]))), 96).expect("/96 is valid")
+}
+
+/// An IPv6 CIDR wider than `::ffff:0:0/96` that contains it (`::/0`, `::/8`): as a trie entry
+/// it would match every IPv4 source, unless the hole stops it.
+fn covers_mapped(net: &IpNet) -> bool {
+    matches!(net, IpNet::V6(v6) if v6.prefix_len() < 96) && net.contains(&mapped_range())
+}
+
+/// IPv4 `0.0.0.0/0`: its key is the hole's key.
+fn is_ipv4_any(net: &IpNet) -> bool {
+    matches!(net, IpNet::V4(v4) if v4.prefix_len() == 0)
+}
+
+/// Refuses IPv6 CIDRs inside `::ffff:0:0/96`: no IPv6 source there is ever looked up (the
+/// program drops them), and as keys they would list IPv4 sources under an IPv6 name.
+pub fn check_listable(net: IpNet) -> Result<IpNet, MapsError> {
+    let mapped = mapped_range();
+    if let IpNet::V6(v6) = net
+        && v6.prefix_len() >= 96
+        && mapped.contains(&net)
+    {
+        let v4 = v6
+            .addr()
+            .to_ipv4_mapped()
+            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+        return Err(MapsError::MappedRange {
+            net,
+            ipv4: format!("{v4}/{}", v6.prefix_len() - 96),
+        });
+    }
+    Ok(net)
 }
 
 /// The CIDR an LPM trie key stands for.
@@ -134,6 +176,9 @@ pub struct SipMaps {
     sources: HashMap<MapData, SourceKey, SourceState>,
     allowlist: LpmTrie<MapData, [u8; 16], AllowEntry>,
     denylist: LpmTrie<MapData, [u8; 16], DenyEntry>,
+    protected: LpmTrie<MapData, [u8; 16], AllowEntry>,
+    bans: HashMap<MapData, SourceKey, BanRecord>,
+    bans_capacity: u32,
     counters: PerCpuArray<MapData, u64>,
     list_presence: Array<MapData, u32>,
     sources_capacity: u32,
@@ -184,8 +229,11 @@ impl SipMaps {
     ) -> Result<Self, MapsError> {
         let sources = take(map_names::SOURCES)?;
         let sources_capacity = capacity(&sources);
+        let bans = take(map_names::BANS)?;
+        let bans_capacity = capacity(&bans);
         let mut maps = Self {
             sources_capacity,
+            bans_capacity,
             config: Array::try_from(take(map_names::CONFIG)?)
                 .map_err(map_err(map_names::CONFIG))?,
             active_config: Array::try_from(take(map_names::ACTIVE_CONFIG)?)
@@ -195,6 +243,9 @@ impl SipMaps {
                 .map_err(map_err(map_names::ALLOWLIST))?,
             denylist: LpmTrie::try_from(take(map_names::DENYLIST)?)
                 .map_err(map_err(map_names::DENYLIST))?,
+            protected: LpmTrie::try_from(take(map_names::PROTECTED)?)
+                .map_err(map_err(map_names::PROTECTED))?,
+            bans: HashMap::try_from(bans).map_err(map_err(map_names::BANS))?,
             counters: PerCpuArray::try_from(take(map_names::COUNTERS)?)
                 .map_err(map_err(map_names::COUNTERS))?,
             list_presence: Array::try_from(take(map_names::LIST_PRESENCE)?)
@@ -207,6 +258,9 @@ impl SipMaps {
         }
         if !maps.denylist_is_empty() {
             maps.set_presence(list_presence::DENYLIST, true)?;
+        }
+        if maps.protected.keys().next().is_some() {
+            maps.set_presence(list_presence::PROTECTED, true)?;
         }
         Ok(maps)
     }
@@ -281,16 +335,24 @@ impl SipMaps {
     }
 
     pub fn allow(&mut self, net: IpNet) -> Result<(), MapsError> {
+        let net = check_listable(net)?;
         // Before the insert: the program must never skip a list that has entries.
         self.set_presence(list_presence::ALLOWLIST, true)?;
         self.allowlist
             .insert(&cidr_key(net), AllowEntry::default(), 0)
-            .map_err(map_err(map_names::ALLOWLIST))
+            .map_err(map_err(map_names::ALLOWLIST))?;
+        if covers_mapped(&net) {
+            sync_allow_hole(&mut self.allowlist, map_names::ALLOWLIST)?;
+        }
+        Ok(())
     }
 
     /// Removes an allowlist entry; `false` when there was none.
     pub fn unallow(&mut self, net: IpNet) -> Result<bool, MapsError> {
         let removed = absent_is_false(self.allowlist.remove(&cidr_key(net)), map_names::ALLOWLIST)?;
+        if covers_mapped(&net) || is_ipv4_any(&net) {
+            sync_allow_hole(&mut self.allowlist, map_names::ALLOWLIST)?;
+        }
         // After the removal, and only once the trie reads empty.
         if self.allowlist_is_empty() {
             self.set_presence(list_presence::ALLOWLIST, false)?;
@@ -299,39 +361,127 @@ impl SipMaps {
     }
 
     pub fn allowlist(&self) -> Result<Vec<IpNet>, MapsError> {
-        self.allowlist
-            .keys()
-            .map(|k| {
-                k.map(|k| key_cidr(&k))
-                    .map_err(map_err(map_names::ALLOWLIST))
-            })
-            .collect()
+        listed_nets(&self.allowlist, map_names::ALLOWLIST)
+    }
+
+    /// Puts a CIDR on the protected list: rate-limited, never banned.
+    pub fn protect(&mut self, net: IpNet) -> Result<(), MapsError> {
+        let net = check_listable(net)?;
+        self.set_presence(list_presence::PROTECTED, true)?;
+        self.protected
+            .insert(&cidr_key(net), AllowEntry::default(), 0)
+            .map_err(map_err(map_names::PROTECTED))?;
+        if covers_mapped(&net) {
+            sync_allow_hole(&mut self.protected, map_names::PROTECTED)?;
+        }
+        Ok(())
+    }
+
+    pub fn unprotect(&mut self, net: IpNet) -> Result<bool, MapsError> {
+        let removed = absent_is_false(self.protected.remove(&cidr_key(net)), map_names::PROTECTED)?;
+        if covers_mapped(&net) || is_ipv4_any(&net) {
+            sync_allow_hole(&mut self.protected, map_names::PROTECTED)?;
+        }
+        if self.protected.keys().next().is_none() {
+            self.set_presence(list_presence::PROTECTED, false)?;
+        }
+        Ok(removed)
+    }
+
+    pub fn protected(&self) -> Result<Vec<IpNet>, MapsError> {
+        listed_nets(&self.protected, map_names::PROTECTED)
     }
 
     /// Denies a CIDR until `expires_at_ns` (monotonic), or for good with 0.
     pub fn deny(&mut self, net: IpNet, expires_at_ns: u64) -> Result<(), MapsError> {
+        let net = check_listable(net)?;
         self.set_presence(list_presence::DENYLIST, true)?;
         self.denylist
             .insert(&cidr_key(net), DenyEntry { expires_at_ns }, 0)
-            .map_err(map_err(map_names::DENYLIST))
+            .map_err(map_err(map_names::DENYLIST))?;
+        if covers_mapped(&net) {
+            self.sync_deny_hole()?;
+        }
+        Ok(())
     }
 
     pub fn undeny(&mut self, net: IpNet) -> Result<bool, MapsError> {
         let removed = absent_is_false(self.denylist.remove(&cidr_key(net)), map_names::DENYLIST)?;
+        if covers_mapped(&net) || is_ipv4_any(&net) {
+            self.sync_deny_hole()?;
+        }
         if self.denylist_is_empty() {
             self.set_presence(list_presence::DENYLIST, false)?;
         }
         Ok(removed)
     }
 
+    /// The denylist's entries, without the hole.
     pub fn denylist(&self) -> Result<Vec<(IpNet, DenyEntry)>, MapsError> {
-        self.denylist
+        let mut entries = Vec::new();
+        for kv in self.denylist.iter() {
+            let (key, entry) = kv.map_err(map_err(map_names::DENYLIST))?;
+            if !is_hole_key(&key) || entry.expires_at_ns != DENY_HOLE_EXPIRES_AT_NS {
+                entries.push((key_cidr(&key), entry));
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Keeps the deny hole in step: present while an IPv6 entry covers `::ffff:0:0/96` and no
+    /// IPv4 `0.0.0.0/0` entry holds its key.
+    fn sync_deny_hole(&mut self) -> Result<(), MapsError> {
+        let mut covered = false;
+        let mut at_hole = None;
+        for kv in self.denylist.iter() {
+            let (key, entry) = kv.map_err(map_err(map_names::DENYLIST))?;
+            if is_hole_key(&key) {
+                at_hole = Some(entry.expires_at_ns == DENY_HOLE_EXPIRES_AT_NS);
+            } else if covers_mapped(&key_cidr(&key)) {
+                covered = true;
+            }
+        }
+        match (covered, at_hole) {
+            (true, None) => self
+                .denylist
+                .insert(
+                    &hole_key(),
+                    DenyEntry {
+                        expires_at_ns: DENY_HOLE_EXPIRES_AT_NS,
+                    },
+                    0,
+                )
+                .map_err(map_err(map_names::DENYLIST)),
+            (false, Some(true)) => {
+                absent_is_false(self.denylist.remove(&hole_key()), map_names::DENYLIST).map(drop)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Bans and strike histories in the durable `BANS` table, keyed like `SOURCES`.
+    pub fn bans(&self) -> Result<Vec<(SourceKey, BanRecord)>, MapsError> {
+        self.bans
             .iter()
-            .map(|kv| {
-                kv.map(|(k, v)| (key_cidr(&k), v))
-                    .map_err(map_err(map_names::DENYLIST))
-            })
+            .map(|kv| kv.map_err(map_err(map_names::BANS)))
             .collect()
+    }
+
+    /// Writes a ban record (restoring saved bans, migrating an older source table).
+    pub fn set_ban(&mut self, key: [u8; 16], record: &BanRecord) -> Result<(), MapsError> {
+        self.bans
+            .insert(SourceKey { addr: key }, record, 0)
+            .map_err(map_err(map_names::BANS))
+    }
+
+    /// Removes a ban record; `false` when there was none.
+    pub fn forget_ban(&mut self, key: [u8; 16]) -> Result<bool, MapsError> {
+        absent_is_false(self.bans.remove(&SourceKey { addr: key }), map_names::BANS)
+    }
+
+    /// Capacity of the ban table.
+    pub fn bans_capacity(&self) -> u32 {
+        self.bans_capacity
     }
 
     /// Per-source state, keyed as the program keys it (IPv6 masked by the config's prefix).
@@ -357,12 +507,77 @@ impl SipMaps {
             .map_err(map_err(map_names::SOURCES))
     }
 
-    /// Lifts a rate-limit ban and forgets the source's strikes.
-    pub fn forget_source(&mut self, key: [u8; 16]) -> Result<bool, MapsError> {
+    /// Removes the source's `SOURCES` entry only (its buckets); its ban record stays.
+    pub fn forget_tracked(&mut self, key: [u8; 16]) -> Result<bool, MapsError> {
         absent_is_false(
             self.sources.remove(&SourceKey { addr: key }),
             map_names::SOURCES,
         )
+    }
+
+    /// Lifts a rate-limit ban and forgets the source's strikes: its entry in `SOURCES` and its
+    /// record in `BANS`. True when either existed.
+    pub fn forget_source(&mut self, key: [u8; 16]) -> Result<bool, MapsError> {
+        let banned = self.forget_ban(key)?;
+        let tracked = absent_is_false(
+            self.sources.remove(&SourceKey { addr: key }),
+            map_names::SOURCES,
+        )?;
+        Ok(banned || tracked)
+    }
+}
+
+/// The key of the hole, which is also IPv4 `0.0.0.0/0`'s.
+fn hole_key() -> Key<[u8; 16]> {
+    Key::new(MAPPED_HOLE_PREFIX, ipv4_mapped([0; 4]))
+}
+
+fn is_hole_key(key: &Key<[u8; 16]>) -> bool {
+    key.prefix_len() == MAPPED_HOLE_PREFIX && key.data() == ipv4_mapped([0; 4])
+}
+
+/// The nets of an allowlist-shaped trie, without its hole.
+fn listed_nets(
+    trie: &LpmTrie<MapData, [u8; 16], AllowEntry>,
+    name: &'static str,
+) -> Result<Vec<IpNet>, MapsError> {
+    let mut nets = Vec::new();
+    for kv in trie.iter() {
+        let (key, entry) = kv.map_err(map_err(name))?;
+        if entry.flags & allow_flags::HOLE == 0 {
+            nets.push(key_cidr(&key));
+        }
+    }
+    Ok(nets)
+}
+
+/// [`SipMaps::sync_deny_hole`] for the allowlist and the protected list.
+fn sync_allow_hole(
+    trie: &mut LpmTrie<MapData, [u8; 16], AllowEntry>,
+    name: &'static str,
+) -> Result<(), MapsError> {
+    let mut covered = false;
+    let mut at_hole = None;
+    for kv in trie.iter() {
+        let (key, entry) = kv.map_err(map_err(name))?;
+        if is_hole_key(&key) {
+            at_hole = Some(entry.flags & allow_flags::HOLE != 0);
+        } else if covers_mapped(&key_cidr(&key)) {
+            covered = true;
+        }
+    }
+    match (covered, at_hole) {
+        (true, None) => trie
+            .insert(
+                &hole_key(),
+                AllowEntry {
+                    flags: allow_flags::HOLE,
+                },
+                0,
+            )
+            .map_err(map_err(name)),
+        (false, Some(true)) => absent_is_false(trie.remove(&hole_key()), name).map(drop),
+        _ => Ok(()),
     }
 }
 

@@ -52,6 +52,11 @@ pub struct Snapshot {
     pub allowlist_entries: u64,
     /// Permanent deny entries.
     pub denylist_entries: u64,
+    /// Protected-list entries.
+    pub protected_entries: u64,
+    /// Records in the durable ban table and its capacity.
+    pub ban_records: u64,
+    pub bans_capacity: u64,
     /// (interface, mode `"native"` | `"skb"`).
     pub attached: Vec<(String, String)>,
     /// (kind `"ban"` | `"would_ban"` | `"expired"`, limit class `"register"` | `"invite"` |
@@ -106,7 +111,11 @@ pub enum MetricsError {
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Method classes whose packet series are emitted even at zero.
-const ALWAYS_REPORTED_METHODS: [MethodClass; 2] = [MethodClass::Register, MethodClass::Invite];
+const ALWAYS_REPORTED_METHODS: [MethodClass; 3] = [
+    MethodClass::Register,
+    MethodClass::Invite,
+    MethodClass::Unparsed,
+];
 
 /// Ban event (kind, class) pairs emitted even at zero: the ones the daemon can produce.
 fn expected_ban_event_labels() -> Vec<(&'static str, &'static str)> {
@@ -264,6 +273,25 @@ pub fn render(snapshot: &Snapshot) -> Result<String, MetricsError> {
         counters.event(EventCounter::TrackFailures),
     )?;
 
+    scrape.counter(
+        "sip_xdp_ban_table_full_total",
+        "Bans the XDP program could not write to the durable ban table because it was full; \
+         they hold in the sources map, where a flood of new sources can evict them.",
+        counters.event(EventCounter::BanTableFull),
+    )?;
+    scrape.counter(
+        "sip_xdp_bans_restored_total",
+        "Bans and strike histories the XDP program restored from the durable ban table after \
+         the sources map had evicted the source.",
+        counters.event(EventCounter::BansRestored),
+    )?;
+    scrape.counter(
+        "sip_xdp_protected_drops_total",
+        "Packets of protected sources dropped by their rate limit (protected sources are never \
+         banned).",
+        counters.event(EventCounter::ProtectedDrops),
+    )?;
+
     let ban_events = scrape.counter_vec(
         "sip_xdp_ban_events_total",
         "Rate-limit ban events the daemon read from the XDP program, by kind (ban, would_ban, \
@@ -320,6 +348,23 @@ pub fn render(snapshot: &Snapshot) -> Result<String, MetricsError> {
         "sip_xdp_allowlist_entries",
         "CIDR entries in the allowlist.",
         snapshot.allowlist_entries,
+    )?;
+    scrape.gauge(
+        "sip_xdp_protected_entries",
+        "CIDR entries in the protected list (rate-limited, never banned).",
+        snapshot.protected_entries,
+    )?;
+    scrape.gauge(
+        "sip_xdp_ban_records",
+        "Records in the durable ban table: bans in force and strike histories not yet decayed, \
+         kept out of reach of the sources map's eviction.",
+        snapshot.ban_records,
+    )?;
+    scrape.gauge(
+        "sip_xdp_bans_capacity",
+        "Capacity of the durable ban table; past it new bans hold in the sources map only (see \
+         sip_xdp_ban_table_full_total).",
+        snapshot.bans_capacity,
     )?;
     scrape.gauge(
         "sip_xdp_denylist_entries",
@@ -509,6 +554,9 @@ mod tests {
             ),
             tracked_sources: 42,
             sources_capacity: 131_072,
+            ban_records: 4,
+            bans_capacity: 65_536,
+            protected_entries: 1,
             active_bans: 3,
             active_would_bans: 1,
             list_bans: [("manual".to_string(), 2), ("crowdsec".to_string(), 5)].into(),
@@ -583,10 +631,10 @@ mod tests {
             .lines()
             .filter(|l| l.starts_with("sip_xdp_packets_total{"))
             .collect();
-        // Every verdict for register and invite, plus the one non-zero options pair.
+        // Every verdict for register, invite and unparsed, plus the one non-zero options pair.
         assert_eq!(
             packet_lines.len(),
-            Verdict::COUNT * 2 + 1,
+            Verdict::COUNT * ALWAYS_REPORTED_METHODS.len() + 1,
             "{packet_lines:#?}"
         );
         for verdict in Verdict::ALL {
@@ -652,7 +700,7 @@ mod tests {
                 .unwrap_or("");
             assert!(help.len() > 10, "metric {name} lacks a help text");
         }
-        assert_eq!(families, 17, "{text}");
+        assert_eq!(families, 23, "{text}");
     }
 
     #[test]
@@ -691,7 +739,7 @@ mod tests {
             );
         }
         let families = lines.iter().filter(|l| l.starts_with("# TYPE ")).count();
-        assert_eq!(families, 17 + 6, "{text}");
+        assert_eq!(families, 23 + 6, "{text}");
     }
 
     #[test]

@@ -219,6 +219,9 @@ pub struct StateFile {
     pub allow: Vec<AllowRecord>,
     #[serde(default)]
     pub deny: Vec<DenyRecord>,
+    /// Rate-limited, never banned (trunks, registrar peers, monitoring hosts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protected: Vec<AllowRecord>,
     #[serde(default)]
     pub bans: Vec<ListBan>,
     /// Bans ever added per origin (renewals included); the exporter serves it as a counter.
@@ -234,6 +237,7 @@ impl Default for StateFile {
             version: STATE_VERSION,
             allow: Vec::new(),
             deny: Vec::new(),
+            protected: Vec::new(),
             bans: Vec::new(),
             bans_added: BTreeMap::new(),
             auto_bans: Vec::new(),
@@ -327,6 +331,7 @@ impl StateFile {
         }
         dedup(&mut self.allow, |r| r.net, |r| &mut r.net);
         dedup(&mut self.deny, |r| r.net, |r| &mut r.net);
+        dedup(&mut self.protected, |r| r.net, |r| &mut r.net);
         dedup(&mut self.bans, |b| (b.net, b.origin), |b| &mut b.net);
     }
 
@@ -383,6 +388,24 @@ impl StateFile {
 
     pub fn remove_allow(&mut self, net: IpNet) -> bool {
         remove_net(&mut self.allow, net.trunc(), |r| r.net)
+    }
+
+    /// `false` if `net` was already protected (its record is left as it was).
+    pub fn add_protected(&mut self, net: IpNet, comment: Option<String>) -> bool {
+        let net = net.trunc();
+        if self.protected.iter().any(|r| r.net == net) {
+            return false;
+        }
+        self.protected.push(AllowRecord {
+            net,
+            added_at: now_wall_secs(),
+            comment,
+        });
+        true
+    }
+
+    pub fn remove_protected(&mut self, net: IpNet) -> bool {
+        remove_net(&mut self.protected, net.trunc(), |r| r.net)
     }
 
     /// `false` if `net` was already denied (its record is left as it was).

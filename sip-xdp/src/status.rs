@@ -36,6 +36,10 @@ pub struct TableFill {
     pub list_bans: u64,
     pub allowlist_entries: u64,
     pub denylist_entries: u64,
+    pub protected_entries: u64,
+    /// Records in the durable ban table (bans in force and strike histories).
+    pub ban_records: u64,
+    pub bans_capacity: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -67,12 +71,16 @@ pub fn table_fill_with(maps: &SipMaps, sources: &[(SourceKey, SourceState)]) -> 
         .unwrap_or(false);
     let mut fill = TableFill {
         sources_capacity: u64::from(maps.sources_capacity()),
+        tracked_sources: sources.len() as u64,
+        bans_capacity: u64::from(maps.bans_capacity()),
         ..TableFill::default()
     };
-    for (_, source) in sources {
-        fill.tracked_sources += 1;
-        if source.banned_until_ns > now_ns {
-            if source.ban_flags & ban_flags::MONITOR_ONLY == 0 {
+    // Bans are counted in the durable table, which holds them whether or not the source table
+    // still tracks the source.
+    for (_, ban) in maps.bans()? {
+        fill.ban_records += 1;
+        if ban.banned_until_ns > now_ns {
+            if ban.ban_flags & ban_flags::MONITOR_ONLY == 0 {
                 fill.active_bans += 1;
             } else if monitor {
                 fill.active_would_bans += 1;
@@ -80,6 +88,7 @@ pub fn table_fill_with(maps: &SipMaps, sources: &[(SourceKey, SourceState)]) -> 
         }
     }
     fill.allowlist_entries = maps.allowlist()?.len() as u64;
+    fill.protected_entries = maps.protected()?.len() as u64;
     for (_, entry) in maps.denylist()? {
         if entry.expires_at_ns == 0 {
             fill.denylist_entries += 1;

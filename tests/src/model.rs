@@ -10,19 +10,18 @@
 use std::{collections::HashMap, net::IpAddr};
 
 use ipnet::IpNet;
+pub use sip_xdp_common::MAX_L4_OFFSET;
 use sip_xdp_common::{
-    BAN_DURATION_CEILING_NS, BAN_EXTEND_GRANULARITY_NS, BanEvent, CONFIG_VERSION, Config,
-    EventCounter, LimitClass, MAX_IPV6_EXT_HEADERS, MAX_KEEPALIVE_LEN, MAX_REQUEST_LINE_SCAN,
-    MethodClass, RATE_WINDOW_NS, SourceState, Verdict, ban_event_kind, ban_flags, flags,
-    ipv4_mapped,
+    BAN_DURATION_CEILING_NS, BAN_EXTEND_GRANULARITY_NS, BanEvent, BanRecord, CONFIG_VERSION,
+    Config, EventCounter, LimitClass, MAX_IPV6_EXT_HEADERS, MAX_KEEPALIVE_LEN,
+    MAX_REQUEST_LINE_SCAN, MethodClass, RATE_WINDOW_NS, SourceState, Verdict, ban_event_kind,
+    ban_flags, flags, ipv4_mapped,
 };
 
 /// XDP actions, as `BPF_PROG_TEST_RUN` reports them.
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 
-/// Deepest UDP header offset (from the start of the frame) the parser accepts.
-pub const MAX_L4_OFFSET: usize = 512;
 /// Escalation factors are clamped to this.
 pub const MAX_BAN_FACTOR: u64 = 16;
 /// Payloads shorter than this (that are not keep-alives) cannot hold a request line.
@@ -57,6 +56,8 @@ pub const METHODS: [(&[u8], MethodClass); 14] = [
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Parsed {
     NotSip,
+    /// Not resolvable within the parser's bounds: dropped unless `PASS_UNPARSED`.
+    Unparsed,
     /// A non-first fragment: `src` in 16-byte form, `id` the IP identification.
     Fragment {
         src: [u8; 16],
@@ -105,6 +106,7 @@ fn present(frame: &[u8], at: usize, len: usize) -> bool {
 /// Network-layer result: either nothing to inspect, a non-first fragment, or where UDP starts.
 enum Network {
     NotSip,
+    Unparsed,
     Fragment { src: [u8; 16], id: u32 },
     Udp(Transport),
 }
@@ -147,18 +149,36 @@ fn parse_inner(frame: &[u8], cfg: &Config) -> Option<Parsed> {
     };
     let t = match network {
         Network::NotSip => return Some(Parsed::NotSip),
+        Network::Unparsed => return Some(Parsed::Unparsed),
         Network::Fragment { src, id } => return Some(Parsed::Fragment { src, id }),
         Network::Udp(t) => t,
     };
     if !present(frame, t.l4, UDP_HLEN) {
-        return None;
+        // A first fragment that may hide a SIP port is not passed on trust; one whose
+        // destination port is there and is not a SIP port is left alone.
+        let shown_port = u16_at(frame, t.l4 + 2);
+        let hides_sip = t.first_fragment_id.is_some()
+            && shown_port.is_none_or(|port| port != 0 && cfg.sip_ports.contains(&port));
+        return Some(if hides_sip {
+            Parsed::Unparsed
+        } else {
+            Parsed::NotSip
+        });
     }
     let dst_port = u16_at(frame, t.l4 + 2)?;
     if dst_port == 0 || !cfg.sip_ports.contains(&dst_port) {
         return Some(Parsed::NotSip);
     }
+    // IPv4-mapped IPv6 sources never appear on the wire legitimately.
+    if !t.is_ipv4 && t.src[..12] == ipv4_mapped([0; 4])[..12] {
+        return Some(Parsed::Unparsed);
+    }
     let udp_len = u16_at(frame, t.l4 + 4)? as usize;
-    let class = datagram_class(frame, &t, udp_len);
+    let mut class = datagram_class(frame, &t, udp_len);
+    // Keep-alives are never fragmented: a first fragment that looks like one is an attack.
+    if t.first_fragment_id.is_some() && class == MethodClass::KeepAlive {
+        class = MethodClass::Malformed;
+    }
     Some(Parsed::Sip(Datagram {
         src: t.src,
         is_ipv4: t.is_ipv4,
@@ -214,24 +234,44 @@ fn ipv6(frame: &[u8], l3: usize) -> Option<Network> {
     let mut offset = l3 + IPV6_HLEN;
     let mut first_fragment_id = None;
     let mut walked = 0;
+    // Extension headers Linux walks on the way to UDP.
+    let is_extension = |next: u8| matches!(next, 0 | 43 | 44 | 51 | 60);
     while next != PROTO_UDP {
         if walked == MAX_IPV6_EXT_HEADERS {
-            return Some(Network::NotSip);
+            // Longer than the parser walks: Linux would go on, so it may be SIP.
+            return Some(if is_extension(next) {
+                Network::Unparsed
+            } else {
+                Network::NotSip
+            });
         }
+        // Cut short: Linux drops such a packet, except possibly a first fragment.
+        let cut_short = |first: Option<u32>| {
+            Some(if first.is_some() {
+                Network::Unparsed
+            } else {
+                Network::NotSip
+            })
+        };
         match next {
-            // Hop-by-hop, routing, destination options: length in 8-byte units, first 8 excluded.
-            0 | 43 | 60 => {
+            // Hop-by-hop, routing, destination options: length in 8-byte units, first 8
+            // excluded; AH (51): in 4-byte units, first 8 excluded.
+            0 | 43 | 51 | 60 => {
                 if !present(frame, offset, 2) {
-                    return None;
+                    return cut_short(first_fragment_id);
                 }
-                let len = (usize::from(frame[offset + 1]) + 1) * 8;
+                let len = if next == 51 {
+                    (usize::from(frame[offset + 1]) + 2) * 4
+                } else {
+                    (usize::from(frame[offset + 1]) + 1) * 8
+                };
                 next = frame[offset];
                 offset += len;
             }
             // Fragment header: fixed 8 bytes.
             44 => {
                 if !present(frame, offset, 8) {
-                    return None;
+                    return cut_short(first_fragment_id);
                 }
                 next = frame[offset];
                 let offset_flags = u16_at(frame, offset + 2)?;
@@ -252,7 +292,7 @@ fn ipv6(frame: &[u8], l3: usize) -> Option<Network> {
         }
         walked += 1;
         if offset > MAX_L4_OFFSET {
-            return Some(Network::NotSip);
+            return Some(Network::Unparsed);
         }
     }
     Some(Network::Udp(Transport {
@@ -428,8 +468,12 @@ pub struct Model {
     pub allowlist: Lpm<()>,
     /// Value: expiry (monotonic ns), 0 = never.
     pub denylist: Lpm<u64>,
+    /// Rate-limited, never banned.
+    pub protected: Lpm<()>,
     /// Keyed like `SOURCES`: IPv4 mapped, IPv6 masked.
     pub sources: HashMap<[u8; 16], SourceState>,
+    /// The durable ban table `BANS`, keyed like `sources`; never evicted.
+    pub bans: HashMap<[u8; 16], BanRecord>,
     /// (unmasked source, IP id) → whether the first fragment was dropped.
     pub fragments: HashMap<([u8; 16], u32), bool>,
     /// What the program would have put in the `BAN_EVENTS` ring buffer, oldest first; the
@@ -445,7 +489,9 @@ impl Model {
             config,
             allowlist: Lpm::default(),
             denylist: Lpm::default(),
+            protected: Lpm::default(),
             sources: HashMap::new(),
+            bans: HashMap::new(),
             fragments: HashMap::new(),
             ban_events: Vec::new(),
             packets: [[0; MethodClass::COUNT]; Verdict::COUNT],
@@ -455,6 +501,20 @@ impl Model {
 
     pub fn allow(&mut self, net: IpNet) {
         self.allowlist.insert(net, ());
+    }
+
+    pub fn protect(&mut self, net: IpNet) {
+        self.protected.insert(net, ());
+    }
+
+    pub fn unprotect(&mut self, net: IpNet) {
+        self.protected.remove(net);
+    }
+
+    /// What the LRU does to a source entry under pressure: it is gone from `SOURCES` (its ban
+    /// record, if any, stays in `BANS`).
+    pub fn evict(&mut self, key: &[u8; 16]) {
+        self.sources.remove(key);
     }
 
     pub fn deny(&mut self, net: IpNet, expires_at_ns: u64) {
@@ -476,6 +536,7 @@ impl Model {
         let mut lpm = Lpm::default();
         lpm.insert(net, ());
         self.sources.retain(|key, _| lpm.lookup(key).is_none());
+        self.bans.retain(|key, _| lpm.lookup(key).is_none());
     }
 
     /// The configuration the program acts on: the written one, or the defaults when its
@@ -521,6 +582,10 @@ impl Model {
         let cfg = self.effective_config();
         let (verdict, class) = match parse(frame, &cfg) {
             Parsed::NotSip => (Verdict::PassNotSip, MethodClass::NotSip),
+            Parsed::Unparsed if cfg.has_flag(flags::PASS_UNPARSED) => {
+                (Verdict::PassNotSip, MethodClass::Unparsed)
+            }
+            Parsed::Unparsed => (Verdict::DropUnparsed, MethodClass::Unparsed),
             Parsed::Fragment { src, id } => {
                 (self.fragment_verdict(&cfg, &src, id), MethodClass::Fragment)
             }
@@ -559,8 +624,8 @@ impl Model {
         }
     }
 
-    /// The bucket a class draws from, if any.
-    pub fn limit_class(cfg: &Config, class: MethodClass) -> Option<LimitClass> {
+    /// The bucket a class draws from: every SIP class has one.
+    pub fn limit_class(class: MethodClass) -> Option<LimitClass> {
         use MethodClass as M;
         match class {
             M::Register => Some(LimitClass::Register),
@@ -574,14 +639,50 @@ impl Model {
             | M::Info
             | M::Refer
             | M::Publish => Some(LimitClass::Other),
-            M::Ack | M::Bye | M::Cancel => cfg
-                .has_flag(flags::LIMIT_IN_DIALOG)
-                .then_some(LimitClass::Other),
-            M::Response => cfg
-                .has_flag(flags::LIMIT_RESPONSES)
-                .then_some(LimitClass::Other),
-            M::KeepAlive | M::Malformed | M::Fragment | M::NotSip => None,
+            M::Ack | M::Bye | M::Cancel => Some(LimitClass::InDialog),
+            M::Response => Some(LimitClass::Response),
+            M::KeepAlive => Some(LimitClass::KeepAlive),
+            M::Malformed => Some(LimitClass::Malformed),
+            M::Fragment | M::NotSip | M::Unparsed => None,
         }
+    }
+
+    fn record_of(state: &SourceState) -> BanRecord {
+        BanRecord {
+            banned_until_ns: state.banned_until_ns,
+            ban_duration_ns: state.ban_duration_ns,
+            strikes: state.strikes,
+            ban_class: state.ban_class,
+            ban_flags: state.ban_flags,
+            _pad: [0; 2],
+        }
+    }
+
+    /// A banned source's packet: dropped; the ban is extended only while the source keeps
+    /// exceeding the bucket of the packet's class (a conforming packet draws from it).
+    fn drop_banned(cfg: &Config, state: &mut SourceState, class: MethodClass, now: u64) -> bool {
+        state.dropped += 1;
+        if !cfg.has_flag(flags::EXTEND_WHILE_ACTIVE) {
+            return false;
+        }
+        let Some(limit) = Self::limit_class(class) else {
+            return false;
+        };
+        let rate = cfg.limits[limit as usize];
+        if rate.interval_ns == 0 {
+            return false;
+        }
+        let tat = state.tat_ns[limit as usize].max(now);
+        if tat - now <= rate.burst_tolerance_ns {
+            state.tat_ns[limit as usize] = tat + rate.interval_ns;
+            return false;
+        }
+        let extended = now + cfg.ban_extend_ns;
+        if extended > state.banned_until_ns + BAN_EXTEND_GRANULARITY_NS {
+            state.banned_until_ns = extended;
+            return true;
+        }
+        false
     }
 
     fn sip_verdict(
@@ -604,29 +705,64 @@ impl Model {
                 now < state.banned_until_ns
                     && (state.ban_flags & ban_flags::MONITOR_ONLY == 0 || monitor)
             });
-        if !banned_first {
-            if self.is_allowlisted(src) {
-                return Verdict::PassAllowlisted;
+        if banned_first {
+            let state = self.sources.get_mut(&key).expect("looked up above");
+            state.packets += 1;
+            if now.wrapping_sub(state.window_start_ns) >= RATE_WINDOW_NS {
+                state.window_start_ns = now;
+                state.window_packets = 0;
             }
-            if let Some(&expires) = self.denylist.lookup(src)
-                && (expires == 0 || now < expires)
-            {
-                return Verdict::DropDenylisted;
+            state.window_packets += 1;
+            if Self::drop_banned(cfg, state, class, now) {
+                let record = Self::record_of(state);
+                self.bans.insert(key, record);
             }
+            return Verdict::DropBanned;
+        }
+        if self.is_allowlisted(src) {
+            return Verdict::PassAllowlisted;
+        }
+        if let Some(&expires) = self.denylist.lookup(src)
+            && (expires == 0 || now < expires)
+        {
+            return Verdict::DropDenylisted;
         }
         let drop_malformed = cfg.has_flag(flags::DROP_MALFORMED);
-        let malformed = if drop_malformed {
-            Verdict::DropMalformed
-        } else {
-            Verdict::Pass
-        };
-        let limit = Self::limit_class(cfg, class)
+        let limit = Self::limit_class(class)
             .map(|l| (l, cfg.limits[l as usize]))
             .filter(|(_, rate)| rate.interval_ns != 0);
 
+        if !self.sources.contains_key(&key) {
+            // Gone from SOURCES (new, or evicted): a ban or strikes kept in BANS come back.
+            match self.bans.get(&key).copied() {
+                Some(record)
+                    if now > record.banned_until_ns
+                        && now - record.banned_until_ns > cfg.strike_decay_ns =>
+                {
+                    self.bans.remove(&key);
+                }
+                Some(record) => {
+                    self.sources.insert(
+                        key,
+                        SourceState {
+                            banned_until_ns: record.banned_until_ns,
+                            ban_duration_ns: record.ban_duration_ns,
+                            window_start_ns: now,
+                            strikes: record.strikes,
+                            ban_class: record.ban_class,
+                            ban_flags: record.ban_flags,
+                            ..SourceState::default()
+                        },
+                    );
+                    self.events[EventCounter::BansRestored as usize] += 1;
+                }
+                None => {}
+            }
+        }
+
         let Some(state) = self.sources.get_mut(&key) else {
-            if class == MethodClass::Malformed {
-                return malformed;
+            if class == MethodClass::Malformed && drop_malformed {
+                return Verdict::DropMalformed;
             }
             let Some((limit, rate)) = limit else {
                 return Verdict::Pass;
@@ -651,19 +787,19 @@ impl Model {
 
         let ban_applies = state.ban_flags & ban_flags::MONITOR_ONLY == 0 || monitor;
         if now < state.banned_until_ns && ban_applies {
-            if cfg.has_flag(flags::EXTEND_WHILE_ACTIVE) {
-                let extended = now + cfg.ban_extend_ns;
-                if extended > state.banned_until_ns + BAN_EXTEND_GRANULARITY_NS {
-                    state.banned_until_ns = extended;
-                }
+            if Self::drop_banned(cfg, state, class, now) {
+                let record = Self::record_of(state);
+                self.bans.insert(key, record);
             }
-            state.dropped += 1;
             return Verdict::DropBanned;
         }
         // The first packet after a ban ran out (not one a monitor-only ban merely does not
         // apply to) reports its end, once, then goes on to the bucket like any other.
         if state.ban_flags & ban_flags::EXPIRY_PENDING != 0 && now >= state.banned_until_ns {
             state.ban_flags &= !ban_flags::EXPIRY_PENDING;
+            if let Some(record) = self.bans.get_mut(&key) {
+                record.ban_flags &= !ban_flags::EXPIRY_PENDING;
+            }
             self.ban_events.push(BanEvent {
                 addr: key,
                 now_ns: now,
@@ -677,11 +813,9 @@ impl Model {
                 _pad: [0; 6],
             });
         }
-        if class == MethodClass::Malformed {
-            if drop_malformed {
-                state.dropped += 1;
-            }
-            return malformed;
+        if class == MethodClass::Malformed && drop_malformed {
+            state.dropped += 1;
+            return Verdict::DropMalformed;
         }
         let Some((limit, rate)) = limit else {
             return Verdict::Pass;
@@ -690,6 +824,12 @@ impl Model {
         if tat - now <= rate.burst_tolerance_ns {
             state.tat_ns[limit as usize] = tat + rate.interval_ns;
             return Verdict::Pass;
+        }
+        state.dropped += 1;
+        // Protected sources are held to their buckets and never banned.
+        if self.protected.lookup(src).is_some() {
+            self.events[EventCounter::ProtectedDrops as usize] += 1;
+            return Verdict::DropRate;
         }
 
         // The bucket ran dry: ban, escalating for a repeat offender.
@@ -713,7 +853,7 @@ impl Model {
         state.ban_class = limit as u8;
         state.ban_flags =
             ban_flags::EXPIRY_PENDING | if monitor { ban_flags::MONITOR_ONLY } else { 0 };
-        state.dropped += 1;
+        let record = Self::record_of(state);
         let event = if monitor {
             EventCounter::WouldBans
         } else {
@@ -736,6 +876,7 @@ impl Model {
             limit_class: limit as u8,
             _pad: [0; 6],
         });
+        self.bans.insert(key, record);
         Verdict::DropRate
     }
 }

@@ -23,6 +23,10 @@ pub enum Ipv6Ext {
     DestinationOptions {
         len_units: u8,
     },
+    /// Authentication Header: `len_units` counts 4-byte words, minus 2 (12 bytes at 1).
+    Authentication {
+        len_units: u8,
+    },
     Fragment {
         offset_units: u16,
         more: bool,
@@ -36,12 +40,31 @@ impl Ipv6Ext {
             Self::HopByHop { .. } => 0,
             Self::Routing { .. } => 43,
             Self::DestinationOptions { .. } => 60,
+            Self::Authentication { .. } => 51,
             Self::Fragment { .. } => 44,
+        }
+    }
+
+    /// Bytes this header takes on the wire.
+    pub fn wire_len(&self) -> usize {
+        match *self {
+            Self::HopByHop { len_units }
+            | Self::Routing { len_units }
+            | Self::DestinationOptions { len_units } => (len_units as usize + 1) * 8,
+            Self::Authentication { len_units } => (len_units as usize + 2) * 4,
+            Self::Fragment { .. } => 8,
         }
     }
 
     fn bytes(&self, next: u8) -> Vec<u8> {
         match *self {
+            Self::Authentication { len_units } => {
+                let mut b = vec![0u8; (len_units as usize + 2) * 4];
+                b[0] = next;
+                b[1] = len_units;
+                b[4..8].copy_from_slice(&0x5a5a_0001u32.to_be_bytes()); // SPI
+                b
+            }
             Self::HopByHop { len_units }
             | Self::Routing { len_units }
             | Self::DestinationOptions { len_units } => {

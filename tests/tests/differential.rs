@@ -17,7 +17,7 @@
 //!   1; after the first, the model is resynchronised to the kernel for the packet's source, but
 //!   later reports may still be consequences of the first).
 use std::{
-    collections::{BTreeSet, HashSet},
+    collections::{BTreeMap, BTreeSet, HashSet},
     fmt::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::Instant,
@@ -27,7 +27,7 @@ use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, RingBuf};
 use ipnet::IpNet;
 use sip_xdp::{control::forget_sources_in, loader, maps::Counters, time::monotonic_now_ns};
 use sip_xdp_common::{
-    BanEvent, Config, EventCounter, FragmentFate, FragmentKey, LimitClass, MethodClass,
+    BanEvent, BanRecord, Config, EventCounter, FragmentFate, FragmentKey, LimitClass, MethodClass,
     RATE_WINDOW_NS, RateLimit, SourceState, Verdict, ban_event_kind, ban_flags, flags, map_names,
     packet_counter_index,
 };
@@ -112,17 +112,17 @@ const V4_SOURCES: [&str; 8] = [
     "198.51.100.4", // allowlisted
     "203.0.113.1",  // under an expired /30 deny that shadows a live /24 deny
     "203.0.113.2",
-    "203.0.113.3",
+    "203.0.113.3", // protected: limited, never banned
     "203.0.113.4", // denylisted for good
 ];
 const V6_SOURCES: [&str; 5] = [
     "2001:db8::1",
-    "2001:db8::2", // same /64 as ::1 (one source under a /64 mask)
-    "2001:db8:0:1::1",
+    "2001:db8::2",      // same /64 as ::1 (one source under a /64 mask)
+    "2001:db8:0:1::1",  // protected /64
     "2001:db8:0:2::1",  // denylisted /64, expiring in hours
     "2001:db8:ffff::5", // allowlisted /48
 ];
-const V4_DST: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const V4_DST: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 250);
 const V6_DST: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xaaaa, 0, 0, 0, 0, 0x10);
 
 fn net(s: &str) -> IpNet {
@@ -141,6 +141,9 @@ fn list_setup(now: u64) -> (Vec<IpNet>, Vec<(IpNet, u64)>) {
     ];
     (allow, deny)
 }
+
+/// Held to their buckets, never banned.
+const PROTECTED: [&str; 2] = ["203.0.113.3/32", "2001:db8:0:1::/64"];
 
 /// Candidates to denylist for good mid-run: the first one whose ban applies then. Banned beats
 /// denylisted, so its packets count `drop_banned` until its entry goes.
@@ -478,9 +481,12 @@ impl Gen {
         } else {
             self.rng.range(0, 3) as u8
         };
-        match self.rng.below(3) {
-            0 => Ipv6Ext::HopByHop { len_units },
-            1 => Ipv6Ext::Routing { len_units },
+        match self.rng.below(7) {
+            0 | 1 => Ipv6Ext::HopByHop { len_units },
+            2 | 3 => Ipv6Ext::Routing { len_units },
+            4 => Ipv6Ext::Authentication {
+                len_units: len_units.max(1),
+            },
             _ => Ipv6Ext::DestinationOptions { len_units },
         }
     }
@@ -539,10 +545,11 @@ impl Gen {
         }
         if !is_v4 && self.rng.percent(15) {
             tags.push("ipv6-ext");
-            let n = if self.rng.percent(85) {
+            // Chains past the parser's six headers are dropped as unparsed, not passed.
+            let n = if self.rng.percent(80) {
                 self.rng.range(1, 3)
             } else {
-                self.rng.range(4, 8)
+                self.rng.range(4, 10)
             };
             f.ipv6_ext = (0..n).map(|_| self.ext_header()).collect();
         }
@@ -553,7 +560,13 @@ impl Gen {
             let first = self.rng.percent(50);
             if first {
                 tags.push("first-fragment");
-                if self.rng.percent(60) {
+                if self.rng.percent(15) {
+                    // Tiny first fragment: the request line comes in the followers.
+                    tags.push("tiny");
+                    let keep = self.rng.range(0, 6);
+                    f.payload.truncate(keep);
+                    f.udp_len_override = Some((payload.len() + 8) as u16);
+                } else if self.rng.percent(60) {
                     let extra = self.rng.range(0, 1200);
                     f.udp_len_override = Some((payload.len() + 8 + extra).min(65535) as u16);
                 }
@@ -628,15 +641,7 @@ impl Gen {
             && self.rng.percent(20)
         {
             tags.push("frag-reserved-bits");
-            let before: usize = f.ipv6_ext[..at]
-                .iter()
-                .map(|h| match h {
-                    Ipv6Ext::HopByHop { len_units }
-                    | Ipv6Ext::Routing { len_units }
-                    | Ipv6Ext::DestinationOptions { len_units } => (*len_units as usize + 1) * 8,
-                    Ipv6Ext::Fragment { .. } => 8,
-                })
-                .sum();
+            let before: usize = f.ipv6_ext[..at].iter().map(Ipv6Ext::wire_len).sum();
             let flags_at = l3 + 40 + before + 3;
             bytes[flags_at] |= (1 + self.rng.below(3) as u8) << 1;
         }
@@ -700,7 +705,16 @@ fn base_config() -> Config {
     let mut cfg = Config::DEFAULT;
     cfg.flags = flags::DROP_MALFORMED | flags::EXTEND_WHILE_ACTIVE;
     cfg.sip_ports = [5060, 5080, 0, 0, 0, 0, 0, 0];
-    cfg.limits = [slow(5), slow(3), slow(10), slow(8)];
+    cfg.limits = [
+        slow(5),
+        slow(3),
+        slow(10),
+        slow(8),
+        slow(12),
+        slow(9),
+        slow(15),
+        slow(6),
+    ];
     cfg.ban_factor = 2;
     cfg.ban_base_ns = 2 * HOUR_NS;
     cfg.ban_max_ns = 24 * HOUR_NS;
@@ -722,23 +736,29 @@ fn phases_enforcing() -> Phases {
 
 fn phases_permissive() -> Phases {
     let mut cfg = base_config();
-    cfg.flags = flags::LIMIT_IN_DIALOG | flags::LIMIT_RESPONSES | flags::DROP_UNKNOWN_FRAGMENTS;
+    cfg.flags = flags::DROP_UNKNOWN_FRAGMENTS | flags::PASS_UNPARSED;
     cfg.sip_ports = [5060, 0, 0, 5061, 0, 0, 0, 5080];
     cfg.ipv6_source_mask = mask(64);
-    cfg.limits = [slow(5), slow(4), RateLimit::UNLIMITED, slow(20)];
+    cfg.limits = [
+        slow(5),
+        slow(4),
+        RateLimit::UNLIMITED,
+        slow(20),
+        slow(10),
+        RateLimit::UNLIMITED,
+        slow(25),
+        slow(7),
+    ];
     cfg.ban_factor = 3;
     vec![(0.0, cfg)]
 }
 
 fn phases_monitor_flips() -> Phases {
     let mut monitor = base_config();
-    monitor.flags = flags::MONITOR
-        | flags::DROP_MALFORMED
-        | flags::LIMIT_RESPONSES
-        | flags::EXTEND_WHILE_ACTIVE;
+    monitor.flags = flags::MONITOR | flags::DROP_MALFORMED | flags::EXTEND_WHILE_ACTIVE;
     monitor.sip_ports = [5060, 0, 0, 0, 0, 0, 0, 0];
     let mut enforce = base_config();
-    enforce.flags = flags::DROP_MALFORMED | flags::LIMIT_IN_DIALOG | flags::DROP_UNKNOWN_FRAGMENTS;
+    enforce.flags = flags::DROP_MALFORMED | flags::DROP_UNKNOWN_FRAGMENTS | flags::PASS_UNPARSED;
     enforce.ban_factor = 40; // clamped to 16
     enforce.ban_max_ns = 40 * HOUR_NS;
     let mut monitor2 = base_config();
@@ -875,6 +895,10 @@ impl Run {
         for (n, expires) in deny {
             dp.maps.deny(n, expires).unwrap();
             model.deny(n, expires);
+        }
+        for n in PROTECTED {
+            dp.maps.protect(net(n)).unwrap();
+            model.protect(net(n));
         }
         let core_keys = V4_SOURCES
             .iter()
@@ -1189,6 +1213,9 @@ impl Run {
                 EventCounter::BansIssued,
                 EventCounter::WouldBans,
                 EventCounter::TrackFailures,
+                EventCounter::BanTableFull,
+                EventCounter::BansRestored,
+                EventCounter::ProtectedDrops,
             ] {
                 let (k, m) = (kernel.event(e), self.model.event(e));
                 if k != m {
@@ -1203,6 +1230,35 @@ impl Run {
         for key in &keys {
             if let Some(p) = self.compare_source(key, elapsed) {
                 problems.push(p);
+            }
+        }
+
+        let kernel_bans: BTreeMap<[u8; 16], BanRecord> = self
+            .dp
+            .maps
+            .bans()
+            .expect("read bans")
+            .into_iter()
+            .map(|(k, r)| (k.addr, r))
+            .collect();
+        let mut ban_keys: BTreeSet<[u8; 16]> = kernel_bans.keys().copied().collect();
+        ban_keys.extend(self.model.bans.keys().copied());
+        for key in &ban_keys {
+            let (m, k) = (self.model.bans.get(key), kernel_bans.get(key));
+            let same = match (m, k) {
+                (Some(m), Some(k)) => {
+                    timestamps_close(m.banned_until_ns, k.banned_until_ns, elapsed)
+                        && (m.ban_duration_ns, m.strikes, m.ban_class, m.ban_flags)
+                            == (k.ban_duration_ns, k.strikes, k.ban_class, k.ban_flags)
+                }
+                (None, None) => true,
+                _ => false,
+            };
+            if !same {
+                problems.push(format!(
+                    "ban record {}: kernel {k:?}, model {m:?}",
+                    fmt_key(key)
+                ));
             }
         }
 
@@ -1251,6 +1307,7 @@ impl Run {
             let kernel_keys: HashSet<[u8; 16]> =
                 kernel_sources.iter().map(|(k, _)| k.addr).collect();
             self.model.sources.retain(|k, _| kernel_keys.contains(k));
+            self.model.bans = kernel_bans.clone().into_iter().collect();
             self.model.fragments = kernel_fragments
                 .iter()
                 .map(|(k, f)| ((k.src, k.id), f.dropped != 0))
@@ -1271,6 +1328,7 @@ impl Run {
             for k in extra {
                 self.dp.maps.forget_source(k).expect("forget source");
                 self.model.sources.remove(&k);
+                self.model.bans.remove(&k);
             }
         }
         if self.model.fragments.len() > MAX_MODEL_FRAGMENTS {
@@ -1290,7 +1348,8 @@ impl Run {
             .collect()
     }
 
-    /// Compares a random core source, then forgets it on both sides.
+    /// Compares a random core source, then forgets it on both sides: as the LRU evicts it (its
+    /// ban record stays and brings the ban back), or wholly, as `ban del` does.
     fn forget_one(&mut self, rng: &mut Rng, index: u64) {
         let keys = self.core_source_keys();
         let key = *rng.pick(&keys);
@@ -1302,8 +1361,14 @@ impl Run {
             );
             self.record(report);
         }
-        self.dp.maps.forget_source(key).expect("forget source");
-        self.model.sources.remove(&key);
+        if rng.percent(60) {
+            self.dp.maps.forget_tracked(key).expect("evict source");
+            self.model.evict(&key);
+        } else {
+            self.dp.maps.forget_source(key).expect("forget source");
+            self.model.sources.remove(&key);
+            self.model.bans.remove(&key);
+        }
     }
 }
 
@@ -1533,6 +1598,18 @@ fn run_scenario(name: &'static str, index: u64, phases: Phases) -> [u64; 3] {
             "[{name}] no packet classified {c:?}"
         );
     }
+    // Evicted bans come back from BANS, protected sources run dry without a ban.
+    for e in [EventCounter::BansRestored, EventCounter::ProtectedDrops] {
+        assert!(
+            k.event(e) > 0 || packets < DEFAULT_PACKETS,
+            "[{name}] the run never reached {e:?}"
+        );
+    }
+    eprintln!(
+        "  bans restored after eviction {}, protected drops {}",
+        k.event(EventCounter::BansRestored),
+        k.event(EventCounter::ProtectedDrops)
+    );
     assert!(
         run.banned_while_denied > 0 || packets < DEFAULT_PACKETS,
         "[{name}] no banned source was denylisted: banned-before-denylisted went untested"
