@@ -49,6 +49,20 @@ else
     packages=("$k61" "$k612")
 fi
 
+# Older kernels of the cache, superseded by newer packages in apt's lists, go.
+if [ -z "${SIP_XDP_KM_KERNELS:-}" ]; then
+    for cached in "$root"/debs/*.deb "$root"/kernels/*; do
+        [ -e "$cached" ] || continue
+        name=$(basename "$cached")
+        name=${name%%_*}
+        case " ${packages[*]} " in *" $name "*) ;; *)
+            log "removing the superseded $(basename "$cached") from the cache"
+            rm -rf "$cached" "$root/initramfs-$name.cpio" "$root/modules-$name"
+            ;;
+        esac
+    done
+fi
+
 # Downloads the package (once) and keeps its vmlinuz and the modules the VM loads (veth and what
 # it depends on, decompressed) under $root/kernels/PACKAGE/.
 fetch_kernel() {
