@@ -26,7 +26,7 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok
 for p in rustc-web rust-web-src "llvm-${LLVM_MAJOR}-dev" libpolly-${LLVM_MAJOR}-dev libzstd-dev zlib1g-dev \
          iproute2 util-linux \
          sip-tester nftables iptables fonts-dejavu-core \
-         fail2ban crowdsec prometheus \
+         fail2ban crowdsec prometheus openssl \
          qemu-system-x86 busybox-static jq xz-utils ${SIP_XDP_EXTRA_APT:-}; do
     have_pkg "$p" || apt_pkgs+=("$p")
 done

@@ -24,7 +24,7 @@ use sip_xdp_common::{
 use thiserror::Error;
 use toml::de::{DeTable, DeValue};
 
-use crate::loader::MAX_SOURCES_LIMIT;
+use crate::{control::CROWDSEC_QUOTA, loader::MAX_SOURCES_LIMIT};
 
 /// Where the daemon and the CLI look for the configuration unless told otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/sip-xdp/sip-xdp.toml";
@@ -277,6 +277,10 @@ pub struct CrowdsecSection {
     pub api_key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_key_file: Option<PathBuf>,
+    /// PEM certificates to trust for an https:// Local API (a private CA, or crowdsec's own
+    /// self-signed certificate), besides the usual public roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
     #[serde(
         serialize_with = "ser_duration",
         deserialize_with = "de_positive_duration"
@@ -291,6 +295,19 @@ pub struct CrowdsecSection {
     /// Only decisions of these origins ("crowdsec", "cscli", "CAPI", "lists"); empty: all.
     #[serde(deserialize_with = "de_origins")]
     pub origins: Vec<String>,
+    /// Plain `http://` to a Local API that is not on loopback: the bouncer key and every
+    /// decision cross the network in clear. Off: such a URL is refused.
+    pub allow_insecure_http: bool,
+    /// IPv4 decisions wider than this prefix length are refused (logged and counted).
+    #[serde(deserialize_with = "de_min_prefix_v4")]
+    pub min_prefix_v4: u8,
+    /// IPv6 decisions wider than this prefix length are refused (logged and counted).
+    #[serde(deserialize_with = "de_min_prefix_v6")]
+    pub min_prefix_v6: u8,
+    /// Most nets the feed bans at once (its quota of the kernel's deny table); at most
+    /// [`CROWDSEC_QUOTA`], so the rest of the table stays free for manual and fail2ban bans.
+    #[serde(deserialize_with = "de_crowdsec_max_bans")]
+    pub max_bans: u32,
     pub signals: SignalsSection,
 }
 
@@ -303,6 +320,9 @@ pub struct CrowdsecSection {
 )]
 pub struct SignalsSection {
     pub enabled: bool,
+    /// Push the kernel's rate-limit bans. Off by default: a rate ban is evidence that forged
+    /// UDP sources can create, and a pushed one bans the real peer on the whole fleet.
+    pub rate_bans: bool,
     /// cscli's local_api_credentials.yaml format (`url`, `login`, `password`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credentials_file: Option<PathBuf>,
@@ -417,9 +437,14 @@ impl Default for CrowdsecSection {
             lapi_url: "http://127.0.0.1:8080/".to_owned(),
             api_key: None,
             api_key_file: None,
+            ca_file: None,
             poll_interval: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
             origins: Vec::new(),
+            allow_insecure_http: false,
+            min_prefix_v4: 16,
+            min_prefix_v6: 32,
+            max_bans: CROWDSEC_QUOTA as u32,
             signals: SignalsSection::default(),
         }
     }
@@ -562,6 +587,19 @@ impl CrowdsecSection {
                  bouncers add sip-xdp` (one per node) and put it in the file named by \
                  crowdsec.api_key_file (preferred) or in crowdsec.api_key"
                     .to_owned(),
+            );
+        }
+        if !self.allow_insecure_http && !lapi_url_is_safe(&self.lapi_url) {
+            return problem(
+                vec![&["crowdsec", "lapi_url"]],
+                format!(
+                    "crowdsec.lapi_url {:?} is plain http:// to a host that is not loopback: the \
+                     bouncer key and every decision would cross the network in clear; use \
+                     https:// (crowdsec's api.server.tls; crowdsec.ca_file names a private \
+                     CA), or a Local API on 127.0.0.1, or, on a link you trust (a VPN), set \
+                     crowdsec.allow_insecure_http = true",
+                    self.lapi_url
+                ),
             );
         }
         if self.max_backoff < self.poll_interval {
@@ -1171,6 +1209,52 @@ fn de_lapi_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(text.trim().to_owned())
 }
 
+/// https, or http to a loopback host (`localhost`, 127.0.0.0/8, ::1).
+fn lapi_url_is_safe(text: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(text.trim()) else {
+        // Parsing already refused it; nothing to add.
+        return true;
+    };
+    if url.scheme() != "http" {
+        return true;
+    }
+    let Some(host) = url.host_str() else {
+        return true;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(addr) => addr.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
+}
+
+fn de_min_prefix_v4<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    int_in_range(
+        d,
+        1,
+        32,
+        " (a decision for 0.0.0.0/0 would drop every IPv4 source)",
+    )
+}
+
+fn de_min_prefix_v6<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    int_in_range(
+        d,
+        1,
+        128,
+        " (a decision for ::/0 would drop every IPv6 source)",
+    )
+}
+
+fn de_crowdsec_max_bans<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    int_in_range(
+        d,
+        1,
+        CROWDSEC_QUOTA as u32,
+        " (turn the feed off with crowdsec.enabled = false)",
+    )
+}
+
 fn de_origins<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     let origins = Vec::<String>::deserialize(d)?;
     if let Some(bad) = origins
@@ -1367,7 +1451,7 @@ mod tests {
         want.sort();
         have.sort();
         assert_eq!(have, want);
-        assert_eq!(want.len(), 42);
+        assert_eq!(want.len(), 47);
     }
 
     #[test]
@@ -1606,7 +1690,7 @@ summary_interval = "500ms"
             r#"
 [crowdsec]
 enabled = true
-lapi_url = "http://203.0.113.200:8080"
+lapi_url = "https://203.0.113.200:8080"
 api_key_file = "/etc/sip-xdp/crowdsec-bouncer.key"
 poll_interval = "500ms"
 max_backoff = "8s"
@@ -1620,7 +1704,7 @@ credentials_file = "/etc/sip-xdp/crowdsec-machine.yaml"
         .unwrap();
         let c = &s.crowdsec;
         assert!(c.enabled && c.signals.enabled);
-        assert_eq!(c.lapi_url, "http://203.0.113.200:8080");
+        assert_eq!(c.lapi_url, "https://203.0.113.200:8080");
         assert_eq!(
             c.api_key_file.as_deref(),
             Some(Path::new("/etc/sip-xdp/crowdsec-bouncer.key"))
@@ -1645,12 +1729,71 @@ credentials_file = "/etc/sip-xdp/crowdsec-machine.yaml"
             ("[crowdsec.signals]\nmachine_id = \"m\"\n", 2, 14, "go together"),
             ("[crowdsec.signals]\ncredentials_file = \"/f\"\npassword = \"p\"\n", 2, 20, "not both"),
             ("[crowdsec]\napi_kye = \"k\"\n", 2, 1, "unknown key `crowdsec.api_kye`"),
+            ("[crowdsec]\nmin_prefix_v4 = 0\n", 2, 17, "crowdsec.min_prefix_v4 must be between 1 and 32"),
+            ("[crowdsec]\nmin_prefix_v6 = 129\n", 2, 17, "crowdsec.min_prefix_v6 must be between 1 and 128"),
+            ("[crowdsec]\nmax_bans = 8193\n", 2, 12, "crowdsec.max_bans must be between 1 and 8192"),
+            ("[crowdsec]\nmax_bans = 0\n", 2, 12, "crowdsec.enabled = false"),
         ];
         for &(text, line, column, needle) in cases {
             let (location, message) = reject(text);
             assert_eq!(location, at(line, column), "{text:?}: {message}");
             assert!(message.contains(needle), "{text:?}: {message}");
         }
+    }
+
+    #[test]
+    fn plain_http_is_refused_off_loopback() {
+        for url in [
+            "http://203.0.113.200:8080/",
+            "http://lapi.example.net:8080/",
+            "http://[2001:db8::1]:8080/",
+        ] {
+            let text = format!("[crowdsec]\nlapi_url = \"{url}\"\n");
+            let (location, message) = reject(&text);
+            assert_eq!(location, at(2, 12), "{url}: {message}");
+            for needle in [
+                "crowdsec.lapi_url",
+                "not loopback",
+                "use https://",
+                "crowdsec.allow_insecure_http = true",
+            ] {
+                assert!(message.contains(needle), "{url}: {message}");
+            }
+            let allowed = format!("{text}allow_insecure_http = true\n");
+            assert!(parse(&allowed).unwrap().crowdsec.allow_insecure_http);
+        }
+        for url in [
+            "http://127.0.0.1:8080/",
+            "http://127.1.2.3:8080/",
+            "http://localhost:8080/",
+            "http://[::1]:8080/",
+            "https://203.0.113.200:8080/",
+            "https://lapi.example.net/",
+        ] {
+            let text = format!("[crowdsec]\nlapi_url = \"{url}\"\n");
+            assert_eq!(parse(&text).unwrap().crowdsec.lapi_url, url);
+        }
+    }
+
+    #[test]
+    fn feed_limits_and_rate_ban_signals_have_safe_defaults() {
+        let c = Settings::default().crowdsec;
+        assert_eq!((c.min_prefix_v4, c.min_prefix_v6), (16, 32));
+        assert_eq!(c.max_bans as usize, CROWDSEC_QUOTA);
+        assert!(
+            !c.signals.rate_bans,
+            "rate bans are not signalled unless configured"
+        );
+        assert!(!c.allow_insecure_http);
+        let s = parse(
+            "[crowdsec]\nmin_prefix_v4 = 24\nmin_prefix_v6 = 48\nmax_bans = 10\n\
+             [crowdsec.signals]\nrate_bans = true\n",
+        )
+        .unwrap();
+        let c = &s.crowdsec;
+        assert_eq!((c.min_prefix_v4, c.min_prefix_v6, c.max_bans), (24, 48, 10));
+        assert!(c.signals.rate_bans);
+        assert_eq!(parse(&s.to_toml()).unwrap(), s);
     }
 
     #[test]

@@ -25,6 +25,39 @@ use crate::{
 };
 
 const NS_PER_SEC: u64 = 1_000_000_000;
+const DENY_TABLE: usize = sip_xdp_common::MAX_LIST_ENTRIES as usize;
+/// Most nets origin `crowdsec` bans at once: half the kernel's deny table, so a feed can never
+/// take the room manual and fail2ban bans need (`crowdsec.max_bans` may lower it).
+pub const CROWDSEC_QUOTA: usize = DENY_TABLE / 2;
+/// Most nets origin `fail2ban` bans at once: a quarter of the deny table. The last quarter is
+/// only ever used by manual bans and `sip-xdp deny`.
+pub const FAIL2BAN_QUOTA: usize = DENY_TABLE / 4;
+
+/// How many nets each feed origin may ban at once (manual bans have no quota of their own).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quotas {
+    pub crowdsec: usize,
+    pub fail2ban: usize,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Self {
+            crowdsec: CROWDSEC_QUOTA,
+            fail2ban: FAIL2BAN_QUOTA,
+        }
+    }
+}
+
+impl Quotas {
+    pub fn of(&self, origin: BanOrigin) -> Option<usize> {
+        match origin {
+            BanOrigin::Manual => None,
+            BanOrigin::Fail2ban => Some(self.fail2ban),
+            BanOrigin::Crowdsec => Some(self.crowdsec),
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ListKind {
@@ -154,11 +187,25 @@ pub struct OriginUpdate {
 pub struct Control {
     pins: PinDir,
     state_dir: PathBuf,
+    quotas: Quotas,
 }
 
 impl Control {
     pub fn new(pins: PinDir, state_dir: PathBuf) -> Self {
-        Self { pins, state_dir }
+        Self {
+            pins,
+            state_dir,
+            quotas: Quotas::default(),
+        }
+    }
+
+    /// The same, with other per-origin quotas (each at most its default).
+    pub fn with_quotas(mut self, quotas: Quotas) -> Self {
+        self.quotas = Quotas {
+            crowdsec: quotas.crowdsec.min(CROWDSEC_QUOTA),
+            fail2ban: quotas.fail2ban.min(FAIL2BAN_QUOTA),
+        };
+        self
     }
 
     pub fn pins(&self) -> &PinDir {
@@ -414,8 +461,11 @@ impl Control {
             bail!("a ban must last longer than 0s (e.g. --for 30m)");
         }
         let secs = duration.as_secs().max(1);
+        let quotas = self.quotas;
         self.edit(|state, maps, report| {
             let now_wall = now_wall_secs();
+            // Before any change: a refused ban leaves kernel and state file as they were.
+            check_quota(state, origin, nets, now_wall, &quotas)?;
             let expires_at = now_wall.saturating_add(secs);
             for &net in nets {
                 state.add_ban(net, origin, expires_at, reason.clone());
@@ -549,17 +599,19 @@ impl Control {
     }
 
     /// Applies one feed's changes to its origin's bans in one locked edit; returns how many bans
-    /// were added or renewed and how many lifted. Bans of other origins are untouched.
+    /// were added or renewed, how many lifted, and how many new ones were left out because the
+    /// origin's quota was full. Bans of other origins are untouched.
     pub fn update_origin(
         &self,
         origin: BanOrigin,
         update: &OriginUpdate,
-    ) -> Result<(usize, usize)> {
-        let mut counts = (0, 0);
+    ) -> Result<(usize, usize, usize)> {
+        let mut counts = (0, 0, 0);
+        let quota = self.quotas.of(origin).unwrap_or(DENY_TABLE);
         self.edit(|state, maps, _report| {
             let now_wall = now_wall_secs();
             let touched;
-            (counts, touched) = apply_origin_update(state, origin, update, now_wall);
+            (counts, touched) = apply_origin_update(state, origin, update, now_wall, quota);
             let Some(maps) = maps.as_mut() else {
                 return Ok(());
             };
@@ -714,15 +766,65 @@ fn source_in(net: IpNet, key: &SourceKey, ipv6_mask: &[u8; 16]) -> bool {
     }
 }
 
+/// Refuses a ban of `nets` by `origin` that would take the origin past its quota (renewals of
+/// nets it already bans do not count), naming the quota and the fix.
+fn check_quota(
+    state: &StateFile,
+    origin: BanOrigin,
+    nets: &[IpNet],
+    now_wall: u64,
+    quotas: &Quotas,
+) -> Result<()> {
+    let Some(quota) = quotas.of(origin) else {
+        return Ok(());
+    };
+    let held: HashSet<IpNet> = state
+        .bans
+        .iter()
+        .filter(|b| b.origin == origin && b.expires_at > now_wall)
+        .map(|b| b.net)
+        .collect();
+    let new: HashSet<IpNet> = nets
+        .iter()
+        .map(|n| n.trunc())
+        .filter(|n| !held.contains(n))
+        .collect();
+    if held.len() + new.len() > quota {
+        let fix = match origin {
+            BanOrigin::Crowdsec => {
+                "lower the feed (crowdsec.origins) or lift some with \
+                                    `sip-xdp ban del --origin crowdsec NET`"
+            }
+            _ => {
+                "lift some with `sip-xdp ban del --origin fail2ban NET`, or shorten fail2ban's \
+                  bantime; manual bans (`sip-xdp ban add` without --origin) still have room"
+            }
+        };
+        bail!(
+            "cannot ban {} for {origin}: {origin} already bans {} nets and its quota is {quota} \
+             of the kernel's {DENY_TABLE} deny entries (kept so one origin cannot starve the \
+             others); {fix}",
+            nets.iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            held.len()
+        );
+    }
+    Ok(())
+}
+
 /// Applies a feed's update to `origin`'s bans in the state file in one pass; returns (added or
-/// renewed, lifted) and the nets whose kernel entry may have changed.
+/// renewed, lifted, left out over `quota`) and the nets whose kernel entry may have changed.
+/// New nets past `quota` live bans of the origin are left out; renewals always apply.
 fn apply_origin_update(
     state: &mut StateFile,
     origin: BanOrigin,
     update: &OriginUpdate,
     now_wall: u64,
-) -> ((usize, usize), Vec<IpNet>) {
-    let mut counts = (0, 0);
+    quota: usize,
+) -> ((usize, usize, usize), Vec<IpNet>) {
+    let mut counts = (0, 0, 0);
     let mut mine: HashMap<IpNet, state::ListBan> = HashMap::new();
     let mut others = Vec::with_capacity(state.bans.len());
     for ban in std::mem::take(&mut state.bans) {
@@ -752,6 +854,7 @@ fn apply_origin_update(
         }
     }
     let mut added = Vec::new();
+    let mut live = mine.values().filter(|b| b.expires_at > now_wall).count();
     for (net, expires_at, reason) in &update.upsert {
         let net = net.trunc();
         if *expires_at <= now_wall {
@@ -759,6 +862,13 @@ fn apply_origin_update(
         }
         if mine.get(&net).is_some_and(|b| b.expires_at == *expires_at) {
             continue;
+        }
+        if mine.get(&net).is_none_or(|b| b.expires_at <= now_wall) {
+            if live >= quota {
+                counts.2 += 1;
+                continue;
+            }
+            live += 1;
         }
         mine.insert(
             net,
@@ -1070,8 +1180,9 @@ mod tests {
             upsert: vec![(host(1), 3_000, None), (host(3), 4_000, None)],
             remove: Vec::new(),
         };
-        let (counts, touched) = apply_origin_update(&mut state, BanOrigin::Crowdsec, &full, now);
-        assert_eq!(counts, (2, 1));
+        let (counts, touched) =
+            apply_origin_update(&mut state, BanOrigin::Crowdsec, &full, now, CROWDSEC_QUOTA);
+        assert_eq!(counts, (2, 1, 0));
         assert_eq!(touched, vec![host(1), host(2), host(3)]);
         let crowdsec: Vec<(IpNet, u64)> = state
             .bans
@@ -1094,8 +1205,9 @@ mod tests {
             upsert: vec![(host(3), 4_000, None), (host(4), now, None)],
             remove: vec![host(1)],
         };
-        let (counts, touched) = apply_origin_update(&mut state, BanOrigin::Crowdsec, &delta, now);
-        assert_eq!(counts, (0, 1));
+        let (counts, touched) =
+            apply_origin_update(&mut state, BanOrigin::Crowdsec, &delta, now, CROWDSEC_QUOTA);
+        assert_eq!(counts, (0, 1, 0));
         assert_eq!(touched, vec![host(1)]);
         assert_eq!(state.bans_added[&BanOrigin::Crowdsec], 4);
         let entries: HashMap<IpNet, u64> = state.denylist_entries(now).into_iter().collect();
@@ -1113,8 +1225,9 @@ mod tests {
             upsert: (0..50_000).map(|i| (host(i), 10_000, None)).collect(),
             remove: Vec::new(),
         };
-        let (counts, touched) = apply_origin_update(&mut state, BanOrigin::Crowdsec, &feed, 1);
-        assert_eq!(counts, (50_000, 0));
+        let (counts, touched) =
+            apply_origin_update(&mut state, BanOrigin::Crowdsec, &feed, 1, usize::MAX);
+        assert_eq!(counts, (50_000, 0, 0));
         assert_eq!(touched.len(), 50_000);
         assert_eq!(state.denylist_entries(1).len(), 50_000);
         // Reloading such a file keeps every ban (normalise de-duplicates by set).
@@ -1122,5 +1235,189 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(state::STATE_FILE), text).unwrap();
         assert_eq!(StateFile::load(dir.path()).unwrap().bans.len(), 50_000);
+    }
+
+    #[test]
+    fn a_feed_stops_at_its_quota_and_renewals_still_apply() {
+        let mut state = StateFile::default();
+        let now = 1_000;
+        state.add_ban(host(900), BanOrigin::Fail2ban, 5_000, None);
+        let feed = OriginUpdate {
+            replace_all: true,
+            upsert: (0..10).map(|i| (host(i), 3_000, None)).collect(),
+            remove: Vec::new(),
+        };
+        let (counts, touched) = apply_origin_update(&mut state, BanOrigin::Crowdsec, &feed, now, 4);
+        assert_eq!(counts, (4, 0, 6), "4 applied, 6 left out over the quota");
+        assert_eq!(touched.len(), 4);
+        let crowdsec = |state: &StateFile| {
+            state
+                .bans
+                .iter()
+                .filter(|b| b.origin == BanOrigin::Crowdsec)
+                .count()
+        };
+        assert_eq!(crowdsec(&state), 4);
+        // Renewing what it holds still works at the cap; a new net does not.
+        let delta = OriginUpdate {
+            replace_all: false,
+            upsert: vec![(host(0), 4_000, None), (host(20), 4_000, None)],
+            remove: Vec::new(),
+        };
+        let (counts, _) = apply_origin_update(&mut state, BanOrigin::Crowdsec, &delta, now, 4);
+        assert_eq!(counts, (1, 0, 1));
+        assert_eq!(state.bans_of(host(0), now)[0].expires_at, 4_000);
+        assert!(state.bans_of(host(20), now).is_empty());
+        // A lifted net makes room again.
+        let delta = OriginUpdate {
+            replace_all: false,
+            upsert: vec![(host(20), 4_000, None)],
+            remove: vec![host(1)],
+        };
+        let (counts, _) = apply_origin_update(&mut state, BanOrigin::Crowdsec, &delta, now, 4);
+        assert_eq!(counts, (1, 1, 0));
+        assert_eq!(crowdsec(&state), 4);
+        assert!(
+            state
+                .bans
+                .iter()
+                .any(|b| b.origin == BanOrigin::Fail2ban && b.net == host(900)),
+            "other origins untouched"
+        );
+    }
+
+    #[test]
+    fn each_origin_has_its_own_quota_and_manual_bans_keep_room() {
+        let quotas = Quotas {
+            crowdsec: 3,
+            fail2ban: 2,
+        };
+        let now = 1_000;
+        let mut state = StateFile::default();
+        for i in 0..3 {
+            state.add_ban(host(i), BanOrigin::Crowdsec, 5_000, None);
+        }
+        // CrowdSec at its cap does not take fail2ban's room.
+        check_quota(&state, BanOrigin::Fail2ban, &[host(10)], now, &quotas).unwrap();
+        state.add_ban(host(10), BanOrigin::Fail2ban, 5_000, None);
+        check_quota(&state, BanOrigin::Fail2ban, &[host(11)], now, &quotas).unwrap();
+        state.add_ban(host(11), BanOrigin::Fail2ban, 5_000, None);
+        let err = check_quota(&state, BanOrigin::Fail2ban, &[host(12)], now, &quotas)
+            .unwrap_err()
+            .to_string();
+        for needle in [
+            "cannot ban 198.51.0.12/32 for fail2ban",
+            "fail2ban already bans 2 nets and its quota is 2",
+            "sip-xdp ban del --origin fail2ban",
+        ] {
+            assert!(err.contains(needle), "{err}");
+        }
+        // A renewal at the cap is fine; so is a net another origin already holds.
+        check_quota(&state, BanOrigin::Fail2ban, &[host(11)], now, &quotas).unwrap();
+        let err = check_quota(&state, BanOrigin::Crowdsec, &[host(10)], now, &quotas)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("crowdsec already bans 3 nets and its quota is 3"),
+            "{err}"
+        );
+        // Manual bans have no quota of their own.
+        check_quota(
+            &state,
+            BanOrigin::Manual,
+            &[host(12), host(13)],
+            now,
+            &quotas,
+        )
+        .unwrap();
+        // Expired bans free their slot.
+        check_quota(&state, BanOrigin::Fail2ban, &[host(12)], 5_000, &quotas).unwrap();
+        // Two new nets when one slot is left: refused as a whole, before anything changes.
+        state.bans.retain(|b| b.net != host(11));
+        assert!(
+            check_quota(
+                &state,
+                BanOrigin::Fail2ban,
+                &[host(12), host(13)],
+                now,
+                &quotas
+            )
+            .is_err()
+        );
+        // The defaults leave a quarter of the table to manual bans and the denylist.
+        let d = Quotas::default();
+        assert_eq!(d.crowdsec + d.fail2ban, DENY_TABLE / 4 * 3);
+    }
+
+    #[test]
+    fn control_quotas_are_capped_at_the_defaults() {
+        let control = Control::new(PinDir::new("/nonexistent"), PathBuf::from("/nonexistent"))
+            .with_quotas(Quotas {
+                crowdsec: usize::MAX,
+                fail2ban: 7,
+            });
+        assert_eq!(
+            control.quotas,
+            Quotas {
+                crowdsec: CROWDSEC_QUOTA,
+                fail2ban: 7
+            }
+        );
+    }
+
+    #[test]
+    fn a_full_feed_leaves_fail2ban_and_manual_bans_working() {
+        let dir = tempfile::tempdir().unwrap();
+        let control = Control::new(
+            PinDir::new(dir.path().join("no-pins")),
+            dir.path().to_owned(),
+        )
+        .with_quotas(Quotas {
+            crowdsec: 3,
+            fail2ban: 2,
+        });
+        let until = now_wall_secs() + 3_600;
+        let feed = OriginUpdate {
+            replace_all: true,
+            upsert: (0..5).map(|i| (host(i), until, None)).collect(),
+            remove: Vec::new(),
+        };
+        assert_eq!(
+            control.update_origin(BanOrigin::Crowdsec, &feed).unwrap(),
+            (3, 0, 2),
+            "the feed stops at its quota"
+        );
+        let hour = Duration::from_secs(3_600);
+        for i in [10, 11] {
+            control
+                .ban_add(&[host(i)], BanOrigin::Fail2ban, hour, None)
+                .expect("fail2ban has its own room while the feed is full");
+        }
+        let err = control
+            .ban_add(&[host(12)], BanOrigin::Fail2ban, hour, None)
+            .unwrap_err();
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("fail2ban already bans 2 nets and its quota is 2"),
+            "{err}"
+        );
+        let state = StateFile::load(dir.path()).unwrap();
+        assert!(
+            state.bans_of(host(12), now_wall_secs()).is_empty(),
+            "nothing saved"
+        );
+        control
+            .ban_add(&[host(12)], BanOrigin::Manual, hour, None)
+            .expect("manual bans still have room");
+        let state = StateFile::load(dir.path()).unwrap();
+        let count = |origin| state.bans.iter().filter(|b| b.origin == origin).count();
+        assert_eq!(
+            (
+                count(BanOrigin::Crowdsec),
+                count(BanOrigin::Fail2ban),
+                count(BanOrigin::Manual)
+            ),
+            (3, 2, 1)
+        );
     }
 }

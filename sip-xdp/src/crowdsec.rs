@@ -12,7 +12,7 @@
 //! whole set again when the API is back, which lifts what was deleted meanwhile.
 use std::{
     collections::{BTreeSet, HashMap},
-    net::IpAddr,
+    net::{IpAddr, Ipv6Addr},
     path::Path,
     sync::{
         Arc,
@@ -22,7 +22,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -43,9 +43,9 @@ use crate::{
 
 /// Sent with every request, so `cscli bouncers list` and the LAPI's access log name us.
 pub const USER_AGENT: &str = concat!("sip-xdp/", env!("CARGO_PKG_VERSION"));
-/// Most nets the bouncer bans at once: the kernel's deny table (shared with `deny` and the other
-/// origins) holds [`sip_xdp_common::MAX_LIST_ENTRIES`]; a quarter stays free for them.
-pub const MAX_CROWDSEC_NETS: usize = sip_xdp_common::MAX_LIST_ENTRIES as usize / 4 * 3;
+/// Most nets the bouncer bans at once unless `crowdsec.max_bans` says fewer: origin
+/// `crowdsec`'s quota of the kernel's deny table (see [`crate::control::CROWDSEC_QUOTA`]).
+pub const MAX_CROWDSEC_NETS: usize = crate::control::CROWDSEC_QUOTA;
 /// Own bans waiting to be pushed; past this they are counted as dropped, so a spoofed flood
 /// that bans a million sources costs a bounded amount of memory.
 pub const SIGNAL_QUEUE: usize = 1024;
@@ -78,6 +78,28 @@ pub const fn scenario(class: LimitClass) -> &'static str {
     }
 }
 
+/// What decisions the bouncer applies: the narrowest nets it takes and how many at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeedLimits {
+    /// `crowdsec.min_prefix_v4`: IPv4 nets wider than this are refused.
+    pub min_prefix_v4: u8,
+    /// `crowdsec.min_prefix_v6`: IPv6 nets wider than this are refused.
+    pub min_prefix_v6: u8,
+    /// `crowdsec.max_bans`.
+    pub max_nets: usize,
+}
+
+impl Default for FeedLimits {
+    fn default() -> Self {
+        let d = CrowdsecSection::default();
+        Self {
+            min_prefix_v4: d.min_prefix_v4,
+            min_prefix_v6: d.min_prefix_v6,
+            max_nets: d.max_bans as usize,
+        }
+    }
+}
+
 /// `[crowdsec]` with its secrets read: what the client runs with.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClientConfig {
@@ -88,6 +110,11 @@ pub struct ClientConfig {
     pub max_backoff: Duration,
     pub origins: Vec<String>,
     pub machine: Option<Machine>,
+    pub limits: FeedLimits,
+    /// `crowdsec.signals.rate_bans`: push the kernel's rate bans (needs `machine`).
+    pub push_rate_bans: bool,
+    /// `crowdsec.ca_file`'s PEM text: extra roots for an https:// Local API.
+    ca_pem: Option<Vec<u8>>,
 }
 
 /// Watcher credentials for the signal pusher.
@@ -105,14 +132,42 @@ impl std::fmt::Debug for ClientConfig {
             .field("max_backoff", &self.max_backoff)
             .field("origins", &self.origins)
             .field("machine", &self.machine.as_ref().map(|m| &m.login))
+            .field("limits", &self.limits)
+            .field("push_rate_bans", &self.push_rate_bans)
             .finish_non_exhaustive()
     }
 }
 
 impl ClientConfig {
     /// `None` while `[crowdsec]` is off. Reads the key and credentials files, so a missing or
-    /// empty one stops the daemon before it attaches, naming the file and the fix.
-    pub fn from_settings(section: &CrowdsecSection) -> Result<Option<Self>> {
+    /// empty one stops the daemon before it attaches, naming the file and the fix. Secrets in a
+    /// file that group or others can read are refused: a key or credentials file, and
+    /// `config_file` (the configuration these settings came from) when it holds one inline.
+    pub fn from_settings(
+        section: &CrowdsecSection,
+        config_file: Option<&Path>,
+    ) -> Result<Option<Self>> {
+        // Even with [crowdsec] off: a secret in a readable file is out either way.
+        let inline = [
+            ("crowdsec.api_key", section.api_key.is_some()),
+            (
+                "crowdsec.signals.password",
+                section.signals.password.is_some(),
+            ),
+        ];
+        if let (Some(file), Some((key, _))) = (config_file, inline.iter().find(|(_, set)| *set)) {
+            let fix = if *key == "crowdsec.api_key" {
+                "move the key to a file of mode 0600 named by crowdsec.api_key_file"
+            } else {
+                "move the credentials to a file of mode 0600 named by \
+                 crowdsec.signals.credentials_file"
+            };
+            check_private(
+                file,
+                &format!("the configuration (which sets {key} inline)"),
+                fix,
+            )?;
+        }
         if !section.enabled {
             return Ok(None);
         }
@@ -124,16 +179,41 @@ impl ClientConfig {
         }
         let api_key = match (&section.api_key, &section.api_key_file) {
             (Some(key), _) => key.trim().to_owned(),
-            (None, Some(path)) => read_secret(path, "crowdsec.api_key_file", BOUNCER_KEY_FIX)?,
+            (None, Some(path)) => {
+                check_private(path, "crowdsec.api_key_file", BOUNCER_KEY_FIX)?;
+                read_secret(path, "crowdsec.api_key_file", BOUNCER_KEY_FIX)?
+            }
             (None, None) => bail!(
                 "crowdsec.enabled is true but no bouncer key is set: {BOUNCER_KEY_FIX} and set \
                  crowdsec.api_key_file"
             ),
         };
+        let ca_pem = match &section.ca_file {
+            None => None,
+            Some(path) => {
+                let pem = std::fs::read(path).with_context(|| {
+                    format!(
+                        "cannot read crowdsec.ca_file {}; point it at the PEM certificate of \
+                         the CA that signed the Local API's certificate (or the certificate \
+                         itself)",
+                        path.display()
+                    )
+                })?;
+                // Builds a client once, so a file that is not PEM fails here, before attaching.
+                http_client(Some(&pem)).with_context(|| {
+                    format!(
+                        "crowdsec.ca_file {} is not usable as PEM certificates",
+                        path.display()
+                    )
+                })?;
+                Some(pem)
+            }
+        };
         let signals = &section.signals;
         let machine = if !signals.enabled {
             None
         } else if let Some(path) = &signals.credentials_file {
+            check_private(path, "crowdsec.signals.credentials_file", MACHINE_FIX)?;
             let text = std::fs::read_to_string(path).with_context(|| {
                 format!(
                     "cannot read crowdsec.signals.credentials_file {}; {MACHINE_FIX}",
@@ -167,6 +247,13 @@ impl ClientConfig {
             max_backoff: section.max_backoff,
             origins: section.origins.clone(),
             machine,
+            limits: FeedLimits {
+                min_prefix_v4: section.min_prefix_v4,
+                min_prefix_v6: section.min_prefix_v6,
+                max_nets: (section.max_bans as usize).min(MAX_CROWDSEC_NETS),
+            },
+            push_rate_bans: signals.enabled && signals.rate_bans,
+            ca_pem,
         }))
     }
 
@@ -177,11 +264,48 @@ impl ClientConfig {
     }
 }
 
+/// The client for the Local API, trusting `ca_pem`'s certificates besides the public roots.
+fn http_client(ca_pem: Option<&[u8]>) -> Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT);
+    if let Some(pem) = ca_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem).context("reading the PEM")?;
+        if certs.is_empty() {
+            bail!("it holds no PEM certificate (-----BEGIN CERTIFICATE-----)");
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
+        .build()
+        .context("cannot set up the HTTP client for the CrowdSec Local API")
+}
+
 const BOUNCER_KEY_FIX: &str = "create a key with `cscli bouncers add sip-xdp-$(hostname) -o raw \
                                > /etc/sip-xdp/crowdsec-bouncer.key` (one per node)";
 const MACHINE_FIX: &str = "create one with `cscli machines add sip-xdp-$(hostname) -p PASSWORD \
                            -f /etc/sip-xdp/crowdsec-machine.yaml` and set \
                            crowdsec.signals.credentials_file to that file";
+
+/// Refuses a file holding a secret that group or others may read (or write).
+fn check_private(path: &Path, what: &str, fix: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {what} {}; {fix}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        bail!(
+            "{what} {} holds a secret but group or others can access it (mode {mode:04o}): run \
+             `chmod 600 {}` (owned by the user sip-xdp runs as), or {fix}",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(())
+}
 
 fn read_secret(path: &Path, key: &str, fix: &str) -> Result<String> {
     let text = std::fs::read_to_string(path)
@@ -330,11 +454,73 @@ pub struct DecisionBook {
     applied: HashMap<IpNet, u64>,
     noted: BTreeSet<String>,
     over_cap_noted: bool,
+    limits: FeedLimits,
+    refused: Refused,
+}
+
+/// Decisions refused since last taken, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Refused {
+    /// Wider than `crowdsec.min_prefix_v4` / `min_prefix_v6`.
+    pub too_broad: u64,
+    /// An IPv6 range covering the whole IPv4-mapped block (::ffff:0:0/96), i.e. all of IPv4.
+    pub ipv4_mapped: u64,
+}
+
+/// Why a decision's net is not applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NetRefusal {
+    TooBroad { key: &'static str, limit: u8 },
+    CoversIpv4Mapped,
+}
+
+/// The IPv4-mapped block: the kernel keys IPv4 sources by these addresses.
+fn ipv4_mapped_block() -> Ipv6Net {
+    Ipv6Net::new(Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96).expect("96 <= 128")
+}
+
+/// The net a decision may ban, or why not: a range inside ::ffff:0:0/96 is the IPv4 net it
+/// names; one covering that block, or wider than the limit of its family, is refused.
+pub fn screen_net(net: IpNet, limits: &FeedLimits) -> Result<IpNet, NetRefusal> {
+    let mut net = net.trunc();
+    if let IpNet::V6(v6) = net {
+        let block = ipv4_mapped_block();
+        if block.contains(&v6) {
+            let v4 = v6.addr().to_ipv4_mapped().expect("inside ::ffff:0:0/96");
+            net = IpNet::V4(
+                Ipv4Net::new(v4, v6.prefix_len() - 96)
+                    .expect("<= 32")
+                    .trunc(),
+            );
+        } else if v6.contains(&block) {
+            return Err(NetRefusal::CoversIpv4Mapped);
+        }
+    }
+    let (key, limit) = match net {
+        IpNet::V4(_) => ("crowdsec.min_prefix_v4", limits.min_prefix_v4),
+        IpNet::V6(_) => ("crowdsec.min_prefix_v6", limits.min_prefix_v6),
+    };
+    if net.prefix_len() < limit {
+        return Err(NetRefusal::TooBroad { key, limit });
+    }
+    Ok(net)
 }
 
 impl DecisionBook {
+    pub fn new(limits: FeedLimits) -> Self {
+        Self {
+            limits,
+            ..Self::default()
+        }
+    }
+
     pub fn held(&self) -> usize {
         self.held.len()
+    }
+
+    /// The decisions refused since the last call.
+    pub fn take_refused(&mut self) -> Refused {
+        std::mem::take(&mut self.refused)
     }
 
     /// Folds one poll in. A startup (or resync) pull replaces everything held; a delta adds and
@@ -374,19 +560,21 @@ impl DecisionBook {
             }
         }
         let mut chosen: Vec<&Held> = longest.into_values().collect();
-        if chosen.len() > MAX_CROWDSEC_NETS {
+        let max_nets = self.limits.max_nets;
+        if chosen.len() > max_nets {
             if !self.over_cap_noted {
                 warn!(
                     nets = chosen.len(),
-                    applied = MAX_CROWDSEC_NETS,
-                    "CrowdSec holds more nets to ban than sip-xdp applies (the kernel's deny \
-                     table is shared); the longest bans are applied. Narrow the feed with \
-                     crowdsec.origins (e.g. leave out \"CAPI\" and \"lists\")"
+                    applied = max_nets,
+                    "CrowdSec holds more nets to ban than its quota crowdsec.max_bans = \
+                     {max_nets} (the kernel's deny table is shared with manual and fail2ban \
+                     bans); the longest bans are applied. Narrow the feed with crowdsec.origins \
+                     (e.g. leave out \"CAPI\" and \"lists\")"
                 );
                 self.over_cap_noted = true;
             }
             chosen.sort_by_key(|held| std::cmp::Reverse(held.expires_at));
-            chosen.truncate(MAX_CROWDSEC_NETS);
+            chosen.truncate(max_nets);
         } else {
             self.over_cap_noted = false;
         }
@@ -456,7 +644,7 @@ impl DecisionBook {
                 return None;
             }
         };
-        let Ok(net) = net else {
+        let Ok(parsed) = net else {
             self.note(
                 "value".to_owned(),
                 format!(
@@ -466,6 +654,36 @@ impl DecisionBook {
                 ),
             );
             return None;
+        };
+        let net = match screen_net(parsed, &self.limits) {
+            Ok(net) => net,
+            Err(refusal) => {
+                let why = match &refusal {
+                    NetRefusal::TooBroad { key, limit } => {
+                        self.refused.too_broad += 1;
+                        format!("wider than {key} = {limit}")
+                    }
+                    NetRefusal::CoversIpv4Mapped => {
+                        self.refused.ipv4_mapped += 1;
+                        "covers ::ffff:0:0/96, the IPv4-mapped block (all of IPv4)".to_owned()
+                    }
+                };
+                if self.noted.len() < MAX_NOTES && self.noted.insert(format!("refused:{parsed}")) {
+                    warn!(
+                        decision = decision.id,
+                        net = %parsed,
+                        "refusing CrowdSec decision {} ({scope} {value}, {} from {}): {why}; \
+                         not applied, counted in sip_xdp_crowdsec_decisions_refused_total \
+                         (delete it with `cscli decisions delete --id {}`, or lower the limit \
+                         if such wide bans are wanted)",
+                        decision.id,
+                        decision.scenario.as_deref().unwrap_or("?"),
+                        decision.origin.as_deref().unwrap_or("?"),
+                        decision.id
+                    );
+                }
+                return None;
+            }
         };
         let duration = decision.duration.as_deref().unwrap_or("");
         let Some(remaining_secs) = parse_go_duration(duration) else {
@@ -488,7 +706,7 @@ impl DecisionBook {
             decision.origin.as_deref().unwrap_or("?")
         );
         Some(Held {
-            net: net.trunc(),
+            net,
             expires_at: (now_unix_secs + remaining_secs).ceil() as u64,
             reason: reason.chars().take(MAX_REASON_CHARS).collect(),
         })
@@ -511,6 +729,8 @@ pub struct Stats {
     decisions: AtomicU64,
     alerts_pushed: AtomicU64,
     alerts_dropped: AtomicU64,
+    refused_too_broad: AtomicU64,
+    refused_ipv4_mapped: AtomicU64,
 }
 
 impl Stats {
@@ -524,6 +744,8 @@ impl Stats {
             decisions: self.decisions.load(Ordering::Relaxed),
             alerts_pushed: self.alerts_pushed.load(Ordering::Relaxed),
             alerts_dropped: self.alerts_dropped.load(Ordering::Relaxed),
+            decisions_refused_too_broad: self.refused_too_broad.load(Ordering::Relaxed),
+            decisions_refused_ipv4_mapped: self.refused_ipv4_mapped.load(Ordering::Relaxed),
         }
     }
 }
@@ -576,12 +798,7 @@ impl Crowdsec {
         stats: Arc<Stats>,
         ipv6_prefix: u8,
     ) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .context("cannot set up the HTTP client for the CrowdSec Local API")?;
+        let http = http_client(cfg.ca_pem.as_deref())?;
         let ctx = Arc::new(Ctx {
             stream_url: cfg.endpoint("v1/decisions/stream")?,
             login_url: cfg.endpoint("v1/watchers/login")?,
@@ -596,12 +813,34 @@ impl Crowdsec {
         let mut tasks = vec![tokio::spawn(run_bouncer(ctx.clone(), stop_rx.clone()))];
         let signals = match ctx.cfg.machine.clone() {
             None => None,
+            Some(_) if !ctx.cfg.push_rate_bans => {
+                info!(
+                    "crowdsec.signals.rate_bans is off: this node's rate-limit bans are not \
+                     pushed to the Local API (a forged UDP flood would otherwise ban a real peer \
+                     on the whole fleet); set it to true where forged sources cannot reach \
+                     this node"
+                );
+                None
+            }
             Some(machine) => {
                 let (tx, rx) = mpsc::channel(SIGNAL_QUEUE);
                 tasks.push(tokio::spawn(run_pusher(ctx.clone(), machine, rx, stop_rx)));
                 Some(tx)
             }
         };
+        let loopback = config.lapi.host_str().is_some_and(|h| {
+            h.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .map_or(h.eq_ignore_ascii_case("localhost"), |a| a.is_loopback())
+        });
+        if config.lapi.scheme() == "http" && !loopback {
+            warn!(
+                lapi = %config.lapi,
+                "plain http:// to a Local API off loopback (crowdsec.allow_insecure_http = \
+                 true): the bouncer key and every decision cross the network in clear"
+            );
+        }
         info!(
             lapi = %config.lapi,
             poll_interval = %format_duration(ctx.cfg.poll_interval),
@@ -718,7 +957,7 @@ async fn pause(stop: &mut watch::Receiver<bool>, delay: Duration) -> bool {
 async fn run_bouncer(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
     let cfg = &ctx.cfg;
     let stats = &ctx.stats;
-    let mut book = DecisionBook::default();
+    let mut book = DecisionBook::new(cfg.limits);
     let mut startup = true;
     let mut delay = Duration::ZERO;
     let mut down_since: Option<Instant> = None;
@@ -762,8 +1001,15 @@ async fn run_bouncer(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
 
         let pending = book.fold(stream, startup, now_unix().as_secs_f64());
         stats.decisions.store(book.held() as u64, Ordering::Relaxed);
+        let refused = book.take_refused();
+        stats
+            .refused_too_broad
+            .fetch_add(refused.too_broad, Ordering::Relaxed);
+        stats
+            .refused_ipv4_mapped
+            .fetch_add(refused.ipv4_mapped, Ordering::Relaxed);
         let applied = match pending {
-            None => Ok((0, 0)),
+            None => Ok((0, 0, 0)),
             Some(pending) => {
                 let job = ctx.clone();
                 let update = pending.update.clone();
@@ -780,7 +1026,17 @@ async fn run_bouncer(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
             }
         };
         let (added, lifted) = match applied {
-            Ok(counts) => counts,
+            Ok((added, lifted, over_quota)) => {
+                if over_quota > 0 {
+                    warn!(
+                        over_quota,
+                        quota = cfg.limits.max_nets,
+                        "CrowdSec decisions left out: origin crowdsec is at its quota of the \
+                         kernel's deny table (crowdsec.max_bans)"
+                    );
+                }
+                (added, lifted)
+            }
             Err(e) => {
                 // The next poll pulls the whole set again and retries.
                 if !apply_failing {
@@ -1510,5 +1766,321 @@ mod tests {
         assert_eq!(b["source"]["range"], "2001:db8:1::/64");
         assert_eq!(b["decisions"][0]["scope"], "Range");
         assert_eq!(b["decisions"][0]["duration"], "31s");
+    }
+
+    fn limits(v4: u8, v6: u8) -> FeedLimits {
+        FeedLimits {
+            min_prefix_v4: v4,
+            min_prefix_v6: v6,
+            max_nets: MAX_CROWDSEC_NETS,
+        }
+    }
+
+    #[test]
+    fn over_broad_and_ipv4_mapped_nets_are_screened() {
+        let d = FeedLimits::default();
+        assert_eq!((d.min_prefix_v4, d.min_prefix_v6), (16, 32));
+        let too_broad = |key, limit| Err(NetRefusal::TooBroad { key, limit });
+        for (value, want) in [
+            ("0.0.0.0/0", too_broad("crowdsec.min_prefix_v4", 16)),
+            ("198.0.0.0/8", too_broad("crowdsec.min_prefix_v4", 16)),
+            ("198.51.0.0/16", Ok(net("198.51.0.0/16"))),
+            ("198.51.100.7/32", Ok(net("198.51.100.7/32"))),
+            ("::/0", Err(NetRefusal::CoversIpv4Mapped)),
+            ("::/8", Err(NetRefusal::CoversIpv4Mapped)),
+            ("::ffff:0:0/96", too_broad("crowdsec.min_prefix_v4", 16)),
+            ("::ffff:198.51.100.0/120", Ok(net("198.51.100.0/24"))),
+            ("::ffff:198.51.100.7/128", Ok(net("198.51.100.7/32"))),
+            (
+                "::ffff:198.0.0.0/104",
+                too_broad("crowdsec.min_prefix_v4", 16),
+            ),
+            ("2000::/3", too_broad("crowdsec.min_prefix_v6", 32)),
+            ("2001:db8::/31", too_broad("crowdsec.min_prefix_v6", 32)),
+            ("2001:db8::/32", Ok(net("2001:db8::/32"))),
+            ("2001:db8::7/128", Ok(net("2001:db8::7/128"))),
+        ] {
+            assert_eq!(screen_net(net(value), &d), want, "{value}");
+        }
+        // Limits are the operator's: /8 allowed for IPv4, a /64 needed for IPv6.
+        assert_eq!(
+            screen_net(net("10.0.0.0/8"), &limits(8, 64)),
+            Ok(net("10.0.0.0/8"))
+        );
+        assert!(screen_net(net("2001:db8::/48"), &limits(8, 64)).is_err());
+        // Even with the loosest IPv6 limit, a range covering the mapped block is refused.
+        assert_eq!(
+            screen_net(net("::/64"), &limits(1, 1)),
+            Err(NetRefusal::CoversIpv4Mapped)
+        );
+    }
+
+    #[test]
+    fn over_broad_decisions_are_not_applied_and_are_counted() {
+        let mut book = DecisionBook::new(FeedLimits::default());
+        let pending = book_fold(
+            &mut book,
+            vec![
+                decision(1, "ban", "Range", "0.0.0.0/0", "1h"),
+                decision(2, "ban", "Range", "::/0", "1h"),
+                decision(3, "ban", "Range", "::/8", "1h"),
+                decision(4, "ban", "Range", "198.0.0.0/8", "1h"),
+                decision(5, "ban", "Range", "::ffff:198.51.100.0/120", "1h"),
+                decision(6, "ban", "Ip", "::ffff:198.51.100.9", "1h"),
+                decision(7, "ban", "Range", "2001:db8:c633::/48", "1h"),
+            ],
+            true,
+        );
+        let mut nets: Vec<IpNet> = pending.update.upsert.iter().map(|u| u.0).collect();
+        nets.sort();
+        assert_eq!(
+            nets,
+            [
+                net("198.51.100.0/24"),
+                net("198.51.100.9/32"),
+                net("2001:db8:c633::/48")
+            ]
+        );
+        assert_eq!(book.held(), 3);
+        assert_eq!(
+            book.take_refused(),
+            Refused {
+                too_broad: 2,
+                ipv4_mapped: 2
+            }
+        );
+        assert_eq!(book.take_refused(), Refused::default(), "taken once");
+    }
+
+    #[test]
+    fn the_feed_stops_at_max_bans() {
+        let mut book = DecisionBook::new(FeedLimits {
+            max_nets: 3,
+            ..FeedLimits::default()
+        });
+        let new: Vec<StreamDecision> = (1..=5)
+            .map(|i| {
+                decision(
+                    i,
+                    "ban",
+                    "Ip",
+                    &format!("198.51.100.{i}"),
+                    &format!("{}m", i * 10),
+                )
+            })
+            .collect();
+        let pending = book_fold(&mut book, new, true);
+        let mut nets: Vec<IpNet> = pending.update.upsert.iter().map(|u| u.0).collect();
+        nets.sort();
+        assert_eq!(
+            nets,
+            [
+                net("198.51.100.3/32"),
+                net("198.51.100.4/32"),
+                net("198.51.100.5/32")
+            ],
+            "the longest three"
+        );
+    }
+
+    fn section_with_key_file(key_file: &Path) -> CrowdsecSection {
+        CrowdsecSection {
+            enabled: true,
+            api_key_file: Some(key_file.to_owned()),
+            ..CrowdsecSection::default()
+        }
+    }
+
+    fn chmod(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn secrets_readable_by_group_or_others_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("bouncer.key");
+        std::fs::write(&key, "k0123456789\n").unwrap();
+        let creds = dir.path().join("machine.yaml");
+        std::fs::write(&creds, "login: m\npassword: p\n").unwrap();
+        let config = dir.path().join("sip-xdp.toml");
+        std::fs::write(&config, "").unwrap();
+
+        for mode in [0o644, 0o640, 0o604, 0o660] {
+            chmod(&key, mode);
+            let err = ClientConfig::from_settings(&section_with_key_file(&key), Some(&config))
+                .unwrap_err()
+                .to_string();
+            for needle in [
+                "crowdsec.api_key_file",
+                &key.display().to_string(),
+                &format!("mode {mode:04o}"),
+                &format!("chmod 600 {}", key.display()),
+            ] {
+                assert!(err.contains(needle), "{mode:o}: {err}");
+            }
+        }
+        chmod(&key, 0o600);
+        chmod(&config, 0o644);
+        let ok = ClientConfig::from_settings(&section_with_key_file(&key), Some(&config)).unwrap();
+        assert!(
+            ok.is_some(),
+            "a 0600 key file with no inline secret is fine"
+        );
+
+        // The machine credentials file.
+        let mut section = section_with_key_file(&key);
+        section.signals.enabled = true;
+        section.signals.credentials_file = Some(creds.clone());
+        chmod(&creds, 0o644);
+        let err = ClientConfig::from_settings(&section, Some(&config))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("crowdsec.signals.credentials_file")
+                && err.contains(&format!("chmod 600 {}", creds.display())),
+            "{err}"
+        );
+        chmod(&creds, 0o600);
+        assert!(ClientConfig::from_settings(&section, Some(&config)).is_ok());
+
+        // Inline secrets in a config file others can read.
+        let inline_key = CrowdsecSection {
+            enabled: true,
+            api_key: Some("k0123456789".to_owned()),
+            ..CrowdsecSection::default()
+        };
+        let mut inline_password = section_with_key_file(&key);
+        inline_password.signals.enabled = true;
+        inline_password.signals.machine_id = Some("m".to_owned());
+        inline_password.signals.password = Some("p".to_owned());
+        for (section, key_name, fix) in [
+            (&inline_key, "crowdsec.api_key", "crowdsec.api_key_file"),
+            (
+                &inline_password,
+                "crowdsec.signals.password",
+                "crowdsec.signals.credentials_file",
+            ),
+        ] {
+            chmod(&config, 0o644);
+            let err = ClientConfig::from_settings(section, Some(&config))
+                .unwrap_err()
+                .to_string();
+            for needle in [
+                key_name,
+                &config.display().to_string(),
+                &format!("chmod 600 {}", config.display()),
+                fix,
+            ] {
+                assert!(err.contains(needle), "{key_name}: {err}");
+            }
+            chmod(&config, 0o600);
+            assert!(
+                ClientConfig::from_settings(section, Some(&config)).is_ok(),
+                "{key_name} inline in a 0600 config"
+            );
+        }
+    }
+
+    fn machine_section(rate_bans: bool) -> CrowdsecSection {
+        let mut section = CrowdsecSection {
+            enabled: true,
+            // Nothing listens there: the bouncer only backs off.
+            lapi_url: "http://127.0.0.1:9/".to_owned(),
+            api_key: Some("k0123456789".to_owned()),
+            ..CrowdsecSection::default()
+        };
+        section.signals.enabled = true;
+        section.signals.machine_id = Some("m".to_owned());
+        section.signals.password = Some("p".to_owned());
+        section.signals.rate_bans = rate_bans;
+        section
+    }
+
+    #[tokio::test]
+    async fn rate_bans_are_not_signalled_unless_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        for rate_bans in [false, true] {
+            let cfg = ClientConfig::from_settings(&machine_section(rate_bans), None)
+                .unwrap()
+                .unwrap();
+            assert_eq!(cfg.push_rate_bans, rate_bans);
+            assert!(cfg.machine.is_some(), "credentials are read either way");
+            let control = Control::new(
+                crate::loader::PinDir::new(dir.path().join("no-pins")),
+                dir.path().to_owned(),
+            );
+            let client = Crowdsec::start(cfg, control, Arc::default(), 128).unwrap();
+            assert_eq!(client.signals.is_some(), rate_bans);
+            client.stop().await;
+        }
+    }
+
+    /// A throwaway self-signed certificate made for this test (`openssl req -x509 -newkey ec`).
+    const TEST_CA_PEM: &str = "-----BEGIN CERTIFICATE-----
+MIIBizCCATGgAwIBAgIUbEVuxcpy9MVXYeEg0Cm6HABOnX0wCgYIKoZIzj0EAwIw
+GjEYMBYGA1UEAwwPc2lwLXhkcC10ZXN0LWNhMCAXDTI2MTIwMTA4MzAwN1oYDzIx
+MjYxMTA3MDgzMDA3WjAaMRgwFgYDVQQDDA9zaXAteGRwLXRlc3QtY2EwWTATBgcq
+hkjOPQIBBggqhkjOPQMBBwNCAAT/oOeUVjPtAIra3D8ECud6DjpN2hgm7iENjje1
+1IsSsb71uAVIWB0vm1VmOpfAXILuehlhCDQxcx5hoktnbqUwo1MwUTAdBgNVHQ4E
+FgQUpbPmYnv5i+5tOhahbKIe8i+ER48wHwYDVR0jBBgwFoAUpbPmYnv5i+5tOhah
+bKIe8i+ER48wDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNIADBFAiEAhQXh
+q0eTBthw/OfbDdCk9djtU+Ev0P7wUBySqcFiVbACIAWCQFKWluMyZzFrdopcqvd6
+2JTfPPOgb3pONZY0nG1m
+-----END CERTIFICATE-----
+";
+
+    #[test]
+    fn ca_file_is_read_and_checked_before_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("bouncer.key");
+        std::fs::write(&key, "k0123456789\n").unwrap();
+        chmod(&key, 0o600);
+        let ca = dir.path().join("ca.pem");
+        let mut section = section_with_key_file(&key);
+        section.lapi_url = "https://203.0.113.200:8080/".to_owned();
+        section.ca_file = Some(ca.clone());
+
+        let err = format!(
+            "{:#}",
+            ClientConfig::from_settings(&section, None).unwrap_err()
+        );
+        assert!(err.contains("cannot read crowdsec.ca_file"), "{err}");
+        std::fs::write(&ca, "not a certificate\n").unwrap();
+        let err = format!(
+            "{:#}",
+            ClientConfig::from_settings(&section, None).unwrap_err()
+        );
+        assert!(
+            err.contains("crowdsec.ca_file") && err.contains("no PEM certificate"),
+            "{err}"
+        );
+        std::fs::write(&ca, TEST_CA_PEM).unwrap();
+        let cfg = ClientConfig::from_settings(&section, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(cfg.ca_pem.as_deref(), Some(TEST_CA_PEM.as_bytes()));
+    }
+
+    #[test]
+    fn an_inline_secret_in_a_readable_config_is_refused_even_with_crowdsec_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("sip-xdp.toml");
+        std::fs::write(&config, "").unwrap();
+        chmod(&config, 0o644);
+        let section = CrowdsecSection {
+            api_key: Some("k0123456789".to_owned()),
+            ..CrowdsecSection::default()
+        };
+        let err = ClientConfig::from_settings(&section, Some(&config))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+        chmod(&config, 0o600);
+        assert!(
+            ClientConfig::from_settings(&section, Some(&config))
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -164,7 +164,8 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
     };
     init_logging(format);
     // Before attaching: a missing key file stops here, with nothing changed.
-    let crowdsec_config = crowdsec::ClientConfig::from_settings(&settings.crowdsec)?;
+    let crowdsec_config =
+        crowdsec::ClientConfig::from_settings(&settings.crowdsec, config_path.as_deref())?;
     let _daemon_lock = DaemonLock::acquire(&cli.state_dir)?;
     let pins = PinDir::new(&cli.pin_dir);
     let control = Control::new(pins.clone(), cli.state_dir.clone());
@@ -319,7 +320,7 @@ async fn serve(
                 notify(&[sd_notify::NotifyState::Reloading]);
                 let before = settings.clone();
                 reload(&shared, &mut settings, config_path.as_deref());
-                reload_crowdsec(&shared, &before, &mut settings).await;
+                reload_crowdsec(&shared, &before, &mut settings, config_path.as_deref()).await;
                 notify(&[sd_notify::NotifyState::Ready]);
             }
             _ = tick.tick() => {
@@ -372,10 +373,16 @@ fn start_crowdsec(
     config: crowdsec::ClientConfig,
     settings: &Settings,
 ) -> Result<()> {
+    // The feed's quota of the deny table: crowdsec.max_bans (never more than the default).
+    let quotas = control::Quotas {
+        crowdsec: config.limits.max_nets,
+        ..control::Quotas::default()
+    };
     let control = Control::new(
         shared.control.pins().clone(),
         shared.control.state_dir().to_owned(),
-    );
+    )
+    .with_quotas(quotas);
     let client = Crowdsec::start(
         config,
         control,
@@ -390,8 +397,13 @@ fn start_crowdsec(
 /// key or credentials file, restart the client (it pulls the whole set again; bans in force stay
 /// meanwhile). Settings that cannot start (say, a missing key file) leave the running client and
 /// its settings as they were.
-async fn reload_crowdsec(shared: &Shared, before: &Settings, settings: &mut Settings) {
-    let config = match crowdsec::ClientConfig::from_settings(&settings.crowdsec) {
+async fn reload_crowdsec(
+    shared: &Shared,
+    before: &Settings,
+    settings: &mut Settings,
+    config_path: Option<&Path>,
+) {
+    let config = match crowdsec::ClientConfig::from_settings(&settings.crowdsec, config_path) {
         Ok(config) => config,
         Err(e) => {
             error!(
@@ -514,6 +526,8 @@ fn snapshot(shared: &Shared) -> Result<Snapshot> {
         config_last_reload_success_timestamp_seconds: stats
             .config_last_reload_success_timestamp_seconds,
         crowdsec,
+        // Filled in by the metrics server.
+        http: Default::default(),
     })
 }
 

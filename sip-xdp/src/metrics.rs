@@ -13,16 +13,19 @@
 //! Other packet series appear once their count is non-zero, which keeps the 8 x 19 matrix from
 //! flooding the scrape with series that never move (a `drop_rate` of `ack` when in-dialog
 //! requests are not limited, say).
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicBool, AtomicU64, Ordering},
+};
+use std::time::{Duration, Instant};
 
 use axum::{
-    Router,
-    extract::State,
-    http::{StatusCode, header},
+    http::{Method, Request, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::get,
 };
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{
     Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
     core::Collector,
@@ -68,6 +71,20 @@ pub struct Snapshot {
     pub config_last_reload_success_timestamp_seconds: f64,
     /// The CrowdSec client's figures; `None` while `[crowdsec]` is off (its series are left out).
     pub crowdsec: Option<CrowdsecMetrics>,
+    /// The metrics server's own connection counts (filled in by [`serve`]).
+    pub http: HttpMetrics,
+}
+
+/// Connections the metrics server closed before answering, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HttpMetrics {
+    /// Over [`ServerLimits::max_connections`]: the oldest connection still sending its request,
+    /// or the new one when every connection is being answered.
+    pub closed_over_limit: u64,
+    /// Request headers not complete within [`ServerLimits::header_read_timeout`].
+    pub closed_header_timeout: u64,
+    /// Response not written within [`ServerLimits::connection_timeout`] of the accept.
+    pub closed_response_timeout: u64,
 }
 
 /// What the CrowdSec bouncer and signal pusher count.
@@ -84,6 +101,10 @@ pub struct CrowdsecMetrics {
     pub alerts_pushed: u64,
     /// Alerts given up: queue full (a flood of bans) or rejected by the Local API.
     pub alerts_dropped: u64,
+    /// Decisions refused for a net wider than crowdsec.min_prefix_v4 / min_prefix_v6.
+    pub decisions_refused_too_broad: u64,
+    /// Decisions refused for an IPv6 range covering the IPv4-mapped block.
+    pub decisions_refused_ipv4_mapped: u64,
 }
 
 /// A source of snapshots (the daemon implements it by reading the pinned maps).
@@ -405,6 +426,17 @@ pub fn render(snapshot: &Snapshot) -> Result<String, MetricsError> {
         render_crowdsec(&scrape, crowdsec)?;
     }
 
+    let closed = scrape.counter_vec(
+        "sip_xdp_metrics_connections_closed_total",
+        "Connections to this metrics endpoint closed before an answer, by reason: over_limit \
+         (more than the concurrent connection cap), header_timeout (request headers too slow), \
+         response_timeout (response not taken in time).",
+        &["reason"],
+    )?;
+    closed.add(&["over_limit"], snapshot.http.closed_over_limit)?;
+    closed.add(&["header_timeout"], snapshot.http.closed_header_timeout)?;
+    closed.add(&["response_timeout"], snapshot.http.closed_response_timeout)?;
+
     scrape
         .gauge_vec(
             "sip_xdp_build_info",
@@ -460,37 +492,247 @@ fn render_crowdsec(scrape: &ScrapeRegistry, m: &CrowdsecMetrics) -> Result<(), M
          bans) or the Local API rejected them.",
         m.alerts_dropped,
     )?;
+    let refused = scrape.counter_vec(
+        "sip_xdp_crowdsec_decisions_refused_total",
+        "CrowdSec decisions not applied, by reason: too_broad (a net wider than \
+         crowdsec.min_prefix_v4 / min_prefix_v6), ipv4_mapped (an IPv6 range covering \
+         ::ffff:0:0/96, all of IPv4). Counted each time a poll brings one.",
+        &["reason"],
+    )?;
+    refused.add(&["too_broad"], m.decisions_refused_too_broad)?;
+    refused.add(&["ipv4_mapped"], m.decisions_refused_ipv4_mapped)?;
     Ok(())
 }
 
+/// How the metrics server bounds what clients can hold: a Prometheus scrape sends its request
+/// at once and reads the answer at once, so anything slower is a client to cut off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Longest a client may take to send its request headers.
+    pub header_read_timeout: Duration,
+    /// Longest a connection may stay open from its accept to the end of its response (a
+    /// client that does not read the response is cut off here).
+    pub connection_timeout: Duration,
+    /// Connections open at once. A new one past it closes the oldest connection still sending
+    /// its request (so a scrape gets through a crowd of half-sent requests), or is itself
+    /// closed when every open connection is being answered.
+    pub max_connections: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(5),
+            connection_timeout: Duration::from_secs(30),
+            max_connections: 16,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct HttpStats {
+    over_limit: AtomicU64,
+    header_timeout: AtomicU64,
+    response_timeout: AtomicU64,
+}
+
+impl HttpStats {
+    fn metrics(&self) -> HttpMetrics {
+        HttpMetrics {
+            closed_over_limit: self.over_limit.load(Ordering::Relaxed),
+            closed_header_timeout: self.header_timeout.load(Ordering::Relaxed),
+            closed_response_timeout: self.response_timeout.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// One open connection, oldest first in [`Slots`].
+struct Slot {
+    id: u64,
+    /// Its request headers are in: it is being answered, not a candidate for eviction.
+    answering: Arc<AtomicBool>,
+    close: Arc<tokio::sync::Notify>,
+}
+
+type Slots = Arc<Mutex<VecDeque<Slot>>>;
+
+/// How often a failing accept (say, out of file descriptors) is logged at most.
+const ACCEPT_WARN_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Serves GET /metrics (text format 0.0.4 content type) and GET / (a one-line pointer to
-/// /metrics) until `shutdown` resolves. A snapshot error answers 500 with the error text (and
-/// does not stop the server).
+/// /metrics) until `shutdown` resolves, with [`ServerLimits::default`]. A snapshot error
+/// answers 500 with the error text (and does not stop the server).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     source: SnapshotFn,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), MetricsError> {
-    let app = Router::new()
-        .route("/metrics", get(metrics_page))
-        .route("/", get(index_page))
-        .with_state(source);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(MetricsError::Serve)
+    serve_with_limits(listener, source, shutdown, ServerLimits::default()).await
+}
+
+/// [`serve`] with other limits. One request per connection (no keep-alive).
+pub async fn serve_with_limits(
+    listener: tokio::net::TcpListener,
+    source: SnapshotFn,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: ServerLimits,
+) -> Result<(), MetricsError> {
+    let stats = Arc::new(HttpStats::default());
+    let slots: Slots = Arc::default();
+    let mut connections = tokio::task::JoinSet::new();
+    let mut next_id: u64 = 0;
+    let mut last_accept_warn: Option<Instant> = None;
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors or a connection reset before accept: not fatal. Back
+                    // off a little so a persistent error does not spin.
+                    if last_accept_warn.is_none_or(|t| t.elapsed() >= ACCEPT_WARN_INTERVAL) {
+                        last_accept_warn = Some(Instant::now());
+                        tracing::warn!(
+                            error = %e,
+                            "the metrics server cannot accept a connection (logged at most \
+                             once a minute)"
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let answering = Arc::new(AtomicBool::new(false));
+        let close = Arc::new(tokio::sync::Notify::new());
+        {
+            let mut open = slots.lock().unwrap_or_else(|e| e.into_inner());
+            if open.len() >= limits.max_connections.max(1) {
+                stats.over_limit.fetch_add(1, Ordering::Relaxed);
+                match open
+                    .iter()
+                    .position(|s| !s.answering.load(Ordering::Relaxed))
+                {
+                    Some(oldest) => {
+                        if let Some(evicted) = open.remove(oldest) {
+                            evicted.close.notify_one();
+                        }
+                    }
+                    None => {
+                        drop(stream);
+                        continue;
+                    }
+                }
+            }
+            next_id += 1;
+            open.push_back(Slot {
+                id: next_id,
+                answering: answering.clone(),
+                close: close.clone(),
+            });
+        }
+        connections.spawn(serve_connection(
+            stream,
+            source.clone(),
+            stats.clone(),
+            limits,
+            Connection {
+                id: next_id,
+                answering,
+                close,
+                slots: slots.clone(),
+            },
+        ));
+    }
+    // Open connections are abandoned: a scrape in flight sees its connection closed.
+    connections.shutdown().await;
+    Ok(())
+}
+
+struct Connection {
+    id: u64,
+    answering: Arc<AtomicBool>,
+    close: Arc<tokio::sync::Notify>,
+    slots: Slots,
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    source: SnapshotFn,
+    stats: Arc<HttpStats>,
+    limits: ServerLimits,
+    conn: Connection,
+) {
+    let answering = conn.answering.clone();
+    let page_stats = stats.clone();
+    let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+        answering.store(true, Ordering::Relaxed);
+        let source = source.clone();
+        let stats = page_stats.clone();
+        async move { Ok::<_, Infallible>(route(request, source, stats).await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(false);
+    let served = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        result = served => {
+            if let Err(e) = result
+                && e.is_timeout()
+            {
+                stats.header_timeout.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        // Evicted for a newer connection (already counted).
+        () = conn.close.notified() => {}
+        () = tokio::time::sleep(limits.connection_timeout) => {
+            if conn.answering.load(Ordering::Relaxed) {
+                stats.response_timeout.fetch_add(1, Ordering::Relaxed);
+            } else {
+                stats.header_timeout.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    let mut open = conn.slots.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(i) = open.iter().position(|s| s.id == conn.id) {
+        open.remove(i);
+    }
+}
+
+async fn route(
+    request: Request<hyper::body::Incoming>,
+    source: SnapshotFn,
+    stats: Arc<HttpStats>,
+) -> Response {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "GET, HEAD")],
+        )
+            .into_response();
+    }
+    match request.uri().path() {
+        "/metrics" => metrics_page(source, stats.metrics()).await,
+        "/" => index_page().await.into_response(),
+        _ => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 async fn index_page() -> &'static str {
     "sip-xdp: Prometheus metrics are at /metrics\n"
 }
 
-async fn metrics_page(State(source): State<SnapshotFn>) -> Response {
+async fn metrics_page(source: SnapshotFn, http: HttpMetrics) -> Response {
     // Reading the maps is a series of blocking syscalls (one per tracked source when counting
     // bans), so it runs off the async workers.
     let outcome = tokio::task::spawn_blocking(move || -> Result<String, String> {
-        let snapshot =
+        let mut snapshot =
             source().map_err(|e| format!("reading the sip-xdp state for metrics failed: {e:#}"))?;
+        snapshot.http = http;
         render(&snapshot).map_err(|e| e.to_string())
     })
     .await;
@@ -573,6 +815,11 @@ mod tests {
             config_reload_failures: 1,
             config_last_reload_success_timestamp_seconds: 1_700_000_000.5,
             crowdsec: None,
+            http: HttpMetrics {
+                closed_over_limit: 64,
+                closed_header_timeout: 16,
+                closed_response_timeout: 1,
+            },
         }
     }
 
@@ -700,7 +947,7 @@ mod tests {
                 .unwrap_or("");
             assert!(help.len() > 10, "metric {name} lacks a help text");
         }
-        assert_eq!(families, 23, "{text}");
+        assert_eq!(families, 24, "{text}");
     }
 
     #[test]
@@ -717,6 +964,8 @@ mod tests {
                 decisions: 4,
                 alerts_pushed: 9,
                 alerts_dropped: 2,
+                decisions_refused_too_broad: 3,
+                decisions_refused_ipv4_mapped: 1,
             }),
             ..sample_snapshot()
         };
@@ -730,6 +979,8 @@ mod tests {
             "sip_xdp_crowdsec_decisions 4",
             "sip_xdp_crowdsec_alerts_pushed_total 9",
             "sip_xdp_crowdsec_alerts_dropped_total 2",
+            r#"sip_xdp_crowdsec_decisions_refused_total{reason="too_broad"} 3"#,
+            r#"sip_xdp_crowdsec_decisions_refused_total{reason="ipv4_mapped"} 1"#,
             "# TYPE sip_xdp_crowdsec_lapi_up gauge",
             "# TYPE sip_xdp_crowdsec_polls_total counter",
         ] {
@@ -739,7 +990,7 @@ mod tests {
             );
         }
         let families = lines.iter().filter(|l| l.starts_with("# TYPE ")).count();
-        assert_eq!(families, 23 + 6, "{text}");
+        assert_eq!(families, 24 + 7, "{text}");
     }
 
     #[test]
@@ -863,5 +1114,88 @@ mod tests {
             .expect("serve returns after shutdown")
             .expect("server task did not panic");
         assert!(result.is_ok(), "{result:?}");
+    }
+
+    /// Reads until the server closes the connection or `within` passes; true when it closed.
+    async fn closed_by_server(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+        use tokio::io::AsyncReadExt as _;
+        let mut buf = [0u8; 256];
+        let read = tokio::time::timeout(within, async {
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        });
+        read.await.is_ok()
+    }
+
+    #[tokio::test]
+    async fn half_sent_requests_cannot_hold_the_endpoint() {
+        use tokio::io::AsyncWriteExt as _;
+        let source: SnapshotFn = Arc::new(|| Ok(sample_snapshot()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let limits = ServerLimits {
+            header_read_timeout: Duration::from_millis(500),
+            connection_timeout: Duration::from_secs(10),
+            max_connections: 4,
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_with_limits(
+            listener,
+            source,
+            async {
+                let _ = stopped.await;
+            },
+            limits,
+        ));
+
+        // Twelve clients send half a request each and hold on.
+        let mut held = Vec::new();
+        for _ in 0..12 {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            stream
+                .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .expect("half a request");
+            held.push(stream);
+        }
+        // A scrape still gets its answer: it takes the place of the oldest half-sent one.
+        let (status, _, body) =
+            tokio::time::timeout(Duration::from_secs(5), http_get(addr, "/metrics"))
+                .await
+                .expect("a scrape is answered while half-sent requests are held");
+        assert_eq!(status, 200, "{body}");
+        // Every half-sent request is closed by the server: evicted, or after the header timeout.
+        for (i, stream) in held.iter_mut().enumerate() {
+            assert!(
+                closed_by_server(stream, Duration::from_secs(5)).await,
+                "half-sent request {i} still open"
+            );
+        }
+        let (_, _, body) = http_get(addr, "/metrics").await;
+        let value = |reason: &str| -> u64 {
+            let series =
+                format!("sip_xdp_metrics_connections_closed_total{{reason=\"{reason}\"}} ");
+            body.lines()
+                .find_map(|l| l.strip_prefix(&series)?.parse().ok())
+                .unwrap_or_else(|| panic!("no {series} in {body}"))
+        };
+        // 12 held + 1 scrape over a cap of 4: 9 closed at once (the oldest first), the 3 held
+        // beside the scrape by the header timeout.
+        assert_eq!(value("over_limit"), 9, "{body}");
+        assert_eq!(value("header_timeout"), 3, "{body}");
+        assert_eq!(value("response_timeout"), 0, "{body}");
+
+        stop.send(()).expect("server still running");
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("serve returns after shutdown")
+            .expect("no panic")
+            .expect("no error");
     }
 }

@@ -251,8 +251,12 @@ fn write_status(status: &Status, output: OutputFormat) -> Result<()> {
         t.active_bans, t.list_bans, t.active_would_bans
     );
     println!(
-        "lists:     {} allowlist, {} denylist entries",
-        t.allowlist_entries, t.denylist_entries
+        "ban table: {} records (bans and strike histories) of {}",
+        t.ban_records, t.bans_capacity
+    );
+    println!(
+        "lists:     {} allowlist, {} denylist, {} protected entries",
+        t.allowlist_entries, t.denylist_entries, t.protected_entries
     );
     if let Some(config) = &status.config {
         println!("config in force:");

@@ -9,6 +9,8 @@
 //!
 //! The hosts keep 203.0.113.1/24 on their client-facing interface, so the management link gets
 //! a host route: the more specific /32 wins, and nothing of it touches the XDP interface.
+//! It serves https with a certificate for 203.0.113.200 from a throwaway CA made with `openssl`
+//! at launch ([`Lapi::ca_file`], for `crowdsec.ca_file`); cscli skips verification.
 //! Its config, sqlite database and credentials live in a tempdir; the Central API is off and no
 //! hub is needed. The process is killed by its pid on drop (also when a test panics), and the
 //! namespace goes with it.
@@ -65,6 +67,8 @@ pub struct Lapi {
     pub ns: Netns,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
+    /// The CA that signed the Local API's certificate (PEM).
+    pub ca_file: PathBuf,
     child: Option<Child>,
     /// crowdsec's own log lines (stdout and stderr), for failure messages.
     pub log: Arc<Mutex<Vec<String>>>,
@@ -86,23 +90,26 @@ impl Lapi {
         ns.ip(&["link", "set", BRIDGE, "up"]).unwrap();
         let dir = tempfile::tempdir().expect("LAPI dir");
         let config = dir.path().join("config.yaml");
+        let ca_file = make_certificates(dir.path());
         write_config(dir.path(), &config);
         let mut lapi = Self {
             ns,
             dir,
             config,
+            ca_file,
             child: None,
             log: Arc::new(Mutex::new(Vec::new())),
             links: 0,
         };
         lapi.start();
         // cscli's own machine, for `cscli decisions ...` (which go through the Local API).
-        lapi.cscli(&["machines", "add", "cscli-test", "--auto"]);
+        let url = lapi.url();
+        lapi.cscli(&["machines", "add", "cscli-test", "--auto", "--url", &url]);
         lapi
     }
 
     pub fn url(&self) -> String {
-        format!("http://{LAPI_V4}:{LAPI_PORT}/")
+        format!("https://{LAPI_V4}:{LAPI_PORT}/")
     }
 
     fn ns_command(&self, program: &str) -> Command {
@@ -189,10 +196,12 @@ impl Lapi {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Registers a bouncer with a known key and writes the key to `key_file`.
+    /// Registers a bouncer with a known key and writes the key to `key_file`, mode 0600 (sip-xdp
+    /// refuses a key file group or others can read).
     pub fn add_bouncer(&self, name: &str, key: &str, key_file: &Path) {
         self.cscli(&["bouncers", "add", name, "-k", key]);
         std::fs::write(key_file, format!("{key}\n")).unwrap();
+        make_private(key_file);
     }
 
     /// Registers a (validated) machine; cscli writes its credentials file.
@@ -206,6 +215,7 @@ impl Lapi {
             "-f",
             credentials_file.to_str().unwrap(),
         ]);
+        make_private(credentials_file);
     }
 
     /// Joins `host`'s server namespace to the bridge; returns the host's management address.
@@ -281,6 +291,81 @@ impl Drop for Lapi {
     }
 }
 
+/// `chmod 600`, as the README tells operators for secret files.
+pub fn make_private(path: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("chmod 600 {}: {e}", path.display()));
+}
+
+/// A CA and a server certificate for [`LAPI_V4`] signed by it (EC P-256, valid two days), in
+/// `dir`: `ca.pem`, `lapi.pem`, `lapi.key`. Returns the CA's path.
+fn make_certificates(dir: &Path) -> PathBuf {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("running openssl (apt-get install openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-subj",
+        "/CN=sip-xdp test CA",
+        "-days",
+        "2",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&ca);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    let cn = format!("/CN={LAPI_V4}");
+    csr.extend(["-subj", &cn, "-keyout", "lapi.key", "-out", "lapi.csr"]);
+    openssl(&csr);
+    std::fs::write(
+        dir.join("lapi.ext"),
+        format!(
+            "subjectAltName=IP:{LAPI_V4}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n\
+             extendedKeyUsage=serverAuth\n"
+        ),
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "lapi.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "lapi.ext",
+        "-out",
+        "lapi.pem",
+    ]);
+    dir.join("ca.pem")
+}
+
 fn write_config(dir: &Path, config: &Path) {
     let d = dir.display();
     std::fs::create_dir_all(dir.join("data")).unwrap();
@@ -320,11 +405,14 @@ db_config:
   use_wal: true
 api:
   client:
-    insecure_skip_verify: false
+    insecure_skip_verify: true
     credentials_path: {d}/local_api_credentials.yaml
   server:
     log_level: info
     listen_uri: {LAPI_V4}:{LAPI_PORT}
+    tls:
+      cert_file: {d}/lapi.pem
+      key_file: {d}/lapi.key
     profiles_path: {d}/profiles.yaml
     trusted_ips:
       - 127.0.0.1

@@ -241,6 +241,11 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(host: &Host, extra: &[&str]) -> Self {
+        Self::start_with_nofile(host, extra, None)
+    }
+
+    /// [`Daemon::start`] with RLIMIT_NOFILE set to `nofile` (soft and hard) for the daemon.
+    pub fn start_with_nofile(host: &Host, extra: &[&str], nofile: Option<u64>) -> Self {
         let config = host.config.to_str().unwrap();
         let mut args = vec![
             "run",
@@ -254,8 +259,24 @@ impl Daemon {
             "json",
         ];
         args.extend_from_slice(extra);
-        let mut child = host
-            .command(&args)
+        let mut command = host.command(&args);
+        if let Some(limit) = nofile {
+            use std::os::unix::process::CommandExt as _;
+            let rlimit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            // SAFETY: setrlimit is async-signal-safe; the closure touches only its copy.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

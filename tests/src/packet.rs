@@ -75,9 +75,21 @@ impl Ipv6Ext {
                     self,
                     Self::HopByHop { .. } | Self::DestinationOptions { .. }
                 ) {
-                    // PadN option filling the rest.
-                    b[2] = 1;
-                    b[3] = (b.len() - 4) as u8;
+                    // Filled so a real stack accepts the header: Linux refuses more than 7
+                    // bytes of padding in a row, so a long header carries experimental option
+                    // 0x1e (RFC 4727; its "skip if unknown" action bits are 00), then padding.
+                    let mut at = 2;
+                    while b.len() - at > 7 {
+                        let len = (b.len() - at - 2).min(255);
+                        b[at] = 0x1e;
+                        b[at + 1] = len as u8;
+                        at += 2 + len;
+                    }
+                    if b.len() - at >= 2 {
+                        b[at] = 1; // PadN
+                        b[at + 1] = (b.len() - at - 2) as u8;
+                    }
+                    // One byte left: Pad1 (0), already zero.
                 }
                 b
             }
@@ -256,6 +268,58 @@ pub fn arp_frame() -> Vec<u8> {
     frame.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
     frame.resize(60, 0);
     frame
+}
+
+/// The UDP checksum of a whole (unfragmented) datagram `udp` (header with a zero checksum field,
+/// then the payload) between `src` and `dst`: what a real stack checks before delivering. IPv6
+/// requires it; 0 is sent as 0xffff.
+pub fn udp_checksum(src: IpAddr, dst: IpAddr, udp: &[u8]) -> u16 {
+    let mut pseudo = Vec::with_capacity(40 + udp.len());
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            pseudo.extend_from_slice(&s.octets());
+            pseudo.extend_from_slice(&d.octets());
+            pseudo.extend_from_slice(&[0, IPPROTO_UDP]);
+            pseudo.extend_from_slice(&(udp.len() as u16).to_be_bytes());
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            pseudo.extend_from_slice(&s.octets());
+            pseudo.extend_from_slice(&d.octets());
+            pseudo.extend_from_slice(&(udp.len() as u32).to_be_bytes());
+            pseudo.extend_from_slice(&[0, 0, 0, IPPROTO_UDP]);
+        }
+        _ => panic!("source and destination must be the same IP version"),
+    }
+    pseudo.extend_from_slice(udp);
+    match checksum(&pseudo) {
+        0 => 0xffff,
+        sum => sum,
+    }
+}
+
+impl Frame {
+    /// [`Frame::build`] with a correct UDP checksum (an unfragmented UDP frame whose UDP header
+    /// and payload end the IP packet, as Frame builds them).
+    pub fn build_checksummed(&self) -> Vec<u8> {
+        let mut frame = self.build();
+        let udp_len = 8 + self.payload.len();
+        let ip_end = frame.len() - padding_of(&frame, udp_len, self);
+        let start = ip_end - udp_len;
+        let sum = udp_checksum(self.src, self.dst, &frame[start..ip_end]);
+        frame[start + 6..start + 8].copy_from_slice(&sum.to_be_bytes());
+        frame
+    }
+}
+
+/// How many bytes of Ethernet padding `build` appended after the IP packet.
+fn padding_of(frame: &[u8], udp_len: usize, f: &Frame) -> usize {
+    let l3 = 14 + 4 * f.vlans.len();
+    let ip_len = match f.src {
+        IpAddr::V4(_) => u16::from_be_bytes([frame[l3 + 2], frame[l3 + 3]]) as usize,
+        IpAddr::V6(_) => 40 + u16::from_be_bytes([frame[l3 + 4], frame[l3 + 5]]) as usize,
+    };
+    debug_assert!(ip_len >= udp_len);
+    frame.len() - (l3 + ip_len)
 }
 
 fn checksum(bytes: &[u8]) -> u16 {

@@ -4,7 +4,7 @@ use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 
 use crate::{
     host::Host,
-    netns::{CLIENT_IF, SERVER_MAC},
+    netns::{CLIENT_IF, CLIENT_MAC, Netns, SERVER_MAC},
 };
 
 /// `aa:bb:...` as bytes.
@@ -24,7 +24,12 @@ pub struct RawSender {
 
 impl RawSender {
     pub fn new(host: &Host) -> Self {
-        host.net.client.run(|| {
+        Self::on(&host.net.client)
+    }
+
+    /// A sender on the client veth of the namespace `client` (see [`crate::netns::VethPair`]).
+    pub fn on(client: &Netns) -> Self {
+        client.run(|| {
             // SAFETY: plain socket creation; protocol 0 receives nothing.
             let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
             assert!(
@@ -46,6 +51,14 @@ impl RawSender {
             addr.sll_addr[..6].copy_from_slice(&mac(SERVER_MAC));
             Self { socket, addr }
         })
+    }
+
+    /// Sends `frame` with its Ethernet addresses set to the client's and the server's veth.
+    pub fn send_addressed(&self, frame: &[u8]) {
+        let mut frame = frame.to_vec();
+        frame[0..6].copy_from_slice(&mac(SERVER_MAC));
+        frame[6..12].copy_from_slice(&mac(CLIENT_MAC));
+        self.send(&frame);
     }
 
     /// Sends one whole frame; panics if the kernel takes less.

@@ -5,7 +5,12 @@
 //! Every test runs the real binary inside the server namespace of its own veth pair (see
 //! `sip_xdp_tests::host`), with its own pin directory on bpffs and its own state directory, and
 //! sends real datagrams from the client namespace.
-use std::{net::IpAddr, process::Command, time::Duration};
+use std::{
+    io::{ErrorKind, Read as _, Write as _},
+    net::{IpAddr, TcpStream},
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use serde_json::Value;
 use sip_xdp_tests::{
@@ -485,4 +490,129 @@ fn a_missing_bpffs_is_mounted_where_sip_xdp_expects_it() {
     let json = &stdout[stdout.find('{').expect("status JSON")..];
     let status: Value = serde_json::from_str(json).unwrap();
     assert_eq!(status["attached"][0]["iface"], SERVER_IF);
+}
+
+/// GET /metrics from the daemon in `host`'s server namespace, giving up after `within`.
+fn scrape_within(host: &Host, within: Duration) -> std::io::Result<String> {
+    let mut stream = host
+        .net
+        .server
+        .run(|| TcpStream::connect_timeout(&"127.0.0.1:9433".parse().unwrap(), within))?;
+    stream.set_read_timeout(Some(within))?;
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response)
+}
+
+fn counter(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no series {series} in:\n{metrics}"))
+}
+
+/// Item 10 of issue 10: 80 half-sent requests to a daemon limited to 64 descriptors held the
+/// metrics endpoint (scrapes timed out) and starved the reconcile ("Too many open files").
+#[test]
+fn half_sent_metrics_requests_cannot_starve_scrapes_or_reconcile() {
+    const HELD: usize = 80;
+    const NOFILE: u64 = 64;
+    let host = Host::new(TEST_CONFIG);
+    let mut daemon = Daemon::start_with_nofile(&host, &[], Some(NOFILE));
+    daemon.wait_for(&["sip-xdp running"]);
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", daemon.child.id()))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    println!("daemon runs with {fds} descriptors open, RLIMIT_NOFILE {NOFILE}");
+
+    // Eighty clients send half a request each and hold on.
+    let mut held: Vec<TcpStream> = (0..HELD)
+        .map(|i| {
+            let mut stream = host
+                .net
+                .server
+                .run(|| TcpStream::connect("127.0.0.1:9433"))
+                .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+            stream
+                .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n")
+                .unwrap();
+            stream
+        })
+        .collect();
+    // A ban that runs out at once: the next reconcile (every 10 s) prunes it from the state file,
+    // which needs descriptors for the lock, the file and its replacement.
+    host.ok(&["ban", "add", "198.51.100.20", "--for", "1s"]);
+    let state_file = host.state_dir.path().join("state.json");
+    assert!(
+        std::fs::read_to_string(&state_file)
+            .unwrap()
+            .contains("198.51.100.20")
+    );
+
+    // A real scrape is still answered while they are held.
+    let started = Instant::now();
+    let response = scrape_within(&host, Duration::from_secs(10))
+        .expect("a scrape is answered while half-sent requests are held");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    println!(
+        "scrape answered after {} ms with {HELD} half-sent requests held",
+        started.elapsed().as_millis()
+    );
+
+    // The server closes every half-sent request: at once when over the cap, else after the
+    // header-read timeout.
+    for (i, stream) in held.iter_mut().enumerate() {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        let mut buf = [0u8; 512];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    panic!("half-sent request {i} is still open after 15 s")
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    let closed_at = started.elapsed();
+    println!(
+        "all {HELD} half-sent requests closed by the server after {} ms",
+        closed_at.as_millis()
+    );
+
+    // The reconcile kept working: the expired ban leaves the state file.
+    let deadline = Instant::now() + Duration::from_secs(25);
+    while std::fs::read_to_string(&state_file)
+        .unwrap()
+        .contains("198.51.100.20")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no reconcile pruned the expired ban within 25 s; log:\n{}",
+            daemon.lines.lock().unwrap().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let metrics = scrape_within(&host, Duration::from_secs(10)).expect("scrape");
+    let over_limit = counter(
+        &metrics,
+        r#"sip_xdp_metrics_connections_closed_total{reason="over_limit"}"#,
+    );
+    let timed_out = counter(
+        &metrics,
+        r#"sip_xdp_metrics_connections_closed_total{reason="header_timeout"}"#,
+    );
+    println!("closed: {over_limit} over the connection cap, {timed_out} by the header timeout");
+    assert_eq!(over_limit + timed_out, HELD as u64, "{metrics}");
+    assert!(over_limit >= (HELD - 16) as u64, "{metrics}");
+    let log = daemon.lines.lock().unwrap().join("\n");
+    assert!(!log.contains("Too many open files"), "{log}");
+    assert!(!log.contains("could not reconcile"), "{log}");
+    assert!(!log.contains("metrics scrape failed"), "{log}");
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait_exit().success());
 }

@@ -5,10 +5,14 @@
 //!
 //! One test, in stages, since each stage builds on the bans of the one before:
 //! 1. a REGISTER flood banned by node A's rate limit is dropped by node B within 2 s (A pushes
-//!    the ban as an alert, B polls the decision);
+//!    the ban as an alert, B polls the decision): A sets `crowdsec.signals.rate_bans = true`;
+//!    node B keeps the default, and its own rate ban is pushed nowhere;
 //! 2. `cscli decisions add` (IPv4, an IPv6 range, an IPv6 address) reaches both within 2 s and
 //!    SIP from those sources is dropped on both;
-//! 3. `cscli decisions delete` lifts on both, while a manual ban on node B stays;
+//! 3. `cscli decisions delete` lifts on both, while a manual ban on node B stays; decisions for
+//!    0.0.0.0/0 and ::/8 are refused (logged, counted) and drop nothing; node B's feed at its
+//!    quota (`crowdsec.max_bans = 4`) leaves a fifth decision out while `ban add --origin
+//!    fail2ban` still works;
 //! 4. the Local API stopped: both nodes keep every ban and keep dropping, log the outage once,
 //!    report `sip_xdp_crowdsec_lapi_up 0`, and back off (fewer failed polls than intervals);
 //! 5. a decision deleted while the nodes cannot reach the Local API (restarted, but the nodes
@@ -35,7 +39,10 @@ const OUTAGE_LINE: &str = "CrowdSec Local API unreachable";
 const BACK_LINE: &str = "resynced";
 
 /// Rate limit low enough for a short flood; long bans, so nothing runs out during the test.
-fn node_config(lapi_url: &str, dir: &Path) -> String {
+/// The Local API is on the test bridge, off loopback: https, trusting the test CA.
+/// `signals` is the extra `[crowdsec.signals]` text (node A's `rate_bans = true`), `feed` the
+/// extra `[crowdsec]` text.
+fn node_config(lapi: &Lapi, dir: &Path, feed: &str, signals: &str) -> String {
     format!(
         r#"
 [limits.register]
@@ -52,11 +59,16 @@ lapi_url = "{lapi_url}"
 api_key_file = "{key}"
 poll_interval = "{poll}s"
 max_backoff = "{backoff}s"
+ca_file = "{ca}"
+{feed}
 
 [crowdsec.signals]
 enabled = true
 credentials_file = "{creds}"
+{signals}
 "#,
+        lapi_url = lapi.url(),
+        ca = lapi.ca_file.display(),
         key = dir.join("bouncer.key").display(),
         creds = dir.join("machine.yaml").display(),
         poll = POLL_INTERVAL.as_secs(),
@@ -174,8 +186,55 @@ fn crowdsec_fleet_shares_bans_and_survives_an_outage() {
             &format!("machinepassword{i}"),
             &dir.join("machine.yaml"),
         );
-        std::fs::write(&host.config, node_config(&lapi.url(), dir)).unwrap();
+        // Node A signals its rate bans; node B keeps the default (not signalled) and a small
+        // quota for the feed.
+        let (feed, signals) = if i == 0 {
+            ("", "rate_bans = true")
+        } else {
+            ("max_bans = 4", "")
+        };
+        std::fs::write(&host.config, node_config(&lapi, dir, feed, signals)).unwrap();
         lapi.connect(host);
+    }
+    // Plain http to this off-loopback Local API is refused, naming the key and the fixes; a key
+    // file others can read stops `run` before it attaches, naming `chmod 600`.
+    {
+        let host = &hosts[0];
+        let dir = host.state_dir.path();
+        let config = std::fs::read_to_string(&host.config).unwrap();
+        let plain = dir.join("plain-http.toml");
+        std::fs::write(
+            &plain,
+            config.replace(&lapi.url(), &lapi.url().replace("https://", "http://")),
+        )
+        .unwrap();
+        let err = host.fails(&["config", "check", plain.to_str().unwrap()]);
+        for needle in [
+            "crowdsec.lapi_url",
+            "use https://",
+            "allow_insecure_http = true",
+        ] {
+            assert!(err.contains(needle), "{err}");
+        }
+        let key = dir.join("bouncer.key");
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        let config_arg = host.config.to_str().unwrap();
+        let err = host.fails(&[
+            "run",
+            "--iface",
+            sip_xdp_tests::netns::SERVER_IF,
+            "--config",
+            config_arg,
+            "--no-metrics",
+        ]);
+        assert!(
+            err.contains("crowdsec.api_key_file")
+                && err.contains(&format!("chmod 600 {}", key.display())),
+            "{err}"
+        );
+        assert!(!sip_xdp_tests::host::has_xdp(host), "nothing attached");
+        sip_xdp_tests::crowdsec::make_private(&key);
     }
     let [host_a, host_b] = hosts;
     let start_node = |name: &'static str, host: Host| {
@@ -260,6 +319,38 @@ fn crowdsec_fleet_shares_bans_and_survives_an_outage() {
     assert_eq!(a.metric("sip_xdp_crowdsec_alerts_pushed_total"), 1.0);
     assert_eq!(a.metric("sip_xdp_crowdsec_alerts_dropped_total"), 0.0);
 
+    // 1b. Node B keeps the default: its own rate ban (of evidence a forged source could make)
+    // goes nowhere.
+    b.daemon
+        .wait_for(&["crowdsec.signals.rate_bans is off", "not pushed"]);
+    let flooder = b.host.client(v4_b);
+    for seq in 0..50 {
+        flooder
+            .send_to(&packet::register("100", seq + 1), b.host.sip)
+            .unwrap();
+    }
+    // It sent 3 in stage 1: the rest of its burst of 10 passes, then the ban drops the rest.
+    let through = drain_from(&b.v4, v4_b);
+    assert!(through <= 10, "node B passed {through} of 50");
+    assert!(
+        wait_until(ENFORCE_BUDGET, || b.has_ban("198.51.100.11", "rate")).is_some(),
+        "node B did not rate-ban its flooder: {:#?}",
+        b.bans()
+    );
+    // Several poll intervals and push gaps: time for an alert to go out and come back.
+    std::thread::sleep(ENFORCE_BUDGET * 2);
+    let decisions = lapi.cscli(&["decisions", "list", "--ip", "198.51.100.11", "-o", "json"]);
+    assert!(
+        !decisions.contains("198.51.100.11"),
+        "node B's rate ban reached the Local API: {decisions}"
+    );
+    assert_eq!(b.metric("sip_xdp_crowdsec_alerts_pushed_total"), 0.0);
+    assert!(
+        !a.has_ban("198.51.100.11/32", "crowdsec"),
+        "{:#?}",
+        a.bans()
+    );
+
     // 2. cscli decisions: an IPv4 address, an IPv6 range, an IPv6 address.
     for (flag, value, source) in [
         ("--ip", "198.51.100.11", "198.51.100.11/32"),
@@ -316,6 +407,94 @@ fn crowdsec_fleet_shares_bans_and_survives_an_outage() {
     assert!(b.has_ban("198.51.100.11/32", "manual"), "{:#?}", b.bans());
     assert_eq!(b.sip_through(v4_b, 3), 0, "node B's manual ban stays");
     println!("node B's `ban list`:\n{}", b.host.ok(&["ban", "list"]));
+
+    // 3b. Over-broad decisions are refused on both nodes, each logged naming the decision and
+    // the limit, and counted; SIP still passes.
+    for range in ["0.0.0.0/0", "::/8"] {
+        lapi.cscli(&["decisions", "add", "--range", range, "--duration", "1h"]);
+    }
+    for node in nodes {
+        let line = node
+            .daemon
+            .wait_for(&["refusing CrowdSec decision", "0.0.0.0/0"]);
+        assert!(line.contains("crowdsec.min_prefix_v4 = 16"), "{line}");
+        let line = node
+            .daemon
+            .wait_for(&["refusing CrowdSec decision", "::/8"]);
+        assert!(line.contains("IPv4-mapped"), "{line}");
+        assert!(!node.has_ban("0.0.0.0/0", "crowdsec"), "{}", node.name);
+        assert!(!node.has_ban("::/8", "crowdsec"), "{}", node.name);
+        assert!(
+            node.metric(r#"sip_xdp_crowdsec_decisions_refused_total{reason="too_broad"}"#) >= 1.0
+        );
+        assert!(
+            node.metric(r#"sip_xdp_crowdsec_decisions_refused_total{reason="ipv4_mapped"}"#) >= 1.0
+        );
+    }
+    assert_eq!(
+        a.sip_through(v4_b, 3),
+        3,
+        "0.0.0.0/0 drops nothing on node A"
+    );
+    for range in ["0.0.0.0/0", "::/8"] {
+        lapi.cscli(&["decisions", "delete", "--range", range]);
+    }
+
+    // 3c. Node B's feed is at its quota (crowdsec.max_bans = 4: 198.51.100.10 and the three
+    // above, one since lifted, so three held): one more fits, a fifth shorter one is left out,
+    // and fail2ban's bans still go in.
+    for (ip, duration) in [("198.51.100.12", "1h"), ("198.51.100.13", "5m")] {
+        lapi.cscli(&["decisions", "add", "--ip", ip, "--duration", duration]);
+    }
+    on_all(
+        &[&a],
+        "198.51.100.13/32",
+        "crowdsec",
+        true,
+        "node A applies both",
+    );
+    on_all(
+        &nodes,
+        "198.51.100.12/32",
+        "crowdsec",
+        true,
+        "node B at its quota",
+    );
+    b.daemon.wait_for(&["crowdsec.max_bans = 4"]);
+    assert!(
+        !b.has_ban("198.51.100.13/32", "crowdsec"),
+        "{:#?}",
+        b.bans()
+    );
+    let crowdsec_bans = b
+        .bans()
+        .iter()
+        .filter(|x| x["origin"] == "crowdsec")
+        .count();
+    assert_eq!(crowdsec_bans, 4, "{:#?}", b.bans());
+    let out = b.host.ok(&[
+        "ban",
+        "add",
+        "198.51.100.14",
+        "--origin",
+        "fail2ban",
+        "--for",
+        "10m",
+    ]);
+    assert!(out.contains("banned"), "{out}");
+    assert!(b.has_ban("198.51.100.14/32", "fail2ban"), "{:#?}", b.bans());
+    b.host
+        .ok(&["ban", "del", "198.51.100.14", "--origin", "fail2ban"]);
+    for ip in ["198.51.100.12", "198.51.100.13"] {
+        lapi.cscli(&["decisions", "delete", "--ip", ip]);
+    }
+    on_all(
+        &nodes,
+        "198.51.100.12/32",
+        "crowdsec",
+        false,
+        "quota check cleaned up",
+    );
 
     // 4. The Local API stops: nothing is lifted, the outage is logged once, polls back off.
     let failures_before: Vec<f64> = nodes

@@ -868,7 +868,13 @@ struct PinnedMaps {
 
 impl PinnedMaps {
     fn new(dp: &mut Datapath) -> Self {
-        let dir = PathBuf::from(format!("/sys/fs/bpf/sxdp-datapath-{}", std::process::id()));
+        // One directory per use: tests of this file run in parallel threads of one process.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = PathBuf::from(format!(
+            "/sys/fs/bpf/sxdp-datapath-{}-{n}",
+            std::process::id()
+        ));
         std::fs::create_dir_all(&dir).expect("a pin directory on bpffs");
         let pinned = Self { dir };
         for name in loader::PINNED_MAPS {

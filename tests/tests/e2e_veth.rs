@@ -350,3 +350,101 @@ fn ipv4_flood_bans_only_the_flooding_source() {
 fn ipv6_flood_bans_only_the_flooding_source() {
     flood_scenario(SERVER_V6.into(), CLIENT_V6_A.into(), CLIENT_V6_B.into());
 }
+
+/// The shapes a red-team review got past the filter (issue 10): each is first sent with no
+/// program attached, where Linux delivers every one to the UDP socket on port 5060 (so the test
+/// can tell), then with the program attached in native mode, where none arrives.
+/// - IPv6: seven 8-byte Destination Options headers before UDP (one more than the parser walks);
+/// - IPv6: one 528-byte Destination Options header (UDP past the parser's offset bound);
+/// - IPv4: a tiny first fragment carrying only the UDP header, the REGISTER in its follower.
+#[test]
+fn hostile_shapes_that_linux_delivers_are_dropped() {
+    use sip_xdp_tests::{
+        packet::{Frame, Ipv6Ext},
+        raw::RawSender,
+    };
+    require_root();
+    const EACH: u32 = 30;
+    let net = VethPair::new().expect("creating the test network namespaces");
+    let bind = |addr: SocketAddr| {
+        net.server.run(|| {
+            let socket = UdpSocket::bind(addr).expect("binding the server socket");
+            socket.set_read_timeout(Some(QUIET)).unwrap();
+            socket
+        })
+    };
+    let server4 = bind(SocketAddr::new(IpAddr::V4(SERVER_V4), 5060));
+    let server6 = bind(SocketAddr::new(IpAddr::V6(SERVER_V6), 5060));
+    let sender = RawSender::on(&net.client);
+    let (a4, a6) = (IpAddr::V4(CLIENT_V4_A), IpAddr::V6(CLIENT_V6_A));
+    let (s4, s6) = (IpAddr::V4(SERVER_V4), IpAddr::V6(SERVER_V6));
+
+    let behind = |seq: u32, n: usize, len_units: u8| {
+        let mut f = packet::Frame::sip(a6, s6, &packet::register("100", seq));
+        f.ipv6_ext = (0..n)
+            .map(|_| Ipv6Ext::DestinationOptions { len_units })
+            .collect();
+        f.build_checksummed()
+    };
+    let tiny_fragments = |seq: u32| {
+        let register = packet::register("100", seq);
+        let id = 0x4000 + seq as u16;
+        let mut first = Frame::sip(a4, s4, b"");
+        first.udp_len_override = Some((8 + register.len()) as u16);
+        first.ipv4_fragment = Some((true, 0, id));
+        let mut rest = Frame::sip(a4, s4, &register);
+        rest.omit_l4_header = true;
+        rest.ipv4_fragment = Some((false, 1, id));
+        [first.build(), rest.build()]
+    };
+    let send_all = |round: u32| {
+        for i in 0..EACH {
+            let seq = round * 1000 + i;
+            sender.send_addressed(&behind(seq, 7, 0));
+            sender.send_addressed(&behind(seq + 500, 1, 65));
+            for frame in tiny_fragments(seq) {
+                sender.send_addressed(&frame);
+            }
+        }
+    };
+
+    // Without the filter, Linux walks the chains, reassembles the fragments and delivers.
+    send_all(1);
+    let (got6, got4) = (drain(&server6).len(), drain(&server4).len());
+    assert_eq!(
+        (got6, got4),
+        (2 * EACH as usize, EACH as usize),
+        "the kernel delivers each hostile shape when nothing filters"
+    );
+
+    // With the program attached, none of them reaches the socket.
+    let mut ebpf = loader::load(&LoadOptions::default()).expect("loading the XDP program");
+    let mut maps = SipMaps::take_from(&mut ebpf).expect("taking the maps");
+    maps.write_config(&Config::DEFAULT)
+        .expect("writing the config");
+    net.server.run(|| {
+        loader::attach(&mut ebpf, SERVER_IF, AttachMode::Native).expect("attaching natively")
+    });
+    send_all(2);
+    let (got6, got4) = (drain(&server6).len(), drain(&server4).len());
+    assert_eq!(
+        (got6, got4),
+        (0, 0),
+        "hostile shapes got through the filter"
+    );
+    let counters = maps.counters().unwrap();
+    assert_eq!(
+        counters.packets(Verdict::DropUnparsed, MethodClass::Unparsed),
+        2 * u64::from(EACH)
+    );
+    assert_eq!(
+        counters.packets(Verdict::DropMalformed, MethodClass::Malformed),
+        u64::from(EACH)
+    );
+    assert_eq!(
+        counters.packets(Verdict::DropFragment, MethodClass::Fragment),
+        u64::from(EACH)
+    );
+    drop(maps);
+    drop(ebpf);
+}

@@ -803,12 +803,14 @@ fn alert_rules_and_dashboard_queries_return_data_from_a_real_prometheus() {
 #[test]
 fn crowdsec_alert_and_panels_return_data_with_the_local_api_unreachable() {
     require_prometheus();
-    // In the server namespace, where nothing listens on this port: every poll is refused.
-    let lapi = SocketAddr::new(IpAddr::V4(SERVER_V4), 8081);
+    // Loopback in the server namespace, where nothing listens on this port: every poll is
+    // refused. The key is inline, so the config file must be private (mode 0600).
+    let lapi = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8081);
     let host = Host::new(&daemon_config(&format!(
         "\n[crowdsec]\nenabled = true\nlapi_url = \"http://{lapi}/\"\n\
          api_key = \"sip-xdp-prometheus-test\"\npoll_interval = \"2s\"\n"
     )));
+    sip_xdp_tests::crowdsec::make_private(&host.config);
     let mut daemon = Daemon::start(&host, &[]);
     wait_running(&mut daemon);
     let prometheus = Prometheus::start(&host);
