@@ -17,6 +17,17 @@ echo "== cargo test" >&2
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test "$@" 2>&1 | tee "$log"
+# Debian 12's own kernels (6.1 and 6.12) under QEMU: the verifier, the datapath suite and a veth
+# attach on each (scripts/kernel-matrix.sh). It ends in `kernel-matrix: N passed, M failed`, one
+# test per kernel; the VMs' own test lines are not printed, so the total counts each kernel once.
+matrix=0
+if [ "${SIP_XDP_KERNEL_MATRIX:-1}" != 0 ]; then
+    echo "== kernel matrix (SIP_XDP_KERNEL_MATRIX=0 skips it)" >&2
+    ./scripts/kernel-matrix.sh 2>&1 | tee -a "$log" || matrix=$?
+fi
 # One closing line over every test binary (cargo prints one summary per binary, the last of
-# which is often an empty doc-test run).
-awk '/^test result:/ { p += $4; f += $6 } END { printf "total: %d passed, %d failed\n", p, f }' "$log"
+# which is often an empty doc-test run) and the kernel matrix.
+awk '/^test result:/ { p += $4; f += $6 }
+     /^kernel-matrix: [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
+     END { printf "total: %d passed, %d failed\n", p, f }' "$log"
+exit "$matrix"

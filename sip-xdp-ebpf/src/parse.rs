@@ -65,15 +65,37 @@ fn load<T: Copy>(ctx: &XdpContext, offset: usize) -> Option<T> {
     Some(unsafe { core::ptr::read_unaligned((start + offset) as *const T) })
 }
 
-/// [`load`] for offsets computed from scanned positions: LLVM would otherwise check the end of
-/// the read and address it with negative offsets, which the verifier refuses.
+/// Bound of every payload read's offset: the payload starts at most `MAX_L4_OFFSET + 8` bytes
+/// in, and no read starts more than `MAX_REQUEST_LINE_SCAN + 8` bytes into it.
+const MAX_PAYLOAD_READ_OFFSET: usize = MAX_L4_OFFSET + UdpHdr::LEN + MAX_REQUEST_LINE_SCAN + 8;
+
+/// `offset`, opaque to LLVM and bounded in the register it is returned in, for the pointer add
+/// that follows it. The payload offset comes laundered through [`opaque`] and is bounded once in
+/// `classify_datagram`, but LLVM spills it and fills it again for each read: Linux 6.1's
+/// verifier learns the bound on one fill only (newer ones link the fills of a stack slot), so
+/// the next fill added to the packet pointer is unbounded and the program is rejected ("math
+/// between pkt pointer and register with unbounded min value"). Checked here, on the value
+/// added, no verifier needs to carry a bound across a spill; opaque, LLVM cannot drop the check
+/// as implied by the earlier one. Never taken for a real offset (they are all smaller).
+#[inline(always)]
+fn bounded_payload_offset(offset: usize) -> Option<usize> {
+    let offset = core::hint::black_box(offset);
+    if offset > MAX_PAYLOAD_READ_OFFSET {
+        return None;
+    }
+    Some(offset)
+}
+
+/// [`load`] for offsets into the payload (the first bytes and scanned positions): LLVM would
+/// otherwise check the end of the read and address it with negative offsets, which the verifier
+/// refuses.
 #[inline(always)]
 fn load_opaque<T: Copy>(ctx: &XdpContext, offset: usize) -> Option<T> {
     let start = ctx.data();
     let end = ctx.data_end();
     // The offset, not the pointer, is opaque: a constant folded into the pointer (as in
     // `offset + line_end - 8`) becomes a negative fixed offset that the verifier refuses.
-    let ptr = start + core::hint::black_box(offset);
+    let ptr = start + bounded_payload_offset(offset)?;
     if ptr + size_of::<T>() > end {
         return None;
     }
@@ -88,7 +110,7 @@ fn load_byte(ctx: &XdpContext, offset: usize) -> Option<u8> {
     let start = ctx.data();
     let end = ctx.data_end();
     // Both opaque, or LLVM folds them back together.
-    let ptr = core::hint::black_box(start + offset);
+    let ptr = core::hint::black_box(start + bounded_payload_offset(offset)?);
     if ptr + core::hint::black_box(1usize) > end {
         return None;
     }
@@ -455,7 +477,7 @@ pub fn classify(ctx: &XdpContext, offset: usize, len: usize) -> MethodClass {
     if len < MIN_CLASSIFIABLE {
         return MethodClass::Malformed;
     }
-    let Some(head) = load::<[u8; 16]>(ctx, offset) else {
+    let Some(head) = load_opaque::<[u8; 16]>(ctx, offset) else {
         return MethodClass::Malformed;
     };
     let w0 = u64::from_le_bytes([

@@ -39,7 +39,7 @@ pub enum LoaderError {
     )]
     Object(#[from] aya::EbpfError),
     #[error(
-        "the kernel rejected the sip-xdp XDP program: {0} (kernel 5.15 or newer with XDP support is required)"
+        "the kernel rejected the sip-xdp XDP program: {0} (tested on Linux 6.1, 6.12 and 6.18 with XDP; `sip-xdp check` prints the verifier log)"
     )]
     Program(#[from] ProgramError),
     #[error("the sip-xdp eBPF object has no program named {PROGRAM_NAME}; rebuild sip-xdp")]
