@@ -252,6 +252,7 @@ impl PartialEq for StateFile {
         self.version == other.version
             && self.allow == other.allow
             && self.deny == other.deny
+            && self.protected == other.protected
             && self.bans == other.bans
             && self.bans_added == other.bans_added
             && self.auto_bans == other.auto_bans
@@ -295,6 +296,8 @@ struct SaveView<'a> {
     version: u32,
     allow: &'a [AllowRecord],
     deny: &'a [DenyRecord],
+    #[serde(skip_serializing_if = "<[AllowRecord]>::is_empty")]
+    protected: &'a [AllowRecord],
     bans: &'a [ListBan],
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     bans_added: &'a BTreeMap<BanOrigin, u64>,
@@ -554,6 +557,7 @@ impl StateFile {
             version: self.version,
             allow: &self.allow,
             deny: &self.deny,
+            protected: &self.protected,
             bans: &self.bans,
             bans_added: &self.bans_added,
             auto_bans: &self.auto_bans,
@@ -1008,6 +1012,7 @@ mod tests {
         state.add_allow(net("192.0.2.0/24"), Some("carrier".into()));
         state.add_allow(net("2001:db8::/32"), None);
         state.add_deny(net("198.51.100.7/32"), Some("scanner".into()));
+        state.add_protected(net("198.51.100.200/32"), Some("trunk".into()));
         state.add_ban(
             net("203.0.113.0/24"),
             BanOrigin::Manual,

@@ -1902,7 +1902,10 @@ fn protected_sources_are_limited_but_never_banned() {
     assert!(dp.maps.bans().unwrap().is_empty(), "its ban is lifted");
     assert_eq!(dp.maps.protected().unwrap().len(), 2);
     let entries = control.list_entries(ListKind::Protect).unwrap();
-    assert!(entries.iter().any(|e| e.cidr == trunk && e.live && e.saved));
+    assert!(
+        entries.iter().any(|e| e.cidr == trunk && e.live && e.saved),
+        "{entries:?}"
+    );
     assert_eq!(exhaust(&mut dp, "198.51.100.20"), 2);
     assert!(dp.maps.bans().unwrap().is_empty(), "never banned again");
     assert!(
