@@ -92,18 +92,6 @@ pub struct EditReport {
 }
 
 impl EditReport {
-    pub fn print(&self) {
-        for line in &self.lines {
-            println!("{line}");
-        }
-        if !self.enforced {
-            println!(
-                "(sip-xdp is not attached to any interface here: saved to the state file, \
-                 applied at the next attach)"
-            );
-        }
-    }
-
     pub fn fail_if_missing(&self, command: &str) -> Result<()> {
         if self.missing.is_empty() {
             return Ok(());

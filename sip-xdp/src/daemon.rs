@@ -5,18 +5,13 @@
 //! leaves the host filtering, and the next `run` picks everything up where it was.
 use std::{
     collections::BTreeMap,
-    fs::{File, OpenOptions},
-    io::{Read as _, Seek as _, Write as _},
-    os::{
-        fd::AsRawFd as _,
-        unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
-    },
+    net::SocketAddr,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::watch,
@@ -24,87 +19,24 @@ use tokio::{
 use tracing::{error, info, warn};
 
 use crate::{
-    cli::{self, Cli, LogFormatArg, RunArgs},
     config::{LogFormat, Settings},
     control::{self, Control},
     crowdsec::{self, Crowdsec},
     events::{self, BanRecord, EventLogger, LogLimiterConfig},
-    loader::{self, PinDir},
+    instance::DaemonLock,
+    loader::{self, AttachMode, PinDir},
     maps::{self, SipMaps},
     metrics::{self, Snapshot},
     state::{StateFile, now_wall_secs},
     status::{self, TableFill},
 };
 
-const DAEMON_LOCK_FILE: &str = "daemon.lock";
 /// How often expired manual bans are cleared and maps and state file compared.
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(10);
 /// How often the source table is scanned for the ban and fill gauges (a full walk of the LRU).
 const TABLE_SCAN_INTERVAL: Duration = Duration::from_secs(15);
 /// How often automatic bans are saved to the state file.
 const AUTO_BAN_SAVE_INTERVAL: Duration = Duration::from_secs(60);
-
-/// Held while the daemon runs: one daemon per state directory (and so per pinned program).
-pub struct DaemonLock {
-    _file: File,
-}
-
-impl DaemonLock {
-    pub fn acquire(state_dir: &Path) -> Result<Self> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(crate::state::DIR_MODE)
-            .create(state_dir)
-            .with_context(|| {
-                format!("cannot create the state directory {}", state_dir.display())
-            })?;
-        let path = state_dir.join(DAEMON_LOCK_FILE);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(crate::state::FILE_MODE)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-            .with_context(|| format!("cannot open the daemon lock {}", path.display()))?;
-        // SAFETY: a valid descriptor owned by `file`.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let pid = read_pid(&mut file)
-                .map(|p| format!(" (pid {p})"))
-                .unwrap_or_default();
-            bail!(
-                "another sip-xdp daemon{pid} is already running with state directory {}; stop \
-                 it first (`systemctl stop sip-xdp`), or give this one its own --state-dir and \
-                 --pin-dir",
-                state_dir.display()
-            );
-        }
-        file.set_len(0)?;
-        file.rewind()?;
-        writeln!(file, "{}", std::process::id())?;
-        file.sync_all()?;
-        Ok(Self { _file: file })
-    }
-}
-
-fn read_pid(file: &mut File) -> Option<u32> {
-    let mut text = String::new();
-    file.rewind().ok()?;
-    file.read_to_string(&mut text).ok()?;
-    text.trim().parse().ok()
-}
-
-/// The pid of the daemon running with `state_dir`, if one is.
-pub fn running_pid(state_dir: &Path) -> Option<u32> {
-    let mut file = File::open(state_dir.join(DAEMON_LOCK_FILE)).ok()?;
-    // SAFETY: a valid descriptor owned by `file`.
-    let free = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
-    if free {
-        return None;
-    }
-    read_pid(&mut file)
-}
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -162,28 +94,49 @@ fn now_unix_secs_f64() -> f64 {
         .unwrap_or(0.0)
 }
 
-pub fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
-    cli::require_privileges("run")?;
-    let (settings, config_path) = cli::load_settings(args.attach.config.as_deref())?;
-    let format = match cli.log_format {
-        Some(LogFormatArg::Json) => LogFormat::Json,
-        Some(LogFormatArg::Text) => LogFormat::Text,
-        None => settings.log.format,
-    };
-    init_logging(format);
+/// How to run the daemon: what `sip-xdp run` was told, in the library's terms.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub pin_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub ifaces: Vec<String>,
+    pub mode: AttachMode,
+    /// The config in force at start.
+    pub settings: Settings,
+    /// The file it came from, read again on SIGHUP; `None`: built-in defaults, nothing to reload.
+    pub config_path: Option<PathBuf>,
+    /// Overrides `log.format`.
+    pub log_format: Option<LogFormat>,
+    /// Leave the filter attached on SIGINT/SIGTERM.
+    pub keep_attached: bool,
+    pub no_metrics: bool,
+    /// Overrides `metrics.listen`.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+pub fn run(options: RunOptions) -> Result<()> {
+    let RunOptions {
+        pin_dir,
+        state_dir,
+        settings,
+        config_path,
+        ..
+    } = options.clone();
+    let args = &options;
+    init_logging(options.log_format.unwrap_or(settings.log.format));
     // Before attaching: a missing key file stops here, with nothing changed.
     let crowdsec_config =
         crowdsec::ClientConfig::from_settings(&settings.crowdsec, config_path.as_deref())?;
-    let _daemon_lock = DaemonLock::acquire(&cli.state_dir)?;
-    let pins = PinDir::new(&cli.pin_dir);
-    let control = Control::new(pins.clone(), cli.state_dir.clone());
+    let _daemon_lock = DaemonLock::acquire(&state_dir)?;
+    let pins = PinDir::new(&pin_dir);
+    let control = Control::new(pins.clone(), state_dir.clone());
 
     // One daemon per pinned program: a second one (even with another state directory) would
     // replace the first one's program and fight it over the config.
     pins.ensure()?;
     let _pin_lock = pins.lock_daemon()?;
 
-    let report = control.attach(&settings, &args.attach.ifaces, args.attach.mode)?;
+    let report = control.attach(&settings, &args.ifaces, args.mode)?;
     for warning in &report.warnings {
         warn!("{warning}");
     }
@@ -242,7 +195,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
     if args.keep_attached {
         info!("stopping; the program stays attached (--keep-attached)");
     } else {
-        for iface in &args.attach.ifaces {
+        for iface in &args.ifaces {
             match loader::detach_pinned(&shared.pins, iface) {
                 Ok(_) => info!(iface = %iface, "detached"),
                 Err(e) => error!(iface = %iface, error = %e, "could not detach"),
@@ -256,7 +209,7 @@ async fn serve(
     shared: Arc<Shared>,
     mut settings: Settings,
     config_path: Option<PathBuf>,
-    args: &RunArgs,
+    args: &RunOptions,
     ring: aya::maps::RingBuf<aya::maps::MapData>,
     crowdsec_config: Option<crowdsec::ClientConfig>,
 ) -> Result<()> {
@@ -323,7 +276,7 @@ async fn serve(
     // systemd (Type=notify): ready only now, with the program attached and events flowing.
     notify(&[sd_notify::NotifyState::Ready]);
     info!(
-        ifaces = %args.attach.ifaces.join(","),
+        ifaces = %args.ifaces.join(","),
         config = %config_path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "built-in defaults".into()),
         "sip-xdp running"
     );

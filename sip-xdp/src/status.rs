@@ -1,4 +1,5 @@
-//! `sip-xdp status` and the list outputs, as text for people and JSON for scripts.
+//! What `sip-xdp status` reports, gathered from the pins, the maps and the state directory: plain
+//! data that the CLI prints (text or JSON) and the daemon turns into metrics.
 use std::collections::BTreeMap;
 
 use anyhow::{Result, bail};
@@ -7,11 +8,11 @@ use sip_xdp_common::{
     EventCounter, MethodClass, SourceKey, SourceState, Verdict, ban_flags, flags,
 };
 
+use std::path::Path;
+
 use crate::{
-    cli::{Cli, OutputFormat, StatusArgs},
     config::{KernelConfigView, describe_kernel},
-    control::{BanEntry, ListEntry, ListKind},
-    daemon,
+    instance,
     loader::{self, PinDir},
     maps::{Counters, SipMaps},
     time::monotonic_now_ns,
@@ -118,8 +119,10 @@ fn packet_table(counters: &Counters) -> BTreeMap<String, BTreeMap<String, u64>> 
     table
 }
 
-pub fn gather(cli: &Cli) -> Result<Status> {
-    let pins = PinDir::new(&cli.pin_dir);
+/// Everything `sip-xdp status` shows, for the sip-xdp whose pins and state live in `pin_dir` and
+/// `state_dir`.
+pub fn gather(pin_dir: &Path, state_dir: &Path) -> Result<Status> {
+    let pins = PinDir::new(pin_dir);
     let attached = pins
         .attachments()?
         .into_iter()
@@ -142,14 +145,14 @@ pub fn gather(cli: &Cli) -> Result<Status> {
         version: env!("CARGO_PKG_VERSION"),
         pin_dir: pins.path().display().to_string(),
         pinned: pins.has_maps(),
-        daemon_pid: daemon::running_pid(&cli.state_dir),
+        daemon_pid: instance::running_pid(state_dir),
         attached,
         config: None,
         monitor_mode: false,
         tables: TableFill::default(),
         packets: BTreeMap::new(),
         events: BTreeMap::new(),
-        state_warnings: crate::state::rejected_files(&cli.state_dir)
+        state_warnings: crate::state::rejected_files(state_dir)
             .into_iter()
             .map(|path| {
                 format!(
@@ -178,15 +181,6 @@ pub fn gather(cli: &Cli) -> Result<Status> {
     Ok(status)
 }
 
-pub fn print_status(cli: &Cli, args: &StatusArgs) -> Result<()> {
-    let status = gather(cli)?;
-    write_status(&status, args.output)?;
-    if args.require_attached {
-        require_attached(&status)?;
-    }
-    Ok(())
-}
-
 /// `status --require-attached`: fails unless some attachment's link is readable and its
 /// interface exists here, since only then do bans (fail2ban's among them) drop anything.
 pub fn require_attached(status: &Status) -> Result<()> {
@@ -212,145 +206,4 @@ pub fn require_attached(status: &Status) -> Result<()> {
         "sip-xdp is not attached to any interface ({detail}): run `sip-xdp attach --iface IFACE` \
          or start sip-xdp.service (or check --pin-dir)"
     )
-}
-
-fn write_status(status: &Status, output: OutputFormat) -> Result<()> {
-    if output == OutputFormat::Json {
-        println!("{}", serde_json::to_string_pretty(status)?);
-        return Ok(());
-    }
-    println!("sip-xdp {}", status.version);
-    for warning in &status.state_warnings {
-        println!("WARNING:   {warning}");
-    }
-    match status.daemon_pid {
-        Some(pid) => println!("daemon:    running (pid {pid})"),
-        None => println!("daemon:    not running"),
-    }
-    if !status.pinned {
-        println!(
-            "state:     nothing pinned in {} (run `sip-xdp attach --iface IFACE`)",
-            status.pin_dir
-        );
-        return Ok(());
-    }
-    println!("pinned:    {}", status.pin_dir);
-    if status.attached.is_empty() {
-        println!("attached:  none (maps kept; `sip-xdp attach --iface IFACE` resumes filtering)");
-    }
-    for a in &status.attached {
-        let ids = match (a.program_id, a.link_id) {
-            (Some(p), Some(l)) => format!("program id {p}, link id {l}"),
-            _ => "link unreadable".to_owned(),
-        };
-        let gone = if a.interface_present {
-            ""
-        } else {
-            " (interface missing in this network namespace)"
-        };
-        println!("attached:  {} ({} mode), {ids}{gone}", a.iface, a.mode);
-    }
-    if status.monitor_mode {
-        println!("mode:      MONITOR (counting and logging would-bans, dropping nothing)");
-    }
-    let t = &status.tables;
-    let fill = if t.sources_capacity > 0 {
-        100.0 * t.tracked_sources as f64 / t.sources_capacity as f64
-    } else {
-        0.0
-    };
-    println!(
-        "sources:   {} tracked of {} ({fill:.1}% of the LRU table)",
-        t.tracked_sources, t.sources_capacity
-    );
-    println!(
-        "bans:      {} rate bans, {} list bans (manual, fail2ban, crowdsec), {} would-bans (monitor)",
-        t.active_bans, t.list_bans, t.active_would_bans
-    );
-    println!(
-        "ban table: {} records (bans and strike histories) of {}",
-        t.ban_records, t.bans_capacity
-    );
-    println!(
-        "lists:     {} allowlist, {} denylist, {} protected entries",
-        t.allowlist_entries, t.denylist_entries, t.protected_entries
-    );
-    if let Some(config) = &status.config {
-        println!("config in force:");
-        for line in config.to_string().lines() {
-            println!("  {line}");
-        }
-    }
-    println!("packets (verdict / method):");
-    if status.packets.is_empty() {
-        println!("  none yet");
-    }
-    for (verdict, methods) in &status.packets {
-        let parts: Vec<String> = methods.iter().map(|(m, n)| format!("{m}={n}")).collect();
-        println!("  {verdict:<17} {}", parts.join(" "));
-    }
-    let events: Vec<String> = status
-        .events
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    println!("events:    {}", events.join(" "));
-    Ok(())
-}
-
-pub fn print_list(kind: ListKind, entries: &[ListEntry], output: OutputFormat) -> Result<()> {
-    if output == OutputFormat::Json {
-        println!("{}", serde_json::to_string_pretty(entries)?);
-        return Ok(());
-    }
-    if entries.is_empty() {
-        println!("{} list is empty", kind.command());
-    }
-    for e in entries {
-        let mut notes = Vec::new();
-        if !e.live {
-            notes.push("not live: applies at next attach".to_owned());
-        }
-        if !e.saved {
-            notes.push("not in the state file".to_owned());
-        }
-        if let Some(c) = &e.comment {
-            notes.push(c.clone());
-        }
-        if notes.is_empty() {
-            println!("{}", e.cidr);
-        } else {
-            println!("{:<43} {}", e.cidr.to_string(), notes.join("; "));
-        }
-    }
-    Ok(())
-}
-
-pub fn print_bans(bans: &[BanEntry], output: OutputFormat) -> Result<()> {
-    if output == OutputFormat::Json {
-        println!("{}", serde_json::to_string_pretty(bans)?);
-        return Ok(());
-    }
-    if bans.is_empty() {
-        println!("no bans in force");
-        return Ok(());
-    }
-    println!(
-        "{:<43} {:<8} {:<9} {:>10} {:>7}  reason",
-        "source", "origin", "class", "remaining", "strikes"
-    );
-    for b in bans {
-        println!(
-            "{:<43} {:<8} {:<9} {:>10} {:>7}  {}",
-            b.source,
-            b.origin,
-            b.class.unwrap_or("-"),
-            humantime::format_duration(std::time::Duration::from_secs(b.remaining_s)).to_string(),
-            b.strikes
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| "-".into()),
-            b.reason.as_deref().unwrap_or("")
-        );
-    }
-    Ok(())
 }

@@ -1,21 +1,19 @@
-//! The `sip-xdp` command line: argument definitions and the daemonless commands.
+//! The `sip-xdp` command line's definitions: every clap type lives here, and nothing else does.
+//! The commands (one module each beside this one) turn them into the library's plain options.
 use std::{
     net::{IpAddr, SocketAddr},
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::Duration,
 };
 
-use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 
 use crate::{
-    config::{self, DEFAULT_CONFIG_PATH, Settings},
-    control::{Control, Lift, ListKind},
-    loader::{self, AttachMode, DEFAULT_PIN_DIR, LoadOptions, PinDir},
-    maps::SipMaps,
+    config::{self, LogFormat},
+    control::Lift,
+    loader::{self, AttachMode, DEFAULT_PIN_DIR},
     state::{BanOrigin, DEFAULT_STATE_DIR},
-    status,
 };
 
 #[derive(Parser, Debug)]
@@ -44,6 +42,15 @@ pub struct Cli {
 pub enum LogFormatArg {
     Text,
     Json,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(format: LogFormatArg) -> Self {
+        match format {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq, Default)]
@@ -230,7 +237,8 @@ pub enum DelOrigin {
     All,
 }
 
-fn lift_for(origins: &[DelOrigin]) -> Lift {
+/// What `ban del --origin ...` lifts.
+pub fn lift_for(origins: &[DelOrigin]) -> Lift {
     if origins.is_empty() {
         return Lift::local();
     }
@@ -317,23 +325,6 @@ pub enum ConfigAction {
     },
 }
 
-/// `ban add --require-enforced` found nothing attached: the ban is saved but not in force.
-/// `main` exits with [`NotEnforced::EXIT_CODE`] for it, so callers can tell it from a failure.
-#[derive(Debug)]
-pub struct NotEnforced(pub String);
-
-impl NotEnforced {
-    pub const EXIT_CODE: u8 = 3;
-}
-
-impl std::fmt::Display for NotEnforced {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for NotEnforced {}
-
 impl Cli {
     /// Parses the command line, then settles the directories (see [`Cli::settle_dirs`]).
     pub fn parse_settled() -> Self {
@@ -383,228 +374,6 @@ pub fn parse_net(s: &str) -> Result<IpNet, String> {
     ))
 }
 
-fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+pub fn parse_duration_arg(s: &str) -> Result<Duration, String> {
     config::parse_duration(s)
-}
-
-/// Loads the config the operator means: the given file, else the default path if present,
-/// else the built-in defaults.
-pub fn load_settings(path: Option<&Path>) -> Result<(Settings, Option<PathBuf>)> {
-    match path {
-        Some(path) => Ok((Settings::load(path)?, Some(path.to_owned()))),
-        None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
-            let path = PathBuf::from(DEFAULT_CONFIG_PATH);
-            Ok((Settings::load(&path)?, Some(path)))
-        }
-        None => Ok((Settings::default(), None)),
-    }
-}
-
-/// Fails early, with the fix, when the process cannot use BPF.
-pub fn require_privileges(command: &str) -> Result<()> {
-    // SAFETY: no arguments, cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return Ok(());
-    }
-    const CAP_NET_ADMIN: u32 = 12;
-    const CAP_SYS_ADMIN: u32 = 21;
-    const CAP_BPF: u32 = 39;
-    let effective = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        })
-        .unwrap_or(0);
-    let has = |cap: u32| effective & (1 << cap) != 0;
-    if has(CAP_NET_ADMIN) && (has(CAP_BPF) || has(CAP_SYS_ADMIN)) {
-        return Ok(());
-    }
-    bail!("`sip-xdp {command}` needs root (or CAP_BPF and CAP_NET_ADMIN); run it with sudo")
-}
-
-pub fn attach(cli: &Cli, args: &AttachArgs) -> Result<()> {
-    require_privileges("attach")?;
-    let (settings, _) = load_settings(args.config.as_deref())?;
-    let pins = PinDir::new(&cli.pin_dir);
-    let control = Control::new(pins.clone(), cli.state_dir.clone());
-    let report = control.attach(&settings, &args.ifaces, args.mode)?;
-    for warning in &report.warnings {
-        eprintln!("sip-xdp: warning: {warning}");
-    }
-    for (iface, outcome) in report.outcomes {
-        if outcome.fell_back {
-            eprintln!(
-                "warning: {iface}: the driver refused native XDP; attached in generic (skb) mode, \
-                 which filters after the kernel allocates the packet (slower under floods)"
-            );
-        }
-        let verb = if outcome.replaced {
-            "updated in place (counters, bans and lists kept)"
-        } else {
-            "attached"
-        };
-        println!(
-            "{iface}: {verb}, {} mode; pinned under {}",
-            outcome.mode,
-            pins.path().display()
-        );
-    }
-    Ok(())
-}
-
-pub fn detach(cli: &Cli, args: &DetachArgs) -> Result<()> {
-    require_privileges("detach")?;
-    let pins = PinDir::new(&cli.pin_dir);
-    let control = Control::new(pins.clone(), cli.state_dir.clone());
-    let ifaces: Vec<String> = if args.all {
-        pins.attachments()?.into_iter().map(|a| a.iface).collect()
-    } else {
-        args.ifaces.clone()
-    };
-    // Save automatic bans first: after a purge, or a reboot, they are restored from the file.
-    if pins.has_maps() {
-        let maps = SipMaps::open_pinned(&pins)?;
-        control.save_auto_bans(&maps)?;
-    }
-    let mut missing = Vec::new();
-    for iface in &ifaces {
-        if loader::detach_pinned(&pins, iface)? {
-            println!("{iface}: detached");
-        } else {
-            missing.push(iface.as_str());
-        }
-    }
-    if args.purge {
-        let removed = pins.remove_maps()?;
-        pins.remove_if_empty();
-        println!(
-            "removed {} pinned maps from {}; lists and manual bans remain in {}",
-            removed.len(),
-            pins.path().display(),
-            cli.state_dir.display()
-        );
-    } else if ifaces.is_empty() {
-        println!("sip-xdp is not attached to any interface");
-    }
-    if !missing.is_empty() {
-        bail!(
-            "sip-xdp is not attached to {} (see `sip-xdp status`)",
-            missing.join(", ")
-        );
-    }
-    Ok(())
-}
-
-pub fn list(cli: &Cli, kind: ListKind, action: &ListAction) -> Result<()> {
-    let control = Control::new(PinDir::new(&cli.pin_dir), cli.state_dir.clone());
-    match action {
-        ListAction::Add { nets, comment } => {
-            require_privileges(kind.command())?;
-            let report = control.list_add(kind, nets, comment.clone())?;
-            report.print();
-        }
-        ListAction::Del { nets } => {
-            require_privileges(kind.command())?;
-            let report = control.list_del(kind, nets)?;
-            report.print();
-            report.fail_if_missing(kind.command())?;
-        }
-        ListAction::List(out) => {
-            let entries = control.list_entries(kind)?;
-            status::print_list(kind, &entries, out.output)?;
-        }
-    }
-    Ok(())
-}
-
-pub fn ban(cli: &Cli, action: &BanAction) -> Result<()> {
-    let control = Control::new(PinDir::new(&cli.pin_dir), cli.state_dir.clone());
-    match action {
-        BanAction::Add {
-            nets,
-            duration,
-            reason,
-            origin,
-            require_enforced,
-        } => {
-            require_privileges("ban")?;
-            let duration = match duration {
-                Some(d) => *d,
-                None => load_settings(None)?.0.manual_ban_default(),
-            };
-            let report = control.ban_add(nets, (*origin).into(), duration, reason.clone())?;
-            report.print();
-            if *require_enforced && !report.enforced {
-                let list: Vec<String> = nets.iter().map(|n| n.to_string()).collect();
-                return Err(NotEnforced(format!(
-                    "ban of {} saved to {} but NOT in force: sip-xdp is not attached to any \
-                     interface in this network namespace (pin directory {}); run `sip-xdp attach \
-                     --iface IFACE` or start sip-xdp.service, and the ban applies then",
-                    list.join(", "),
-                    cli.state_dir.display(),
-                    cli.pin_dir.display()
-                ))
-                .into());
-            }
-        }
-        BanAction::Del {
-            nets,
-            origin,
-            missing_ok,
-        } => {
-            require_privileges("ban")?;
-            let report = control.ban_del(nets, &lift_for(origin))?;
-            report.print();
-            if !missing_ok {
-                report.fail_if_missing("ban")?;
-            }
-        }
-        BanAction::List(out) => {
-            let bans = control.ban_entries()?;
-            status::print_bans(&bans, out.output)?;
-        }
-    }
-    Ok(())
-}
-
-pub fn config(action: &ConfigAction) -> Result<()> {
-    match action {
-        ConfigAction::Check { file } => {
-            Settings::load(file)?;
-            println!("{}: OK", file.display());
-        }
-        ConfigAction::Show { config } => {
-            let (settings, origin) = load_settings(config.as_deref())?;
-            match origin {
-                Some(path) => println!(
-                    "# effective config: {} merged with defaults",
-                    path.display()
-                ),
-                None => println!("# effective config: built-in defaults (no config file)"),
-            }
-            print!("{}", settings.to_toml());
-        }
-    }
-    Ok(())
-}
-
-pub fn check() -> Result<()> {
-    require_privileges("check")?;
-    let mut ebpf = loader::load(&LoadOptions::default()).context("sip-xdp check")?;
-    let mut maps = SipMaps::take_from(&mut ebpf)?;
-    maps.write_config(&Settings::default().kernel_config())?;
-    // The verifier's processed-instruction count (its limit is 1,000,000): the kernel matrix
-    // (scripts/kernel-matrix.sh) reports it per kernel.
-    let verified = loader::xdp_program(&mut ebpf)?
-        .info()
-        .ok()
-        .and_then(|info| info.verified_instruction_count())
-        .map_or_else(|| "unknown".to_string(), |n| n.to_string());
-    println!(
-        "XDP program loaded and verified by the kernel (not attached); verified insns: {verified}."
-    );
-    Ok(())
 }
