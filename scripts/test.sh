@@ -10,13 +10,27 @@ echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
 echo "== cargo clippy" >&2
 # The eBPF crate is left out: it only builds for bpfel-unknown-none (through build.rs).
-cargo clippy --all-targets --quiet -- -D warnings
+cargo clippy --all-targets --features sip-xdp-tests/system --quiet -- -D warnings
 echo "== cargo build (the sip-xdp binary that tests/tests/cli_daemon.rs runs)" >&2
 cargo build --quiet --package sip-xdp --bin sip-xdp
-echo "== cargo test" >&2
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test "$@" 2>&1 | tee "$log"
+if [ $# -gt 0 ]; then
+    # The caller picks the tests (e.g. `-p sip-xdp-tests --test datapath`): both tiers built.
+    echo "== cargo test --features sip-xdp-tests/system $*" >&2
+    cargo test --features sip-xdp-tests/system "$@" 2>&1 | tee "$log"
+else
+    # Tier 1: unit tests and the kernel tests (the real program on crafted frames and maps).
+    echo "== cargo test (unit and kernel tests)" >&2
+    cargo test 2>&1 | tee "$log"
+    # Tier 2: the system tests (packages, namespaces, services, the binary), tests/Cargo.toml.
+    echo "== cargo test --features system (system tests)" >&2
+    system_tests=()
+    for t in cli_daemon control_plane crowdsec deb e2e_veth fail2ban prometheus sipp_scenarios; do
+        system_tests+=(--test "$t")
+    done
+    cargo test -p sip-xdp-tests --features system "${system_tests[@]}" 2>&1 | tee -a "$log"
+fi
 # Debian 12's own kernels (6.1 and 6.12) under QEMU: the verifier, the datapath suite and a veth
 # attach on each (scripts/kernel-matrix.sh). It ends in `kernel-matrix: N passed, M failed`, one
 # test per kernel; the VMs' own test lines are not printed, so the total counts each kernel once.

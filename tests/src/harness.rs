@@ -20,12 +20,17 @@ pub struct Datapath {
     pub maps: SipMaps,
 }
 
-/// BPF tests need root (CAP_BPF + CAP_NET_ADMIN); say so plainly instead of an EPERM deep inside.
-pub fn require_root() {
+/// Whether the process runs as root (the BPF tests need CAP_BPF + CAP_NET_ADMIN).
+pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// BPF tests need root (CAP_BPF + CAP_NET_ADMIN); say so plainly instead of an EPERM deep inside.
+/// Tests skip before this with [`crate::needs_root!`]; helpers keep it as a guard.
+pub fn require_root() {
+    assert!(
+        is_root(),
         "sip-xdp's BPF tests load real programs: run them as root"
     );
 }

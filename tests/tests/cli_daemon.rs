@@ -23,6 +23,7 @@ use sip_xdp_tests::{
 
 #[test]
 fn attach_keeps_filtering_without_a_process_and_detach_keeps_state() {
+    sip_xdp_tests::needs_root!();
     let host = Host::new(TEST_CONFIG);
     let a = IpAddr::V4(CLIENT_V4_A);
     let out = host.attach();
@@ -71,6 +72,7 @@ fn attach_keeps_filtering_without_a_process_and_detach_keeps_state() {
 
 #[test]
 fn lists_and_manual_bans_survive_a_purge_and_apply_live() {
+    sip_xdp_tests::needs_root!();
     let host = Host::new(TEST_CONFIG);
     let (a, b) = (IpAddr::V4(CLIENT_V4_A), IpAddr::V4(CLIENT_V4_B));
     // Edited before anything is attached: saved, applied at attach.
@@ -133,6 +135,7 @@ fn lists_and_manual_bans_survive_a_purge_and_apply_live() {
 
 #[test]
 fn ban_origins_are_kept_apart() {
+    sip_xdp_tests::needs_root!();
     let host = Host::new(TEST_CONFIG);
     let a = IpAddr::V4(CLIENT_V4_A);
     host.attach();
@@ -182,6 +185,7 @@ fn ban_origins_are_kept_apart() {
 
 #[test]
 fn daemon_adopts_logs_serves_metrics_reloads_and_detaches() {
+    sip_xdp_tests::needs_root!();
     let host = Host::new(TEST_CONFIG);
     let (a, b) = (IpAddr::V4(CLIENT_V4_A), IpAddr::V4(CLIENT_V4_B));
     host.attach();
@@ -267,6 +271,7 @@ fn daemon_adopts_logs_serves_metrics_reloads_and_detaches() {
 
 #[test]
 fn a_killed_daemon_leaves_the_filter_running() {
+    sip_xdp_tests::needs_root!();
     let host = Host::new(TEST_CONFIG);
     let a = IpAddr::V4(CLIENT_V4_A);
     let mut daemon = Daemon::start(&host, &["--no-metrics"]);
@@ -282,6 +287,7 @@ fn a_killed_daemon_leaves_the_filter_running() {
 
 #[test]
 fn bad_input_gets_one_clear_error_and_leaves_nothing_behind() {
+    sip_xdp_tests::needs_root!();
     let host = Host::new(TEST_CONFIG);
     let err = host.fails(&["allow", "add", "10.0.0.300/8"]);
     assert!(err.contains("not an IP address or CIDR"), "{err}");
@@ -351,6 +357,7 @@ fn bad_input_gets_one_clear_error_and_leaves_nothing_behind() {
 
 #[test]
 fn auto_mode_falls_back_to_skb_where_the_device_has_no_native_xdp() {
+    sip_xdp_tests::needs_root!();
     let host = Host::new(TEST_CONFIG);
     // A bridge device has no native XDP support (and the dummy driver is not built here).
     host.net
@@ -389,6 +396,7 @@ fn auto_mode_falls_back_to_skb_where_the_device_has_no_native_xdp() {
 
 #[test]
 fn daemon_logs_would_bans_and_expiries_in_monitor_mode() {
+    sip_xdp_tests::needs_root!();
     let host = Host::new(TEST_CONFIG);
     let a = IpAddr::V4(CLIENT_V4_A);
     std::fs::write(
@@ -420,6 +428,7 @@ fn daemon_logs_would_bans_and_expiries_in_monitor_mode() {
 
 #[test]
 fn automatic_bans_and_strikes_survive_a_purge() {
+    sip_xdp_tests::needs_root!();
     let host = Host::new(TEST_CONFIG);
     let a = IpAddr::V4(CLIENT_V4_A);
     host.attach();
@@ -522,6 +531,7 @@ impl Drop for NetnsDefaults {
 
 #[test]
 fn ip_netns_exec_attach_stays_attached_and_later_commands_manage_it() {
+    sip_xdp_tests::needs_root!();
     // Two namespaces, each with an interface called sxdp-srv.
     let host = Host::new(TEST_CONFIG);
     let other = Host::new(TEST_CONFIG);
@@ -600,6 +610,7 @@ fn ip_netns_exec_attach_stays_attached_and_later_commands_manage_it() {
 
 #[test]
 fn a_private_mount_namespace_pins_into_the_hosts_bpffs() {
+    sip_xdp_tests::needs_root!();
     let host = Host::new(TEST_CONFIG);
     // A private mount namespace without bpffs on /sys/fs/bpf (what `ip netns exec` and `unshare`
     // give): attach must not mount a bpffs that dies with the namespace; it pins into the host's
@@ -654,6 +665,7 @@ fn a_private_mount_namespace_pins_into_the_hosts_bpffs() {
 
 #[test]
 fn attach_refuses_where_no_bpffs_outlives_the_command() {
+    sip_xdp_tests::needs_root!();
     let host = Host::new(TEST_CONFIG);
     // A container-like PID namespace whose init has no bpffs, and attach run in a private mount
     // namespace below it: no bpffs that outlives the command is reachable.
@@ -754,6 +766,7 @@ fn counter(metrics: &str, series: &str) -> u64 {
 /// metrics endpoint (scrapes timed out) and starved the reconcile ("Too many open files").
 #[test]
 fn half_sent_metrics_requests_cannot_starve_scrapes_or_reconcile() {
+    sip_xdp_tests::needs_root!();
     const HELD: usize = 80;
     const NOFILE: u64 = 64;
     let host = Host::new(TEST_CONFIG);

@@ -13,6 +13,7 @@ const SECOND_NS: u64 = 1_000_000_000;
 
 #[test]
 fn gc_forgets_only_sources_quiet_past_the_strike_decay_and_not_banned() {
+    sip_xdp_tests::needs_root!();
     let mut config = Config::DEFAULT;
     config.strike_decay_ns = 10 * SECOND_NS;
     let mut dp = Datapath::load(&config).expect("loading the program");
@@ -55,6 +56,7 @@ fn gc_forgets_only_sources_quiet_past_the_strike_decay_and_not_banned() {
 
 #[test]
 fn reconcile_forgets_the_sources_of_the_allowlist_entries_it_restores() {
+    sip_xdp_tests::needs_root!();
     let mut dp = Datapath::load(&Config::DEFAULT).expect("loading the program");
     let state_dir = tempfile::tempdir().unwrap();
     // No maps pinned here: `allow add` only saves to the state file, as with nothing attached.
@@ -91,6 +93,7 @@ fn reconcile_forgets_the_sources_of_the_allowlist_entries_it_restores() {
 
 #[test]
 fn forget_sources_in_compares_keys_as_the_kernel_does() {
+    sip_xdp_tests::needs_root!();
     let mut dp = Datapath::load(&Config::DEFAULT).expect("loading the program");
     let tracked = [
         "198.51.100.10",
@@ -168,6 +171,7 @@ fn pin_raw_map(
 /// and the lists (same layout) are kept as they are.
 #[test]
 fn an_upgrade_carries_bans_and_lists_over_maps_of_an_older_layout() {
+    sip_xdp_tests::needs_root!();
     use aya::maps::{HashMap as BpfHashMap, LpmTrie, Map, MapData};
     use sip_xdp::loader::{self, LoadOptions};
     use sip_xdp_common::{AllowEntry, SourceKey, map_names};

@@ -32,6 +32,7 @@ fn mode_of(path: &Path) -> u32 {
 
 #[test]
 fn ban_add_require_enforced_tells_the_caller_a_ban_is_not_in_force() {
+    sip_xdp_tests::needs_root!();
     let host = Host::new(TEST_CONFIG);
     let (a, b) = (IpAddr::V4(CLIENT_V4_A), IpAddr::V4(CLIENT_V4_B));
     let add = |addr: IpAddr| {
@@ -80,6 +81,7 @@ fn ban_add_require_enforced_tells_the_caller_a_ban_is_not_in_force() {
 
 #[test]
 fn a_corrupt_or_newer_state_file_still_attaches_and_says_what_was_not_restored() {
+    sip_xdp_tests::needs_root!();
     let host = Host::new(TEST_CONFIG);
     let (a, b) = (IpAddr::V4(CLIENT_V4_A), IpAddr::V4(CLIENT_V4_B));
     host.ok(&["allow", "add", &b.to_string(), "--comment", "office"]);
@@ -220,6 +222,7 @@ impl Drop for Tmpfs {
 
 #[test]
 fn a_full_disk_never_leaves_the_kernel_and_the_state_file_disagreeing() {
+    sip_xdp_tests::needs_root!();
     let host = Host::new(TEST_CONFIG);
     let a = IpAddr::V4(CLIENT_V4_A);
     let disk = Tmpfs::mount("64k");
@@ -280,6 +283,7 @@ fn a_full_disk_never_leaves_the_kernel_and_the_state_file_disagreeing() {
 
 #[test]
 fn state_directories_and_files_made_by_the_cli_are_owner_only() {
+    sip_xdp_tests::needs_root!();
     let host = Host::new(TEST_CONFIG);
     let root = tempfile::tempdir().unwrap();
     fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755)).unwrap();
@@ -305,6 +309,7 @@ fn state_directories_and_files_made_by_the_cli_are_owner_only() {
 
 #[test]
 fn a_second_daemon_on_the_same_pin_dir_is_refused_naming_the_first() {
+    sip_xdp_tests::needs_root!();
     let host = Host::new(TEST_CONFIG);
     let daemon = Daemon::start(&host, &["--no-metrics"]);
     daemon.wait_for(&["sip-xdp running"]);
@@ -360,6 +365,7 @@ fn a_second_daemon_on_the_same_pin_dir_is_refused_naming_the_first() {
 
 #[test]
 fn config_writes_wait_for_the_pin_dir_config_lock() {
+    sip_xdp_tests::needs_root!();
     let host = Host::new(TEST_CONFIG);
     host.attach();
     assert_eq!(register_burst(&host.status()), 10);

@@ -170,6 +170,7 @@ fn on_all(nodes: &[&Node], source: &str, origin: &str, present: bool, what: &str
 
 #[test]
 fn crowdsec_fleet_shares_bans_and_survives_an_outage() {
+    sip_xdp_tests::needs_root!();
     let test_start = Instant::now();
     let mut lapi = Lapi::launch();
     let hosts = [Host::new(""), Host::new("")];

@@ -87,6 +87,7 @@ fn expect_verdict(
 
 #[test]
 fn ipv4_register_passes_and_creates_source_state() {
+    sip_xdp_tests::needs_root!();
     let mut dp = load(&strict_config(5));
     expect_verdict(
         &mut dp,
@@ -108,6 +109,7 @@ fn ipv4_register_passes_and_creates_source_state() {
 
 #[test]
 fn every_request_method_is_classified() {
+    sip_xdp_tests::needs_root!();
     let mut dp = load(&strict_config(5));
     let methods = [
         ("REGISTER", MethodClass::Register),
@@ -142,6 +144,7 @@ fn every_request_method_is_classified() {
 
 #[test]
 fn ipv6_vlan_qinq_and_ipv4_options_reach_the_classifier() {
+    sip_xdp_tests::needs_root!();
     let mut dp = load(&strict_config(50));
     expect_verdict(
         &mut dp,
@@ -198,6 +201,7 @@ fn ipv6_vlan_qinq_and_ipv4_options_reach_the_classifier() {
 
 #[test]
 fn ipv6_extension_headers_are_walked() {
+    sip_xdp_tests::needs_root!();
     let mut dp = load(&strict_config(50));
     let chains = [
         vec![Ipv6Ext::HopByHop { len_units: 0 }],
@@ -254,6 +258,7 @@ fn ipv6_extension_headers_are_walked() {
 
 #[test]
 fn non_sip_traffic_is_never_touched() {
+    sip_xdp_tests::needs_root!();
     let mut dp = load(&strict_config(1));
     // Even from a source that is banned for SIP.
     dp.run(&reg(CLIENT)).unwrap();
@@ -284,6 +289,7 @@ fn non_sip_traffic_is_never_touched() {
 
 #[test]
 fn sip_ports_change_at_runtime() {
+    sip_xdp_tests::needs_root!();
     let mut cfg = strict_config(5);
     let mut dp = load(&cfg);
     let on_5080 = Frame::udp(ip(CLIENT), ip(SERVER), 5080, b"garbage garbage garbage").build();
@@ -316,6 +322,7 @@ fn sip_ports_change_at_runtime() {
 
 #[test]
 fn config_updates_switch_whole_slots() {
+    sip_xdp_tests::needs_root!();
     let mut a = strict_config(5);
     a.sip_ports = [5080, 0, 0, 0, 0, 0, 0, 0];
     let mut b = a;
@@ -396,6 +403,7 @@ fn config_updates_switch_whole_slots() {
 
 #[test]
 fn keepalives_pass_and_garbage_is_dropped() {
+    sip_xdp_tests::needs_root!();
     let mut cfg = strict_config(5);
     cfg.limits[LimitClass::KeepAlive as usize] = RateLimit::per_interval(1, HOUR_NS, 10);
     let mut dp = load(&cfg);
@@ -455,6 +463,7 @@ fn keepalives_pass_and_garbage_is_dropped() {
 
 #[test]
 fn malformed_passes_when_configured() {
+    sip_xdp_tests::needs_root!();
     let mut cfg = strict_config(5);
     cfg.flags &= !flags::DROP_MALFORMED;
     let mut dp = load(&cfg);
@@ -469,6 +478,7 @@ fn malformed_passes_when_configured() {
 
 #[test]
 fn truncation_at_every_layer_is_safe() {
+    sip_xdp_tests::needs_root!();
     let mut dp = load(&strict_config(5));
     let full = reg(CLIENT);
     // Cut right after Ethernet, inside IPv4 and UDP headers: nothing to read a port from, so
@@ -533,6 +543,7 @@ fn truncation_at_every_layer_is_safe() {
 
 #[test]
 fn bucket_exhaustion_bans_and_reports() {
+    sip_xdp_tests::needs_root!();
     let burst = 5;
     let mut dp = load(&strict_config(burst));
     let mut events = RingBuf::try_from(dp.ebpf().take_map(map_names::BAN_EVENTS).unwrap()).unwrap();
@@ -603,6 +614,7 @@ fn bucket_exhaustion_bans_and_reports() {
 
 #[test]
 fn each_method_has_its_own_bucket() {
+    sip_xdp_tests::needs_root!();
     let mut dp = load(&strict_config(2));
     // OPTIONS and INVITE buckets hold 3 each (strict_config), REGISTER 2.
     let options = sip_from(CLIENT, &request("OPTIONS", "sip:100@example.com", 1));
@@ -679,6 +691,7 @@ fn each_method_has_its_own_bucket() {
 /// Every class is finite by default, high where legitimate traffic needs it.
 #[test]
 fn every_class_has_a_finite_default_bucket() {
+    sip_xdp_tests::needs_root!();
     for limit in LimitClass::ALL {
         let bucket = Config::DEFAULT.limits[limit as usize];
         assert!(!bucket.is_unlimited(), "{limit:?} is unlimited by default");
@@ -705,6 +718,7 @@ fn every_class_has_a_finite_default_bucket() {
 
 #[test]
 fn allowlist_bypasses_limits_and_wins_over_denylist() {
+    sip_xdp_tests::needs_root!();
     let mut dp = load(&strict_config(2));
     dp.maps.allow(net("198.51.100.0/28")).unwrap();
     dp.maps.deny(net("198.51.100.10/32"), 0).unwrap();
@@ -760,6 +774,7 @@ fn allowlist_bypasses_limits_and_wins_over_denylist() {
 
 #[test]
 fn a_banned_source_is_dropped_before_the_lists_are_read() {
+    sip_xdp_tests::needs_root!();
     let mut dp = load(&strict_config(2));
     assert_eq!(exhaust(&mut dp, CLIENT), 2);
     assert_eq!(exhaust(&mut dp, CLIENT6), 2);
@@ -832,6 +847,7 @@ fn a_banned_source_is_dropped_before_the_lists_are_read() {
 
 #[test]
 fn a_prefix_grouped_ipv6_source_meets_the_allowlist_before_its_ban() {
+    sip_xdp_tests::needs_root!();
     let mut cfg = strict_config(2);
     let mut mask = [0u8; 16];
     mask[..8].fill(0xff);
@@ -893,6 +909,7 @@ impl Drop for PinnedMaps {
 
 #[test]
 fn allowlisting_a_banned_source_through_the_control_plane_lifts_its_ban() {
+    sip_xdp_tests::needs_root!();
     let mut dp = load(&strict_config(2));
     assert_eq!(exhaust(&mut dp, CLIENT), 2);
     assert_eq!(exhaust(&mut dp, CLIENT2), 2);
@@ -967,6 +984,7 @@ fn allowlisting_a_banned_source_through_the_control_plane_lifts_its_ban() {
 
 #[test]
 fn denylist_drops_and_expires_in_the_kernel() {
+    sip_xdp_tests::needs_root!();
     let mut dp = load(&strict_config(5));
     let now = sip_xdp::time::monotonic_now_ns();
     dp.maps.deny(net("203.0.113.128/25"), 0).unwrap();
@@ -1046,6 +1064,7 @@ fn exhaust(dp: &mut Datapath, src: &str) -> usize {
 
 #[test]
 fn bans_expire_escalate_and_cap() {
+    sip_xdp_tests::needs_root!();
     let mut dp = load(&short_ban_config());
     assert_eq!(exhaust(&mut dp, CLIENT), 2);
     let first = dp.maps.source(addr_key(ip(CLIENT))).unwrap().unwrap();
@@ -1075,6 +1094,7 @@ fn bans_expire_escalate_and_cap() {
 
 #[test]
 fn ban_expiry_lets_a_refilled_source_back_in() {
+    sip_xdp_tests::needs_root!();
     let mut cfg = short_ban_config();
     // Fast refill: 20 tokens/s, burst 2.
     cfg.limits[LimitClass::Register as usize] = RateLimit::per_second(20, 2);
@@ -1114,6 +1134,7 @@ fn drain(events: &mut RingBuf<MapData>) -> Vec<BanEvent> {
 
 #[test]
 fn ban_expiry_is_reported_once() {
+    sip_xdp_tests::needs_root!();
     let mut cfg = short_ban_config();
     cfg.limits[LimitClass::Register as usize] = RateLimit::per_second(20, 2);
     let mut dp = load(&cfg);
@@ -1179,6 +1200,7 @@ fn ban_expiry_is_reported_once() {
 
 #[test]
 fn would_ban_expires_when_it_runs_out_not_when_enforcing_ignores_it() {
+    sip_xdp_tests::needs_root!();
     let mut cfg = short_ban_config();
     cfg.limits[LimitClass::Register as usize] = RateLimit::per_second(20, 2);
     cfg.flags |= flags::MONITOR;
@@ -1234,6 +1256,7 @@ fn would_ban_expires_when_it_runs_out_not_when_enforcing_ignores_it() {
 
 #[test]
 fn expiry_lost_to_a_full_ring_buffer_is_counted_and_not_retried() {
+    sip_xdp_tests::needs_root!();
     let mut cfg = strict_config(1);
     cfg.limits[LimitClass::Register as usize] = RateLimit::per_second(20, 2);
     // Every ban is over by the next packet: a source whose bucket stays empty sends an expiry
@@ -1287,6 +1310,7 @@ fn expiry_lost_to_a_full_ring_buffer_is_counted_and_not_retried() {
 
 #[test]
 fn strikes_decay_after_a_quiet_period() {
+    sip_xdp_tests::needs_root!();
     let mut cfg = short_ban_config();
     cfg.limits[LimitClass::Register as usize] = RateLimit::per_second(20, 2);
     cfg.strike_decay_ns = 200 * MS;
@@ -1304,6 +1328,7 @@ fn strikes_decay_after_a_quiet_period() {
 
 #[test]
 fn ban_is_extended_while_the_source_keeps_sending() {
+    sip_xdp_tests::needs_root!();
     let mut cfg = short_ban_config();
     cfg.flags |= flags::EXTEND_WHILE_ACTIVE;
     cfg.ban_extend_ns = 2 * HOUR_NS;
@@ -1336,6 +1361,7 @@ fn ban_is_extended_while_the_source_keeps_sending() {
 
 #[test]
 fn monitor_mode_counts_but_never_drops() {
+    sip_xdp_tests::needs_root!();
     let mut cfg = strict_config(2);
     cfg.flags |= flags::MONITOR;
     let mut dp = load(&cfg);
@@ -1407,6 +1433,7 @@ fn monitor_mode_counts_but_never_drops() {
 
 #[test]
 fn fragments_follow_their_first_fragment() {
+    sip_xdp_tests::needs_root!();
     let mut dp = load(&strict_config(5));
     dp.maps.deny(net("198.51.100.66/32"), 0).unwrap();
     let big_invite = request("INVITE", "sip:200@example.com", 1);
@@ -1507,6 +1534,7 @@ fn fragments_follow_their_first_fragment() {
 
 #[test]
 fn ipv6_sources_can_be_grouped_by_prefix() {
+    sip_xdp_tests::needs_root!();
     let mut cfg = strict_config(2);
     let mut mask = [0u8; 16];
     mask[..8].fill(0xff);
@@ -1562,6 +1590,7 @@ fn ipv6_sources_can_be_grouped_by_prefix() {
 
 #[test]
 fn unconfigured_program_uses_safe_defaults() {
+    sip_xdp_tests::needs_root!();
     let mut cfg = Config::DEFAULT;
     cfg.version = 0; // as if user space never wrote the map
     let mut dp = load(&cfg);
@@ -1587,6 +1616,7 @@ fn unconfigured_program_uses_safe_defaults() {
 
 #[test]
 fn lru_keeps_memory_bounded_under_spoofed_sources() {
+    sip_xdp_tests::needs_root!();
     let options = sip_xdp::loader::LoadOptions { max_sources: 256 };
     let mut dp = Datapath::load_with(&strict_config(5), &options).unwrap();
     for i in 0..2_000u32 {
@@ -1621,6 +1651,7 @@ fn behind_dstopts(src: &str, n: usize, len_units: u8) -> Vec<u8> {
 
 #[test]
 fn ipv6_chains_past_the_parser_are_dropped_not_passed() {
+    sip_xdp_tests::needs_root!();
     let mut cfg = strict_config(2);
     let mut dp = load(&cfg);
     // Seven 8-byte Destination Options headers: one more than the parser walks.
@@ -1698,6 +1729,7 @@ fn ipv6_chains_past_the_parser_are_dropped_not_passed() {
 
 #[test]
 fn tiny_first_fragments_are_not_keepalives() {
+    sip_xdp_tests::needs_root!();
     let mut dp = load(&strict_config(2));
     let full = register("100", 7);
     // IPv4: a first fragment carrying only the UDP header (the UDP length covers the whole
@@ -1766,6 +1798,7 @@ fn tiny_first_fragments_are_not_keepalives() {
 
 #[test]
 fn ipv4_mapped_ipv6_sources_neither_share_nor_inherit_ipv4_state() {
+    sip_xdp_tests::needs_root!();
     let mut dp = load(&strict_config(2));
     dp.maps.allow(net("198.51.100.40/32")).unwrap();
     // Inherits nothing from the IPv4 allowlist entry: dropped as never valid on the wire.
@@ -1858,6 +1891,7 @@ fn ipv4_mapped_ipv6_sources_neither_share_nor_inherit_ipv4_state() {
 
 #[test]
 fn protected_sources_are_limited_but_never_banned() {
+    sip_xdp_tests::needs_root!();
     let mut dp = load(&strict_config(2));
     dp.maps.protect(net("198.51.100.0/28")).unwrap();
     assert_eq!(exhaust(&mut dp, CLIENT), 2);
@@ -1930,6 +1964,7 @@ fn take_ring(dp: &mut Datapath) -> Vec<BanEvent> {
 
 #[test]
 fn a_ban_is_extended_only_while_the_source_exceeds_its_limit() {
+    sip_xdp_tests::needs_root!();
     // REGISTER 20/s, burst 2; a first ban of 2 s, extended by 2 s while abused.
     let mut cfg = Config::DEFAULT;
     cfg.limits[LimitClass::Register as usize] = RateLimit::per_second(20, 2);
@@ -1996,6 +2031,7 @@ fn a_ban_is_extended_only_while_the_source_exceeds_its_limit() {
 
 #[test]
 fn bans_and_strikes_survive_a_flood_that_churns_the_source_table() {
+    sip_xdp_tests::needs_root!();
     const CAPACITY: u32 = 1_024;
     let options = sip_xdp::loader::LoadOptions {
         max_sources: CAPACITY,

@@ -61,6 +61,7 @@ const OWNED_PATHS: &[&str] = &[
 
 #[test]
 fn deb_installs_documents_and_purges_cleanly() {
+    sip_xdp_tests::needs_root!();
     require_root();
     refuse_if_installed();
 

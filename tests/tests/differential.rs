@@ -1620,12 +1620,14 @@ fn run_scenario(name: &'static str, index: u64, phases: Phases) -> [u64; 3] {
 /// Enforcing, default-like flags, two SIP ports, /128 IPv6 sources.
 #[test]
 fn enforcing() {
+    sip_xdp_tests::needs_root!();
     run_scenario("enforcing", 0, phases_enforcing());
 }
 
 /// No malformed drops, in-dialog and responses limited, unknown fragments dropped, /64 sources.
 #[test]
 fn permissive() {
+    sip_xdp_tests::needs_root!();
     run_scenario("permissive", 1, phases_permissive());
 }
 
@@ -1633,6 +1635,7 @@ fn permissive() {
 /// then enforcing with capped bans (zero-length repeat bans, which expire at the next packet).
 #[test]
 fn monitor_flips() {
+    sip_xdp_tests::needs_root!();
     let events = run_scenario("monitor_flips", 2, phases_monitor_flips());
     assert!(
         events[ban_event_kind::EXPIRED as usize] > 0

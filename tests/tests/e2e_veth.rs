@@ -343,11 +343,13 @@ fn flood_scenario(server: IpAddr, source_a: IpAddr, source_b: IpAddr) {
 
 #[test]
 fn ipv4_flood_bans_only_the_flooding_source() {
+    sip_xdp_tests::needs_root!();
     flood_scenario(SERVER_V4.into(), CLIENT_V4_A.into(), CLIENT_V4_B.into());
 }
 
 #[test]
 fn ipv6_flood_bans_only_the_flooding_source() {
+    sip_xdp_tests::needs_root!();
     flood_scenario(SERVER_V6.into(), CLIENT_V6_A.into(), CLIENT_V6_B.into());
 }
 
@@ -359,6 +361,7 @@ fn ipv6_flood_bans_only_the_flooding_source() {
 /// - IPv4: a tiny first fragment carrying only the UDP header, the REGISTER in its follower.
 #[test]
 fn hostile_shapes_that_linux_delivers_are_dropped() {
+    sip_xdp_tests::needs_root!();
     use sip_xdp_tests::{
         packet::{Frame, Ipv6Ext},
         raw::RawSender,

@@ -353,6 +353,7 @@ fn remaining_s(ban: &Value) -> u64 {
 
 #[test]
 fn start_check_fails_until_attached_and_bans_wait_for_the_attach() {
+    sip_xdp_tests::needs_root!();
     let host = Host::new("");
     let f2b = Fail2ban::start(&host);
     let a = IpAddr::V4(CLIENT_V4_A);
@@ -414,6 +415,7 @@ fn start_check_fails_until_attached_and_bans_wait_for_the_attach() {
 
 #[test]
 fn asterisk_jail_bans_at_the_nic_and_unbans_only_its_own() {
+    sip_xdp_tests::needs_root!();
     let host = Host::new("");
     host.attach();
     let server = host.server_socket();
@@ -534,6 +536,7 @@ fn asterisk_jail_bans_at_the_nic_and_unbans_only_its_own() {
 /// namespace, from which the test's veth is invisible); it passes while attached.
 #[test]
 fn status_require_attached_names_the_fix() {
+    sip_xdp_tests::needs_root!();
     let host = Host::new("");
     let err = host.fails(&["status", "--require-attached"]);
     assert!(

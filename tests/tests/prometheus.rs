@@ -599,6 +599,7 @@ fn rule<'r>(rules: &'r BTreeMap<String, String>, alert: &str) -> &'r str {
 /// the CrowdSec ones) returns data when its condition holds.
 #[test]
 fn alert_rules_and_dashboard_queries_return_data_from_a_real_prometheus() {
+    sip_xdp_tests::needs_root!();
     require_prometheus();
     let started = Instant::now();
     let alerts = alert_names_in_file();
@@ -802,6 +803,7 @@ fn alert_rules_and_dashboard_queries_return_data_from_a_real_prometheus() {
 /// data, and every `sip_xdp_crowdsec_*` name they use is served.
 #[test]
 fn crowdsec_alert_and_panels_return_data_with_the_local_api_unreachable() {
+    sip_xdp_tests::needs_root!();
     require_prometheus();
     // Loopback in the server namespace, where nothing listens on this port: every poll is
     // refused. The key is inline, so the config file must be private (mode 0600).

@@ -162,6 +162,7 @@ fn rate_ban(host: &Host, source: Ipv4Addr, class: &str) -> Value {
 /// registration succeeds, and the registrar receives every REGISTER the phones sent.
 #[test]
 fn an_allowlisted_office_registers_100_phones_after_a_power_cut_without_a_drop() {
+    sip_xdp_tests::needs_root!();
     let _serial = serial();
     let host = Host::new(DEFAULTS);
     host.attach();
@@ -214,6 +215,7 @@ fn an_allowlisted_office_registers_100_phones_after_a_power_cut_without_a_drop()
 /// extending the ban, which still has about a minute to run when the last phone gives up.
 #[test]
 fn an_office_power_cut_without_allowlist_registers_20_phones_and_is_banned() {
+    sip_xdp_tests::needs_root!();
     let _serial = serial();
     let host = Host::new(DEFAULTS);
     host.attach();
@@ -272,6 +274,7 @@ fn an_office_power_cut_without_allowlist_registers_20_phones_and_is_banned() {
 /// it: every registration succeeds, nothing is dropped, nobody is banned.
 #[test]
 fn an_office_refreshing_on_schedule_is_never_banned_by_the_defaults() {
+    sip_xdp_tests::needs_root!();
     let _serial = serial();
     let host = Host::new(DEFAULTS);
     host.attach();
@@ -317,6 +320,7 @@ fn an_office_refreshing_on_schedule_is_never_banned_by_the_defaults() {
 /// burst and nothing more of it; every one of the phone's registrations succeeds.
 #[test]
 fn a_register_flood_is_cut_at_its_burst_while_a_phone_keeps_registering() {
+    sip_xdp_tests::needs_root!();
     let _serial = serial();
     let host = Host::new(DEFAULTS);
     host.attach();
@@ -377,6 +381,7 @@ fn a_register_flood_is_cut_at_its_burst_while_a_phone_keeps_registering() {
 /// with that class.
 #[test]
 fn an_invite_flood_and_an_options_sweep_each_meet_their_own_bucket() {
+    sip_xdp_tests::needs_root!();
     let _serial = serial();
     let host = Host::new(DEFAULTS);
     host.attach();
@@ -538,6 +543,7 @@ fn send_raw(host: &Host, frames: &[Vec<u8>]) -> usize {
 /// registering during and after it.
 #[test]
 fn a_spoofed_source_flood_keeps_the_source_table_bounded_and_phones_registered() {
+    sip_xdp_tests::needs_root!();
     const CAPACITY: u64 = 4096;
     const FRAMES: usize = 50_000;
     let _serial = serial();
@@ -646,6 +652,7 @@ fn a_spoofed_source_flood_keeps_the_source_table_bounded_and_phones_registered()
 /// of them with 403. Stopping it is fail2ban's job (on the registrar's log), not the rate limit's.
 #[test]
 fn a_phone_with_a_wrong_password_retrying_twice_a_second_is_not_banned() {
+    sip_xdp_tests::needs_root!();
     let _serial = serial();
     let host = Host::new(DEFAULTS);
     host.attach();
