@@ -1,0 +1,152 @@
+//! The runtime config the program reads on every packet, and its token buckets.
+
+use crate::{DEFAULT_SIP_PORT, LimitClass, MAX_SIP_PORTS};
+
+/// Bumped whenever [`Config`]'s layout or meaning changes; the program ignores a config map
+/// entry with another version and falls back to [`Config::DEFAULT`].
+pub const CONFIG_VERSION: u32 = 2;
+
+/// Config flag bits.
+pub mod flags {
+    /// Count and record would-be bans, drop nothing.
+    pub const MONITOR: u32 = 1 << 0;
+    /// Drop datagrams to SIP ports that are not SIP (default on).
+    pub const DROP_MALFORMED: u32 = 1 << 1;
+    /// Drop non-first fragments whose first fragment was not seen going to a SIP port. Off by
+    /// default: such a fragment may belong to any UDP or other IP traffic (DNS, VPN), and without
+    /// its first fragment the stack cannot reassemble it into a SIP message anyway.
+    pub const DROP_UNKNOWN_FRAGMENTS: u32 = 1 << 2;
+    // Bits 3 and 4 were LIMIT_IN_DIALOG and LIMIT_RESPONSES (config version 1): every class now
+    // has a bucket of its own. Not reused, so a stale reader cannot misread them.
+    /// Keep extending a ban while the banned source keeps exceeding its bucket.
+    pub const EXTEND_WHILE_ACTIVE: u32 = 1 << 5;
+    /// Pass what the parser cannot resolve ([`crate::MethodClass::Unparsed`]) instead of dropping
+    /// it. Off by default: such a packet may be a SIP datagram hidden behind a long header chain.
+    pub const PASS_UNPARSED: u32 = 1 << 6;
+}
+
+/// A token bucket in GCRA form, so the program needs one `u64` of state per bucket and no
+/// division per packet: a packet conforms when the bucket's theoretical arrival time is at most
+/// `burst_tolerance_ns` ahead of now, and each conforming packet moves it `interval_ns` further.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    /// 1e9 / rate. Zero means this class is not limited.
+    pub interval_ns: u64,
+    /// (burst - 1) * interval_ns: `burst` back-to-back packets conform, the next does not.
+    pub burst_tolerance_ns: u64,
+}
+
+impl RateLimit {
+    pub const UNLIMITED: RateLimit = RateLimit {
+        interval_ns: 0,
+        burst_tolerance_ns: 0,
+    };
+
+    /// `per_sec` packets per second on average, `burst` at once. `burst` is at least 1.
+    pub const fn per_second(per_sec: u64, burst: u64) -> Self {
+        Self::per_interval(per_sec, 1_000_000_000, burst)
+    }
+
+    /// `count` packets per `period_ns` on average, `burst` at once.
+    pub const fn per_interval(count: u64, period_ns: u64, burst: u64) -> Self {
+        if count == 0 {
+            return Self::UNLIMITED;
+        }
+        let interval_ns = if period_ns / count == 0 {
+            1
+        } else {
+            period_ns / count
+        };
+        let burst = if burst == 0 { 1 } else { burst };
+        RateLimit {
+            interval_ns,
+            burst_tolerance_ns: (burst - 1).saturating_mul(interval_ns),
+        }
+    }
+
+    pub const fn is_unlimited(&self) -> bool {
+        self.interval_ns == 0
+    }
+
+    /// The burst this bucket admits back to back.
+    pub const fn burst(&self) -> u64 {
+        match self.burst_tolerance_ns.checked_div(self.interval_ns) {
+            Some(extra) => extra + 1,
+            None => 0,
+        }
+    }
+}
+
+/// Runtime configuration, read by the program on every packet, so limits change without
+/// reloading the program. `CONFIG` holds two of these: the program reads the one `ACTIVE_CONFIG`
+/// names while user space fills the other, then flips `ACTIVE_CONFIG`, so a packet never sees
+/// half of an update.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// [`CONFIG_VERSION`]; any other value (a zeroed, never written entry) means "use defaults".
+    pub version: u32,
+    /// Bits from [`flags`].
+    pub flags: u32,
+    /// Destination ports inspected, host byte order; 0 marks an unused slot.
+    pub sip_ports: [u16; MAX_SIP_PORTS],
+    /// Multiplier applied to the previous ban duration for a repeat offender.
+    pub ban_factor: u32,
+    pub _pad0: u32,
+    /// Mask applied to IPv6 source addresses before they key per-source state: /128 by default;
+    /// /64 makes a whole customer prefix one source.
+    pub ipv6_source_mask: [u8; 16],
+    /// Token buckets, indexed by [`LimitClass`].
+    pub limits: [RateLimit; LimitClass::COUNT],
+    /// First ban duration.
+    pub ban_base_ns: u64,
+    /// Cap for escalated bans.
+    pub ban_max_ns: u64,
+    /// A source quiet (not banned) for this long starts again at strike zero.
+    pub strike_decay_ns: u64,
+    /// With `EXTEND_WHILE_ACTIVE`: a banned source that keeps exceeding its bucket stays banned
+    /// at least this long after its last packet over the limit.
+    pub ban_extend_ns: u64,
+}
+
+const SECOND_NS: u64 = 1_000_000_000;
+
+impl Config {
+    /// The defaults the program and the daemon share. Chosen for a SIP edge: a phone registers
+    /// every few minutes (two REGISTERs with the digest challenge), so 5/s with a burst of 40
+    /// never touches a normal office behind one address refreshing on schedule, while a scanner
+    /// guessing passwords at hundreds per second is banned within its first 41 tries.
+    pub const DEFAULT: Config = Config {
+        version: CONFIG_VERSION,
+        flags: flags::DROP_MALFORMED | flags::EXTEND_WHILE_ACTIVE,
+        sip_ports: [DEFAULT_SIP_PORT, 0, 0, 0, 0, 0, 0, 0],
+        ban_factor: 2,
+        _pad0: 0,
+        ipv6_source_mask: [0xff; 16],
+        limits: [
+            RateLimit::per_second(5, 40),    // REGISTER
+            RateLimit::per_second(5, 20),    // INVITE
+            RateLimit::per_second(5, 30),    // OPTIONS
+            RateLimit::per_second(50, 100),  // other requests
+            RateLimit::per_second(100, 200), // ACK, BYE, CANCEL
+            RateLimit::per_second(100, 200), // responses
+            RateLimit::per_second(50, 100),  // keep-alives
+            RateLimit::per_second(10, 20),   // malformed, when passed
+        ],
+        ban_base_ns: 60 * SECOND_NS,
+        ban_max_ns: 24 * 3600 * SECOND_NS,
+        strike_decay_ns: 3600 * SECOND_NS,
+        ban_extend_ns: 60 * SECOND_NS,
+    };
+
+    pub const fn has_flag(&self, flag: u32) -> bool {
+        self.flags & flag != 0
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}

@@ -1,0 +1,31 @@
+//! Each map's name (as the program declares it and user space looks it up) and capacity.
+
+/// Map names, as the program declares them and user space looks them up.
+pub mod map_names {
+    pub const CONFIG: &str = "CONFIG";
+    pub const ACTIVE_CONFIG: &str = "ACTIVE_CONFIG";
+    pub const SOURCES: &str = "SOURCES";
+    pub const ALLOWLIST: &str = "ALLOWLIST";
+    pub const DENYLIST: &str = "DENYLIST";
+    pub const COUNTERS: &str = "COUNTERS";
+    pub const FRAGMENTS: &str = "FRAGMENTS";
+    pub const BAN_EVENTS: &str = "BAN_EVENTS";
+    pub const LIST_PRESENCE: &str = "LIST_PRESENCE";
+    pub const BANS: &str = "BANS";
+    pub const PROTECTED: &str = "PROTECTED";
+}
+
+/// Name of the XDP program in the object file.
+pub const PROGRAM_NAME: &str = "sip_xdp";
+
+/// Default capacity of the per-source LRU map (`SOURCES`).
+pub const DEFAULT_MAX_SOURCES: u32 = 131_072;
+/// Default capacity of the durable ban table (`BANS`): bans and their strikes live there until
+/// their strikes decay, out of reach of the source table's LRU eviction.
+pub const DEFAULT_MAX_BANS: u32 = 65_536;
+/// Capacity of the allowlist, denylist and protected tries.
+pub const MAX_LIST_ENTRIES: u32 = 16_384;
+/// Capacity of the first-fragment tracking LRU map.
+pub const MAX_TRACKED_FRAGMENTS: u32 = 8_192;
+/// Size of the ban event ring buffer in bytes (a power of two, a multiple of the page size).
+pub const BAN_EVENTS_BYTES: u32 = 256 * 1024;

@@ -1,0 +1,81 @@
+//! Per-source state (`SOURCES`, an LRU hash) and the durable ban table (`BANS`), with the
+//! constants that shape bans.
+
+use crate::LimitClass;
+
+/// Counting window for the per-source packet rate reported in ban events.
+pub const RATE_WINDOW_NS: u64 = 1_000_000_000;
+/// A ban that is extended while the source keeps sending is only rewritten once it would move
+/// by at least this much, so a flood does not turn every dropped packet into a map write.
+pub const BAN_EXTEND_GRANULARITY_NS: u64 = 1_000_000_000;
+/// Escalated ban durations never exceed this, whatever the configuration says (about 10 years).
+pub const BAN_DURATION_CEILING_NS: u64 = 10 * 365 * 24 * 3600 * 1_000_000_000;
+
+/// Key of per-source state: the source address, IPv4 as IPv4-mapped IPv6 (`::ffff:a.b.c.d`), so
+/// one map and one lookup serve both families.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct SourceKey {
+    pub addr: [u8; 16],
+}
+
+/// Bits of [`SourceState::ban_flags`].
+pub mod ban_flags {
+    /// The ban was recorded in monitor mode: it is reported, never enforced.
+    pub const MONITOR_ONLY: u8 = 1 << 0;
+    /// The current ban (or would-be ban) has not been reported as expired yet: the first packet
+    /// after it runs out clears this and sends a [`crate::ban_event_kind::EXPIRED`] event.
+    pub const EXPIRY_PENDING: u8 = 1 << 1;
+}
+
+/// Per-source state in the `SOURCES` LRU hash.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SourceState {
+    /// GCRA theoretical arrival time per [`LimitClass`].
+    pub tat_ns: [u64; LimitClass::COUNT],
+    /// Monotonic (CLOCK_MONOTONIC) time the current ban ends; 0 = never banned.
+    pub banned_until_ns: u64,
+    /// Length of the last ban, the base of the next escalation.
+    pub ban_duration_ns: u64,
+    /// Start of the current rate window (see [`RATE_WINDOW_NS`]).
+    pub window_start_ns: u64,
+    /// Packets from this source to SIP ports, all classes.
+    pub packets: u64,
+    /// Of those, dropped (or, in monitor mode, that would have been).
+    pub dropped: u64,
+    /// Packets in the current rate window.
+    pub window_packets: u32,
+    /// Bans so far, reset after `strike_decay_ns` without one.
+    pub strikes: u32,
+    /// [`LimitClass`] whose bucket ran dry for the current ban.
+    pub ban_class: u8,
+    /// Bits from [`ban_flags`].
+    pub ban_flags: u8,
+    pub _pad: [u8; 6],
+}
+
+/// Value of the durable ban table `BANS`: a source's ban and strike history, kept out of reach
+/// of the source table's LRU eviction until its strikes decay. The program writes it with every
+/// ban and every extension, and reads it when a source missing from `SOURCES` comes back.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct BanRecord {
+    /// Monotonic time the ban ends.
+    pub banned_until_ns: u64,
+    /// Length of the last ban, the base of the next escalation.
+    pub ban_duration_ns: u64,
+    pub strikes: u32,
+    /// [`LimitClass`] whose bucket ran dry.
+    pub ban_class: u8,
+    /// Bits from [`ban_flags`].
+    pub ban_flags: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Maps an IPv4 address to the 16-byte form used in keys.
+pub const fn ipv4_mapped(octets: [u8; 4]) -> [u8; 16] {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, octets[0], octets[1], octets[2], octets[3],
+    ]
+}
