@@ -30,8 +30,8 @@ pub enum MethodClass {
     /// Not UDP to a SIP port: never inspected further.
     NotSip,
     /// What the parser cannot resolve within its bounds, so it cannot prove the packet is not
-    /// UDP to a SIP port: IPv6 extension-header chains longer than [`MAX_IPV6_EXT_HEADERS`] or
-    /// past [`MAX_L4_OFFSET`], a first fragment that does not hold its UDP header, an IPv6
+    /// UDP to a SIP port: IPv6 extension-header chains longer than [`MAX_IPV6_EXT_HEADERS`](crate::MAX_IPV6_EXT_HEADERS) or
+    /// past [`MAX_L4_OFFSET`](crate::MAX_L4_OFFSET), a first fragment that does not hold its UDP header, an IPv6
     /// source in the IPv4-mapped range (`::ffff:0:0/96`, never valid on the wire).
     Unparsed,
 }

@@ -24,7 +24,7 @@ pub struct BanEvent {
     pub strikes: u32,
     /// A [`ban_event_kind`] value.
     pub kind: u8,
-    /// The [`LimitClass`] that ran dry.
+    /// The [`LimitClass`](crate::LimitClass) that ran dry.
     pub limit_class: u8,
     pub _pad: [u8; 6],
 }

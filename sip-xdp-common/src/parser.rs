@@ -12,8 +12,8 @@ pub const MAX_REQUEST_LINE_SCAN: usize = 192;
 pub const MAX_KEEPALIVE_LEN: usize = 16;
 /// How many IPv6 extension headers the parser walks. A chain that does not reach its
 /// upper-layer header within this many (or within [`MAX_L4_OFFSET`] bytes) cannot be proven not
-/// to be SIP: it is counted as [`MethodClass::Unparsed`] and dropped unless
-/// [`flags::PASS_UNPARSED`] is set.
+/// to be SIP: it is counted as [`MethodClass::Unparsed`](crate::MethodClass::Unparsed) and dropped unless
+/// [`flags::PASS_UNPARSED`](crate::flags::PASS_UNPARSED) is set.
 pub const MAX_IPV6_EXT_HEADERS: usize = 6;
 /// Deepest offset (from the start of the frame) at which the parser reads a UDP header; it keeps
 /// every packet offset provably small for the verifier. No real SIP packet needs more.
