@@ -10,7 +10,7 @@ use plotters::{
 };
 
 use super::{
-    Context, Mode,
+    context::{Context, Mode},
     measurement::{Summary, find},
     report::thousands,
     setups::Setup,

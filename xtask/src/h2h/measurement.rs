@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result, ensure};
 use sip_xdp_tests::netns::{SERVER_IF, SERVER_V4, VethPair};
 
 use super::{
-    Context, FLOOD_SOURCE, Mode, PHONE_SOURCE, SIP_PORT,
+    context::{Context, FLOOD_SOURCE, Mode, PHONE_SOURCE, SIP_PORT},
     counters::{CpuTimes, VethStats, ksoftirqd_runtime_ns, thread_cpu_ns, udp_rcvbuf_errors},
     setups::{Installed, REGISTER_BURST, REGISTER_RATE_PER_S, Setup, install},
     traffic::{

@@ -13,7 +13,7 @@ use aya::maps::MapData;
 use sip_xdp::loader::{PINNED_MAPS, PinDir};
 use sip_xdp_tests::netns::{SERVER_IF, VethPair};
 
-use super::{Context, setups::SipXdpInstall};
+use super::{context::Context, setups::SipXdpInstall};
 
 pub(super) struct MapMemory {
     pub(super) name: &'static str,

@@ -11,6 +11,7 @@
 //! and the frame sender.
 mod bpf;
 mod chart;
+mod context;
 mod counters;
 mod measurement;
 mod memory;
@@ -21,76 +22,48 @@ mod traffic;
 use std::{
     collections::BTreeMap,
     fs,
-    net::Ipv4Addr,
     path::{Path, PathBuf},
     process::Command,
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use anyhow::{Context as _, Result, anyhow, ensure};
-use sip_xdp_tests::netns::{CLIENT_V4_A, CLIENT_V4_B};
 
 use self::{
+    context::{Context, IDLE_SAMPLE, Mode},
     counters::{CpuTimes, ksoftirqd_pid},
     measurement::{Sample, Summary, measure, summarize},
     setups::Setup,
 };
-use crate::H2hArgs;
 
-/// The flooding source and the phone that keeps registering through the flood.
-const FLOOD_SOURCE: Ipv4Addr = CLIENT_V4_A;
-const PHONE_SOURCE: Ipv4Addr = CLIENT_V4_B;
-const SIP_PORT: u16 = 5060;
-const CLIENT_PORT: u16 = 5062;
-/// Idle softirq is measured over this long before the runs (reported, not subtracted).
-const IDLE_SAMPLE: Duration = Duration::from_secs(2);
-
-/// How the flood reaches the server's interface.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) enum Mode {
-    /// Pre-built frames handed to the client veth by XDP (BPF_PROG_TEST_RUN live frames):
-    /// they reach the server side as XDP frames, with no socket buffer yet, as from a NIC.
-    Frames,
-    /// `sendmmsg` on a UDP socket: every packet is a socket buffer built by the client's stack
-    /// before it crosses the veth.
-    Socket,
-}
-
-impl Mode {
-    pub(super) const ALL: [Mode; 2] = [Mode::Frames, Mode::Socket];
-
-    pub(super) fn packets(self, ctx: &Context) -> u32 {
-        match self {
-            Mode::Frames => ctx.frame_packets,
-            Mode::Socket => ctx.socket_packets,
-        }
-    }
-
-    pub(super) fn name(self) -> &'static str {
-        match self {
-            Mode::Frames => "frames",
-            Mode::Socket => "socket",
-        }
-    }
-
-    pub(super) fn title(self) -> &'static str {
-        match self {
-            Mode::Frames => "NIC-like path: pre-built frames arrive as XDP frames",
-            Mode::Socket => "socket path: packets arrive as socket buffers from a local UDP socket",
-        }
-    }
-}
-
-/// Workspace paths and the choices every run shares.
-pub(super) struct Context {
-    pub(super) root: PathBuf,
-    pub(super) bin: PathBuf,
-    pub(super) frame_packets: u32,
-    pub(super) socket_packets: u32,
-    pub(super) sender_cpu: usize,
-    pub(super) receiver_cpu: usize,
-    pub(super) user_hz: u64,
-    pub(super) ksoftirqd_pid: u32,
+#[derive(clap::Args, Debug)]
+pub struct H2hArgs {
+    /// Flood REGISTERs per run in frames mode (pre-built frames; every setup sends the same
+    /// count).
+    #[arg(long, default_value_t = 4_000_000)]
+    pub frame_packets: u32,
+    /// Flood REGISTERs per run in socket mode (sendmmsg on a UDP socket; a slower sender).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub socket_packets: u32,
+    /// Runs per setup, interleaved; the report gives their median.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Where REPORT.md and h2h.png go (default: bench/h2h at the workspace root).
+    #[arg(long)]
+    pub output_dir: Option<PathBuf>,
+    /// Use this sip-xdp binary instead of building the release one.
+    #[arg(long)]
+    pub sip_xdp_bin: Option<PathBuf>,
+    /// CPU the flood sender is pinned to (veth's receive softirq runs there too).
+    #[arg(long, default_value_t = 1)]
+    pub sender_cpu: usize,
+    /// CPU the server's socket-reading thread is pinned to.
+    #[arg(long, default_value_t = 0)]
+    pub receiver_cpu: usize,
+    /// Quick checks: run only these modes or setups (`frames`, `nftables`, `Frames/SipXdp`),
+    /// print the runs and write no report.
+    #[arg(long, hide = true, value_delimiter = ',')]
+    pub only: Vec<String>,
 }
 
 pub fn run(args: &H2hArgs) -> Result<()> {
@@ -147,6 +120,7 @@ pub fn run(args: &H2hArgs) -> Result<()> {
         bin,
         frame_packets: args.frame_packets,
         socket_packets: args.socket_packets,
+        runs: args.runs,
         sender_cpu: args.sender_cpu,
         receiver_cpu: args.receiver_cpu,
         user_hz,
@@ -219,7 +193,6 @@ pub fn run(args: &H2hArgs) -> Result<()> {
         .with_context(|| format!("drawing {}", chart.display()))?;
     let report = report::report(
         &env,
-        args,
         &ctx,
         &samples,
         &summaries,

@@ -5,8 +5,8 @@ use std::{collections::BTreeMap, fmt::Write as _, fs, process::Command, time::Du
 use sip_xdp_tests::netns::{SERVER_IF, SERVER_V4};
 
 use super::{
-    Context, FLOOD_SOURCE, IDLE_SAMPLE, Mode, PHONE_SOURCE, SIP_PORT,
     bpf::FRAME_BATCH,
+    context::{Context, FLOOD_SOURCE, IDLE_SAMPLE, Mode, PHONE_SOURCE, SIP_PORT},
     measurement::{Sample, Summary, find},
     memory::Memory,
     setups::{ALLOWLISTED, Setup},
@@ -14,7 +14,6 @@ use super::{
         PHONE_INTERVAL, RECV_BATCH, RECV_QUIET, SEND_BATCH, SERVER_RCVBUF_BYTES, flood_payload,
     },
 };
-use crate::H2hArgs;
 
 pub(super) struct Environment {
     pub(super) date: String,
@@ -224,7 +223,6 @@ fn mode_section(w: &mut String, mode: Mode, summaries: &[Summary], packets: u32)
 #[allow(clippy::too_many_arguments)]
 pub(super) fn report(
     env: &Environment,
-    args: &H2hArgs,
     ctx: &Context,
     samples: &BTreeMap<(Mode, Setup), Vec<Sample>>,
     summaries: &[Summary],
@@ -253,9 +251,9 @@ pub(super) fn report(
         w,
         "| Command | `sudo cargo xtask h2h --frame-packets {} --socket-packets {} --runs {}` (as \
          root; {:.0} s, not counting the sip-xdp release build) |",
-        args.frame_packets,
-        args.socket_packets,
-        args.runs,
+        ctx.frame_packets,
+        ctx.socket_packets,
+        ctx.runs,
         elapsed.as_secs_f64()
     );
     let _ = writeln!(w, "| Kernel | {} |", env.kernel);
@@ -277,9 +275,9 @@ pub(super) fn report(
         "Issue 4's target: sip-xdp spends at most a quarter of nftables' kernel CPU per dropped \
          packet. Measured (median of {} runs of {} packets in frames mode, {} in socket \
          mode):\n",
-        args.runs,
-        thousands(u64::from(args.frame_packets)),
-        thousands(u64::from(args.socket_packets)),
+        ctx.runs,
+        thousands(u64::from(ctx.frame_packets)),
+        thousands(u64::from(ctx.socket_packets)),
     );
     let _ = writeln!(
         w,
@@ -324,7 +322,7 @@ pub(super) fn report(
         let _ = writeln!(w, "| {} | {} |", setup.name(), setup.what());
     }
 
-    let _ = writeln!(w, "\n## Results (median of {} runs)", args.runs);
+    let _ = writeln!(w, "\n## Results (median of {} runs)", ctx.runs);
     let _ = writeln!(
         w,
         "\nCPU figures are receiver-side CPU time per packet that reached the server's veth, in \
@@ -440,8 +438,8 @@ pub(super) fn report(
          builds the socket buffer from the frame — as a NIC driver does. **Socket mode**: \
          `sendmmsg` ({SEND_BATCH} per call) on a connected UDP socket, so each packet is a \
          socket buffer built by the client's stack before it crosses the veth.",
-        thousands(u64::from(args.frame_packets)),
-        thousands(u64::from(args.socket_packets)),
+        thousands(u64::from(ctx.frame_packets)),
+        thousands(u64::from(ctx.socket_packets)),
         flood_payload().len(),
         ctx.sender_cpu,
     );

@@ -14,7 +14,7 @@ use sip_xdp::{loader::PinDir, maps::SipMaps};
 use sip_xdp_common::{MethodClass, Verdict};
 use sip_xdp_tests::netns::{SERVER_IF, VethPair};
 
-use super::{Context, bpf};
+use super::{bpf, context::Context};
 
 /// In every setup's allowlist, never sends: the lookup costs what it costs in production.
 pub(super) const ALLOWLISTED: &str = "198.51.100.200/32";

@@ -18,7 +18,11 @@ use sip_xdp_tests::{
     packet,
 };
 
-use super::{CLIENT_PORT, FLOOD_SOURCE, PHONE_SOURCE, SIP_PORT, bpf, counters::thread_cpu_ns};
+use super::{
+    bpf,
+    context::{CLIENT_PORT, FLOOD_SOURCE, PHONE_SOURCE, SIP_PORT},
+    counters::thread_cpu_ns,
+};
 
 /// The phone: one REGISTER this often, below the 5/s limit, so every one of them must arrive.
 pub(super) const PHONE_INTERVAL: Duration = Duration::from_millis(250);
