@@ -3,6 +3,7 @@ mod bench;
 mod deb;
 mod demo;
 mod h2h;
+mod host;
 
 use clap::{Parser, Subcommand};
 

@@ -1,9 +1,8 @@
 //! The measuring: the three programs loaded once (`Bench`), one BPF_PROG_TEST_RUN of a case
-//! checked against its action and counter, the banned source set up, the programs' sizes, and
-//! the thread pinned and raised to SCHED_FIFO while it measures.
+//! checked against its action and counter, the banned source set up, and the programs' sizes.
 use std::{fs, path::Path};
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result, ensure};
 use aya::{
     Ebpf, EbpfLoader,
     programs::{ProgramInfo, TestRun as _, TestRunOptions, Xdp},
@@ -214,44 +213,4 @@ pub(super) fn facts(name: &'static str, info: ProgramInfo) -> ProgramFacts {
         xlated_bytes: info.size_translated(),
         jited_bytes: info.size_jitted(),
     }
-}
-
-pub(super) fn pin_to_cpu(cpu: Option<usize>) -> Result<usize> {
-    let cpu = match cpu {
-        Some(cpu) => cpu,
-        None => {
-            // SAFETY: no preconditions.
-            let current = unsafe { libc::sched_getcpu() };
-            ensure!(current >= 0, "sched_getcpu failed");
-            current as usize
-        }
-    };
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and sched_setaffinity get valid
-    // pointers to it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
-            bail!(
-                "cannot pin to CPU {cpu}: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-    }
-    Ok(cpu)
-}
-
-/// SCHED_FIFO priority 1 while measuring, so other work on this CPU (builds, say) does not run
-/// in the middle of a measurement; the kernel's RT throttling still leaves it 5% of each second.
-pub(super) fn set_realtime(on: bool) -> bool {
-    let param = libc::sched_param {
-        sched_priority: if on { 1 } else { 0 },
-    };
-    let policy = if on {
-        libc::SCHED_FIFO
-    } else {
-        libc::SCHED_OTHER
-    };
-    // SAFETY: valid pointer to a sched_param.
-    unsafe { libc::sched_setscheduler(0, policy, &param) == 0 }
 }

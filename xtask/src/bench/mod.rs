@@ -23,9 +23,10 @@ use sip_xdp::reference::{REF_LRU_PROGRAM, REF_PASS_PROGRAM};
 
 use self::{
     cases::{Lists, Subject, cases},
-    measurement::{Bench, MIN_REPEAT, facts, pin_to_cpu, set_realtime},
+    measurement::{Bench, MIN_REPEAT, facts},
     report::{Method, environment, report},
 };
+use crate::host;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -101,7 +102,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let mut cases = cases();
 
-    let cpu = pin_to_cpu(args.cpu)?;
+    let cpu = match args.cpu {
+        Some(cpu) => cpu,
+        None => host::current_cpu()?,
+    };
+    host::pin_to_cpu(cpu)?;
     // Warm-up: creates per-source state, faults in the maps, and checks every case once.
     let warmup = (args.repeat / 10).max(1);
     for case in &cases {
@@ -109,7 +114,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .measure(case, warmup)
             .with_context(|| format!("warm-up of {}", case.name))?;
     }
-    let realtime = !args.no_realtime && set_realtime(true);
+    let realtime = !args.no_realtime && host::set_realtime(true);
     eprintln!(
         "measuring {} cases × {} runs × {} repeats on CPU {cpu}{}",
         cases.len(),
@@ -130,7 +135,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Ok(())
     })();
     if realtime {
-        set_realtime(false);
+        host::set_realtime(false);
     }
     measured?;
 

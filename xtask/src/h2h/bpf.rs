@@ -1,11 +1,9 @@
 //! The raw BPF commands h2h issues itself: loading its two tiny XDP programs (the XDP_DROP
 //! floor, the frame sender's redirect), a native XDP link, and the live-frames test run.
-use std::{
-    io,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-};
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 
-use anyhow::{Context as _, Result, ensure};
+use anyhow::{Context as _, Result};
+use sip_xdp::loader;
 use sip_xdp_tests::netns::SERVER_IF;
 
 const BPF_PROG_LOAD: libc::c_long = 5;
@@ -40,20 +38,27 @@ struct LinkCreateAttr {
     flags: u32,
 }
 
-fn bpf<T>(cmd: libc::c_long, attr: &mut T, what: &str) -> Result<OwnedFd> {
-    // SAFETY: `attr` is a repr(C) prefix of union bpf_attr, its size passed alongside; the
-    // kernel treats the rest as zero.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            std::ptr::from_mut(attr),
-            size_of::<T>() as libc::c_uint,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error()).with_context(|| what.to_owned());
+/// Command `cmd` through sip-xdp's own bpf(2) wrapper: `attr` (one of the repr(C) attrs
+/// above, integers only, no padding) is copied into the zero-padded union bpf_attr it takes;
+/// what the kernel writes back into the union is not read.
+fn bpf<T>(cmd: libc::c_long, attr: &T) -> std::io::Result<libc::c_long> {
+    let mut words = [0u64; 16];
+    const { assert!(size_of::<T>() <= size_of::<[u64; 16]>()) };
+    // SAFETY: `attr` is a live T of size_of::<T>() initialized bytes (no padding), which fit in
+    // `words` (asserted above); the two do not overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            std::ptr::from_ref(attr).cast::<u8>(),
+            words.as_mut_ptr().cast::<u8>(),
+            size_of::<T>(),
+        );
     }
+    loader::bpf(cmd, &mut words)
+}
+
+/// `bpf` for a command that returns a new fd.
+fn bpf_fd<T>(cmd: libc::c_long, attr: &T, what: &str) -> Result<OwnedFd> {
+    let fd = bpf(cmd, attr).with_context(|| what.to_owned())?;
     // SAFETY: a new fd the kernel just returned, owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
 }
@@ -66,6 +71,7 @@ pub(super) const FRAME_BATCH: u32 = 64;
 const FRAME_CHUNK: u32 = 100_000;
 
 #[repr(C)]
+#[derive(Default)]
 struct TestRunAttr {
     prog_fd: u32,
     retval: u32,
@@ -82,7 +88,7 @@ struct TestRunAttr {
     flags: u32,
     cpu: u32,
     batch_size: u32,
-    /// The kernel rejects non-zero bytes after batch_size: keep the tail padding explicit.
+    /// Keeps the struct free of padding bytes (what follows batch_size must be zero).
     pad: u32,
 }
 
@@ -98,7 +104,7 @@ pub(super) fn load_redirect_program(ifindex: u32) -> Result<OwnedFd> {
     let license = c"GPL";
     let mut name = [0u8; 16];
     name[..12].copy_from_slice(b"h2h_redirect");
-    let mut load = ProgLoadAttr {
+    let load = ProgLoadAttr {
         prog_type: BPF_PROG_TYPE_XDP,
         insn_cnt: insns.len() as u32,
         insns: insns.as_ptr() as u64,
@@ -106,9 +112,9 @@ pub(super) fn load_redirect_program(ifindex: u32) -> Result<OwnedFd> {
         prog_name: name,
         ..Default::default()
     };
-    bpf(
+    bpf_fd(
         BPF_PROG_LOAD,
-        &mut load,
+        &load,
         "loading the frame sender's redirect program (BPF_PROG_LOAD)",
     )
 }
@@ -122,7 +128,7 @@ pub(super) fn attach_xdp_drop() -> Result<(OwnedFd, OwnedFd)> {
     let license = c"GPL";
     let mut name = [0u8; 16];
     name[..8].copy_from_slice(b"h2h_drop");
-    let mut load = ProgLoadAttr {
+    let load = ProgLoadAttr {
         prog_type: BPF_PROG_TYPE_XDP,
         insn_cnt: insns.len() as u32,
         insns: insns.as_ptr() as u64,
@@ -131,27 +137,21 @@ pub(super) fn attach_xdp_drop() -> Result<(OwnedFd, OwnedFd)> {
         expected_attach_type: BPF_XDP,
         ..Default::default()
     };
-    let prog = bpf(
+    let prog = bpf_fd(
         BPF_PROG_LOAD,
-        &mut load,
+        &load,
         "loading the XDP_DROP program (BPF_PROG_LOAD)",
     )?;
-    let iface = std::ffi::CString::new(SERVER_IF).expect("no NUL");
-    // SAFETY: a NUL-terminated name.
-    let ifindex = unsafe { libc::if_nametoindex(iface.as_ptr()) };
-    ensure!(
-        ifindex != 0,
-        "{SERVER_IF} not found in the server namespace"
-    );
-    let mut link = LinkCreateAttr {
+    let ifindex = loader::if_index(SERVER_IF).context("in the server namespace")?;
+    let link = LinkCreateAttr {
         prog_fd: prog.as_raw_fd() as u32,
         target_ifindex: ifindex,
         attach_type: BPF_XDP,
         flags: XDP_FLAGS_DRV_MODE,
     };
-    let link = bpf(
+    let link = bpf_fd(
         BPF_LINK_CREATE,
-        &mut link,
+        &link,
         "attaching the XDP_DROP program natively (BPF_LINK_CREATE)",
     )?;
     Ok((prog, link))
@@ -163,28 +163,18 @@ pub(super) fn send_live_frames(prog: &OwnedFd, frame: &[u8], count: u32) -> Resu
     let mut sent = 0u64;
     while sent < u64::from(count) {
         let repeat = (u64::from(count) - sent).min(u64::from(FRAME_CHUNK)) as u32;
-        // SAFETY: all-zero is a valid attr (padding included); fields set below.
-        let mut attr: TestRunAttr = unsafe { std::mem::zeroed() };
-        attr.prog_fd = prog.as_raw_fd() as u32;
-        attr.data_size_in = frame.len() as u32;
-        attr.data_in = frame.as_ptr() as u64;
-        attr.repeat = repeat;
-        attr.flags = BPF_F_TEST_XDP_LIVE_FRAMES;
-        attr.batch_size = FRAME_BATCH;
-        // SAFETY: a repr(C) prefix of bpf_attr's test member with its size; data_in points at
-        // `frame`, alive across the call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_PROG_TEST_RUN,
-                &raw mut attr,
-                size_of::<TestRunAttr>() as libc::c_uint,
-            )
+        // data_in points at `frame`, alive across the call.
+        let attr = TestRunAttr {
+            prog_fd: prog.as_raw_fd() as u32,
+            data_size_in: frame.len() as u32,
+            data_in: frame.as_ptr() as u64,
+            repeat,
+            flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+            batch_size: FRAME_BATCH,
+            ..Default::default()
         };
-        if rc != 0 {
-            return Err(io::Error::last_os_error())
-                .context("BPF_PROG_TEST_RUN in live-frames mode (the frame sender)");
-        }
+        bpf(BPF_PROG_TEST_RUN, &attr)
+            .context("BPF_PROG_TEST_RUN in live-frames mode (the frame sender)")?;
         sent += u64::from(repeat);
     }
     Ok(sent)

@@ -17,10 +17,11 @@ use super::{
     counters::{CpuTimes, VethStats, ksoftirqd_runtime_ns, thread_cpu_ns, udp_rcvbuf_errors},
     setups::{Installed, REGISTER_BURST, REGISTER_RATE_PER_S, Setup, install},
     traffic::{
-        client_socket, flood_payload, pin_to_cpu, receive, run_phone, send_flood, send_frames,
-        server_socket, set_gro,
+        client_socket, flood_payload, receive, run_phone, send_flood, send_frames, server_socket,
+        set_gro,
     },
 };
+use crate::host;
 
 /// One run of one setup.
 #[derive(Clone, Debug, Default)]
@@ -182,7 +183,7 @@ pub(super) fn measure(mode: Mode, setup: Setup, ctx: &Context) -> Result<Sample>
             let phone_thread = s.spawn(move || run_phone(&phone, &phone_stop));
             let flood_thread = s.spawn(|| -> Result<(u64, Duration, u64)> {
                 let timed = |send: &dyn Fn() -> Result<u64>| {
-                    pin_to_cpu(ctx.sender_cpu)?;
+                    host::pin_to_cpu(ctx.sender_cpu)?;
                     let start = Instant::now();
                     let cpu_start = thread_cpu_ns();
                     let sent = send()?;

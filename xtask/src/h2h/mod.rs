@@ -35,6 +35,7 @@ use self::{
     measurement::{Sample, Summary, measure, summarize},
     setups::Setup,
 };
+use crate::host;
 
 #[derive(clap::Args, Debug)]
 pub struct H2hArgs {
@@ -94,8 +95,7 @@ pub fn run(args: &H2hArgs) -> Result<()> {
         .unwrap_or_else(|| root.join("bench/h2h"));
     fs::create_dir_all(&output_dir)
         .with_context(|| format!("creating {}", output_dir.display()))?;
-    // SAFETY: no preconditions.
-    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
+    let cpus = host::online_cpus();
     ensure!(
         args.sender_cpu < cpus && args.receiver_cpu < cpus,
         "--sender-cpu {} / --receiver-cpu {}: this machine has CPUs 0..{}",
@@ -126,7 +126,7 @@ pub fn run(args: &H2hArgs) -> Result<()> {
         user_hz,
         ksoftirqd_pid: ksoftirqd_pid(args.sender_cpu)?,
     };
-    let env = report::environment(cpus);
+    let env = report::environment();
     let started = Instant::now();
 
     let idle_before = CpuTimes::read()?;

@@ -1,6 +1,6 @@
 //! REPORT.md: the machine, the summary against issue 4's target, the setups, the medians per
 //! mode, sip-xdp's memory, every run, the method and the caveats.
-use std::{collections::BTreeMap, fmt::Write as _, fs, process::Command, time::Duration};
+use std::{collections::BTreeMap, fmt::Write as _, process::Command, time::Duration};
 
 use sip_xdp_tests::netns::{SERVER_IF, SERVER_V4};
 
@@ -14,67 +14,25 @@ use super::{
         PHONE_INTERVAL, RECV_BATCH, RECV_QUIET, SEND_BATCH, SERVER_RCVBUF_BYTES, flood_payload,
     },
 };
+use crate::host::{Machine, Untracked, command_output, read_trimmed};
 
+/// The machine, and the netfilter tools measured against sip-xdp.
 pub(super) struct Environment {
-    pub(super) date: String,
-    pub(super) kernel: String,
-    pub(super) cpu_model: String,
-    pub(super) cpus: usize,
-    pub(super) loadavg: String,
-    pub(super) commit: String,
-    pub(super) nft: String,
-    pub(super) iptables: String,
+    machine: Machine,
+    loadavg: String,
+    nft: String,
+    iptables: String,
 }
 
-fn command_output(program: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(program).args(args).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-fn read_trimmed(path: &str) -> String {
-    fs::read_to_string(path)
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".to_owned())
-}
-
-pub(super) fn environment(cpus: usize) -> Environment {
-    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let field = |name: &str| {
-        cpuinfo.lines().find_map(|l| {
-            let (key, value) = l.split_once(':')?;
-            (key.trim() == name).then(|| value.trim().to_owned())
-        })
-    };
-    let mut cpu_model = field("model name").unwrap_or_else(|| "unknown".to_owned());
-    if let (Some(family), Some(model)) = (field("cpu family"), field("model")) {
-        let _ = write!(cpu_model, " (family {family}, model {model})");
-    }
-    let commit = match command_output("git", &["rev-parse", "--short", "HEAD"]) {
-        Some(rev) => {
-            let dirty = command_output("git", &["status", "--porcelain", "--untracked-files=no"])
-                .is_some_and(|s| !s.is_empty());
-            if dirty {
-                format!("{rev} + uncommitted changes")
-            } else {
-                rev
-            }
-        }
-        None => "unknown".to_owned(),
-    };
+pub(super) fn environment() -> Environment {
     let unknown = || "unknown".to_owned();
     Environment {
-        date: command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_else(unknown),
-        kernel: read_trimmed("/proc/sys/kernel/osrelease"),
-        cpu_model,
-        cpus,
+        machine: Machine::read(Untracked::Ignore),
         loadavg: read_trimmed("/proc/loadavg")
             .split_whitespace()
             .take(3)
             .collect::<Vec<_>>()
             .join(" "),
-        commit,
         nft: command_output("nft", &["-v"]).unwrap_or_else(unknown),
         iptables: command_output("iptables", &["-V"]).unwrap_or_else(unknown),
     }
@@ -246,7 +204,7 @@ pub(super) fn report(
         "![receiver-side CPU per packet and packets delivered, per setup](h2h.png)\n"
     );
     let _ = writeln!(w, "| | |\n|---|---|");
-    let _ = writeln!(w, "| Date | {} |", env.date);
+    let _ = writeln!(w, "| Date | {} |", env.machine.date);
     let _ = writeln!(
         w,
         "| Command | `sudo cargo xtask h2h --frame-packets {} --socket-packets {} --runs {}` (as \
@@ -256,14 +214,18 @@ pub(super) fn report(
         ctx.runs,
         elapsed.as_secs_f64()
     );
-    let _ = writeln!(w, "| Kernel | {} |", env.kernel);
-    let _ = writeln!(w, "| CPU | {}, {} cores online |", env.cpu_model, env.cpus);
+    let _ = writeln!(w, "| Kernel | {} |", env.machine.kernel);
+    let _ = writeln!(
+        w,
+        "| CPU | {}, {} cores online |",
+        env.machine.cpu_model, env.machine.cpus
+    );
     let _ = writeln!(
         w,
         "| Load average at start | {} (other work shared the machine's CPUs) |",
         env.loadavg
     );
-    let _ = writeln!(w, "| Commit | {} |", env.commit);
+    let _ = writeln!(w, "| Commit | {} |", env.machine.commit);
     let _ = writeln!(w, "| Tools | {}; {} |", env.nft, env.iptables);
     let _ = writeln!(w, "| sip-xdp binary | `{}` |", ctx.bin.display());
 
@@ -493,7 +455,7 @@ pub(super) fn report(
          the machine in the window: idle, that ran at {:.1} ms per second over {} s before the \
          runs (not subtracted). The load average above says how busy the rest of the machine \
          was. The *sending CPU* column is exact and backs the differences.",
-        env.cpus,
+        env.machine.cpus,
         kernel_hz().map_or_else(|| "?".to_owned(), |hz| hz.to_string()),
         ctx.user_hz,
         idle_softirq_ms_per_s,

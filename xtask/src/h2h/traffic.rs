@@ -12,7 +12,8 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result, ensure};
+use sip_xdp::loader;
 use sip_xdp_tests::{
     netns::{CLIENT_IF, CLIENT_MAC, SERVER_MAC, SERVER_V4},
     packet,
@@ -23,6 +24,7 @@ use super::{
     context::{CLIENT_PORT, FLOOD_SOURCE, PHONE_SOURCE, SIP_PORT},
     counters::thread_cpu_ns,
 };
+use crate::host;
 
 /// The phone: one REGISTER this often, below the 5/s limit, so every one of them must arrive.
 pub(super) const PHONE_INTERVAL: Duration = Duration::from_millis(250);
@@ -111,13 +113,7 @@ pub(super) fn send_frames(payload: &[u8], count: u32) -> Result<u64> {
     let mut frame = frame.build();
     frame[0..6].copy_from_slice(&mac_bytes(SERVER_MAC)?);
     frame[6..12].copy_from_slice(&mac_bytes(CLIENT_MAC)?);
-    let iface = std::ffi::CString::new(CLIENT_IF).expect("no NUL");
-    // SAFETY: a NUL-terminated name.
-    let ifindex = unsafe { libc::if_nametoindex(iface.as_ptr()) };
-    ensure!(
-        ifindex != 0,
-        "{CLIENT_IF} not found in the client namespace"
-    );
+    let ifindex = loader::if_index(CLIENT_IF).context("in the client namespace")?;
     let prog = bpf::load_redirect_program(ifindex)?;
     bpf::send_live_frames(&prog, &frame, count)
 }
@@ -201,7 +197,7 @@ pub(super) struct Received {
 /// The SIP server's reading loop: `recvmmsg` until `stop` is set and the socket has been quiet
 /// for RECV_QUIET. Counts datagrams by source; its own CPU time is the server thread's cost.
 pub(super) fn receive(socket: &UdpSocket, stop: &AtomicBool, cpu: usize) -> Result<Received> {
-    pin_to_cpu(cpu)?;
+    host::pin_to_cpu(cpu)?;
     let mut buffers = vec![[0u8; 2048]; RECV_BATCH];
     // SAFETY: all-zero is a valid sockaddr_in.
     let mut addrs: Vec<libc::sockaddr_in> = vec![unsafe { std::mem::zeroed() }; RECV_BATCH];
@@ -271,20 +267,4 @@ pub(super) fn receive(socket: &UdpSocket, stop: &AtomicBool, cpu: usize) -> Resu
     }
     received.cpu_ns = thread_cpu_ns() - start;
     Ok(received)
-}
-
-pub(super) fn pin_to_cpu(cpu: usize) -> Result<()> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and sched_setaffinity get valid
-    // pointers to it. Only the calling thread is affected.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
-            bail!(
-                "cannot pin a thread to CPU {cpu}: {}",
-                io::Error::last_os_error()
-            );
-        }
-    }
-    Ok(())
 }
