@@ -92,6 +92,23 @@ struct TestRunAttr {
     pad: u32,
 }
 
+/// Loads `insns` as an XDP program named `name` (at most 15 bytes).
+fn load_xdp(insns: &[u64], name: &str, expected_attach_type: u32, what: &str) -> Result<OwnedFd> {
+    let license = c"GPL";
+    let mut prog_name = [0u8; 16];
+    prog_name[..name.len()].copy_from_slice(name.as_bytes());
+    let load = ProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_XDP,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        prog_name,
+        expected_attach_type,
+        ..Default::default()
+    };
+    bpf_fd(BPF_PROG_LOAD, &load, what)
+}
+
 /// Loads `r0 = bpf_redirect(ifindex, 0); exit` as an XDP program.
 pub(super) fn load_redirect_program(ifindex: u32) -> Result<OwnedFd> {
     const BPF_FUNC_REDIRECT: u64 = 23;
@@ -101,20 +118,10 @@ pub(super) fn load_redirect_program(ifindex: u32) -> Result<OwnedFd> {
         0x85 | (BPF_FUNC_REDIRECT << 32),                // call bpf_redirect
         0x95,                                            // exit
     ];
-    let license = c"GPL";
-    let mut name = [0u8; 16];
-    name[..12].copy_from_slice(b"h2h_redirect");
-    let load = ProgLoadAttr {
-        prog_type: BPF_PROG_TYPE_XDP,
-        insn_cnt: insns.len() as u32,
-        insns: insns.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        prog_name: name,
-        ..Default::default()
-    };
-    bpf_fd(
-        BPF_PROG_LOAD,
-        &load,
+    load_xdp(
+        &insns,
+        "h2h_redirect",
+        0,
         "loading the frame sender's redirect program (BPF_PROG_LOAD)",
     )
 }
@@ -125,21 +132,10 @@ pub(super) fn attach_xdp_drop() -> Result<(OwnedFd, OwnedFd)> {
     const XDP_DROP: u64 = 1;
     // mov64 r0, XDP_DROP (opcode 0xb7, imm in the high 32 bits); exit (0x95).
     let insns: [u64; 2] = [0xb7 | (XDP_DROP << 32), 0x95];
-    let license = c"GPL";
-    let mut name = [0u8; 16];
-    name[..8].copy_from_slice(b"h2h_drop");
-    let load = ProgLoadAttr {
-        prog_type: BPF_PROG_TYPE_XDP,
-        insn_cnt: insns.len() as u32,
-        insns: insns.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        prog_name: name,
-        expected_attach_type: BPF_XDP,
-        ..Default::default()
-    };
-    let prog = bpf_fd(
-        BPF_PROG_LOAD,
-        &load,
+    let prog = load_xdp(
+        &insns,
+        "h2h_drop",
+        BPF_XDP,
         "loading the XDP_DROP program (BPF_PROG_LOAD)",
     )?;
     let ifindex = loader::if_index(SERVER_IF).context("in the server namespace")?;
