@@ -357,3 +357,16 @@ pub(super) fn cases() -> Vec<Case> {
         ),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_give_median_best_and_worst() {
+        let s = stats(vec![5.0, 1.0, 3.0]);
+        assert_eq!((s.median, s.best, s.worst), (3.0, 1.0, 5.0));
+        assert_eq!(stats(vec![4.0, 1.0, 2.0, 3.0]).median, 2.5);
+        assert_eq!(stats(Vec::new()).median, 0.0);
+    }
+}

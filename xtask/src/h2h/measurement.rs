@@ -309,3 +309,33 @@ fn check(setup: Setup, sample: &Sample) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_skips_what_is_not_a_number() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, f64::NAN, 2.0, 3.0]), 2.5);
+        assert!(median(vec![f64::NAN]).is_nan());
+    }
+
+    #[test]
+    fn per_packet_figures_count_what_reached_the_server_veth() {
+        let sample = Sample {
+            flood_sent: 1000,
+            phone_sent: 10,
+            flood_delivered: 40,
+            phone_delivered: 10,
+            veth_dropped: 10,
+            softirq_ns: 100_000,
+            ..Sample::default()
+        };
+        assert_eq!(sample.packets(), 1000);
+        assert_eq!(sample.dropped(), 950);
+        assert_eq!(sample.softirq_ns_per_packet(), 100.0);
+        assert_eq!(sample.softirq_ns_per_dropped(Setup::NoFilter), None);
+        assert!(sample.softirq_ns_per_dropped(Setup::SipXdp).is_some());
+    }
+}

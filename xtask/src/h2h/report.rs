@@ -518,3 +518,27 @@ fn kernel_hz() -> Option<u64> {
         .parse()
         .ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_groups_digits_by_three() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn ratios_and_ns_say_n_a_for_no_figure() {
+        assert_eq!(ratio(1.0, 4.0), "0.25");
+        assert_eq!(ratio(1.0, 0.0), "n/a");
+        assert_eq!(ratio(f64::NAN, 4.0), "n/a");
+        assert_eq!(ns(12.6), "13");
+        assert_eq!(ns(f64::NAN), "n/a");
+        assert_eq!(verdict(0.25), "met");
+        assert_eq!(verdict(0.26), "not met");
+    }
+}

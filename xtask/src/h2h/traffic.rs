@@ -268,3 +268,18 @@ pub(super) fn receive(socket: &UdpSocket, stop: &AtomicBool, cpu: usize) -> Resu
     received.cpu_ns = thread_cpu_ns() - start;
     Ok(received)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_bytes_reads_six_hex_octets() {
+        assert_eq!(
+            mac_bytes("02:00:5e:00:53:0a").unwrap(),
+            [0x02, 0x00, 0x5e, 0x00, 0x53, 0x0a]
+        );
+        assert!(mac_bytes("02:00:5e:00:53").is_err());
+        assert!(mac_bytes("02:00:5e:00:53:zz").is_err());
+    }
+}
