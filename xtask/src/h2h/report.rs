@@ -178,6 +178,7 @@ fn mode_section(w: &mut String, mode: Mode, summaries: &[Summary], packets: u32)
     );
 }
 
+/// REPORT.md, section by section.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn report(
     env: &Environment,
@@ -190,6 +191,19 @@ pub(super) fn report(
 ) -> String {
     let mut out = String::new();
     let w = &mut out;
+    header_section(w, env, ctx, elapsed);
+    summary_section(w, ctx, samples, summaries);
+    setups_section(w);
+    results_section(w, ctx, summaries);
+    memory_section(w, memory);
+    runs_section(w, samples);
+    method_section(w, ctx, samples);
+    caveats_section(w, env, ctx, idle_softirq_ms_per_s);
+    out
+}
+
+/// The title, the chart and the machine.
+fn header_section(w: &mut String, env: &Environment, ctx: &Context, elapsed: Duration) {
     let _ = writeln!(
         w,
         "# Head to head: sip-xdp, nftables and iptables on one REGISTER flood\n"
@@ -228,7 +242,15 @@ pub(super) fn report(
     let _ = writeln!(w, "| Commit | {} |", env.machine.commit);
     let _ = writeln!(w, "| Tools | {}; {} |", env.nft, env.iptables);
     let _ = writeln!(w, "| sip-xdp binary | `{}` |", ctx.bin.display());
+}
 
+/// Issue 4's target per mode, and what the limiters let through.
+fn summary_section(
+    w: &mut String,
+    ctx: &Context,
+    samples: &BTreeMap<(Mode, Setup), Vec<Sample>>,
+    summaries: &[Summary],
+) {
     let _ = writeln!(w, "\n## Summary\n");
     let frames = target_ratio(summaries, Mode::Frames);
     let socket = target_ratio(summaries, Mode::Socket);
@@ -277,13 +299,19 @@ pub(super) fn report(
             " (the rest were refused by veth for a full ring, before any filter)"
         }
     );
+}
 
+/// What each setup puts in the way of the flood.
+fn setups_section(w: &mut String) {
     let _ = writeln!(w, "\n## Setups\n");
     let _ = writeln!(w, "| Setup | What filters the flood |\n|---|---|");
     for setup in Setup::ALL {
         let _ = writeln!(w, "| {} | {} |", setup.name(), setup.what());
     }
+}
 
+/// The medians, one table per mode.
+fn results_section(w: &mut String, ctx: &Context, summaries: &[Summary]) {
     let _ = writeln!(w, "\n## Results (median of {} runs)", ctx.runs);
     let _ = writeln!(
         w,
@@ -299,7 +327,10 @@ pub(super) fn report(
     for mode in Mode::ALL {
         mode_section(w, mode, summaries, mode.packets(ctx));
     }
+}
 
+/// sip-xdp's memory: the daemon's resident set and the pinned maps.
+fn memory_section(w: &mut String, memory: &Memory) {
     let _ = writeln!(w, "\n## sip-xdp's memory\n");
     let total_memlock: u64 = memory.maps.iter().map(|m| m.memlock_bytes).sum();
     let _ = writeln!(
@@ -336,7 +367,10 @@ pub(super) fn report(
         "\nThe nftables meter and the hashlimit table allocate a small entry per source as \
          sources appear (one source here), so they have no comparable fixed cost."
     );
+}
 
+/// Every run of every setup.
+fn runs_section(w: &mut String, samples: &BTreeMap<(Mode, Setup), Vec<Sample>>) {
     let _ = writeln!(w, "\n## Every run\n");
     let _ = writeln!(
         w,
@@ -373,7 +407,10 @@ pub(super) fn report(
             );
         }
     }
+}
 
+/// How the runs were made and measured.
+fn method_section(w: &mut String, ctx: &Context, samples: &BTreeMap<(Mode, Setup), Vec<Sample>>) {
     let _ = writeln!(w, "\n## Method\n");
     let _ = writeln!(
         w,
@@ -445,6 +482,10 @@ pub(super) fn report(
             .map(|s| s.veth_dropped as f64 * 100.0 / s.sent() as f64)
             .fold(0.0, f64::max)
     );
+}
+
+/// What the figures do not show, or show only roughly.
+fn caveats_section(w: &mut String, env: &Environment, ctx: &Context, idle_softirq_ms_per_s: f64) {
     let _ = writeln!(w, "\n## Caveats\n");
     let _ = writeln!(
         w,
@@ -500,7 +541,6 @@ pub(super) fn report(
         "* Every packet here is IPv4 and a REGISTER from one source; a flood from many sources \
          grows the meters and sip-xdp's LRU table alike, which this run does not measure."
     );
-    out
 }
 
 /// CONFIG_HZ, from /proc/config.gz if the kernel exposes it.
