@@ -969,7 +969,8 @@ pub fn attachment_ids(attachment: &PinnedAttachment) -> Option<(u32, u32)> {
     Some((info.program_id(), info.id()))
 }
 
-fn if_index(iface: &str) -> Result<u32, AttachError> {
+/// The index of `iface` in the calling thread's network namespace.
+pub fn if_index(iface: &str) -> Result<u32, AttachError> {
     let name = CString::new(iface).map_err(|_| AttachError::NoSuchInterface(iface.to_owned()))?;
     // SAFETY: valid NUL-terminated string.
     match unsafe { libc::if_nametoindex(name.as_ptr()) } {
@@ -978,7 +979,8 @@ fn if_index(iface: &str) -> Result<u32, AttachError> {
     }
 }
 
-fn bpf(cmd: libc::c_long, attr: &mut [u64; 16]) -> std::io::Result<libc::c_long> {
+/// The bpf(2) syscall on a zero-padded union bpf_attr; what the kernel returned (an fd, or 0).
+pub fn bpf(cmd: libc::c_long, attr: &mut [u64; 16]) -> std::io::Result<libc::c_long> {
     // SAFETY: attr is a valid, zero-padded union bpf_attr of the size passed.
     let rc = unsafe {
         libc::syscall(

@@ -1,0 +1,372 @@
+//! The cases: which program runs on which frame under which config, the action and counter
+//! each must show, the targets, and the figures each collects.
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use sip_xdp::reference::{REF_LRU_PROGRAM, REF_PASS_PROGRAM};
+use sip_xdp_common::{Config, LimitClass, MethodClass, RateLimit, Verdict};
+use sip_xdp_tests::{
+    harness::{XDP_DROP, XDP_PASS},
+    packet::{self, Frame, IPPROTO_TCP},
+};
+
+pub(super) const SECOND_NS: u64 = 1_000_000_000;
+
+/// Which program a case runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Subject {
+    SipXdp,
+    RefPass,
+    RefLru,
+}
+
+impl Subject {
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Self::SipXdp => "sip_xdp",
+            Self::RefPass => REF_PASS_PROGRAM,
+            Self::RefLru => REF_LRU_PROGRAM,
+        }
+    }
+}
+
+/// A target: the case's median at most `max_ratio` times the reference's median.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Target {
+    pub(super) reference: Subject,
+    pub(super) max_ratio: f64,
+}
+
+/// What a case needs from the maps besides its config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Lists {
+    /// The allowlist holds the allowlisted bench source (a /32): the usual state.
+    WithAllowEntry,
+    /// Both tries empty.
+    Empty,
+}
+
+pub(super) struct Case {
+    pub(super) name: &'static str,
+    pub(super) frame_desc: String,
+    pub(super) subject: Subject,
+    pub(super) frame: Vec<u8>,
+    pub(super) config: Config,
+    pub(super) lists: Lists,
+    pub(super) action: u32,
+    /// The (verdict, class) counter each run must bump (sip-xdp cases only).
+    pub(super) counter: Option<(Verdict, MethodClass)>,
+    pub(super) target: Option<Target>,
+    /// Extra rows that explain where the cost goes; no target.
+    pub(super) variant: bool,
+    pub(super) samples: Vec<Sample>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Sample {
+    /// Mean ns per run as the kernel timed it (an integer: the kernel divides and truncates).
+    pub(super) kernel_ns: f64,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Stats {
+    pub(super) median: f64,
+    pub(super) best: f64,
+    pub(super) worst: f64,
+}
+
+fn stats(mut values: Vec<f64>) -> Stats {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        return Stats::default();
+    }
+    let median = if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    };
+    Stats {
+        median,
+        best: values[0],
+        worst: values[n - 1],
+    }
+}
+
+impl Case {
+    pub(super) fn kernel(&self) -> Stats {
+        stats(self.samples.iter().map(|s| s.kernel_ns).collect())
+    }
+}
+
+// Sources, one per case family, so each case finds exactly the per-source state it expects.
+const SRC_BUDGET: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+pub(super) const SRC_ALLOWED: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 20);
+pub(super) const SRC_BANNED: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 30);
+const SRC_MALFORMED: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 40);
+const SRC_VLAN: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 50);
+const SRC_STATELESS: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 60);
+const SRC_LONG_URI: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 70);
+const SRC_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x51, 0, 0, 0, 0, 0x10);
+const DST_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+const DST_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x71, 0, 0, 0, 0, 1);
+
+/// Default config, except the buckets: ~4.3e9 packets/s (interval 1 ns) with a burst of 2^40.
+/// Every packet still walks its bucket (lookup, GCRA check, TAT write), but no run of this
+/// benchmark can drain it: each packet moves the TAT 1 ns, and 2^40 ns is about 18 minutes.
+pub(super) fn budget_config() -> Config {
+    let mut config = Config::DEFAULT;
+    config.limits = [RateLimit::per_second(u32::MAX as u64, 1 << 40); LimitClass::COUNT];
+    config
+}
+
+/// REGISTER at 1/s with a burst of 1 and a one-hour first ban: the second REGISTER bans.
+pub(super) fn ban_config() -> Config {
+    let mut config = Config::DEFAULT;
+    config.limits[LimitClass::Register as usize] = RateLimit::per_second(1, 1);
+    config.ban_base_ns = 3600 * SECOND_NS;
+    config.ban_max_ns = 24 * 3600 * SECOND_NS;
+    config
+}
+
+/// REGISTER not limited at all: the program keeps no per-source state for it.
+fn unlimited_register_config() -> Config {
+    let mut config = Config::DEFAULT;
+    config.limits[LimitClass::Register as usize] = RateLimit::UNLIMITED;
+    config
+}
+
+pub(super) fn v4(src: Ipv4Addr) -> IpAddr {
+    IpAddr::V4(src)
+}
+
+pub(super) fn register_frame(src: Ipv4Addr) -> Vec<u8> {
+    Frame::sip(v4(src), v4(DST_V4), &packet::register("100", 1)).build()
+}
+
+pub(super) fn cases() -> Vec<Case> {
+    let register = packet::register("100", 1);
+    let register_v4 = register_frame(SRC_BUDGET);
+    let register_desc = format!("IPv4/UDP 5060, REGISTER, {} B frame", register_v4.len());
+    let dns = Frame::udp(v4(SRC_BUDGET), v4(DST_V4), 53, &[0x5a; 40]).build();
+    let mut tcp = Frame::sip(v4(SRC_BUDGET), v4(DST_V4), &[]);
+    tcp.protocol = IPPROTO_TCP;
+    let tcp = tcp.build();
+    let malformed_payload = b"XYZZY sip:100@example.com SIP/2.0\r\nVia: SIP/2.0/UDP x\r\n\r\n";
+    let malformed = Frame::sip(v4(SRC_MALFORMED), v4(DST_V4), malformed_payload).build();
+    let binary: Vec<u8> = (0..200u32).map(|i| (i * 7 + 0x41) as u8 | 0x80).collect();
+    let malformed_binary = Frame::sip(v4(SRC_MALFORMED), v4(DST_V4), &binary).build();
+    let register_v6 = Frame::sip(IpAddr::V6(SRC_V6), IpAddr::V6(DST_V6), &register).build();
+    let register_vlan = Frame::sip(v4(SRC_VLAN), v4(DST_V4), &register)
+        .vlan(100)
+        .build();
+    let long_user = "1".repeat(150);
+    let register_long = Frame::sip(
+        v4(SRC_LONG_URI),
+        v4(DST_V4),
+        &packet::register(&long_user, 1),
+    )
+    .build();
+    let response = Frame::sip(v4(SRC_STATELESS), v4(DST_V4), &packet::response(200, "OK")).build();
+
+    let vs_pass = |max_ratio| {
+        Some(Target {
+            reference: Subject::RefPass,
+            max_ratio,
+        })
+    };
+    let vs_lru = |max_ratio| {
+        Some(Target {
+            reference: Subject::RefLru,
+            max_ratio,
+        })
+    };
+    let case = |name: &'static str,
+                frame_desc: String,
+                frame: Vec<u8>,
+                config: Config,
+                action: u32,
+                counter: (Verdict, MethodClass),
+                target: Option<Target>| Case {
+        name,
+        frame_desc,
+        subject: Subject::SipXdp,
+        frame,
+        config,
+        lists: Lists::WithAllowEntry,
+        action,
+        counter: Some(counter),
+        target,
+        variant: false,
+        samples: Vec::new(),
+    };
+    let variant = |name, frame_desc, frame, config, action, counter| Case {
+        variant: true,
+        ..case(name, frame_desc, frame, config, action, counter, None)
+    };
+    let reference = |subject: Subject, name: &'static str| Case {
+        name,
+        frame_desc: register_desc.clone(),
+        subject,
+        frame: register_v4.clone(),
+        config: budget_config(),
+        lists: Lists::WithAllowEntry,
+        action: XDP_PASS,
+        counter: None,
+        target: None,
+        variant: false,
+        samples: Vec::new(),
+    };
+
+    vec![
+        reference(Subject::RefPass, "ref_pass (bare XDP_PASS)"),
+        reference(Subject::RefLru, "ref_lru (1 LRU lookup + 1 update)"),
+        case(
+            "non-SIP pass",
+            format!("IPv4/UDP to port 53, {} B frame", dns.len()),
+            dns,
+            budget_config(),
+            XDP_PASS,
+            (Verdict::PassNotSip, MethodClass::NotSip),
+            vs_pass(1.3),
+        ),
+        case(
+            "allowlisted REGISTER",
+            "as ref frame, source in ALLOWLIST (/32)".to_owned(),
+            register_frame(SRC_ALLOWED),
+            budget_config(),
+            XDP_PASS,
+            (Verdict::PassAllowlisted, MethodClass::Register),
+            None,
+        ),
+        case(
+            "REGISTER within budget",
+            format!("the ref frame ({} B), tracked source", register_v4.len()),
+            register_v4.clone(),
+            budget_config(),
+            XDP_PASS,
+            (Verdict::Pass, MethodClass::Register),
+            vs_lru(1.5),
+        ),
+        case(
+            "banned drop",
+            "as ref frame, source banned for 1 h".to_owned(),
+            register_frame(SRC_BANNED),
+            ban_config(),
+            XDP_DROP,
+            (Verdict::DropBanned, MethodClass::Register),
+            vs_lru(1.5),
+        ),
+        case(
+            "malformed drop",
+            format!(
+                "IPv4/UDP 5060, unknown method `XYZZY`, {} B frame",
+                malformed.len()
+            ),
+            malformed,
+            budget_config(),
+            XDP_DROP,
+            (Verdict::DropMalformed, MethodClass::Malformed),
+            None,
+        ),
+        case(
+            "IPv6 REGISTER",
+            format!(
+                "IPv6/UDP 5060, REGISTER, {} B frame, tracked",
+                register_v6.len()
+            ),
+            register_v6,
+            budget_config(),
+            XDP_PASS,
+            (Verdict::Pass, MethodClass::Register),
+            None,
+        ),
+        case(
+            "VLAN REGISTER",
+            format!(
+                "802.1Q + IPv4/UDP 5060, REGISTER, {} B frame, tracked",
+                register_vlan.len()
+            ),
+            register_vlan,
+            budget_config(),
+            XDP_PASS,
+            (Verdict::Pass, MethodClass::Register),
+            None,
+        ),
+        variant(
+            "non-SIP TCP",
+            format!("IPv4/TCP SYN to port 5060, {} B frame", tcp.len()),
+            tcp,
+            budget_config(),
+            XDP_PASS,
+            (Verdict::PassNotSip, MethodClass::NotSip),
+        ),
+        variant(
+            "non-IP (ARP)",
+            "ARP request, 60 B frame".to_owned(),
+            packet::arp_frame(),
+            budget_config(),
+            XDP_PASS,
+            (Verdict::PassNotSip, MethodClass::NotSip),
+        ),
+        variant(
+            "SIP response (its own bucket)",
+            "IPv4/UDP 5060, `SIP/2.0 200 OK`, tracked source".to_owned(),
+            response,
+            budget_config(),
+            XDP_PASS,
+            (Verdict::Pass, MethodClass::Response),
+        ),
+        variant(
+            "REGISTER, class unlimited",
+            "as ref frame, REGISTER not limited: no bucket, untracked".to_owned(),
+            register_frame(SRC_STATELESS),
+            unlimited_register_config(),
+            XDP_PASS,
+            (Verdict::Pass, MethodClass::Register),
+        ),
+        Case {
+            lists: Lists::Empty,
+            ..variant(
+                "REGISTER within budget, empty ALLOWLIST",
+                "the ref frame; both LPM tries empty".to_owned(),
+                register_v4.clone(),
+                budget_config(),
+                XDP_PASS,
+                (Verdict::Pass, MethodClass::Register),
+            )
+        },
+        variant(
+            "REGISTER within budget, 150-char user",
+            format!(
+                "REGISTER sip:1…1@example.com, request line {} B, {} B frame",
+                "REGISTER sip:@example.com SIP/2.0".len() + long_user.len(),
+                register_long.len()
+            ),
+            register_long,
+            budget_config(),
+            XDP_PASS,
+            (Verdict::Pass, MethodClass::Register),
+        ),
+        variant(
+            "malformed drop, 200 B binary",
+            "IPv4/UDP 5060, 200 B without CR/LF (full 192 B line scan)".to_owned(),
+            malformed_binary,
+            budget_config(),
+            XDP_DROP,
+            (Verdict::DropMalformed, MethodClass::Malformed),
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_give_median_best_and_worst() {
+        let s = stats(vec![5.0, 1.0, 3.0]);
+        assert_eq!((s.median, s.best, s.worst), (3.0, 1.0, 5.0));
+        assert_eq!(stats(vec![4.0, 1.0, 2.0, 3.0]).median, 2.5);
+        assert_eq!(stats(Vec::new()).median, 0.0);
+    }
+}
