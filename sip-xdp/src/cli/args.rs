@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum, builder::PossibleValue};
 use ipnet::IpNet;
 
 use crate::{
@@ -25,7 +25,8 @@ use crate::{
                   sudo sip-xdp status\n  sudo sip-xdp run --iface eth0         # the service: events, metrics, reload"
 )]
 pub struct Cli {
-    /// bpffs directory holding the pinned maps and links (created, and bpffs mounted, if missing).
+    /// bpffs directory holding the pinned maps and links (created if missing; bpffs is mounted
+    /// there only from the host's mount namespace, see "From another namespace" in the README).
     #[arg(long, global = true, env = "SIP_XDP_PIN_DIR", default_value = DEFAULT_PIN_DIR)]
     pub pin_dir: PathBuf,
     /// Directory of the state file (allow/deny lists and manual bans that survive reboots).
@@ -209,32 +210,47 @@ pub enum ListAction {
     List(OutputArgs),
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AddOrigin {
-    Manual,
-    Fail2ban,
-    Crowdsec,
-}
+/// `ban add --origin`: every ban-list origin, straight from [`BanOrigin::ALL`], so a new origin is
+/// one variant there.
+impl ValueEnum for BanOrigin {
+    fn value_variants<'a>() -> &'a [Self] {
+        &BanOrigin::ALL
+    }
 
-impl From<AddOrigin> for BanOrigin {
-    fn from(origin: AddOrigin) -> Self {
-        match origin {
-            AddOrigin::Manual => BanOrigin::Manual,
-            AddOrigin::Fail2ban => BanOrigin::Fail2ban,
-            AddOrigin::Crowdsec => BanOrigin::Crowdsec,
-        }
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.name()))
     }
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+/// `ban del --origin`: a ban-list origin, the rate limiter's own bans, or all of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DelOrigin {
     /// The rate limiter's bans of sources inside the address or CIDR.
     Rate,
-    Manual,
-    Fail2ban,
-    Crowdsec,
+    Of(BanOrigin),
     /// Every origin.
     All,
+}
+
+impl ValueEnum for DelOrigin {
+    fn value_variants<'a>() -> &'a [Self] {
+        static VARIANTS: std::sync::OnceLock<Vec<DelOrigin>> = std::sync::OnceLock::new();
+        VARIANTS.get_or_init(|| {
+            std::iter::once(DelOrigin::Rate)
+                .chain(BanOrigin::ALL.into_iter().map(DelOrigin::Of))
+                .chain(std::iter::once(DelOrigin::All))
+                .collect()
+        })
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            DelOrigin::Rate => PossibleValue::new("rate")
+                .help("the rate limiter's bans of sources inside the address or CIDR"),
+            DelOrigin::Of(origin) => PossibleValue::new(origin.name()),
+            DelOrigin::All => PossibleValue::new("all").help("every origin"),
+        })
+    }
 }
 
 /// What `ban del --origin ...` lifts.
@@ -250,11 +266,9 @@ pub fn lift_for(origins: &[DelOrigin]) -> Lift {
         origins: Vec::new(),
     };
     for origin in origins {
-        match origin {
+        match *origin {
             DelOrigin::Rate => lift.rate = true,
-            DelOrigin::Manual => lift.origins.push(BanOrigin::Manual),
-            DelOrigin::Fail2ban => lift.origins.push(BanOrigin::Fail2ban),
-            DelOrigin::Crowdsec => lift.origins.push(BanOrigin::Crowdsec),
+            DelOrigin::Of(origin) => lift.origins.push(origin),
             DelOrigin::All => {}
         }
     }
@@ -279,8 +293,8 @@ pub enum BanAction {
         reason: Option<String>,
         /// Who imposes the ban. Bans of different origins are kept apart: lifting one never
         /// lifts another.
-        #[arg(long, value_enum, default_value_t = AddOrigin::Manual)]
-        origin: AddOrigin,
+        #[arg(long, value_enum, default_value_t = BanOrigin::Manual)]
+        origin: BanOrigin,
         /// Exit with status 3 (after saving the ban) unless it is in force now: sip-xdp attached
         /// to an interface in this network namespace. For callers that must know (fail2ban's
         /// action); without it a ban while nothing is attached is saved, noted, and exits 0.

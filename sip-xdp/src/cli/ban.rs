@@ -19,7 +19,7 @@ pub(super) fn ban(cli: &Cli, action: &BanAction) -> Result<()> {
                 Some(d) => *d,
                 None => load_settings(None)?.0.manual_ban_default(),
             };
-            let report = control.ban_add(nets, (*origin).into(), duration, reason.clone())?;
+            let report = control.ban_add(nets, *origin, duration, reason.clone())?;
             print::edit_report(&report);
             if *require_enforced && !report.enforced {
                 let list: Vec<String> = nets.iter().map(|n| n.to_string()).collect();
