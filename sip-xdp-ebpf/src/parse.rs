@@ -6,7 +6,7 @@
 //! kept small and bounded on purpose: an unbounded offset makes the verifier reject the program.
 use core::mem::size_of;
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::programs::{TcContext, XdpContext};
 
 use crate::maps::opaque;
 use network_types::{
@@ -32,6 +32,37 @@ const IPPROTO_FRAGMENT: u8 = 44;
 const IPPROTO_AH: u8 = 51;
 const IPPROTO_DSTOPTS: u8 = 60;
 
+/// A packet's bytes as the parser sees them: where they start and end in memory. The XDP
+/// ingress program and a TC program both have one (an `xdp_md` or the linear part of an
+/// `__sk_buff`), so the same parser, monomorphized, serves both; the verifier sees the same
+/// pointer checks either way.
+pub trait PacketView {
+    fn data(&self) -> usize;
+    fn data_end(&self) -> usize;
+}
+
+impl PacketView for XdpContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        XdpContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        XdpContext::data_end(self)
+    }
+}
+
+impl PacketView for TcContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        TcContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        TcContext::data_end(self)
+    }
+}
+
 /// What the parser found.
 pub enum Parsed {
     /// Not a UDP datagram to a configured SIP port, or not parseable as IP: never touched.
@@ -55,7 +86,7 @@ pub struct SipDatagram {
 }
 
 #[inline(always)]
-fn load<T: Copy>(ctx: &XdpContext, offset: usize) -> Option<T> {
+fn load<T: Copy>(ctx: &impl PacketView, offset: usize) -> Option<T> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + size_of::<T>() > end {
@@ -90,7 +121,7 @@ fn bounded_payload_offset(offset: usize) -> Option<usize> {
 /// otherwise check the end of the read and address it with negative offsets, which the verifier
 /// refuses.
 #[inline(always)]
-fn load_opaque<T: Copy>(ctx: &XdpContext, offset: usize) -> Option<T> {
+fn load_opaque<T: Copy>(ctx: &impl PacketView, offset: usize) -> Option<T> {
     let start = ctx.data();
     let end = ctx.data_end();
     // The offset, not the pointer, is opaque: a constant folded into the pointer (as in
@@ -106,7 +137,7 @@ fn load_opaque<T: Copy>(ctx: &XdpContext, offset: usize) -> Option<T> {
 /// One byte at `offset`. LLVM rewrites `p + 1 > end` as `p >= end`, a form from which the
 /// verifier learns no packet range; hiding the 1 from the optimizer keeps the check verifiable.
 #[inline(always)]
-fn load_byte(ctx: &XdpContext, offset: usize) -> Option<u8> {
+fn load_byte(ctx: &impl PacketView, offset: usize) -> Option<u8> {
     let start = ctx.data();
     let end = ctx.data_end();
     // Both opaque, or LLVM folds them back together.
@@ -120,7 +151,7 @@ fn load_byte(ctx: &XdpContext, offset: usize) -> Option<u8> {
 
 /// Where the IP header of the packet starts and which protocol it is.
 #[inline(always)]
-fn l3_offset(ctx: &XdpContext) -> Option<(usize, u16)> {
+fn l3_offset(ctx: &impl PacketView) -> Option<(usize, u16)> {
     let eth: EthHdr = load(ctx, 0)?;
     let mut ether_type = u16::from_be(eth.ether_type);
     let mut offset = EthHdr::LEN;
@@ -158,7 +189,7 @@ enum L3 {
 }
 
 #[inline(always)]
-fn parse_ipv4(ctx: &XdpContext, offset: usize) -> L3 {
+fn parse_ipv4(ctx: &impl PacketView, offset: usize) -> L3 {
     let Some(ip) = load::<Ipv4Hdr>(ctx, offset) else {
         return L3::NotSip;
     };
@@ -187,7 +218,7 @@ fn parse_ipv4(ctx: &XdpContext, offset: usize) -> L3 {
 }
 
 #[inline(always)]
-fn parse_ipv6(ctx: &XdpContext, offset: usize) -> L3 {
+fn parse_ipv6(ctx: &impl PacketView, offset: usize) -> L3 {
     let Some(ip) = load::<Ipv6Hdr>(ctx, offset) else {
         return L3::NotSip;
     };
@@ -289,7 +320,7 @@ fn is_ipv4_mapped(src: &[u8; 16]) -> bool {
 /// DNS, RTP). Answered inline, because the full parser is a BPF-to-BPF call that alone costs
 /// more than the rest of the non-SIP path. `false` means "parse it properly", never "it is SIP".
 #[inline(always)]
-pub fn quick_not_sip(ctx: &XdpContext, cfg: &Config) -> bool {
+pub fn quick_not_sip(ctx: &impl PacketView, cfg: &Config) -> bool {
     let Some(eth) = load::<EthHdr>(ctx, 0) else {
         return false;
     };
@@ -316,7 +347,7 @@ pub fn quick_not_sip(ctx: &XdpContext, cfg: &Config) -> bool {
 /// Parses a frame up to its SIP first line. Not inlined: its stack frame (header copies) is gone
 /// by the time the policy runs, which keeps the combined BPF stack under 512 bytes.
 #[inline(never)]
-pub fn parse(ctx: &XdpContext, cfg: &Config) -> Parsed {
+pub fn parse(ctx: &impl PacketView, cfg: &Config) -> Parsed {
     let Some((l3, ether_type)) = l3_offset(ctx) else {
         return Parsed::NotSip;
     };
@@ -383,7 +414,7 @@ fn is_sip_port(cfg: &Config, port: u16) -> bool {
 
 /// Bounds the SIP payload of a datagram and classifies it.
 #[inline(always)]
-fn classify_datagram(ctx: &XdpContext, l4: &L4, udp_len: usize) -> MethodClass {
+fn classify_datagram(ctx: &impl PacketView, l4: &L4, udp_len: usize) -> MethodClass {
     let payload = l4.offset + UdpHdr::LEN;
     if udp_len < UdpHdr::LEN || l4.ip_end > ctx.data_end() - ctx.data() {
         return MethodClass::Malformed;
@@ -470,7 +501,7 @@ const MIN_CLASSIFIABLE: usize = 16;
 /// in one state, so the verifier walks its loops about once either way (+4k verified
 /// instructions inlined).
 #[inline(always)]
-pub fn classify(ctx: &XdpContext, offset: usize, len: usize) -> MethodClass {
+pub fn classify(ctx: &impl PacketView, offset: usize, len: usize) -> MethodClass {
     if len <= MAX_KEEPALIVE_LEN && is_keepalive(ctx, offset, len) {
         return MethodClass::KeepAlive;
     }
@@ -547,7 +578,7 @@ const LINE_TRUNCATED: usize = 0;
 /// Eight bytes per step (SWAR): a byte loop costs a bounds check and two compares per byte, and
 /// a typical request line is 50 to 100 bytes long.
 #[inline(always)]
-fn find_line_end(ctx: &XdpContext, offset: usize, len: usize) -> usize {
+fn find_line_end(ctx: &impl PacketView, offset: usize, len: usize) -> usize {
     // No method is shorter than three letters and a space, so the scan starts after that.
     let mut i = 4;
     while i < MAX_REQUEST_LINE_SCAN {
@@ -617,7 +648,7 @@ fn first_cr_or_lf(word: u64) -> Option<usize> {
 /// Empty datagrams and short runs of CR/LF (RFC 5626 ping "\r\n\r\n", pong "\r\n"), with the
 /// NUL and space padding some phones send, keep NAT bindings open: they must pass.
 #[inline(always)]
-fn is_keepalive(ctx: &XdpContext, offset: usize, len: usize) -> bool {
+fn is_keepalive(ctx: &impl PacketView, offset: usize, len: usize) -> bool {
     let mut i = 0;
     while i < MAX_KEEPALIVE_LEN {
         if i >= len {
