@@ -29,7 +29,7 @@ use crate::{control::CROWDSEC_QUOTA, loader::MAX_SOURCES_LIMIT};
 /// Where the daemon and the CLI look for the configuration unless told otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/sip-xdp/sip-xdp.toml";
 /// The commented example file; parsing it gives [`Settings::default`].
-pub const EMBEDDED_DEFAULT_TOML: &str = include_str!("../../etc/sip-xdp.toml");
+pub const EMBEDDED_DEFAULT_TOML: &str = include_str!("../../../etc/sip-xdp.toml");
 /// Largest ban escalation factor: the program caps the factor here whatever the map says, so a
 /// larger value would be accepted and silently not honoured.
 pub const MAX_BAN_FACTOR: u32 = 16;
