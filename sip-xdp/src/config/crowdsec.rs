@@ -279,7 +279,7 @@ mod tests {
 
     use super::CROWDSEC_QUOTA;
     use crate::config::{
-        Settings,
+        settings::Settings,
         tests::{at, parse, reject},
     };
 

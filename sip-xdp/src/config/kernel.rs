@@ -9,13 +9,10 @@ use sip_xdp_common::{
 };
 
 use super::{
-    Settings,
+    sections::{MAX_BAN_FACTOR, mask_prefix_len, prefix_mask},
+    settings::Settings,
     units::{describe_rate, format_duration},
 };
-
-/// Largest ban escalation factor: the program caps the factor here whatever the map says, so a
-/// larger value would be accepted and silently not honoured.
-pub const MAX_BAN_FACTOR: u32 = 16;
 
 impl Settings {
     /// The configuration the XDP program reads from its `CONFIG` map.
@@ -60,20 +57,6 @@ fn duration_ns(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos())
         .unwrap_or(u64::MAX)
         .min(BAN_DURATION_CEILING_NS)
-}
-
-/// The IPv6 mask keeping the first `prefix_len` bits (128 at most).
-fn prefix_mask(prefix_len: u8) -> [u8; 16] {
-    let bits = u32::from(prefix_len.min(128));
-    let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
-    mask.to_be_bytes()
-}
-
-/// The prefix length a mask stands for, or `None` when its bits are not contiguous.
-pub(super) fn mask_prefix_len(mask: &[u8; 16]) -> Option<u8> {
-    let ones = u128::from_be_bytes(*mask).leading_ones();
-    let len = u8::try_from(ones).ok()?;
-    (prefix_mask(len) == *mask).then_some(len)
 }
 
 /// One kernel token bucket in operator units.
@@ -264,16 +247,5 @@ mod tests {
         assert!(view.using_builtin_defaults);
         assert_eq!(view.ban_factor, Config::DEFAULT.ban_factor);
         assert!(view.to_string().contains("built-in defaults"));
-    }
-
-    #[test]
-    fn prefix_masks_round_trip() {
-        for len in 1..=128u8 {
-            assert_eq!(mask_prefix_len(&prefix_mask(len)), Some(len));
-        }
-        assert_eq!(prefix_mask(128), [0xff; 16]);
-        let mut holey = [0xff; 16];
-        holey[3] = 0;
-        assert_eq!(mask_prefix_len(&holey), None);
     }
 }

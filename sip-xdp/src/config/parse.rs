@@ -1,11 +1,7 @@
-//! Text to [`Settings`] with errors an operator can act on: `file:line:column`, the key named by
+//! Errors an operator can act on: `file:line:column`, the key named by
 //! its dotted path, and one sentence saying what the value must be. The integer range check every
 //! ranged key shares runs inside its visitor, so toml attaches the value's span to the error.
-use std::{
-    fmt,
-    ops::Range,
-    path::{Path, PathBuf},
-};
+use std::{fmt, ops::Range, path::PathBuf};
 
 use serde::{
     Deserializer,
@@ -13,8 +9,6 @@ use serde::{
 };
 use thiserror::Error;
 use toml::de::{DeTable, DeValue};
-
-use super::Settings;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -67,36 +61,28 @@ fn location_of(text: &str, offset: usize) -> Location {
     }
 }
 
-impl Settings {
-    /// Parses a configuration; `origin` (usually the file path) prefixes every error.
-    pub fn from_toml_str(text: &str, origin: &str) -> Result<Settings, ConfigError> {
-        let settings: Settings = toml::from_str(text).map_err(|err| {
-            let span = err.span();
-            let key = span.as_ref().and_then(|span| key_path_at(text, span));
-            ConfigError::Invalid {
-                origin: origin.to_owned(),
-                location: span.map(|span| location_of(text, span.start)),
-                message: compose_message(key.as_deref(), err.message().trim_end()),
-            }
-        })?;
-        if let Err(problem) = settings.check_across_fields() {
-            let span = problem.keys.iter().find_map(|key| value_span(text, key));
-            return Err(ConfigError::Invalid {
-                origin: origin.to_owned(),
-                location: span.map(|span| location_of(text, span.start)),
-                message: problem.message,
-            });
-        }
-        Ok(settings)
+/// The error for text toml refused: at the span it names, under the dotted key covering it.
+pub(super) fn invalid_toml(text: &str, origin: &str, err: &toml::de::Error) -> ConfigError {
+    let span = err.span();
+    let key = span.as_ref().and_then(|span| key_path_at(text, span));
+    ConfigError::Invalid {
+        origin: origin.to_owned(),
+        location: span.map(|span| location_of(text, span.start)),
+        message: compose_message(key.as_deref(), err.message().trim_end()),
     }
+}
 
-    /// Reads and parses the file at `path`.
-    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::from_toml_str(&text, &path.display().to_string())
+/// The error for a check across keys: at the value of the first of its keys the file sets.
+pub(super) fn invalid_across_fields(
+    text: &str,
+    origin: &str,
+    problem: CrossFieldProblem,
+) -> ConfigError {
+    let span = problem.keys.iter().find_map(|key| value_span(text, key));
+    ConfigError::Invalid {
+        origin: origin.to_owned(),
+        location: span.map(|span| location_of(text, span.start)),
+        message: problem.message,
     }
 }
 

@@ -9,8 +9,6 @@ use serde::{
 use sip_xdp_common::{Config, DEFAULT_MAX_SOURCES, MAX_SIP_PORTS, MAX_SOURCES_LIMIT, flags};
 
 use super::{
-    MAX_BAN_FACTOR,
-    kernel::mask_prefix_len,
     parse::{CrossFieldProblem, IntInRange, int_in_range},
     units::{de_duration, de_positive_duration, format_duration, ser_duration},
 };
@@ -25,6 +23,10 @@ pub struct SipSection {
     #[serde(deserialize_with = "de_ipv6_source_prefix")]
     pub ipv6_source_prefix: u8,
 }
+
+/// Largest ban escalation factor: the program caps the factor here whatever the map says, so a
+/// larger value would be accepted and silently not honoured.
+pub const MAX_BAN_FACTOR: u32 = 16;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, expecting = "the [bans] table")]
@@ -307,4 +309,34 @@ impl Visitor<'_> for ListenVisitor {
 
 fn de_listen<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
     d.deserialize_str(ListenVisitor)
+}
+
+/// The IPv6 mask keeping the first `prefix_len` bits (128 at most).
+pub(super) fn prefix_mask(prefix_len: u8) -> [u8; 16] {
+    let bits = u32::from(prefix_len.min(128));
+    let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+    mask.to_be_bytes()
+}
+
+/// The prefix length a mask stands for, or `None` when its bits are not contiguous.
+pub(super) fn mask_prefix_len(mask: &[u8; 16]) -> Option<u8> {
+    let ones = u128::from_be_bytes(*mask).leading_ones();
+    let len = u8::try_from(ones).ok()?;
+    (prefix_mask(len) == *mask).then_some(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_masks_round_trip() {
+        for len in 1..=128u8 {
+            assert_eq!(mask_prefix_len(&prefix_mask(len)), Some(len));
+        }
+        assert_eq!(prefix_mask(128), [0xff; 16]);
+        let mut holey = [0xff; 16];
+        holey[3] = 0;
+        assert_eq!(mask_prefix_len(&holey), None);
+    }
 }

@@ -12,8 +12,10 @@ use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 use super::{
-    ClientConfig, Ctx, credentials::BOUNCER_KEY_FIX, decisions::DecisionBook,
-    decisions::DecisionStream, now_unix,
+    client::{ClientConfig, Ctx},
+    credentials::BOUNCER_KEY_FIX,
+    decisions::{DecisionBook, DecisionStream},
+    stats::now_unix,
 };
 use crate::{config::format_duration, state::BanOrigin};
 

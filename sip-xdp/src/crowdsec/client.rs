@@ -1,16 +1,22 @@
-//! `[crowdsec]` with its secrets read ([`ClientConfig`]), and the HTTP client for the Local API.
-use std::{path::Path, time::Duration};
+//! `[crowdsec]` with its secrets read ([`ClientConfig`]), the HTTP client for the Local API, and
+//! the context the client's tasks share.
+use std::{path::Path, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
 use reqwest::Url;
 
 use super::{
-    MAX_CROWDSEC_NETS, USER_AGENT,
     credentials::{Machine, bouncer_key, machine_credentials, refuse_readable_inline_secrets},
     decisions::FeedLimits,
+    stats::Stats,
 };
-use crate::config::CrowdsecSection;
+use crate::{config::CrowdsecSection, control::Control};
 
+/// Sent with every request, so `cscli bouncers list` and the LAPI's access log name us.
+pub const USER_AGENT: &str = concat!("sip-xdp/", env!("CARGO_PKG_VERSION"));
+/// Most nets the bouncer bans at once unless `crowdsec.max_bans` says fewer: origin
+/// `crowdsec`'s quota of the kernel's deny table (see [`crate::config::CROWDSEC_QUOTA`]).
+pub const MAX_CROWDSEC_NETS: usize = crate::config::CROWDSEC_QUOTA;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -111,6 +117,17 @@ impl ClientConfig {
             .join(path)
             .with_context(|| format!("joining {path} to crowdsec.lapi_url {}", self.lapi))
     }
+}
+
+/// What the bouncer and pusher tasks share: the config, one HTTP client, the endpoints.
+pub(super) struct Ctx {
+    pub(super) cfg: ClientConfig,
+    pub(super) http: reqwest::Client,
+    pub(super) stream_url: Url,
+    pub(super) login_url: Url,
+    pub(super) alerts_url: Url,
+    pub(super) control: Control,
+    pub(super) stats: Arc<Stats>,
 }
 
 /// The client for the Local API, trusting `ca_pem`'s certificates besides the public roots.

@@ -13,102 +13,49 @@
 //!
 //! The rooms: `client` (`[crowdsec]` with its secrets read), `credentials` (key and credentials
 //! files, their permissions), `decisions` (the stream decoded, screened and folded into bans),
-//! `bouncer` (the poller: backoff, outage, resync) and `signals` (own bans pushed as alerts).
+//! `bouncer` (the poller: backoff, outage, resync) and `signals` (own bans pushed as alerts), `stats` (the figures metrics show).
 use std::{
     net::IpAddr,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering},
+        atomic::{AtomicU8, AtomicU64, Ordering},
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use anyhow::Result;
-use reqwest::Url;
 use tokio::{
     sync::{mpsc, watch},
     task::JoinHandle,
 };
 use tracing::{debug, info, warn};
 
-use crate::{
-    config::format_duration, control::Control, events::BanRecord, metrics::CrowdsecMetrics,
-};
+use crate::{config::format_duration, control::Control, events::BanRecord};
 
 mod bouncer;
 mod client;
 mod credentials;
 mod decisions;
 mod signals;
+mod stats;
 
 use self::{
     bouncer::run_bouncer,
-    client::http_client,
+    client::{Ctx, http_client},
     signals::{Signal, offer, run_pusher, signal_of},
 };
 pub use self::{
-    client::ClientConfig,
+    client::{ClientConfig, MAX_CROWDSEC_NETS, USER_AGENT},
     credentials::Machine,
     decisions::{
         DecisionBook, DecisionStream, FeedLimits, NetRefusal, Pending, Refused, StreamDecision,
         parse_go_duration, screen_net,
     },
     signals::{PUSH_GAP, SIGNAL_BATCH, SIGNAL_QUEUE, scenario},
+    stats::Stats,
 };
 
-/// Sent with every request, so `cscli bouncers list` and the LAPI's access log name us.
-pub const USER_AGENT: &str = concat!("sip-xdp/", env!("CARGO_PKG_VERSION"));
-/// Most nets the bouncer bans at once unless `crowdsec.max_bans` says fewer: origin
-/// `crowdsec`'s quota of the kernel's deny table (see [`crate::config::CROWDSEC_QUOTA`]).
-pub const MAX_CROWDSEC_NETS: usize = crate::config::CROWDSEC_QUOTA;
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// What the metrics show, shared by the tasks and the daemon and kept across reloads.
-#[derive(Debug, Default)]
-pub struct Stats {
-    lapi_up: AtomicBool,
-    polls_success: AtomicU64,
-    polls_failure: AtomicU64,
-    last_sync_unix_ms: AtomicU64,
-    decisions: AtomicU64,
-    alerts_pushed: AtomicU64,
-    alerts_dropped: AtomicU64,
-    refused_too_broad: AtomicU64,
-    refused_ipv4_mapped: AtomicU64,
-}
-
-impl Stats {
-    pub fn metrics(&self) -> CrowdsecMetrics {
-        CrowdsecMetrics {
-            lapi_up: self.lapi_up.load(Ordering::Relaxed),
-            polls_success: self.polls_success.load(Ordering::Relaxed),
-            polls_failure: self.polls_failure.load(Ordering::Relaxed),
-            last_sync_timestamp_seconds: self.last_sync_unix_ms.load(Ordering::Relaxed) as f64
-                / 1000.0,
-            decisions: self.decisions.load(Ordering::Relaxed),
-            alerts_pushed: self.alerts_pushed.load(Ordering::Relaxed),
-            alerts_dropped: self.alerts_dropped.load(Ordering::Relaxed),
-            decisions_refused_too_broad: self.refused_too_broad.load(Ordering::Relaxed),
-            decisions_refused_ipv4_mapped: self.refused_ipv4_mapped.load(Ordering::Relaxed),
-        }
-    }
-}
-
-fn now_unix() -> Duration {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-}
-
-struct Ctx {
-    cfg: ClientConfig,
-    http: reqwest::Client,
-    stream_url: Url,
-    login_url: Url,
-    alerts_url: Url,
-    control: Control,
-    stats: Arc<Stats>,
-}
 
 /// The running client: the bouncer task and, with signals on, the pusher task.
 pub struct Crowdsec {

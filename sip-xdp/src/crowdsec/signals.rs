@@ -19,10 +19,10 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
 use super::{
-    Ctx, Stats,
     bouncer::{next_backoff, pause},
+    client::Ctx,
     credentials::{MACHINE_FIX, Machine},
-    now_unix,
+    stats::{Stats, now_unix},
 };
 use crate::{
     config::format_duration,

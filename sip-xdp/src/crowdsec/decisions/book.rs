@@ -9,8 +9,8 @@ use ipnet::IpNet;
 use tracing::{info, warn};
 
 use super::{
-    DecisionStream, StreamDecision, parse_go_duration,
     screen::{FeedLimits, NetRefusal, Refused, screen_net},
+    stream::{DecisionStream, StreamDecision, parse_go_duration},
 };
 use crate::control::OriginUpdate;
 
