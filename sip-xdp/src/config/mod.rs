@@ -6,9 +6,10 @@
 //! Value checks (ranges, rate and duration syntax) live inside the `Deserialize` of each field,
 //! so toml attaches the value's span to the error and the operator gets `file:line:column`.
 //!
-//! The rooms: `settings` (the whole file, [`Settings`]), `sections` (`[sip]`, `[bans]`, `[datapath]`, `[metrics]`, `[log]`), `limits`
-//! (`[limits.*]`), `crowdsec` (`[crowdsec]`), `parse` (located errors, key paths),
-//! `units` (rates and durations) and `kernel` (the kernel config and its description).
+//! The rooms: `settings` (the whole file, [`Settings`]), `sections` (`[sip]`, `[bans]`,
+//! `[datapath]`, `[metrics]`, `[log]`), `limits` (`[limits.*]`), `crowdsec` (`[crowdsec]`),
+//! `parse` (located errors, key paths), `units` (rates and durations) and `kernel` (the kernel
+//! config and its description).
 //! Nothing here imports the rest of the crate.
 mod crowdsec;
 mod kernel;

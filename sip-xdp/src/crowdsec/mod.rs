@@ -11,9 +11,10 @@
 //! changes nothing already in force: the bouncer backs off, logs the outage once, and pulls the
 //! whole set again when the API is back, which lifts what was deleted meanwhile.
 //!
-//! The rooms: `client` (`[crowdsec]` with its secrets read), `credentials` (key and credentials
-//! files, their permissions), `decisions` (the stream decoded, screened and folded into bans),
-//! `bouncer` (the poller: backoff, outage, resync) and `signals` (own bans pushed as alerts), `stats` (the figures metrics show).
+//! The rooms: `client` (`[crowdsec]` with its secrets read, the tasks' shared context),
+//! `credentials` (key and credentials files, their permissions), `decisions` (the stream
+//! decoded, screened and folded into bans), `bouncer` (the poller: backoff, outage, resync),
+//! `signals` (own bans queued and pushed as alerts) and `stats` (the figures metrics show).
 use std::{
     net::IpAddr,
     sync::{
