@@ -20,6 +20,9 @@ pub const PROGRAM_NAME: &str = "sip_xdp";
 
 /// Default capacity of the per-source LRU map (`SOURCES`).
 pub const DEFAULT_MAX_SOURCES: u32 = 131_072;
+/// Upper bound for `datapath.max_sources`: about 2 GiB of kernel memory at 120+16 bytes per
+/// entry.
+pub const MAX_SOURCES_LIMIT: u32 = 16 * 1024 * 1024;
 /// Default capacity of the durable ban table (`BANS`): bans and their strikes live there until
 /// their strikes decay, out of reach of the source table's LRU eviction.
 pub const DEFAULT_MAX_BANS: u32 = 65_536;

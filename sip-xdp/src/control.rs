@@ -28,9 +28,8 @@ use crate::{
 
 const NS_PER_SEC: u64 = 1_000_000_000;
 const DENY_TABLE: usize = sip_xdp_common::MAX_LIST_ENTRIES as usize;
-/// Most nets origin `crowdsec` bans at once: half the kernel's deny table, so a feed can never
-/// take the room manual and fail2ban bans need (`crowdsec.max_bans` may lower it).
-pub const CROWDSEC_QUOTA: usize = DENY_TABLE / 2;
+/// Most nets origin `crowdsec` bans at once; it lives with `[crowdsec]`, which may lower it.
+pub use crate::config::CROWDSEC_QUOTA;
 /// Most nets origin `fail2ban` bans at once: a quarter of the deny table. The last quarter is
 /// only ever used by manual bans and `sip-xdp deny`.
 pub const FAIL2BAN_QUOTA: usize = DENY_TABLE / 4;

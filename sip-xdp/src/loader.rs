@@ -63,8 +63,7 @@ impl Default for LoadOptions {
     }
 }
 
-/// Upper bound for `max_sources`: about 1.4 GiB of kernel memory at 88+16 bytes per entry.
-pub const MAX_SOURCES_LIMIT: u32 = 16 * 1024 * 1024;
+pub use sip_xdp_common::MAX_SOURCES_LIMIT;
 
 /// Loads the object and the XDP program into the kernel (running the verifier), unattached.
 pub fn load(options: &LoadOptions) -> Result<Ebpf, LoaderError> {

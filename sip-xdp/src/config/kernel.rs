@@ -1,0 +1,251 @@
+//! The translation to the kernel: [`Settings::kernel_config`] is the entry the program reads from
+//! its `CONFIG` map, and [`describe_kernel`] reads an entry back in operator units for `sip-xdp
+//! status`.
+use std::{fmt, time::Duration};
+
+use serde::Serialize;
+use sip_xdp_common::{
+    BAN_DURATION_CEILING_NS, CONFIG_VERSION, Config, LimitClass, MAX_SIP_PORTS, flags,
+};
+
+use super::{
+    sections::{MAX_BAN_FACTOR, mask_prefix_len, prefix_mask},
+    settings::Settings,
+    units::{describe_rate, format_duration},
+};
+
+impl Settings {
+    /// The configuration the XDP program reads from its `CONFIG` map.
+    pub fn kernel_config(&self) -> Config {
+        let mut sip_ports = [0u16; MAX_SIP_PORTS];
+        for (slot, &port) in sip_ports.iter_mut().zip(&self.sip.ports) {
+            *slot = port;
+        }
+        let datapath = &self.datapath;
+        let flag_bits = [
+            (datapath.monitor, flags::MONITOR),
+            (datapath.drop_malformed, flags::DROP_MALFORMED),
+            (
+                datapath.drop_unknown_fragments,
+                flags::DROP_UNKNOWN_FRAGMENTS,
+            ),
+            (datapath.pass_unparsed, flags::PASS_UNPARSED),
+            (self.bans.extend_while_active, flags::EXTEND_WHILE_ACTIVE),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .fold(0, |bits, (_, flag)| bits | flag);
+        Config {
+            version: CONFIG_VERSION,
+            flags: flag_bits,
+            sip_ports,
+            // Parsing already enforces the range; the clamp keeps a hand-built Settings from
+            // producing zero-length repeat bans.
+            ban_factor: self.bans.factor.clamp(1, MAX_BAN_FACTOR),
+            _pad0: 0,
+            ipv6_source_mask: prefix_mask(self.sip.ipv6_source_prefix),
+            limits: LimitClass::ALL.map(|class| self.limits.get(class).rate_limit()),
+            ban_base_ns: duration_ns(self.bans.base),
+            ban_max_ns: duration_ns(self.bans.max),
+            strike_decay_ns: duration_ns(self.bans.strike_decay),
+            ban_extend_ns: duration_ns(self.bans.extend),
+        }
+    }
+}
+
+fn duration_ns(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos())
+        .unwrap_or(u64::MAX)
+        .min(BAN_DURATION_CEILING_NS)
+}
+
+/// One kernel token bucket in operator units.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LimitView {
+    /// The [`LimitClass`] name: register, invite, options, other.
+    pub class: &'static str,
+    /// "5/s", "unlimited", or a decimal per-second rate when no whole rate maps to the interval.
+    pub rate: String,
+    pub burst: u64,
+    pub interval_ns: u64,
+}
+
+/// The kernel config in force, in operator units, for `sip-xdp status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KernelConfigView {
+    /// Version stamped in the map entry.
+    pub stored_version: u32,
+    /// True when the entry's version is not [`CONFIG_VERSION`] (say, never written): the program
+    /// then ignores it and runs on [`Config::DEFAULT`], which is what the fields below show.
+    pub using_builtin_defaults: bool,
+    pub ports: Vec<u16>,
+    /// `None` when the mask is not a contiguous prefix (never written by this crate).
+    pub ipv6_source_prefix: Option<u8>,
+    pub monitor: bool,
+    pub drop_malformed: bool,
+    pub drop_unknown_fragments: bool,
+    pub pass_unparsed: bool,
+    pub limits: Vec<LimitView>,
+    pub ban_base: String,
+    pub ban_factor: u32,
+    pub ban_max: String,
+    pub strike_decay: String,
+    pub extend_while_active: bool,
+    pub ban_extend: String,
+}
+
+/// Describes the config read back from the program's `CONFIG` map.
+pub fn describe_kernel(cfg: &Config) -> KernelConfigView {
+    let using_builtin_defaults = cfg.version != CONFIG_VERSION;
+    let in_force = if using_builtin_defaults {
+        &Config::DEFAULT
+    } else {
+        cfg
+    };
+    let human = |ns: u64| format_duration(Duration::from_nanos(ns));
+    KernelConfigView {
+        stored_version: cfg.version,
+        using_builtin_defaults,
+        ports: in_force
+            .sip_ports
+            .iter()
+            .copied()
+            .filter(|&port| port != 0)
+            .collect(),
+        ipv6_source_prefix: mask_prefix_len(&in_force.ipv6_source_mask),
+        monitor: in_force.has_flag(flags::MONITOR),
+        drop_malformed: in_force.has_flag(flags::DROP_MALFORMED),
+        drop_unknown_fragments: in_force.has_flag(flags::DROP_UNKNOWN_FRAGMENTS),
+        pass_unparsed: in_force.has_flag(flags::PASS_UNPARSED),
+        limits: LimitClass::ALL
+            .iter()
+            .zip(&in_force.limits)
+            .map(|(class, limit)| LimitView {
+                class: class.name(),
+                rate: describe_rate(limit),
+                burst: limit.burst(),
+                interval_ns: limit.interval_ns,
+            })
+            .collect(),
+        ban_base: human(in_force.ban_base_ns),
+        ban_factor: in_force.ban_factor,
+        ban_max: human(in_force.ban_max_ns),
+        strike_decay: human(in_force.strike_decay_ns),
+        extend_while_active: in_force.has_flag(flags::EXTEND_WHILE_ACTIVE),
+        ban_extend: human(in_force.ban_extend_ns),
+    }
+}
+
+impl fmt::Display for KernelConfigView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let on = |b: bool| if b { "on" } else { "off" };
+        if self.using_builtin_defaults {
+            writeln!(
+                f,
+                "config entry version {} is not {CONFIG_VERSION}: the program runs on its \
+                 built-in defaults, shown below",
+                self.stored_version
+            )?;
+        }
+        let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
+        writeln!(f, "sip ports               {}", ports.join(", "))?;
+        match self.ipv6_source_prefix {
+            Some(len) => writeln!(f, "ipv6 source prefix      /{len}")?,
+            None => writeln!(f, "ipv6 source prefix      (non-contiguous mask)")?,
+        }
+        writeln!(f, "monitor (drop nothing)  {}", on(self.monitor))?;
+        writeln!(f, "drop malformed          {}", on(self.drop_malformed))?;
+        writeln!(
+            f,
+            "drop unknown fragments  {}",
+            on(self.drop_unknown_fragments)
+        )?;
+        writeln!(f, "pass unparsed           {}", on(self.pass_unparsed))?;
+        for limit in &self.limits {
+            if limit.rate == "unlimited" {
+                writeln!(f, "limit {:<17} unlimited", limit.class)?;
+            } else {
+                writeln!(
+                    f,
+                    "limit {:<17} {}, burst {}",
+                    limit.class, limit.rate, limit.burst
+                )?;
+            }
+        }
+        writeln!(f, "ban base                {}", self.ban_base)?;
+        writeln!(f, "ban factor              {}", self.ban_factor)?;
+        writeln!(f, "ban max                 {}", self.ban_max)?;
+        writeln!(f, "strike decay            {}", self.strike_decay)?;
+        if self.extend_while_active {
+            write!(
+                f,
+                "extend while active     on ({} past the last packet)",
+                self.ban_extend
+            )
+        } else {
+            write!(f, "extend while active     off")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::parse;
+
+    #[test]
+    fn describe_kernel_reports_operator_units() {
+        let view = describe_kernel(&Config::DEFAULT);
+        assert!(!view.using_builtin_defaults);
+        let register = &view.limits[LimitClass::Register as usize];
+        assert_eq!(register.class, "register");
+        assert_eq!(register.rate, "5/s");
+        assert_eq!(register.burst, 40);
+        assert_eq!(view.ports, vec![5060]);
+        assert_eq!(view.ipv6_source_prefix, Some(128));
+        assert_eq!(view.ban_base, "1m");
+        assert_eq!(view.ban_max, "24h");
+        assert!(view.extend_while_active && view.drop_malformed && !view.monitor);
+        let text = view.to_string();
+        assert!(
+            text.contains("limit register          5/s, burst 40"),
+            "{text}"
+        );
+
+        let settings = parse(
+            "[limits.register]\nrate = \"1/min\"\nburst = 3\n[limits.invite]\nrate = \"3/s\"\n\
+             [limits.options]\nrate = \"unlimited\"\n[sip]\nipv6_source_prefix = 48\n",
+        )
+        .unwrap();
+        let view = describe_kernel(&settings.kernel_config());
+        let rates: Vec<&str> = view.limits.iter().map(|l| l.rate.as_str()).collect();
+        assert_eq!(
+            rates,
+            [
+                "1/min",
+                "3/s",
+                "unlimited",
+                "50/s",
+                "100/s",
+                "100/s",
+                "50/s",
+                "10/s"
+            ]
+        );
+        assert_eq!(view.limits[0].burst, 3);
+        assert_eq!(view.ipv6_source_prefix, Some(48));
+        let json = serde_json::to_value(&view).unwrap();
+        assert_eq!(json["limits"][0]["rate"], "1/min");
+
+        // A never-written entry (version 0) means the program runs on its defaults.
+        let zeroed = Config {
+            version: 0,
+            ban_factor: 9,
+            ..Config::DEFAULT
+        };
+        let view = describe_kernel(&zeroed);
+        assert!(view.using_builtin_defaults);
+        assert_eq!(view.ban_factor, Config::DEFAULT.ban_factor);
+        assert!(view.to_string().contains("built-in defaults"));
+    }
+}

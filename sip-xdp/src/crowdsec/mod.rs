@@ -1,0 +1,213 @@
+//! CrowdSec: this node as a bouncer of a CrowdSec Local API (its ban decisions become bans of
+//! origin `crowdsec`) and, optionally, as a signal source (its own rate-limit bans go to the
+//! Local API as alerts carrying a ban decision, so every bouncer of the fleet enforces them).
+//!
+//! The API shapes are crowdsec 1.4's (Debian 12), which later versions keep: `GET
+//! /v1/decisions/stream` with `X-Api-Key` (`startup=true` gives the whole set, then each poll
+//! gives what changed since this bouncer's last pull), `POST /v1/watchers/login` for a JWT, and
+//! `POST /v1/alerts`.
+//!
+//! Bans live in the kernel and the state file with their expiry, so an unreachable Local API
+//! changes nothing already in force: the bouncer backs off, logs the outage once, and pulls the
+//! whole set again when the API is back, which lifts what was deleted meanwhile.
+//!
+//! The rooms: `client` (`[crowdsec]` with its secrets read, the tasks' shared context),
+//! `credentials` (key and credentials files, their permissions), `decisions` (the stream
+//! decoded, screened and folded into bans), `bouncer` (the poller: backoff, outage, resync),
+//! `signals` (own bans queued and pushed as alerts) and `stats` (the figures metrics show).
+use std::{
+    net::IpAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU8, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::Result;
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
+use tracing::{debug, info, warn};
+
+use crate::{config::format_duration, control::Control, events::BanRecord};
+
+mod bouncer;
+mod client;
+mod credentials;
+mod decisions;
+mod signals;
+mod stats;
+
+use self::{
+    bouncer::run_bouncer,
+    client::{Ctx, http_client},
+    signals::{Signal, offer, run_pusher, signal_of},
+};
+pub use self::{
+    client::{ClientConfig, MAX_CROWDSEC_NETS, USER_AGENT},
+    credentials::Machine,
+    decisions::{
+        DecisionBook, DecisionStream, FeedLimits, NetRefusal, Pending, Refused, StreamDecision,
+        parse_go_duration, screen_net,
+    },
+    signals::{PUSH_GAP, SIGNAL_BATCH, SIGNAL_QUEUE, scenario},
+    stats::Stats,
+};
+
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The running client: the bouncer task and, with signals on, the pusher task.
+pub struct Crowdsec {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    signals: Option<mpsc::Sender<Signal>>,
+    ipv6_prefix: AtomicU8,
+    stats: Arc<Stats>,
+    last_full_warn_ms: AtomicU64,
+    config: ClientConfig,
+}
+
+impl Crowdsec {
+    /// Starts the tasks on the current tokio runtime. `control` applies the decisions (its own
+    /// lock and state file, like a CLI edit); `ipv6_prefix` is `sip.ipv6_source_prefix`, the
+    /// prefix an own IPv6 ban covers.
+    pub fn start(
+        cfg: ClientConfig,
+        control: Control,
+        stats: Arc<Stats>,
+        ipv6_prefix: u8,
+    ) -> Result<Self> {
+        let http = http_client(cfg.ca_pem.as_deref())?;
+        let ctx = Arc::new(Ctx {
+            stream_url: cfg.endpoint("v1/decisions/stream")?,
+            login_url: cfg.endpoint("v1/watchers/login")?,
+            alerts_url: cfg.endpoint("v1/alerts")?,
+            cfg,
+            http,
+            control,
+            stats: stats.clone(),
+        });
+        let config = ctx.cfg.clone();
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = vec![tokio::spawn(run_bouncer(ctx.clone(), stop_rx.clone()))];
+        let signals = match ctx.cfg.machine.clone() {
+            None => None,
+            Some(_) if !ctx.cfg.push_rate_bans => {
+                info!(
+                    "crowdsec.signals.rate_bans is off: this node's rate-limit bans are not \
+                     pushed to the Local API (a forged UDP flood would otherwise ban a real peer \
+                     on the whole fleet); set it to true where forged sources cannot reach \
+                     this node"
+                );
+                None
+            }
+            Some(machine) => {
+                let (tx, rx) = mpsc::channel(SIGNAL_QUEUE);
+                tasks.push(tokio::spawn(run_pusher(ctx.clone(), machine, rx, stop_rx)));
+                Some(tx)
+            }
+        };
+        let loopback = config.lapi.host_str().is_some_and(|h| {
+            h.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .map_or(h.eq_ignore_ascii_case("localhost"), |a| a.is_loopback())
+        });
+        if config.lapi.scheme() == "http" && !loopback {
+            warn!(
+                lapi = %config.lapi,
+                "plain http:// to a Local API off loopback (crowdsec.allow_insecure_http = \
+                 true): the bouncer key and every decision cross the network in clear"
+            );
+        }
+        info!(
+            lapi = %config.lapi,
+            poll_interval = %format_duration(ctx.cfg.poll_interval),
+            signals = signals.is_some(),
+            "CrowdSec client started"
+        );
+        Ok(Self {
+            stop,
+            tasks,
+            signals,
+            ipv6_prefix: AtomicU8::new(ipv6_prefix),
+            stats,
+            last_full_warn_ms: AtomicU64::new(0),
+            config,
+        })
+    }
+
+    /// What it runs with, to tell whether a reload changes anything.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    pub fn set_ipv6_prefix(&self, prefix: u8) {
+        self.ipv6_prefix.store(prefix, Ordering::Relaxed);
+    }
+
+    /// Queues an own rate-limit ban for the Local API (signals on); never blocks the event
+    /// reader: a full queue drops and counts.
+    pub fn on_ban(&self, record: &BanRecord) {
+        let Some(tx) = &self.signals else {
+            return;
+        };
+        if let Some(signal) = signal_of(record, self.ipv6_prefix.load(Ordering::Relaxed)) {
+            offer(tx, signal, &self.stats, &self.last_full_warn_ms);
+        }
+    }
+
+    /// Stops both tasks (an HTTP request in flight is abandoned) and waits for them.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(STOP_TIMEOUT, task).await.is_err() {
+                abort.abort();
+            }
+        }
+        debug!(lapi = %self.config.lapi, "CrowdSec client stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CrowdsecSection;
+
+    fn machine_section(rate_bans: bool) -> CrowdsecSection {
+        let mut section = CrowdsecSection {
+            enabled: true,
+            // Nothing listens there: the bouncer only backs off.
+            lapi_url: "http://127.0.0.1:9/".to_owned(),
+            api_key: Some("k0123456789".to_owned()),
+            ..CrowdsecSection::default()
+        };
+        section.signals.enabled = true;
+        section.signals.machine_id = Some("m".to_owned());
+        section.signals.password = Some("p".to_owned());
+        section.signals.rate_bans = rate_bans;
+        section
+    }
+
+    #[tokio::test]
+    async fn rate_bans_are_not_signalled_unless_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        for rate_bans in [false, true] {
+            let cfg = ClientConfig::from_settings(&machine_section(rate_bans), None)
+                .unwrap()
+                .unwrap();
+            assert_eq!(cfg.push_rate_bans, rate_bans);
+            assert!(cfg.machine.is_some(), "credentials are read either way");
+            let control = Control::new(
+                crate::loader::PinDir::new(dir.path().join("no-pins")),
+                dir.path().to_owned(),
+            );
+            let client = Crowdsec::start(cfg, control, Arc::default(), 128).unwrap();
+            assert_eq!(client.signals.is_some(), rate_bans);
+            client.stop().await;
+        }
+    }
+}
