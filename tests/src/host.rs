@@ -188,6 +188,8 @@ pub fn drain_from(socket: &UdpSocket, source: IpAddr) -> usize {
             Ok((_, peer)) if peer.ip() == source => n += 1,
             Ok(_) => {}
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+            // A signal (the test's child processes exiting) interrupted the wait: wait again.
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => panic!("receiving: {e}"),
         }
     }

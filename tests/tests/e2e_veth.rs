@@ -142,6 +142,8 @@ fn drain(socket: &UdpSocket) -> Vec<SocketAddr> {
         match socket.recv_from(&mut buf) {
             Ok((_, peer)) => from.push(peer),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+            // A signal (the test's child processes exiting) interrupted the wait: wait again.
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => panic!("receiving: {e}"),
         }
     }
