@@ -8,6 +8,10 @@ pub const RATE_WINDOW_NS: u64 = 1_000_000_000;
 /// A ban that is extended while the source keeps sending is only rewritten once it would move
 /// by at least this much, so a flood does not turn every dropped packet into a map write.
 pub const BAN_EXTEND_GRANULARITY_NS: u64 = 1_000_000_000;
+/// Largest ban escalation factor: the program caps `Config::ban_factor` here (so that
+/// `duration * factor` cannot overflow), and the config refuses a larger one rather than accept
+/// it and silently not honour it.
+pub const MAX_BAN_FACTOR: u32 = 16;
 /// Escalated ban durations never exceed this, whatever the configuration says (about 10 years).
 pub const BAN_DURATION_CEILING_NS: u64 = 10 * 365 * 24 * 3600 * 1_000_000_000;
 

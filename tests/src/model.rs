@@ -23,7 +23,7 @@ pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 
 /// Escalation factors are clamped to this.
-pub const MAX_BAN_FACTOR: u64 = 16;
+pub const MAX_BAN_FACTOR: u64 = sip_xdp_common::MAX_BAN_FACTOR as u64;
 /// Payloads shorter than this (that are not keep-alives) cannot hold a request line.
 pub const MIN_CLASSIFIABLE: usize = 16;
 

@@ -24,9 +24,7 @@ pub struct SipSection {
     pub ipv6_source_prefix: u8,
 }
 
-/// Largest ban escalation factor: the program caps the factor here whatever the map says, so a
-/// larger value would be accepted and silently not honoured.
-pub const MAX_BAN_FACTOR: u32 = 16;
+pub use sip_xdp_common::MAX_BAN_FACTOR;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, expecting = "the [bans] table")]
