@@ -27,13 +27,18 @@ pub const MAX_IPV6_EXT_HEADERS: usize = 6;
 /// Deepest offset (from the start of the frame) at which the parser reads a UDP header; it keeps
 /// every packet offset provably small for the verifier. No real SIP packet needs more.
 pub const MAX_L4_OFFSET: usize = 512;
+/// Nanoseconds in a second: the unit of every `_ns` value the program and user space exchange.
+pub const NS_PER_SEC: u64 = 1_000_000_000;
 /// Counting window for the per-source packet rate reported in ban events.
-pub const RATE_WINDOW_NS: u64 = 1_000_000_000;
+pub const RATE_WINDOW_NS: u64 = NS_PER_SEC;
 /// A ban that is extended while the source keeps sending is only rewritten once it would move
 /// by at least this much, so a flood does not turn every dropped packet into a map write.
-pub const BAN_EXTEND_GRANULARITY_NS: u64 = 1_000_000_000;
+pub const BAN_EXTEND_GRANULARITY_NS: u64 = NS_PER_SEC;
 /// Escalated ban durations never exceed this, whatever the configuration says (about 10 years).
-pub const BAN_DURATION_CEILING_NS: u64 = 10 * 365 * 24 * 3600 * 1_000_000_000;
+pub const BAN_DURATION_CEILING_NS: u64 = 10 * 365 * 24 * 3600 * NS_PER_SEC;
+/// Escalation factors above this are clamped (by the program) or refused (by the config), so
+/// `duration * factor` cannot overflow.
+pub const MAX_BAN_FACTOR: u32 = 16;
 
 /// Map names, as the program declares them and user space looks them up.
 pub mod map_names {
@@ -65,6 +70,8 @@ pub const PROGRAM_NAME: &str = "sip_xdp";
 
 /// Default capacity of the per-source LRU map (`SOURCES`).
 pub const DEFAULT_MAX_SOURCES: u32 = 131_072;
+/// Upper bound for `max_sources`: about 1.4 GiB of kernel memory at 88+16 bytes per entry.
+pub const MAX_SOURCES_LIMIT: u32 = 16 * 1024 * 1024;
 /// Default capacity of the durable ban table (`BANS`): bans and their strikes live there until
 /// their strikes decay, out of reach of the source table's LRU eviction.
 pub const DEFAULT_MAX_BANS: u32 = 65_536;
@@ -389,7 +396,7 @@ impl RateLimit {
 
     /// `per_sec` packets per second on average, `burst` at once. `burst` is at least 1.
     pub const fn per_second(per_sec: u64, burst: u64) -> Self {
-        Self::per_interval(per_sec, 1_000_000_000, burst)
+        Self::per_interval(per_sec, NS_PER_SEC, burst)
     }
 
     /// `count` packets per `period_ns` on average, `burst` at once.
@@ -454,8 +461,6 @@ pub struct Config {
     pub ban_extend_ns: u64,
 }
 
-const SECOND_NS: u64 = 1_000_000_000;
-
 impl Config {
     /// The defaults the program and the daemon share. Chosen for a SIP edge: a phone registers
     /// every few minutes (two REGISTERs with the digest challenge), so 5/s with a burst of 40
@@ -478,10 +483,10 @@ impl Config {
             RateLimit::per_second(50, 100),  // keep-alives
             RateLimit::per_second(10, 20),   // malformed, when passed
         ],
-        ban_base_ns: 60 * SECOND_NS,
-        ban_max_ns: 24 * 3600 * SECOND_NS,
-        strike_decay_ns: 3600 * SECOND_NS,
-        ban_extend_ns: 60 * SECOND_NS,
+        ban_base_ns: 60 * NS_PER_SEC,
+        ban_max_ns: 24 * 3600 * NS_PER_SEC,
+        strike_decay_ns: 3600 * NS_PER_SEC,
+        ban_extend_ns: 60 * NS_PER_SEC,
     };
 
     pub const fn has_flag(&self, flag: u32) -> bool {

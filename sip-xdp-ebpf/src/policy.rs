@@ -16,7 +16,7 @@ use crate::{
 };
 
 /// Escalation factors above this are clamped so `duration * factor` cannot overflow.
-const MAX_BAN_FACTOR: u64 = 16;
+const MAX_BAN_FACTOR: u64 = sip_xdp_common::MAX_BAN_FACTOR as u64;
 
 #[inline(always)]
 fn list_key(src: &[u8; 16]) -> Key<[u8; 16]> {

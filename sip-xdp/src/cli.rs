@@ -11,7 +11,7 @@ use ipnet::IpNet;
 
 use crate::{
     config::{self, DEFAULT_CONFIG_PATH, Settings},
-    control::{Control, Lift, ListKind},
+    control::{Control, EditReport, Lift, ListKind},
     loader::{self, AttachMode, DEFAULT_PIN_DIR, LoadOptions, PinDir},
     maps::SipMaps,
     state::{BanOrigin, DEFAULT_STATE_DIR},
@@ -498,18 +498,31 @@ pub fn detach(cli: &Cli, args: &DetachArgs) -> Result<()> {
     Ok(())
 }
 
+/// What a list or ban edit did, line by line, and whether it is in force yet.
+fn print_edit(report: &EditReport) {
+    for line in &report.lines {
+        println!("{line}");
+    }
+    if !report.enforced {
+        println!(
+            "(sip-xdp is not attached to any interface here: saved to the state file, applied at \
+             the next attach)"
+        );
+    }
+}
+
 pub fn list(cli: &Cli, kind: ListKind, action: &ListAction) -> Result<()> {
     let control = Control::new(PinDir::new(&cli.pin_dir), cli.state_dir.clone());
     match action {
         ListAction::Add { nets, comment } => {
             require_privileges(kind.command())?;
             let report = control.list_add(kind, nets, comment.clone())?;
-            report.print();
+            print_edit(&report);
         }
         ListAction::Del { nets } => {
             require_privileges(kind.command())?;
             let report = control.list_del(kind, nets)?;
-            report.print();
+            print_edit(&report);
             report.fail_if_missing(kind.command())?;
         }
         ListAction::List(out) => {
@@ -536,7 +549,7 @@ pub fn ban(cli: &Cli, action: &BanAction) -> Result<()> {
                 None => load_settings(None)?.0.manual_ban_default(),
             };
             let report = control.ban_add(nets, (*origin).into(), duration, reason.clone())?;
-            report.print();
+            print_edit(&report);
             if *require_enforced && !report.enforced {
                 let list: Vec<String> = nets.iter().map(|n| n.to_string()).collect();
                 return Err(NotEnforced(format!(
@@ -557,7 +570,7 @@ pub fn ban(cli: &Cli, action: &BanAction) -> Result<()> {
         } => {
             require_privileges("ban")?;
             let report = control.ban_del(nets, &lift_for(origin))?;
-            report.print();
+            print_edit(&report);
             if !missing_ok {
                 report.fail_if_missing("ban")?;
             }

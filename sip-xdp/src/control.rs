@@ -22,11 +22,10 @@ use crate::{
     config::Settings,
     loader::{self, AttachMode, AttachOutcome, LoadOptions, PinDir},
     maps::{SipMaps, cidr_key, key_addr},
-    state::{self, AutoBanRecord, BanOrigin, Clocks, SavedClock, StateFile, now_wall_secs},
-    time::monotonic_now_ns,
+    state::{self, AutoBanRecord, BanOrigin, Clocks, SavedClock, StateFile},
+    time::{NS_PER_SEC, human_duration, monotonic_now_ns, now_wall_secs},
 };
 
-const NS_PER_SEC: u64 = 1_000_000_000;
 const DENY_TABLE: usize = sip_xdp_common::MAX_LIST_ENTRIES as usize;
 /// Most nets origin `crowdsec` bans at once: half the kernel's deny table, so a feed can never
 /// take the room manual and fail2ban bans need (`crowdsec.max_bans` may lower it).
@@ -92,18 +91,6 @@ pub struct EditReport {
 }
 
 impl EditReport {
-    pub fn print(&self) {
-        for line in &self.lines {
-            println!("{line}");
-        }
-        if !self.enforced {
-            println!(
-                "(sip-xdp is not attached to any interface here: saved to the state file, \
-                 applied at the next attach)"
-            );
-        }
-    }
-
     pub fn fail_if_missing(&self, command: &str) -> Result<()> {
         if self.missing.is_empty() {
             return Ok(());
@@ -321,12 +308,12 @@ impl Control {
         let prepared = (|| -> Result<()> {
             let mut maps = SipMaps::take_from(&mut load.ebpf)?;
             if maps.sources_capacity() != options.max_sources {
-                eprintln!(
-                    "warning: datapath.max_sources is {} but the pinned SOURCES table holds {}; \
-                     the new size applies after `sip-xdp detach --all --purge`",
+                warnings.push(format!(
+                    "datapath.max_sources is {} but the pinned SOURCES table holds {}; the new \
+                     size applies after `sip-xdp detach --all --purge`",
                     options.max_sources,
                     maps.sources_capacity()
-                );
+                ));
             }
             {
                 let _config_lock = self.pins.lock_config()?;
@@ -555,7 +542,7 @@ impl Control {
                 };
                 report.lines.push(format!(
                     "ban {net}: banned for {}{by}",
-                    humantime::format_duration(Duration::from_secs(secs))
+                    human_duration(Duration::from_secs(secs))
                 ));
             }
             Ok(())
@@ -645,9 +632,7 @@ impl Control {
                         format!(
                             "{} for {} (lift with --origin {})",
                             b.origin,
-                            humantime::format_duration(Duration::from_secs(
-                                b.expires_at - now_wall
-                            )),
+                            human_duration(Duration::from_secs(b.expires_at - now_wall)),
                             b.origin
                         )
                     })
@@ -711,7 +696,7 @@ impl Control {
     pub fn ban_entries(&self) -> Result<Vec<BanEntry>> {
         let state = StateFile::load(&self.state_dir)?;
         let clocks = Clocks::now();
-        let now_wall = clocks.wall_ns / 1_000_000_000;
+        let now_wall = clocks.wall_ns / NS_PER_SEC;
         let mut entries: Vec<BanEntry> = state
             .bans
             .iter()
@@ -744,7 +729,7 @@ impl Control {
                     source: key_addr(key.addr).to_string(),
                     origin: if would { "would" } else { "rate" },
                     class: LimitClass::from_index(source.ban_class as usize).map(|c| c.name()),
-                    remaining_s: (source.banned_until_ns - clocks.mono_ns).div_ceil(1_000_000_000),
+                    remaining_s: (source.banned_until_ns - clocks.mono_ns).div_ceil(NS_PER_SEC),
                     expires_at,
                     strikes: Some(source.strikes),
                     reason: None,
@@ -823,12 +808,7 @@ pub fn forget_quiet_sources(
 }
 
 fn check_interface(iface: &str) -> Result<()> {
-    let name = std::ffi::CString::new(iface)
-        .map_err(|_| loader::AttachError::NoSuchInterface(iface.to_owned()))?;
-    // SAFETY: valid NUL-terminated string.
-    if unsafe { libc::if_nametoindex(name.as_ptr()) } == 0 {
-        return Err(loader::AttachError::NoSuchInterface(iface.to_owned()).into());
-    }
+    loader::if_index(iface)?;
     Ok(())
 }
 
@@ -1050,7 +1030,7 @@ pub fn forget_sources_in(maps: &mut SipMaps, nets: &[IpNet]) -> Result<usize> {
 fn reconcile_locked(state: &mut StateFile, maps: &mut SipMaps) -> Result<usize> {
     let shortened = state.clamp_restored_bans(&SavedClock::now());
     let clocks = Clocks::now();
-    let now_wall = clocks.wall_ns / 1_000_000_000;
+    let now_wall = clocks.wall_ns / NS_PER_SEC;
     state.prune_expired_bans(now_wall);
 
     let live_allow = maps.allowlist()?;

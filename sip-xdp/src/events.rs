@@ -159,17 +159,6 @@ pub fn mono_to_rfc3339(mono_ns: u64, now_mono_ns: u64, now_wall: SystemTime) -> 
     humantime::format_rfc3339_seconds(mono_to_wall(mono_ns, now_mono_ns, now_wall)).to_string()
 }
 
-fn format_duration_ns(duration_ns: u64) -> String {
-    // Whole seconds for anything a second or longer: ban durations are configured in seconds and
-    // "1m 0s 3ms" would only be clock noise.
-    let duration = if duration_ns >= 1_000_000_000 {
-        Duration::from_secs(duration_ns / 1_000_000_000)
-    } else {
-        Duration::from_millis(duration_ns / 1_000_000)
-    };
-    humantime::format_duration(duration).to_string()
-}
-
 fn rate_phrase(record: &BanRecord) -> String {
     let class = record.class.name();
     if record.window_ns == 0 {
@@ -187,7 +176,7 @@ fn rate_phrase(record: &BanRecord) -> String {
 
 /// The human part of a ban event line.
 pub fn message(record: &BanRecord) -> String {
-    let duration = format_duration_ns(record.duration_ns);
+    let duration = crate::time::human_duration_ns(record.duration_ns);
     match record.kind {
         BanEventKind::Ban => format!(
             "banned {} for {duration}: {}, strike {}",

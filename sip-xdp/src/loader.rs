@@ -63,23 +63,41 @@ impl Default for LoadOptions {
     }
 }
 
-/// Upper bound for `max_sources`: about 1.4 GiB of kernel memory at 88+16 bytes per entry.
-pub const MAX_SOURCES_LIMIT: u32 = 16 * 1024 * 1024;
+pub use sip_xdp_common::MAX_SOURCES_LIMIT;
+
+impl LoadOptions {
+    /// What every load checks before it touches the kernel: the object is embedded and the
+    /// options are in range.
+    fn check(&self) -> Result<(), LoaderError> {
+        if EBPF_OBJECT.is_empty() {
+            return Err(LoaderError::NoObject);
+        }
+        if self.max_sources == 0 || self.max_sources > MAX_SOURCES_LIMIT {
+            return Err(LoaderError::BadMaxSources {
+                got: self.max_sources,
+                max: MAX_SOURCES_LIMIT,
+            });
+        }
+        Ok(())
+    }
+
+    /// A loader for the embedded object with these options applied.
+    fn loader<'a>(&self) -> EbpfLoader<'a> {
+        let mut loader = EbpfLoader::new();
+        loader.map_max_entries(map_names::SOURCES, self.max_sources);
+        loader
+    }
+}
 
 /// Loads the object and the XDP program into the kernel (running the verifier), unattached.
 pub fn load(options: &LoadOptions) -> Result<Ebpf, LoaderError> {
-    if EBPF_OBJECT.is_empty() {
-        return Err(LoaderError::NoObject);
-    }
-    if options.max_sources == 0 || options.max_sources > MAX_SOURCES_LIMIT {
-        return Err(LoaderError::BadMaxSources {
-            got: options.max_sources,
-            max: MAX_SOURCES_LIMIT,
-        });
-    }
-    let mut ebpf = EbpfLoader::new()
-        .map_max_entries(map_names::SOURCES, options.max_sources)
-        .load(EBPF_OBJECT)?;
+    options.check()?;
+    load_with(options.loader())
+}
+
+/// Loads the embedded object with `loader`, then the XDP program (running the verifier).
+fn load_with(mut loader: EbpfLoader<'_>) -> Result<Ebpf, LoaderError> {
+    let mut ebpf = loader.load(EBPF_OBJECT)?;
     xdp_program(&mut ebpf)?.load()?;
     Ok(ebpf)
 }
@@ -221,23 +239,6 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/sip-xdp";
 pub const BPFFS_MOUNT: &str = "/sys/fs/bpf";
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 const LINK_PREFIX: &str = "link_";
-
-/// The maps whose contents must survive a program reload, a daemon restart and a detach:
-/// config, per-source state and bans, lists, counters, fragment fates and queued ban events.
-/// The per-CPU scratch maps are left out on purpose: they hold nothing between packets.
-pub const PINNED_MAPS: &[&str] = &[
-    map_names::CONFIG,
-    map_names::ACTIVE_CONFIG,
-    map_names::SOURCES,
-    map_names::ALLOWLIST,
-    map_names::DENYLIST,
-    map_names::COUNTERS,
-    map_names::FRAGMENTS,
-    map_names::BAN_EVENTS,
-    map_names::LIST_PRESENCE,
-    map_names::BANS,
-    map_names::PROTECTED,
-];
 
 #[derive(Debug, Error)]
 pub enum PinError {
@@ -532,7 +533,7 @@ impl PinDir {
     /// must match.
     fn migrate_incompatible(&self) -> Result<Migration, PinError> {
         let mut migration = Migration::default();
-        for layout in EXPECTED_LAYOUT {
+        for layout in PINNED.iter().filter(|layout| layout.checked) {
             let path = self.map_path(layout.name);
             if !path.exists() {
                 continue;
@@ -686,6 +687,8 @@ struct Layout {
     max_entries: Option<u32>,
     /// Rebuilt at attach or migrated by [`PinDir::migrate_incompatible`] when it differs.
     rebuildable: bool,
+    /// False for the ring buffer of ban events, which has no key or value to compare.
+    checked: bool,
 }
 
 const fn layout<K, V>(name: &'static str, max_entries: Option<u32>, rebuildable: bool) -> Layout {
@@ -695,11 +698,27 @@ const fn layout<K, V>(name: &'static str, max_entries: Option<u32>, rebuildable:
         value_size: size_of::<V>() as u32,
         max_entries,
         rebuildable,
+        checked: true,
     }
 }
 
-/// The pinned maps' layouts as this build's program declares them.
-const EXPECTED_LAYOUT: &[Layout] = &[
+/// A pinned ring buffer: its records are read and gone, so any layout is taken as it is.
+const fn ring(name: &'static str) -> Layout {
+    Layout {
+        name,
+        key_size: 0,
+        value_size: 0,
+        max_entries: None,
+        rebuildable: true,
+        checked: false,
+    }
+}
+
+/// The maps whose contents must survive a program reload, a daemon restart and a detach:
+/// config, per-source state and bans, lists, counters, fragment fates and queued ban events,
+/// with their layouts as this build's program declares them. The per-CPU scratch maps are left
+/// out on purpose: they hold nothing between packets.
+const PINNED: &[Layout] = &[
     layout::<u32, sip_xdp_common::Config>(map_names::CONFIG, Some(2), true),
     layout::<u32, u32>(map_names::ACTIVE_CONFIG, Some(1), true),
     layout::<sip_xdp_common::SourceKey, sip_xdp_common::SourceState>(
@@ -709,15 +728,9 @@ const EXPECTED_LAYOUT: &[Layout] = &[
     ),
     layout::<[u8; 20], sip_xdp_common::AllowEntry>(map_names::ALLOWLIST, None, false),
     layout::<[u8; 20], sip_xdp_common::DenyEntry>(map_names::DENYLIST, None, false),
-    layout::<[u8; 20], sip_xdp_common::AllowEntry>(map_names::PROTECTED, None, false),
     layout::<u32, u64>(
         map_names::COUNTERS,
         Some(sip_xdp_common::COUNTER_SLOTS),
-        true,
-    ),
-    layout::<u32, u32>(
-        map_names::LIST_PRESENCE,
-        Some(sip_xdp_common::list_presence::SLOTS),
         true,
     ),
     layout::<sip_xdp_common::FragmentKey, sip_xdp_common::FragmentFate>(
@@ -725,8 +738,28 @@ const EXPECTED_LAYOUT: &[Layout] = &[
         None,
         true,
     ),
+    ring(map_names::BAN_EVENTS),
+    layout::<u32, u32>(
+        map_names::LIST_PRESENCE,
+        Some(sip_xdp_common::list_presence::SLOTS),
+        true,
+    ),
     layout::<sip_xdp_common::SourceKey, sip_xdp_common::BanRecord>(map_names::BANS, None, false),
+    layout::<[u8; 20], sip_xdp_common::AllowEntry>(map_names::PROTECTED, None, false),
 ];
+
+/// The names of [`PINNED`], in its order: the maps a load pins and a purge removes.
+pub const PINNED_MAPS: &[&str] = &pinned_names::<{ PINNED.len() }>();
+
+const fn pinned_names<const N: usize>() -> [&'static str; N] {
+    let mut names = [""; N];
+    let mut i = 0;
+    while i < N {
+        names[i] = PINNED[i].name;
+        i += 1;
+    }
+    names
+}
 
 /// What [`PinDir::migrate_incompatible`] carried over from maps pinned by an older build.
 #[derive(Debug, Default)]
@@ -811,16 +844,7 @@ pub enum PinnedLoadError {
 /// are missing. A program loaded this way shares counters, bans and lists with every earlier
 /// and later load against the same directory.
 pub fn load_pinned(options: &LoadOptions, pins: &PinDir) -> Result<PinnedLoad, PinnedLoadError> {
-    if EBPF_OBJECT.is_empty() {
-        return Err(LoaderError::NoObject.into());
-    }
-    if options.max_sources == 0 || options.max_sources > MAX_SOURCES_LIMIT {
-        return Err(LoaderError::BadMaxSources {
-            got: options.max_sources,
-            max: MAX_SOURCES_LIMIT,
-        }
-        .into());
-    }
+    options.check()?;
     pins.ensure()?;
     let migration = pins.migrate_incompatible()?;
     let created_bans = !pins.map_path(map_names::BANS).exists();
@@ -835,19 +859,11 @@ pub fn load_pinned(options: &LoadOptions, pins: &PinDir) -> Result<PinnedLoad, P
         .iter()
         .map(|&name| (name, pins.map_path(name)))
         .collect();
-    let mut loader = EbpfLoader::new();
-    loader.map_max_entries(map_names::SOURCES, options.max_sources);
+    let mut loader = options.loader();
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());
     }
-    let loaded = loader
-        .load(EBPF_OBJECT)
-        .map_err(LoaderError::from)
-        .and_then(|mut ebpf| {
-            xdp_program(&mut ebpf)?.load()?;
-            Ok(ebpf)
-        });
-    match loaded {
+    match load_with(loader) {
         Ok(ebpf) => Ok(PinnedLoad {
             ebpf,
             adopted_maps,
@@ -969,7 +985,9 @@ pub fn attachment_ids(attachment: &PinnedAttachment) -> Option<(u32, u32)> {
     Some((info.program_id(), info.id()))
 }
 
-fn if_index(iface: &str) -> Result<u32, AttachError> {
+/// The index of `iface` in the caller's network namespace (unlike /sys/class/net, which shows
+/// the namespace sysfs was mounted in).
+pub fn if_index(iface: &str) -> Result<u32, AttachError> {
     let name = CString::new(iface).map_err(|_| AttachError::NoSuchInterface(iface.to_owned()))?;
     // SAFETY: valid NUL-terminated string.
     match unsafe { libc::if_nametoindex(name.as_ptr()) } {

@@ -16,14 +16,15 @@ use std::{
         unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
     },
     path::{Path, PathBuf},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, UNIX_EPOCH},
 };
 
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize};
 use thiserror::Error;
 
-use crate::time::monotonic_now_ns;
+pub use crate::time::now_wall_secs;
+use crate::time::{NS_PER_SEC, monotonic_now_ns, now_wall_ns};
 
 /// Name of the state file inside the state directory.
 pub const STATE_FILE: &str = "state.json";
@@ -48,7 +49,6 @@ pub const DIR_MODE: u32 = 0o700;
 pub const FILE_MODE: u32 = 0o600;
 /// Restored bans are shortened only by more than this (rounding and clock drift are not skew).
 const CLAMP_TOLERANCE_NS: u64 = 2 * NS_PER_SEC;
-const NS_PER_SEC: u64 = 1_000_000_000;
 
 #[derive(Debug, Error)]
 pub enum StateError {
@@ -937,18 +937,6 @@ pub fn lock_with_timeout(dir: &Path, timeout: Duration) -> Result<StateLock, Sta
         }
         std::thread::sleep(LOCK_POLL_INTERVAL.min(timeout - waited));
     }
-}
-
-/// Wall-clock now, in unix seconds (0 if the clock is set before 1970).
-pub fn now_wall_secs() -> u64 {
-    now_wall_ns() / NS_PER_SEC
-}
-
-fn now_wall_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos().min(u128::from(u64::MAX)) as u64)
-        .unwrap_or(0)
 }
 
 /// One reading of the wall clock and the kernel's monotonic clock, taken together, so that a
