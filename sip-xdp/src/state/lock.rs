@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{FILE_MODE, StateError, store::create_dir};
+use super::{FILE_MODE, StateError, create_dir};
 
 /// Name of the lock file inside the state directory.
 pub const LOCK_FILE: &str = "state.lock";

@@ -13,7 +13,13 @@ mod store;
 #[cfg(test)]
 mod tests;
 
-use std::{io, path::PathBuf, time::Duration};
+use std::{
+    fs::DirBuilder,
+    io,
+    os::unix::fs::DirBuilderExt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use thiserror::Error;
 
@@ -115,4 +121,16 @@ pub enum StateError {
          wait for it to finish and retry"
     )]
     LockTimeout { path: PathBuf, waited: Duration },
+}
+
+/// Creates the state directory (and its parents), owner only, if missing.
+fn create_dir(dir: &Path) -> Result<(), StateError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+        .map_err(|source| StateError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })
 }

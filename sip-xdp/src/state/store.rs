@@ -2,9 +2,9 @@
 //! previous version kept beside it, and the recovery `attach` makes from a file it cannot use.
 use std::{
     collections::{BTreeMap, HashSet},
-    fs::{self, DirBuilder, File, OpenOptions},
+    fs::{self, File, OpenOptions},
     io::{self, Write},
-    os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
     time::UNIX_EPOCH,
 };
@@ -13,8 +13,9 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AllowRecord, AutoBanRecord, BanOrigin, DIR_MODE, DenyRecord, FILE_MODE, ListBan, PREV_FILE,
-    REJECTED_PREFIX, STATE_FILE, STATE_VERSION, SavedClock, StateError, StateFile, lock,
+    AllowRecord, AutoBanRecord, BanOrigin, DenyRecord, FILE_MODE, ListBan, PREV_FILE,
+    REJECTED_PREFIX, STATE_FILE, STATE_VERSION, SavedClock, StateError, StateFile, create_dir,
+    lock,
 };
 use crate::time::now_wall_secs;
 
@@ -254,17 +255,6 @@ impl StateFile {
         }
         Ok(result)
     }
-}
-
-pub(super) fn create_dir(dir: &Path) -> Result<(), StateError> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(DIR_MODE)
-        .create(dir)
-        .map_err(|source| StateError::CreateDir {
-            path: dir.to_owned(),
-            source,
-        })
 }
 
 /// Keeps the file about to be replaced as `state.json.prev` (a hard link: no copy, and a
