@@ -459,3 +459,27 @@ pub fn reachable_pin_dir(path: &Path) -> PathBuf {
         _ => path.to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pin_list_is_the_layout_table() {
+        assert_eq!(PINNED_MAPS.len(), PINNED.len());
+        for (name, layout) in PINNED_MAPS.iter().zip(PINNED) {
+            assert_eq!(*name, layout.name);
+        }
+        let mut names = PINNED_MAPS.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), PINNED_MAPS.len(), "a map is pinned twice");
+        // Only the ring buffer goes unchecked: every other map is compared at each load.
+        let unchecked: Vec<&str> = PINNED
+            .iter()
+            .filter(|layout| !layout.checked)
+            .map(|layout| layout.name)
+            .collect();
+        assert_eq!(unchecked, [map_names::BAN_EVENTS]);
+    }
+}
