@@ -123,7 +123,7 @@ impl BanRecord {
     }
 }
 
-/// Packets per second over the window, the window taken as at least [`MIN_RATE_WINDOW_NS`].
+/// Packets per second over the window, the window taken as at least `MIN_RATE_WINDOW_NS`.
 pub fn rate_per_sec(window_packets: u32, window_ns: u64) -> f64 {
     let window_ns = window_ns.max(MIN_RATE_WINDOW_NS);
     f64::from(window_packets) / (window_ns as f64 / 1e9)

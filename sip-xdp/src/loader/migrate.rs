@@ -7,7 +7,7 @@ use sip_xdp_common::map_names;
 
 use super::{PINNED, PinDir, PinError, io_err};
 
-/// What [`PinDir::migrate_incompatible`] carried over from maps pinned by an older build.
+/// What `PinDir::migrate_incompatible` carried over from maps pinned by an older build.
 #[derive(Debug, Default)]
 pub struct Migration {
     /// Maps unpinned because their layout changed; the load creates them anew.

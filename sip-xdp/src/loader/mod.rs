@@ -1,11 +1,11 @@
 //! Loads the embedded XDP object into the kernel, pins its maps and links on bpffs and attaches
 //! it to interfaces.
 //!
-//! - [`load`]: the object on its own, or against the pinned maps ([`load_pinned`]).
-//! - [`pins`]: the pin directory, the maps pinned there with their layouts, its locks.
-//! - [`migrate`]: maps an older build pinned, checked and carried over.
-//! - [`attach`]: links to interfaces, owned by this process or pinned.
-//! - [`sys`]: the raw bpf(2) calls aya does not make.
+//! - `load.rs`: the object on its own ([`load`]), or against the pinned maps ([`load_pinned`]).
+//! - `pins.rs`: the pin directory, the maps pinned there with their layouts, its locks.
+//! - `migrate.rs`: maps an older build pinned, checked and carried over.
+//! - `attach.rs`: links to interfaces, owned by this process or pinned.
+//! - `sys.rs`: the raw bpf(2) calls aya does not make ([`sys::bpf_syscall`], public for xtask).
 mod attach;
 mod load;
 mod migrate;

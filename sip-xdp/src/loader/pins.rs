@@ -213,7 +213,7 @@ pub(super) const PINNED: &[Layout] = &[
     layout::<[u8; 20], sip_xdp_common::AllowEntry>(map_names::PROTECTED, None, false),
 ];
 
-/// The names of [`PINNED`], in its order: the maps a load pins and a purge removes.
+/// The names of `PINNED`, in its order: the maps a load pins and a purge removes.
 pub const PINNED_MAPS: &[&str] = &pinned_names::<{ PINNED.len() }>();
 
 const fn pinned_names<const N: usize>() -> [&'static str; N] {

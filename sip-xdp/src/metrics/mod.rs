@@ -1,10 +1,10 @@
 //! Prometheus metrics: rendering a [`Snapshot`] of the daemon's state in the text exposition
 //! format, and the HTTP endpoint that serves it.
 //!
-//! Each scrape builds a fresh [`Registry`] from a snapshot the daemon gathers at that moment,
-//! rather than keeping long-lived metric objects in sync with the maps: the kernel counters are
-//! the source of truth and are monotonic, so setting a fresh counter to their value is exact and
-//! nothing can drift.
+//! Each scrape builds a fresh [`Registry`](prometheus::Registry) from a snapshot the daemon
+//! gathers at that moment, rather than keeping long-lived metric objects in sync with the maps:
+//! the kernel counters are the source of truth and are monotonic, so setting a fresh counter to
+//! their value is exact and nothing can drift.
 //!
 //! Series that always appear, even at zero, so that dashboards and alerts have data from the
 //! first scrape: `sip_xdp_packets_total` for every verdict with method `register` and `invite`

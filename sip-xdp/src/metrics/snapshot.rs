@@ -1,6 +1,8 @@
 //! What the metrics report: the figures the daemon gathers at each scrape.
 use std::{collections::BTreeMap, sync::Arc};
 
+#[cfg(doc)]
+use super::{ServerLimits, serve};
 use crate::maps::Counters;
 
 /// Everything the metrics report, gathered by the daemon at scrape time.

@@ -4,7 +4,7 @@
 //! the daemon rebuilds them from. Times in the file are wall-clock unix seconds, because the
 //! kernel's clock (CLOCK_MONOTONIC_COARSE) restarts at boot: convert with [`Clocks`].
 //!
-//! Every read-modify-write holds [`lock`], so the CLI and the daemon never lose each other's
+//! Every read-modify-write holds [`lock()`], so the CLI and the daemon never lose each other's
 //! edits; [`StateFile::update`] does lock, load, edit and save in one call.
 mod clock;
 mod lock;
