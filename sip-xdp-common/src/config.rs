@@ -1,6 +1,6 @@
 //! The runtime config the program reads on every packet, and its token buckets.
 
-use crate::{DEFAULT_SIP_PORT, LimitClass, MAX_SIP_PORTS};
+use crate::{DEFAULT_SIP_PORT, LimitClass, MAX_SIP_PORTS, NS_PER_SEC};
 
 /// Bumped whenever [`Config`]'s layout or meaning changes; the program ignores a config map
 /// entry with another version and falls back to [`Config::DEFAULT`].
@@ -45,7 +45,7 @@ impl RateLimit {
 
     /// `per_sec` packets per second on average, `burst` at once. `burst` is at least 1.
     pub const fn per_second(per_sec: u64, burst: u64) -> Self {
-        Self::per_interval(per_sec, 1_000_000_000, burst)
+        Self::per_interval(per_sec, NS_PER_SEC, burst)
     }
 
     /// `count` packets per `period_ns` on average, `burst` at once.
@@ -110,8 +110,6 @@ pub struct Config {
     pub ban_extend_ns: u64,
 }
 
-const SECOND_NS: u64 = 1_000_000_000;
-
 impl Config {
     /// The defaults the program and the daemon share. Chosen for a SIP edge: a phone registers
     /// every few minutes (two REGISTERs with the digest challenge), so 5/s with a burst of 40
@@ -134,10 +132,10 @@ impl Config {
             RateLimit::per_second(50, 100),  // keep-alives
             RateLimit::per_second(10, 20),   // malformed, when passed
         ],
-        ban_base_ns: 60 * SECOND_NS,
-        ban_max_ns: 24 * 3600 * SECOND_NS,
-        strike_decay_ns: 3600 * SECOND_NS,
-        ban_extend_ns: 60 * SECOND_NS,
+        ban_base_ns: 60 * NS_PER_SEC,
+        ban_max_ns: 24 * 3600 * NS_PER_SEC,
+        strike_decay_ns: 3600 * NS_PER_SEC,
+        ban_extend_ns: 60 * NS_PER_SEC,
     };
 
     pub const fn has_flag(&self, flag: u32) -> bool {

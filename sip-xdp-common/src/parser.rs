@@ -18,3 +18,5 @@ pub const MAX_IPV6_EXT_HEADERS: usize = 6;
 /// Deepest offset (from the start of the frame) at which the parser reads a UDP header; it keeps
 /// every packet offset provably small for the verifier. No real SIP packet needs more.
 pub const MAX_L4_OFFSET: usize = 512;
+/// Nanoseconds in a second: the unit of every `_ns` value the program and user space exchange.
+pub const NS_PER_SEC: u64 = 1_000_000_000;

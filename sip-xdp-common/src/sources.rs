@@ -1,19 +1,19 @@
 //! Per-source state (`SOURCES`, an LRU hash) and the durable ban table (`BANS`), with the
 //! constants that shape bans.
 
-use crate::LimitClass;
+use crate::{LimitClass, NS_PER_SEC};
 
 /// Counting window for the per-source packet rate reported in ban events.
-pub const RATE_WINDOW_NS: u64 = 1_000_000_000;
+pub const RATE_WINDOW_NS: u64 = NS_PER_SEC;
 /// A ban that is extended while the source keeps sending is only rewritten once it would move
 /// by at least this much, so a flood does not turn every dropped packet into a map write.
-pub const BAN_EXTEND_GRANULARITY_NS: u64 = 1_000_000_000;
+pub const BAN_EXTEND_GRANULARITY_NS: u64 = NS_PER_SEC;
 /// Largest ban escalation factor: the program caps `Config::ban_factor` here (so that
 /// `duration * factor` cannot overflow), and the config refuses a larger one rather than accept
 /// it and silently not honour it.
 pub const MAX_BAN_FACTOR: u32 = 16;
 /// Escalated ban durations never exceed this, whatever the configuration says (about 10 years).
-pub const BAN_DURATION_CEILING_NS: u64 = 10 * 365 * 24 * 3600 * 1_000_000_000;
+pub const BAN_DURATION_CEILING_NS: u64 = 10 * 365 * 24 * 3600 * NS_PER_SEC;
 
 /// Key of per-source state: the source address, IPv4 as IPv4-mapped IPv6 (`::ffff:a.b.c.d`), so
 /// one map and one lookup serve both families.

@@ -128,10 +128,7 @@ pub fn gather(pin_dir: &Path, state_dir: &Path) -> Result<Status> {
         .into_iter()
         .map(|a| {
             let ids = loader::attachment_ids(&a);
-            let present = std::ffi::CString::new(a.iface.as_str())
-                // SAFETY: valid NUL-terminated string.
-                .map(|name| unsafe { libc::if_nametoindex(name.as_ptr()) } != 0)
-                .unwrap_or(false);
+            let present = loader::if_index(&a.iface).is_ok();
             Attachment {
                 mode: a.mode.name().to_owned(),
                 program_id: ids.map(|(p, _)| p),

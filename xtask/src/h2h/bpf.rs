@@ -53,7 +53,9 @@ fn bpf<T>(cmd: libc::c_long, attr: &T) -> std::io::Result<libc::c_long> {
             size_of::<T>(),
         );
     }
-    loader::bpf(cmd, &mut words)
+    // SAFETY: the attrs of this file hold integers and pointers to buffers that outlive the
+    // call (the callers keep them alive); `words` is the zero-padded union the kernel reads.
+    unsafe { loader::bpf_syscall(cmd, &mut words) }
 }
 
 /// `bpf` for a command that returns a new fd.

@@ -1,0 +1,293 @@
+//! Bans: added and lifted by hand (or by fail2ban), listed with the kernel's own rate bans.
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use ipnet::IpNet;
+use sip_xdp_common::{BanRecord, LimitClass, SourceKey, ban_flags};
+
+use super::{BanEntry, Control, EditReport, Lift, quotas::check_quota};
+use crate::{
+    maps::{SipMaps, key_addr},
+    state::{BanOrigin, Clocks, StateFile},
+    time::{NS_PER_SEC, human_duration, monotonic_now_ns, now_wall_secs},
+};
+
+impl Control {
+    /// Bans `nets` on behalf of `origin` for `duration`.
+    pub fn ban_add(
+        &self,
+        nets: &[IpNet],
+        origin: BanOrigin,
+        duration: Duration,
+        reason: Option<String>,
+    ) -> Result<EditReport> {
+        if duration.is_zero() {
+            bail!("a ban must last longer than 0s (e.g. --for 30m)");
+        }
+        let secs = duration.as_secs().max(1);
+        let quotas = self.quotas;
+        self.edit(|state, maps, report| {
+            let now_wall = now_wall_secs();
+            // Before any change: a refused ban leaves kernel and state file as they were.
+            check_quota(state, origin, nets, now_wall, &quotas)?;
+            let expires_at = now_wall.saturating_add(secs);
+            for &net in nets {
+                state.add_ban(net, origin, expires_at, reason.clone());
+                apply_denylist(state, maps.as_mut(), net, now_wall)?;
+                let by = match origin {
+                    BanOrigin::Manual => String::new(),
+                    other => format!(" ({other})"),
+                };
+                report.lines.push(format!(
+                    "ban {net}: banned for {}{by}",
+                    human_duration(Duration::from_secs(secs))
+                ));
+            }
+            Ok(())
+        })
+    }
+
+    /// Lifts the bans `lift` names of `nets`: ban-list bans of exactly these nets, and with
+    /// `lift.rate` the automatic bans of every tracked source inside them. Bans of other origins
+    /// stay, and the report says which.
+    pub fn ban_del(&self, nets: &[IpNet], lift: &Lift) -> Result<EditReport> {
+        self.edit(|state, maps, report| {
+            let now_wall = now_wall_secs();
+            let now_ns = monotonic_now_ns();
+            let (sources, ipv6_mask) = match maps.as_ref() {
+                Some(maps) => (
+                    rate_bans(maps)?,
+                    maps.read_config()
+                        .map(|c| c.ipv6_source_mask)
+                        .unwrap_or([0xff; 16]),
+                ),
+                None => (Vec::new(), [0xff; 16]),
+            };
+            let kernel_bans: HashSet<IpNet> = match maps.as_ref() {
+                Some(maps) => maps
+                    .denylist()?
+                    .into_iter()
+                    .filter(|(_, entry)| entry.expires_at_ns != 0)
+                    .map(|(net, _)| net)
+                    .collect(),
+                None => HashSet::new(),
+            };
+            for &net in nets {
+                let mut lifted = Vec::new();
+                for &origin in &lift.origins {
+                    if state.remove_ban(net, origin) {
+                        lifted.push(format!("{origin} ban"));
+                    }
+                }
+                if let Some(maps) = maps.as_mut() {
+                    let in_kernel = kernel_bans.contains(&net);
+                    let wanted = state.denylist_value(&net, now_wall);
+                    apply_denylist(state, Some(&mut *maps), net, now_wall)?;
+                    // A ban only the kernel knew of (the state file was lost) counts as manual.
+                    if in_kernel
+                        && wanted.is_none()
+                        && lifted.is_empty()
+                        && lift.origins.contains(&BanOrigin::Manual)
+                    {
+                        lifted.push("manual ban".to_owned());
+                    }
+                }
+                let mut still_rate = false;
+                for (key, source) in &sources {
+                    if !source_in(net, key, &ipv6_mask) || source.banned_until_ns <= now_ns {
+                        continue;
+                    }
+                    if source.ban_flags & ban_flags::MONITOR_ONLY != 0 {
+                        continue;
+                    }
+                    if !lift.rate {
+                        still_rate = true;
+                    }
+                }
+                if lift.rate {
+                    if let Some(maps) = maps.as_mut() {
+                        for (key, source) in &sources {
+                            if !source_in(net, key, &ipv6_mask) {
+                                continue;
+                            }
+                            let was_banned = source.banned_until_ns > now_ns;
+                            if maps.forget_source(key.addr)? && was_banned {
+                                lifted.push(format!("rate ban of {}", key_addr(key.addr)));
+                            }
+                        }
+                    }
+                    // Forget the saved escalation too, or a restore would bring the ban back.
+                    let before = state.auto_bans.len();
+                    state.auto_bans.retain(|b| !net.contains(&b.addr));
+                    if state.auto_bans.len() != before && lifted.is_empty() {
+                        lifted.push("saved rate ban".to_owned());
+                    }
+                }
+                let mut remaining: Vec<String> = state
+                    .bans_of(net, now_wall)
+                    .iter()
+                    .map(|b| {
+                        format!(
+                            "{} for {} (lift with --origin {})",
+                            b.origin,
+                            human_duration(Duration::from_secs(b.expires_at - now_wall)),
+                            b.origin
+                        )
+                    })
+                    .collect();
+                if still_rate {
+                    remaining.push("the rate limit (lift with --origin rate)".to_owned());
+                }
+                let still = if remaining.is_empty() {
+                    String::new()
+                } else {
+                    format!("; still banned by {}", remaining.join(", "))
+                };
+                if lifted.is_empty() {
+                    report.missing.push(net);
+                    if !remaining.is_empty() {
+                        report
+                            .lines
+                            .push(format!("ban {net}: nothing of that origin to lift{still}"));
+                    }
+                } else {
+                    report
+                        .lines
+                        .push(format!("ban {net}: lifted {}{still}", lifted.join(", ")));
+                }
+            }
+            Ok(())
+        })
+    }
+
+    pub fn ban_entries(&self) -> Result<Vec<BanEntry>> {
+        let state = StateFile::load(&self.state_dir)?;
+        let clocks = Clocks::now();
+        let now_wall = clocks.wall_ns / NS_PER_SEC;
+        let mut entries: Vec<BanEntry> = state
+            .bans
+            .iter()
+            .filter(|b| b.expires_at > now_wall)
+            .map(|b| BanEntry {
+                source: b.net.to_string(),
+                origin: b.origin.name(),
+                class: None,
+                remaining_s: b.expires_at - now_wall,
+                expires_at: b.expires_at,
+                strikes: None,
+                reason: b.reason.clone(),
+            })
+            .collect();
+        if let Some(maps) = self.live_maps()? {
+            let monitor = maps
+                .read_config()
+                .map(|c| c.has_flag(sip_xdp_common::flags::MONITOR))
+                .unwrap_or(false);
+            for (key, source) in rate_bans(&maps)? {
+                if source.banned_until_ns <= clocks.mono_ns {
+                    continue;
+                }
+                let would = source.ban_flags & ban_flags::MONITOR_ONLY != 0;
+                if would && !monitor {
+                    continue;
+                }
+                let expires_at = clocks.mono_to_wall_secs(source.banned_until_ns);
+                entries.push(BanEntry {
+                    source: key_addr(key.addr).to_string(),
+                    origin: if would { "would" } else { "rate" },
+                    class: LimitClass::from_index(source.ban_class as usize).map(|c| c.name()),
+                    remaining_s: (source.banned_until_ns - clocks.mono_ns).div_ceil(NS_PER_SEC),
+                    expires_at,
+                    strikes: Some(source.strikes),
+                    reason: None,
+                });
+            }
+        }
+        entries.sort_by_key(|e| std::cmp::Reverse(e.remaining_s));
+        Ok(entries)
+    }
+}
+
+/// Does `net` cover the tracked source `key`? IPv6 sources are tracked per prefix (the config's
+/// mask), so one address of that prefix names the whole tracked source.
+fn source_in(net: IpNet, key: &SourceKey, ipv6_mask: &[u8; 16]) -> bool {
+    let tracked = key_addr(key.addr);
+    if net.contains(&tracked) {
+        return true;
+    }
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() == 128 && tracked.is_ipv6() => {
+            let mut masked = v6.addr().octets();
+            for (byte, mask) in masked.iter_mut().zip(ipv6_mask) {
+                *byte &= mask;
+            }
+            masked == key.addr
+        }
+        _ => false,
+    }
+}
+
+/// Makes the kernel's DENYLIST entry of `net` what the state file says: the permanent deny, the
+/// longest live ban of any origin, or nothing.
+fn apply_denylist(
+    state: &StateFile,
+    maps: Option<&mut SipMaps>,
+    net: IpNet,
+    now_wall: u64,
+) -> Result<()> {
+    match maps {
+        Some(maps) => write_denylist_entry(maps, net, state.denylist_value(&net, now_wall)),
+        None => Ok(()),
+    }
+}
+
+/// Sets the kernel's DENYLIST entry of `net` to `value` (monotonic expiry, 0 = never), or
+/// removes it for `None`.
+pub(super) fn write_denylist_entry(
+    maps: &mut SipMaps,
+    net: IpNet,
+    value: Option<u64>,
+) -> Result<()> {
+    match value {
+        Some(value) => maps.deny(net, value).with_context(|| {
+            format!(
+                "cannot ban {net}: the deny table holds {} entries at most",
+                sip_xdp_common::MAX_LIST_ENTRIES
+            )
+        }),
+        None => maps.undeny(net).map(|_| ()).map_err(Into::into),
+    }
+}
+
+/// The kernel's rate bans and strike histories: the durable `BANS` table, where the program
+/// writes every ban and extension, with the live `SOURCES` entry's view where it is newer (the
+/// expiry report clears a flag there first).
+pub(super) fn rate_bans(maps: &SipMaps) -> Result<Vec<(SourceKey, BanRecord)>> {
+    let mut bans: HashMap<SourceKey, BanRecord> = maps.bans()?.into_iter().collect();
+    for (key, source) in maps.sources()? {
+        if source.banned_until_ns == 0 {
+            continue;
+        }
+        let live = BanRecord {
+            banned_until_ns: source.banned_until_ns,
+            ban_duration_ns: source.ban_duration_ns,
+            strikes: source.strikes,
+            ban_class: source.ban_class,
+            ban_flags: source.ban_flags,
+            _pad: [0; 2],
+        };
+        bans.entry(key)
+            .and_modify(|saved| {
+                if live.banned_until_ns >= saved.banned_until_ns {
+                    *saved = live;
+                }
+            })
+            .or_insert(live);
+    }
+    let mut bans: Vec<(SourceKey, BanRecord)> = bans.into_iter().collect();
+    bans.sort_by_key(|(key, _)| key.addr);
+    Ok(bans)
+}

@@ -1,0 +1,30 @@
+//! Loads the embedded XDP object into the kernel, pins its maps and links on bpffs and attaches
+//! it to interfaces.
+//!
+//! - `load.rs`: the object on its own ([`load`]), or against the pinned maps ([`load_pinned`]).
+//! - `pins.rs`: the pin directory, the maps pinned there with their layouts, its locks.
+//! - `migrate.rs`: maps an older build pinned, checked and carried over.
+//! - `attach.rs`: links to interfaces, owned by this process or pinned.
+//! - `sys.rs`: the raw bpf(2) calls aya does not make ([`sys::bpf_syscall`], public for xtask).
+mod attach;
+mod load;
+mod migrate;
+mod pins;
+pub mod sys;
+
+pub use attach::{
+    AttachError, AttachMode, AttachOutcome, attach, attach_pinned, attachment_ids, detach_pinned,
+    if_index,
+};
+pub use load::{
+    EBPF_OBJECT, LoadOptions, LoaderError, MAX_SOURCES_LIMIT, PinnedLoad, PinnedLoadError, load,
+    load_pinned, xdp_program,
+};
+pub use migrate::Migration;
+pub use pins::{
+    BPFFS_MOUNT, CONFIG_LOCK_DIR, CONFIG_LOCK_TIMEOUT, DEFAULT_PIN_DIR, PINNED_MAPS, PinDir,
+    PinError, PinLock, PinnedAttachment, lock_holder, reachable_pin_dir,
+};
+pub use sys::{bpf_fd, bpf_syscall};
+
+use pins::{PINNED, io_err};

@@ -1,0 +1,386 @@
+//! Rendering a [`Snapshot`] in the Prometheus text exposition format, from a fresh registry
+//! at each scrape.
+use prometheus::{
+    Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    core::Collector,
+};
+use sip_xdp_common::{EventCounter, LimitClass, MethodClass, Verdict};
+
+use super::{CrowdsecMetrics, MetricsError, Snapshot};
+use crate::state::BanOrigin;
+
+/// Content type of the text exposition format, version 0.0.4.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Method classes whose packet series are emitted even at zero.
+pub(super) const ALWAYS_REPORTED_METHODS: [MethodClass; 3] = [
+    MethodClass::Register,
+    MethodClass::Invite,
+    MethodClass::Unparsed,
+];
+
+/// Ban event (kind, class) pairs emitted even at zero: the ones the daemon can produce.
+fn expected_ban_event_labels() -> Vec<(&'static str, &'static str)> {
+    let mut labels = Vec::new();
+    for kind in ["ban", "would_ban", "expired"] {
+        for class in LimitClass::ALL {
+            labels.push((kind, class.name()));
+        }
+    }
+    labels
+}
+
+/// A gauge holds an `i64`; a count past `i64::MAX` cannot happen in practice, and clamping is
+/// the honest answer if it did.
+fn gauge_value(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+/// Registers metrics into one scrape's registry, naming the metric in every error.
+struct ScrapeRegistry {
+    registry: Registry,
+}
+
+impl ScrapeRegistry {
+    fn register<C: Collector + Clone + 'static>(
+        &self,
+        name: &'static str,
+        collector: Result<C, prometheus::Error>,
+    ) -> Result<C, MetricsError> {
+        let build = |source| MetricsError::Build { name, source };
+        let collector = collector.map_err(build)?;
+        self.registry
+            .register(Box::new(collector.clone()))
+            .map_err(build)?;
+        Ok(collector)
+    }
+
+    fn counter(&self, name: &'static str, help: &str, value: u64) -> Result<(), MetricsError> {
+        self.register(name, IntCounter::new(name, help))?
+            .inc_by(value);
+        Ok(())
+    }
+
+    fn counter_vec(
+        &self,
+        name: &'static str,
+        help: &str,
+        labels: &[&str],
+    ) -> Result<LabelledCounter, MetricsError> {
+        let vec = self.register(name, IntCounterVec::new(Opts::new(name, help), labels))?;
+        Ok(LabelledCounter { name, vec })
+    }
+
+    fn gauge(&self, name: &'static str, help: &str, value: u64) -> Result<(), MetricsError> {
+        self.register(name, IntGauge::new(name, help))?
+            .set(gauge_value(value));
+        Ok(())
+    }
+
+    fn gauge_vec(
+        &self,
+        name: &'static str,
+        help: &str,
+        labels: &[&str],
+    ) -> Result<LabelledGauge, MetricsError> {
+        let vec = self.register(name, IntGaugeVec::new(Opts::new(name, help), labels))?;
+        Ok(LabelledGauge { name, vec })
+    }
+
+    fn float_gauge(&self, name: &'static str, help: &str, value: f64) -> Result<(), MetricsError> {
+        self.register(name, Gauge::new(name, help))?.set(value);
+        Ok(())
+    }
+}
+
+struct LabelledCounter {
+    name: &'static str,
+    vec: IntCounterVec,
+}
+
+impl LabelledCounter {
+    /// Adds rather than sets, so a label set that appears twice (the same attachment listed
+    /// twice, say) sums instead of panicking or silently dropping one.
+    fn add(&self, labels: &[&str], value: u64) -> Result<(), MetricsError> {
+        self.vec
+            .get_metric_with_label_values(labels)
+            .map_err(|source| MetricsError::Build {
+                name: self.name,
+                source,
+            })?
+            .inc_by(value);
+        Ok(())
+    }
+}
+
+struct LabelledGauge {
+    name: &'static str,
+    vec: IntGaugeVec,
+}
+
+impl LabelledGauge {
+    fn set(&self, labels: &[&str], value: u64) -> Result<(), MetricsError> {
+        self.vec
+            .get_metric_with_label_values(labels)
+            .map_err(|source| MetricsError::Build {
+                name: self.name,
+                source,
+            })?
+            .set(gauge_value(value));
+        Ok(())
+    }
+}
+
+/// Renders a snapshot in the Prometheus text exposition format.
+pub fn render(snapshot: &Snapshot) -> Result<String, MetricsError> {
+    let scrape = ScrapeRegistry {
+        registry: Registry::new(),
+    };
+    let counters = &snapshot.counters;
+
+    let packets = scrape.counter_vec(
+        "sip_xdp_packets_total",
+        "Packets the XDP program classified, by verdict (what it did, or in monitor mode would \
+         have done) and SIP method class.",
+        &["verdict", "method"],
+    )?;
+    for verdict in Verdict::ALL {
+        for method in MethodClass::ALL {
+            let value = counters.packets(verdict, method);
+            if value != 0 || ALWAYS_REPORTED_METHODS.contains(&method) {
+                packets.add(&[verdict.name(), method.name()], value)?;
+            }
+        }
+    }
+
+    let bans = scrape.counter_vec(
+        "sip_xdp_bans_total",
+        "Rate-limit bans the XDP program imposed (mode=enforce) or would have imposed in monitor \
+         mode (mode=monitor).",
+        &["mode"],
+    )?;
+    bans.add(&["enforce"], counters.event(EventCounter::BansIssued))?;
+    bans.add(&["monitor"], counters.event(EventCounter::WouldBans))?;
+
+    scrape.counter(
+        "sip_xdp_ban_events_lost_total",
+        "Ban events the XDP program could not send because the ring buffer was full; the bans \
+         still apply, but were not logged.",
+        counters.event(EventCounter::EventsLost),
+    )?;
+    scrape.counter(
+        "sip_xdp_source_track_failures_total",
+        "New sources the XDP program could not track because inserting into the sources map \
+         failed; their packets passed unlimited.",
+        counters.event(EventCounter::TrackFailures),
+    )?;
+
+    scrape.counter(
+        "sip_xdp_ban_table_full_total",
+        "Bans the XDP program could not write to the durable ban table because it was full; \
+         they hold in the sources map, where a flood of new sources can evict them.",
+        counters.event(EventCounter::BanTableFull),
+    )?;
+    scrape.counter(
+        "sip_xdp_bans_restored_total",
+        "Bans and strike histories the XDP program restored from the durable ban table after \
+         the sources map had evicted the source.",
+        counters.event(EventCounter::BansRestored),
+    )?;
+    scrape.counter(
+        "sip_xdp_protected_drops_total",
+        "Packets of protected sources dropped by their rate limit (protected sources are never \
+         banned).",
+        counters.event(EventCounter::ProtectedDrops),
+    )?;
+
+    let ban_events = scrape.counter_vec(
+        "sip_xdp_ban_events_total",
+        "Rate-limit ban events the daemon read from the XDP program, by kind (ban, would_ban, \
+         expired) and limit class.",
+        &["kind", "class"],
+    )?;
+    for (kind, class) in expected_ban_event_labels() {
+        ban_events.add(&[kind, class], 0)?;
+    }
+    for ((kind, class), &value) in &snapshot.ban_events {
+        ban_events.add(&[kind, class], value)?;
+    }
+
+    let active_bans = scrape.gauge_vec(
+        "sip_xdp_active_bans",
+        "Sources under a rate-limit ban now (mode=enforce), or under a monitor-mode would-be ban \
+         (mode=monitor).",
+        &["mode"],
+    )?;
+    active_bans.set(&["enforce"], snapshot.active_bans)?;
+    active_bans.set(&["monitor"], snapshot.active_would_bans)?;
+
+    let list_bans = scrape.gauge_vec(
+        "sip_xdp_list_bans",
+        "Ban-list bans in force now (denylist entries with an expiry), by origin: manual \
+         (sip-xdp ban add), fail2ban, crowdsec.",
+        &["origin"],
+    )?;
+    let list_bans_added = scrape.counter_vec(
+        "sip_xdp_list_bans_added_total",
+        "Ban-list bans added or renewed, by origin; kept in the state file, so it survives \
+         restarts.",
+        &["origin"],
+    )?;
+    for origin in BanOrigin::ALL {
+        let name = origin.name();
+        list_bans.set(&[name], snapshot.list_bans.get(name).copied().unwrap_or(0))?;
+        list_bans_added.add(
+            &[name],
+            snapshot.list_bans_added.get(name).copied().unwrap_or(0),
+        )?;
+    }
+    scrape.gauge(
+        "sip_xdp_tracked_sources",
+        "Source addresses with rate-limit state in the sources map.",
+        snapshot.tracked_sources,
+    )?;
+    scrape.gauge(
+        "sip_xdp_sources_capacity",
+        "Capacity of the sources map; once full, the least recently seen sources are evicted.",
+        snapshot.sources_capacity,
+    )?;
+    scrape.gauge(
+        "sip_xdp_allowlist_entries",
+        "CIDR entries in the allowlist.",
+        snapshot.allowlist_entries,
+    )?;
+    scrape.gauge(
+        "sip_xdp_protected_entries",
+        "CIDR entries in the protected list (rate-limited, never banned).",
+        snapshot.protected_entries,
+    )?;
+    scrape.gauge(
+        "sip_xdp_ban_records",
+        "Records in the durable ban table: bans in force and strike histories not yet decayed, \
+         kept out of reach of the sources map's eviction.",
+        snapshot.ban_records,
+    )?;
+    scrape.gauge(
+        "sip_xdp_bans_capacity",
+        "Capacity of the durable ban table; past it new bans hold in the sources map only (see \
+         sip_xdp_ban_table_full_total).",
+        snapshot.bans_capacity,
+    )?;
+    scrape.gauge(
+        "sip_xdp_denylist_entries",
+        "Permanent CIDR entries in the denylist (bans with an expiry are counted in \
+         sip_xdp_list_bans).",
+        snapshot.denylist_entries,
+    )?;
+
+    let attached = scrape.gauge_vec(
+        "sip_xdp_attached",
+        "1 for each interface the XDP program is attached to, with its attach mode (native or \
+         skb).",
+        &["interface", "mode"],
+    )?;
+    for (interface, mode) in &snapshot.attached {
+        attached.set(&[interface, mode], 1)?;
+    }
+
+    scrape.counter(
+        "sip_xdp_log_lines_suppressed_total",
+        "Ban event log lines the daemon left out to keep the log rate bounded.",
+        snapshot.log_lines_suppressed,
+    )?;
+    let reloads = scrape.counter_vec(
+        "sip_xdp_config_reloads_total",
+        "Configuration reloads the daemon attempted, by result (success or failure).",
+        &["result"],
+    )?;
+    reloads.add(&["success"], snapshot.config_reloads)?;
+    reloads.add(&["failure"], snapshot.config_reload_failures)?;
+    scrape.float_gauge(
+        "sip_xdp_config_last_reload_success_timestamp_seconds",
+        "Unix time of the last successful configuration load.",
+        snapshot.config_last_reload_success_timestamp_seconds,
+    )?;
+
+    if let Some(crowdsec) = &snapshot.crowdsec {
+        render_crowdsec(&scrape, crowdsec)?;
+    }
+
+    let closed = scrape.counter_vec(
+        "sip_xdp_metrics_connections_closed_total",
+        "Connections to this metrics endpoint closed before an answer, by reason: over_limit \
+         (more than the concurrent connection cap), header_timeout (request headers too slow), \
+         response_timeout (response not taken in time).",
+        &["reason"],
+    )?;
+    closed.add(&["over_limit"], snapshot.http.closed_over_limit)?;
+    closed.add(&["header_timeout"], snapshot.http.closed_header_timeout)?;
+    closed.add(&["response_timeout"], snapshot.http.closed_response_timeout)?;
+
+    scrape
+        .gauge_vec(
+            "sip_xdp_build_info",
+            "Always 1; the version label is the running sip-xdp version.",
+            &["version"],
+        )?
+        .set(&[env!("CARGO_PKG_VERSION")], 1)?;
+
+    let mut body = Vec::new();
+    TextEncoder::new()
+        .encode(&scrape.registry.gather(), &mut body)
+        .map_err(MetricsError::Encode)?;
+    // The text encoder writes only the UTF-8 strings it was given, so this cannot fail; the
+    // error path still reports rather than panics.
+    String::from_utf8(body).map_err(|e| {
+        MetricsError::Encode(prometheus::Error::Msg(format!("output is not UTF-8: {e}")))
+    })
+}
+
+fn render_crowdsec(scrape: &ScrapeRegistry, m: &CrowdsecMetrics) -> Result<(), MetricsError> {
+    scrape.gauge(
+        "sip_xdp_crowdsec_lapi_up",
+        "1 when the last poll of the CrowdSec Local API succeeded, 0 while it is unreachable \
+         (bans already applied stay in force).",
+        u64::from(m.lapi_up),
+    )?;
+    let polls = scrape.counter_vec(
+        "sip_xdp_crowdsec_polls_total",
+        "Polls of the CrowdSec Local API decision stream, by result (success or failure).",
+        &["result"],
+    )?;
+    polls.add(&["success"], m.polls_success)?;
+    polls.add(&["failure"], m.polls_failure)?;
+    scrape.float_gauge(
+        "sip_xdp_crowdsec_last_sync_timestamp_seconds",
+        "Unix time of the last successful poll of the CrowdSec Local API (0: none yet).",
+        m.last_sync_timestamp_seconds,
+    )?;
+    scrape.gauge(
+        "sip_xdp_crowdsec_decisions",
+        "CrowdSec ban decisions held (several may cover one net; see \
+         sip_xdp_list_bans{origin=\"crowdsec\"} for the bans they make).",
+        m.decisions,
+    )?;
+    scrape.counter(
+        "sip_xdp_crowdsec_alerts_pushed_total",
+        "Rate-limit bans pushed to the CrowdSec Local API as alerts with a ban decision.",
+        m.alerts_pushed,
+    )?;
+    scrape.counter(
+        "sip_xdp_crowdsec_alerts_dropped_total",
+        "Rate-limit bans not pushed to the CrowdSec Local API: the queue was full (a flood of \
+         bans) or the Local API rejected them.",
+        m.alerts_dropped,
+    )?;
+    let refused = scrape.counter_vec(
+        "sip_xdp_crowdsec_decisions_refused_total",
+        "CrowdSec decisions not applied, by reason: too_broad (a net wider than \
+         crowdsec.min_prefix_v4 / min_prefix_v6), ipv4_mapped (an IPv6 range covering \
+         ::ffff:0:0/96, all of IPv4). Counted each time a poll brings one.",
+        &["reason"],
+    )?;
+    refused.add(&["too_broad"], m.decisions_refused_too_broad)?;
+    refused.add(&["ipv4_mapped"], m.decisions_refused_ipv4_mapped)?;
+    Ok(())
+}
