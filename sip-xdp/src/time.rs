@@ -24,10 +24,14 @@ pub fn deadline_ns(after: Duration) -> u64 {
 
 /// Wall-clock now, in unix nanoseconds (0 if the clock is set before 1970).
 pub fn now_wall_ns() -> u64 {
+    now_wall().as_nanos().min(u128::from(u64::MAX)) as u64
+}
+
+/// Wall-clock now, since the unix epoch (zero if the clock is set before 1970).
+pub fn now_wall() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos().min(u128::from(u64::MAX)) as u64)
-        .unwrap_or(0)
+        .unwrap_or_default()
 }
 
 /// Wall-clock now, in unix seconds (0 if the clock is set before 1970).

@@ -36,7 +36,7 @@ pub fn run() -> Result<()> {
         "sip-xdp demo: default config (REGISTER {}/s, burst {}; first ban {} s)",
         1e9 / config.limits[LimitClass::Register as usize].interval_ns as f64,
         config.limits[LimitClass::Register as usize].burst(),
-        config.ban_base_ns / 1_000_000_000
+        config.ban_base_ns / sip_xdp_common::NS_PER_SEC
     );
 
     let net = VethPair::new().context("creating the demo namespaces")?;
@@ -135,7 +135,7 @@ pub fn run() -> Result<()> {
         println!(
             "  {} banned for {} s (strike {}), {} bucket ran dry after {} packets in {} ms",
             key_addr(event.addr),
-            event.duration_ns / 1_000_000_000,
+            event.duration_ns / sip_xdp_common::NS_PER_SEC,
             event.strikes,
             LimitClass::from_index(event.limit_class as usize).map_or("?", LimitClass::name),
             event.window_packets,
@@ -148,7 +148,7 @@ pub fn run() -> Result<()> {
         let ban = if state.banned_until_ns > now {
             format!(
                 "banned for {} s more",
-                (state.banned_until_ns - now) / 1_000_000_000
+                (state.banned_until_ns - now) / sip_xdp_common::NS_PER_SEC
             )
         } else {
             "not banned".to_owned()

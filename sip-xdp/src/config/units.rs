@@ -9,7 +9,7 @@ use serde::{
 };
 use sip_xdp_common::{BAN_DURATION_CEILING_NS, RateLimit};
 
-pub(super) const SECOND_NS: u64 = 1_000_000_000;
+pub(super) const SECOND_NS: u64 = sip_xdp_common::NS_PER_SEC;
 pub(super) const MINUTE_NS: u64 = 60 * SECOND_NS;
 pub(super) const HOUR_NS: u64 = 60 * MINUTE_NS;
 
@@ -182,32 +182,8 @@ fn parse_duration_in_range(s: &str, allow_zero: bool) -> Result<Duration, String
     Ok(duration)
 }
 
-/// Formats a duration the way an operator writes it, exactly: "1h30m", "1m", "500ms", "0s".
-/// Hours are the largest unit, so the text never depends on how long a day or year is.
-pub fn format_duration(duration: Duration) -> String {
-    let total_ns = duration.as_nanos();
-    if total_ns == 0 {
-        return "0s".to_owned();
-    }
-    let units: [(&str, u128); 6] = [
-        ("h", u128::from(HOUR_NS)),
-        ("m", u128::from(MINUTE_NS)),
-        ("s", u128::from(SECOND_NS)),
-        ("ms", 1_000_000),
-        ("us", 1_000),
-        ("ns", 1),
-    ];
-    let mut rest = total_ns;
-    let mut out = String::new();
-    for (unit, unit_ns) in units {
-        let count = rest / unit_ns;
-        if count > 0 {
-            out.push_str(&format!("{count}{unit}"));
-            rest %= unit_ns;
-        }
-    }
-    out
-}
+/// Durations as the config writes them ("1h30m", "500ms"): one home, in `time`.
+pub use crate::time::format_duration;
 
 pub(super) fn ser_duration<S: Serializer>(
     duration: &Duration,

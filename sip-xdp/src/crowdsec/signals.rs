@@ -227,7 +227,7 @@ pub(super) async fn run_pusher(
 
 /// One alert per ban still running, each carrying its ban decision.
 fn build_alerts(batch: &[Signal], clocks: Clocks) -> Vec<Value> {
-    let now_wall = clocks.wall_ns / 1_000_000_000;
+    let now_wall = clocks.wall_ns / sip_xdp_common::NS_PER_SEC;
     // The Local API takes the decision's end as stop_at + duration, stop_at in whole seconds.
     let stamp =
         humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(now_wall)).to_string();
@@ -457,7 +457,7 @@ mod tests {
         let signal = |net: &str, class, until_s: u64| Signal {
             net: net.parse().unwrap(),
             class,
-            banned_until_mono_ns: until_s * 1_000_000_000,
+            banned_until_mono_ns: until_s * sip_xdp_common::NS_PER_SEC,
             packets: 41,
             rate_per_sec: 412.4,
             strikes: 1,

@@ -1,8 +1,5 @@
 //! What the metrics show of the CrowdSec client, counted by the bouncer and the pusher.
-use std::{
-    sync::atomic::{AtomicBool, AtomicU64, Ordering},
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::metrics::CrowdsecMetrics;
 
@@ -37,8 +34,4 @@ impl Stats {
     }
 }
 
-pub(super) fn now_unix() -> Duration {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-}
+pub(super) use crate::time::now_wall as now_unix;

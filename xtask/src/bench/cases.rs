@@ -9,7 +9,7 @@ use sip_xdp_tests::{
     packet::{self, Frame, IPPROTO_TCP},
 };
 
-pub(super) const SECOND_NS: u64 = 1_000_000_000;
+pub(super) const SECOND_NS: u64 = sip_xdp_common::NS_PER_SEC;
 
 /// Which program a case runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -227,10 +227,10 @@ pub(super) fn measure(mode: Mode, setup: Setup, ctx: &Context) -> Result<Sample>
         phone_sent,
         flood_delivered: received.flood,
         phone_delivered: received.phone,
-        softirq_ns: (after.softirq - before.softirq) * 1_000_000_000 / ctx.user_hz,
+        softirq_ns: (after.softirq - before.softirq) * sip_xdp_common::NS_PER_SEC / ctx.user_hz,
         sender_cpu_softirq_ns: (after.per_cpu.get(ctx.sender_cpu).copied().unwrap_or(0)
             - before.per_cpu.get(ctx.sender_cpu).copied().unwrap_or(0))
-            * 1_000_000_000
+            * sip_xdp_common::NS_PER_SEC
             / ctx.user_hz,
         receiver_cpu_ns: received.cpu_ns,
         sender_cpu_ns: sender_thread_ns + (ksoftirqd_after - ksoftirqd_before),
