@@ -473,17 +473,9 @@ fn snapshot(shared: &Shared) -> Result<Snapshot> {
     let fill = &stats.table_fill;
     Ok(Snapshot {
         counters,
-        tracked_sources: fill.tracked_sources,
-        sources_capacity: fill.sources_capacity,
-        active_bans: fill.active_bans,
-        active_would_bans: fill.active_would_bans,
+        tables: fill.clone(),
         list_bans,
         list_bans_added,
-        allowlist_entries: fill.allowlist_entries,
-        denylist_entries: fill.denylist_entries,
-        protected_entries: fill.protected_entries,
-        ban_records: fill.ban_records,
-        bans_capacity: fill.bans_capacity,
         attached,
         ban_events: stats.ban_events.clone(),
         log_lines_suppressed,

@@ -28,7 +28,9 @@ pub struct Attachment {
     pub interface_present: bool,
 }
 
-#[derive(Debug, Default, Serialize)]
+/// How full the program's tables are and what they hold, counted the way status and the
+/// metrics report it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct TableFill {
     pub tracked_sources: u64,
     pub sources_capacity: u64,

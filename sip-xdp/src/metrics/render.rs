@@ -213,8 +213,8 @@ pub fn render(snapshot: &Snapshot) -> Result<String, MetricsError> {
          (mode=monitor).",
         &["mode"],
     )?;
-    active_bans.set(&["enforce"], snapshot.active_bans)?;
-    active_bans.set(&["monitor"], snapshot.active_would_bans)?;
+    active_bans.set(&["enforce"], snapshot.tables.active_bans)?;
+    active_bans.set(&["monitor"], snapshot.tables.active_would_bans)?;
 
     let list_bans = scrape.gauge_vec(
         "sip_xdp_list_bans",
@@ -239,40 +239,40 @@ pub fn render(snapshot: &Snapshot) -> Result<String, MetricsError> {
     scrape.gauge(
         "sip_xdp_tracked_sources",
         "Source addresses with rate-limit state in the sources map.",
-        snapshot.tracked_sources,
+        snapshot.tables.tracked_sources,
     )?;
     scrape.gauge(
         "sip_xdp_sources_capacity",
         "Capacity of the sources map; once full, the least recently seen sources are evicted.",
-        snapshot.sources_capacity,
+        snapshot.tables.sources_capacity,
     )?;
     scrape.gauge(
         "sip_xdp_allowlist_entries",
         "CIDR entries in the allowlist.",
-        snapshot.allowlist_entries,
+        snapshot.tables.allowlist_entries,
     )?;
     scrape.gauge(
         "sip_xdp_protected_entries",
         "CIDR entries in the protected list (rate-limited, never banned).",
-        snapshot.protected_entries,
+        snapshot.tables.protected_entries,
     )?;
     scrape.gauge(
         "sip_xdp_ban_records",
         "Records in the durable ban table: bans in force and strike histories not yet decayed, \
          kept out of reach of the sources map's eviction.",
-        snapshot.ban_records,
+        snapshot.tables.ban_records,
     )?;
     scrape.gauge(
         "sip_xdp_bans_capacity",
         "Capacity of the durable ban table; past it new bans hold in the sources map only (see \
          sip_xdp_ban_table_full_total).",
-        snapshot.bans_capacity,
+        snapshot.tables.bans_capacity,
     )?;
     scrape.gauge(
         "sip_xdp_denylist_entries",
         "Permanent CIDR entries in the denylist (bans with an expiry are counted in \
          sip_xdp_list_bans).",
-        snapshot.denylist_entries,
+        snapshot.tables.denylist_entries,
     )?;
 
     let attached = scrape.gauge_vec(

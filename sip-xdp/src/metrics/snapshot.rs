@@ -3,33 +3,20 @@ use std::{collections::BTreeMap, sync::Arc};
 
 #[cfg(doc)]
 use super::{ServerLimits, serve};
-use crate::maps::Counters;
+use crate::{maps::Counters, status::TableFill};
 
 /// Everything the metrics report, gathered by the daemon at scrape time.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     /// Per (verdict, method) packets and the event counter slots, summed over CPUs.
     pub counters: Counters,
-    /// Entries in the `SOURCES` LRU.
-    pub tracked_sources: u64,
-    /// Its `max_entries`.
-    pub sources_capacity: u64,
-    /// Sources banned now (enforcing).
-    pub active_bans: u64,
-    /// Monitor-mode would-bans still running.
-    pub active_would_bans: u64,
+    /// The tables' fill and contents, as `status` counts them (its `list_bans` is the kernel's
+    /// count; the metrics serve the state file's per-origin count below).
+    pub tables: TableFill,
     /// Ban-list bans in force, by origin (`"manual"` | `"fail2ban"` | `"crowdsec"`).
     pub list_bans: BTreeMap<String, u64>,
     /// Ban-list bans ever added (renewals included), by origin; kept in the state file.
     pub list_bans_added: BTreeMap<String, u64>,
-    pub allowlist_entries: u64,
-    /// Permanent deny entries.
-    pub denylist_entries: u64,
-    /// Protected-list entries.
-    pub protected_entries: u64,
-    /// Records in the durable ban table and its capacity.
-    pub ban_records: u64,
-    pub bans_capacity: u64,
     /// (interface, mode `"native"` | `"skb"`).
     pub attached: Vec<(String, String)>,
     /// (kind `"ban"` | `"would_ban"` | `"expired"`, limit class `"register"` | `"invite"` |

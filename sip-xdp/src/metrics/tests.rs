@@ -11,6 +11,7 @@ use sip_xdp_common::{
 
 use super::{render::ALWAYS_REPORTED_METHODS, *};
 use crate::maps::Counters;
+use crate::status::TableFill;
 
 fn counters(packets: &[(Verdict, MethodClass, u64)], events: &[(EventCounter, u64)]) -> Counters {
     let mut slots = vec![0u64; COUNTER_SLOTS as usize];
@@ -41,17 +42,20 @@ fn sample_snapshot() -> Snapshot {
                 (EventCounter::TrackFailures, 11),
             ],
         ),
-        tracked_sources: 42,
-        sources_capacity: 131_072,
-        ban_records: 4,
-        bans_capacity: 65_536,
-        protected_entries: 1,
-        active_bans: 3,
-        active_would_bans: 1,
+        tables: TableFill {
+            tracked_sources: 42,
+            sources_capacity: 131_072,
+            ban_records: 4,
+            bans_capacity: 65_536,
+            protected_entries: 1,
+            active_bans: 3,
+            active_would_bans: 1,
+            allowlist_entries: 6,
+            denylist_entries: 8,
+            list_bans: 7,
+        },
         list_bans: [("manual".to_string(), 2), ("crowdsec".to_string(), 5)].into(),
         list_bans_added: [("fail2ban".to_string(), 7)].into(),
-        allowlist_entries: 6,
-        denylist_entries: 8,
         attached: vec![
             ("eth0".to_string(), "native".to_string()),
             ("eth1".to_string(), "skb".to_string()),
