@@ -13,7 +13,7 @@ use aya::{
 use thiserror::Error;
 
 use super::{
-    LoaderError, PinDir, PinError, PinnedAttachment, io_err,
+    Hook, LoaderError, PinDir, PinError, PinnedAttachment, io_err,
     sys::{link_detach, obj_get},
     xdp_program,
 };
@@ -238,7 +238,7 @@ pub fn attach_pinned(
     let fd_link = FdLink::try_from(link).map_err(|_| AttachError::NoLinkSupport {
         iface: iface.to_owned(),
     })?;
-    let path = pins.link_path(iface, effective);
+    let path = pins.link_path(Hook::XdpIngress, iface, effective);
     fd_link.pin(&path).map_err(|source| AttachError::PinLink {
         path: path.clone(),
         source,

@@ -22,7 +22,7 @@ pub use load::{
 };
 pub use migrate::Migration;
 pub use pins::{
-    BPFFS_MOUNT, CONFIG_LOCK_DIR, CONFIG_LOCK_TIMEOUT, DEFAULT_PIN_DIR, PINNED_MAPS, PinDir,
+    BPFFS_MOUNT, CONFIG_LOCK_DIR, CONFIG_LOCK_TIMEOUT, DEFAULT_PIN_DIR, Hook, PINNED_MAPS, PinDir,
     PinError, PinLock, PinnedAttachment, lock_holder, reachable_pin_dir,
 };
 pub use sys::{bpf_fd, bpf_syscall};

@@ -139,8 +139,33 @@ pub struct PinDir {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PinnedAttachment {
     pub iface: String,
+    /// Which hook the linked program sits on.
+    pub hook: Hook,
+    /// XDP's attach mode (native or skb); `Auto` for a hook that has none.
     pub mode: AttachMode,
     pub path: PathBuf,
+}
+
+/// The kernel hook a sip-xdp program sits on; the name of its pinned link says which, so one
+/// pin directory holds the links of every hook (`attachments` lists them all).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Hook {
+    /// XDP on the interface's receive path: the filter. Links pinned as `link_<mode>_<iface>`.
+    XdpIngress,
+    /// TC on the transmit path (clsact egress): links pinned as `link_tc-egress_<iface>`.
+    TcEgress,
+}
+
+impl Hook {
+    /// The part of a link's pin name after `link_` and before `_<iface>`, for XDP its mode.
+    const TC_EGRESS_TAG: &'static str = "tc-egress";
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Hook::XdpIngress => "xdp",
+            Hook::TcEgress => Self::TC_EGRESS_TAG,
+        }
+    }
 }
 
 /// One pinned map's layout as this build's program declares it.
@@ -258,9 +283,14 @@ impl PinDir {
         self.path.join(name)
     }
 
-    pub fn link_path(&self, iface: &str, mode: AttachMode) -> PathBuf {
-        self.path
-            .join(format!("{LINK_PREFIX}{}_{iface}", mode.name()))
+    /// Where the link of `hook` on `iface` is pinned (`mode`: XDP's attach mode; ignored for
+    /// other hooks).
+    pub fn link_path(&self, hook: Hook, iface: &str, mode: AttachMode) -> PathBuf {
+        let tag = match hook {
+            Hook::XdpIngress => mode.name(),
+            Hook::TcEgress => Hook::TC_EGRESS_TAG,
+        };
+        self.path.join(format!("{LINK_PREFIX}{tag}_{iface}"))
     }
 
     /// Whether the maps are pinned, i.e. sip-xdp state exists on this host.
@@ -337,14 +367,20 @@ impl PinDir {
             let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(LINK_PREFIX)) else {
                 continue;
             };
-            let Some((mode, iface)) = rest.split_once('_') else {
+            let Some((tag, iface)) = rest.split_once('_') else {
                 continue;
             };
-            let Some(mode) = AttachMode::from_name(mode) else {
-                continue;
+            let (hook, mode) = if tag == Hook::TC_EGRESS_TAG {
+                (Hook::TcEgress, AttachMode::Auto)
+            } else {
+                match AttachMode::from_name(tag) {
+                    Some(mode) => (Hook::XdpIngress, mode),
+                    None => continue,
+                }
             };
             found.push(PinnedAttachment {
                 iface: iface.to_owned(),
+                hook,
                 mode,
                 path: entry.path(),
             });
@@ -353,8 +389,12 @@ impl PinDir {
         Ok(found)
     }
 
+    /// The XDP filter's attachment to `iface`, if pinned.
     pub fn attachment(&self, iface: &str) -> Result<Option<PinnedAttachment>, PinError> {
-        Ok(self.attachments()?.into_iter().find(|a| a.iface == iface))
+        Ok(self
+            .attachments()?
+            .into_iter()
+            .find(|a| a.iface == iface && a.hook == Hook::XdpIngress))
     }
 
     /// Removes every pinned map (not the links; detach those first). Used by `--purge`.
@@ -463,6 +503,38 @@ pub fn reachable_pin_dir(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_pins_name_their_hook() {
+        let dir = tempfile::tempdir().unwrap();
+        let pins = PinDir::new(dir.path());
+        let xdp = pins.link_path(Hook::XdpIngress, "eth0", AttachMode::Native);
+        let tc = pins.link_path(Hook::TcEgress, "eth0", AttachMode::Auto);
+        assert!(xdp.ends_with("link_native_eth0"), "{xdp:?}");
+        assert!(tc.ends_with("link_tc-egress_eth0"), "{tc:?}");
+        for path in [&xdp, &tc, &dir.path().join("link_bogus_eth1")] {
+            std::fs::write(path, b"").unwrap();
+        }
+        let mut found: Vec<(String, Hook, AttachMode)> = pins
+            .attachments()
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.iface, a.hook, a.mode))
+            .collect();
+        found.sort_by_key(|(_, hook, _)| hook.name());
+        assert_eq!(
+            found,
+            [
+                ("eth0".to_owned(), Hook::TcEgress, AttachMode::Auto),
+                ("eth0".to_owned(), Hook::XdpIngress, AttachMode::Native),
+            ]
+        );
+        // The filter's attachment is the XDP one.
+        assert_eq!(
+            pins.attachment("eth0").unwrap().unwrap().hook,
+            Hook::XdpIngress
+        );
+    }
 
     #[test]
     fn the_pin_list_is_the_layout_table() {
