@@ -97,10 +97,23 @@ pub async fn serve_with_limits(
     let mut next_id: u64 = 0;
     let mut last_accept_warn: Option<Instant> = None;
     let mut shutdown = std::pin::pin!(shutdown);
+    let cap = limits.max_connections.max(1);
+    // One permit per open socket, released only once its descriptor is closed: an evicted
+    // connection closes in its own task, and until it has, no new one is accepted. So the
+    // server never holds more than cap + 1 sockets (the one over the cap is what evicts), however
+    // fast connections arrive and however busy the machine is.
+    let sockets = Arc::new(tokio::sync::Semaphore::new(cap + 1));
     loop {
-        let stream = tokio::select! {
+        let permit = tokio::select! {
             () = &mut shutdown => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            permit = sockets.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let stream = tokio::select! {
+            () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
@@ -114,6 +127,7 @@ pub async fn serve_with_limits(
                              once a minute)"
                         );
                     }
+                    drop(permit);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -123,7 +137,7 @@ pub async fn serve_with_limits(
         let close = Arc::new(tokio::sync::Notify::new());
         {
             let mut open = slots.lock().unwrap_or_else(|e| e.into_inner());
-            if open.len() >= limits.max_connections.max(1) {
+            if open.len() >= cap {
                 stats.over_limit.fetch_add(1, Ordering::Relaxed);
                 match open
                     .iter()
@@ -147,7 +161,7 @@ pub async fn serve_with_limits(
                 close: close.clone(),
             });
         }
-        connections.spawn(serve_connection(
+        let connection = serve_connection(
             stream,
             source.clone(),
             stats.clone(),
@@ -158,7 +172,12 @@ pub async fn serve_with_limits(
                 close,
                 slots: slots.clone(),
             },
-        ));
+        );
+        connections.spawn(async move {
+            // The socket is closed when `serve_connection` returns; only then the permit goes.
+            connection.await;
+            drop(permit);
+        });
     }
     // Open connections are abandoned: a scrape in flight sees its connection closed.
     connections.shutdown().await;
