@@ -393,6 +393,11 @@ fn listed_or_limited(
 
     let state = match tracked {
         Some(state) => state,
+        // A garbage flood from new sources is dropped before the ban table is read: dropped
+        // either way, it need not pay the lookup.
+        None if class == MethodClass::Malformed && drop_malformed => {
+            return Verdict::DropMalformed;
+        }
         None => match restore_ban(cfg, key, now_ns) {
             Some(state) => state,
             None => return new_source(cfg, key, class, limit, now_ns),

@@ -732,6 +732,10 @@ impl Model {
             .map(|l| (l, cfg.limits[l as usize]))
             .filter(|(_, rate)| rate.interval_ns != 0);
 
+        if !self.sources.contains_key(&key) && class == MethodClass::Malformed && drop_malformed {
+            // Untracked garbage is dropped before the ban table is consulted.
+            return Verdict::DropMalformed;
+        }
         if !self.sources.contains_key(&key) {
             // Gone from SOURCES (new, or evicted): a ban or strikes kept in BANS come back.
             match self.bans.get(&key).copied() {
