@@ -23,11 +23,12 @@ use crate::{
     control::{self, Control},
     crowdsec::{self, Crowdsec},
     events::{self, BanRecord, EventLogger, LogLimiterConfig},
+    feeds::Feeds,
     instance::DaemonLock,
     loader::{self, AttachMode, PinDir},
     maps::{self, SipMaps},
     metrics::{self, Snapshot},
-    state::{StateFile, now_wall_secs},
+    state::{BanOrigin, StateFile, now_wall_secs},
     status::{self, TableFill},
 };
 
@@ -77,8 +78,12 @@ struct Shared {
     stats: Mutex<DaemonStats>,
     control: Control,
     pins: PinDir,
-    /// The CrowdSec client while `[crowdsec]` is on; its figures outlive reloads.
-    crowdsec: Mutex<Option<Crowdsec>>,
+    /// The ban feeds running (the CrowdSec client while `[crowdsec]` is on).
+    feeds: Mutex<Feeds>,
+    /// The settings the running CrowdSec feed was started with, to tell whether a reload
+    /// changes them.
+    crowdsec_config: Mutex<Option<crowdsec::ClientConfig>>,
+    /// The CrowdSec client's figures; they outlive its restarts.
     crowdsec_stats: Arc<crowdsec::Stats>,
 }
 
@@ -166,7 +171,8 @@ pub fn run(options: RunOptions) -> Result<()> {
         stats: Mutex::new(DaemonStats::default()),
         control,
         pins,
-        crowdsec: Mutex::new(None),
+        feeds: Mutex::default(),
+        crowdsec_config: Mutex::new(None),
         crowdsec_stats: Arc::default(),
     });
     refresh_table_fill(&shared);
@@ -227,9 +233,7 @@ async fn serve(
                     record.class.name().to_owned(),
                 ))
                 .or_insert(0) += 1;
-            if let Some(client) = lock(&event_shared.crowdsec).as_ref() {
-                client.on_ban(&record);
-            }
+            lock(&event_shared.feeds).on_own_ban(&record);
         },
         stopped(stop_rx.clone()),
     ));
@@ -317,9 +321,9 @@ async fn serve(
     }
     notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
-    let client = lock(&shared.crowdsec).take();
-    if let Some(client) = client {
-        client.stop().await;
+    let feeds = lock(&shared.feeds).take_all();
+    for feed in feeds {
+        feed.stop().await;
     }
     match events_task.await {
         Ok(Err(e)) => warn!(error = %e, "ban event reader stopped with an error"),
@@ -350,12 +354,14 @@ fn start_crowdsec(
     )
     .with_quotas(quotas);
     let client = Crowdsec::start(
-        config,
+        config.clone(),
         control,
         shared.crowdsec_stats.clone(),
         settings.sip.ipv6_source_prefix,
     )?;
-    *lock(&shared.crowdsec) = Some(client);
+    // The caller stopped any feed of this origin first.
+    let _ = lock(&shared.feeds).insert(Box::new(client));
+    *lock(&shared.crowdsec_config) = Some(config);
     Ok(())
 }
 
@@ -382,19 +388,13 @@ async fn reload_crowdsec(
         }
     };
     let old = {
-        let mut running = lock(&shared.crowdsec);
-        let unchanged = match (running.as_ref(), &config) {
-            (None, None) => true,
-            (Some(client), Some(new)) => client.config() == new,
-            _ => false,
-        };
-        if unchanged {
-            if let Some(client) = running.as_ref() {
-                client.set_ipv6_prefix(settings.sip.ipv6_source_prefix);
-            }
+        let mut running = lock(&shared.crowdsec_config);
+        if *running == config {
+            lock(&shared.feeds).set_ipv6_prefix(settings.sip.ipv6_source_prefix);
             return;
         }
-        running.take()
+        *running = None;
+        lock(&shared.feeds).take(BanOrigin::Crowdsec)
     };
     if let Some(old) = old {
         old.stop().await;
@@ -466,8 +466,8 @@ fn snapshot(shared: &Shared) -> Result<Snapshot> {
         .iter()
         .map(|(origin, &n)| (origin.name().to_owned(), n))
         .collect();
-    let crowdsec = lock(&shared.crowdsec)
-        .is_some()
+    let crowdsec = lock(&shared.feeds)
+        .is_running(BanOrigin::Crowdsec)
         .then(|| shared.crowdsec_stats.metrics());
     let stats = lock(&shared.stats);
     let fill = &stats.table_fill;

@@ -172,6 +172,24 @@ impl Crowdsec {
     }
 }
 
+impl crate::feeds::BanFeed for Crowdsec {
+    fn origin(&self) -> crate::state::BanOrigin {
+        crate::state::BanOrigin::Crowdsec
+    }
+
+    fn on_own_ban(&self, record: &BanRecord) {
+        self.on_ban(record);
+    }
+
+    fn set_ipv6_prefix(&self, prefix: u8) {
+        Crowdsec::set_ipv6_prefix(self, prefix);
+    }
+
+    fn stop(self: Box<Self>) -> crate::feeds::Stopping {
+        Box::pin(Crowdsec::stop(*self))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
