@@ -42,7 +42,7 @@ mod tests {
             size_of::<SourceState>(),
             8 * LimitClass::COUNT + 8 * 5 + 4 + 4 + 1 + 1 + 6
         );
-        assert_eq!(size_of::<BanRecord>(), 8 + 8 + 4 + 1 + 1 + 2);
+        assert_eq!(size_of::<DurableBan>(), 8 + 8 + 4 + 1 + 1 + 2);
         assert_eq!(size_of::<BanEvent>(), 16 + 8 * 4 + 4 + 4 + 1 + 1 + 6);
         assert_eq!(size_of::<FragmentKey>(), 24);
     }

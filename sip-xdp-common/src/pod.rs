@@ -11,4 +11,4 @@ unsafe impl aya::Pod for AllowEntry {}
 unsafe impl aya::Pod for FragmentKey {}
 unsafe impl aya::Pod for FragmentFate {}
 unsafe impl aya::Pod for BanEvent {}
-unsafe impl aya::Pod for BanRecord {}
+unsafe impl aya::Pod for DurableBan {}

@@ -64,7 +64,7 @@ pub struct SourceState {
 /// ban and every extension, and reads it when a source missing from `SOURCES` comes back.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct BanRecord {
+pub struct DurableBan {
     /// Monotonic time the ban ends.
     pub banned_until_ns: u64,
     /// Length of the last ban, the base of the next escalation.

@@ -4,9 +4,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use sip_xdp_common::{
-    AllowEntry, BAN_EVENTS_BYTES, BanRecord, COUNTER_SLOTS, Config, DEFAULT_MAX_BANS,
-    DEFAULT_MAX_SOURCES, DenyEntry, FragmentFate, FragmentKey, MAX_LIST_ENTRIES,
-    MAX_TRACKED_FRAGMENTS, SourceKey, SourceState, list_presence,
+    AllowEntry, BAN_EVENTS_BYTES, COUNTER_SLOTS, Config, DEFAULT_MAX_BANS, DEFAULT_MAX_SOURCES,
+    DenyEntry, DurableBan, FragmentFate, FragmentKey, MAX_LIST_ENTRIES, MAX_TRACKED_FRAGMENTS,
+    SourceKey, SourceState, list_presence,
 };
 
 /// Two slots, so user space can fill one completely while packets read the other.
@@ -27,7 +27,7 @@ pub static SOURCES: LruHashMap<SourceKey, SourceState> =
 /// flood of new sources evicts entries of `SOURCES`, never a ban. Entries leave when their
 /// strikes decay (the program on the source's next packet, user space in its sweeps).
 #[map(name = "BANS")]
-pub static BANS: HashMap<SourceKey, BanRecord> = HashMap::with_max_entries(DEFAULT_MAX_BANS, 0);
+pub static BANS: HashMap<SourceKey, DurableBan> = HashMap::with_max_entries(DEFAULT_MAX_BANS, 0);
 
 /// Sources held to their buckets but never banned (trunks, registrar peers, monitoring).
 #[map(name = "PROTECTED")]

@@ -1,7 +1,7 @@
 //! Per-source policy: allowlist, denylist, bans, the protected list and token buckets.
 use aya_ebpf::maps::lpm_trie::Key;
 use sip_xdp_common::{
-    BAN_DURATION_CEILING_NS, BAN_EXTEND_GRANULARITY_NS, BanEvent, BanRecord, Config, EventCounter,
+    BAN_DURATION_CEILING_NS, BAN_EXTEND_GRANULARITY_NS, BanEvent, Config, DurableBan, EventCounter,
     FragmentFate, FragmentKey, LimitClass, MethodClass, RATE_WINDOW_NS, RateLimit, SourceKey,
     SourceState, Verdict, allow_flags, ban_event_kind, ban_flags, event_counter_index, flags,
     list_presence,
@@ -148,7 +148,7 @@ fn is_banned(cfg: &Config, state: &SourceState, now_ns: u64) -> bool {
 /// stack.
 #[inline(never)]
 fn persist_ban(key: &SourceKey, state: &SourceState) {
-    let record = BanRecord {
+    let record = DurableBan {
         banned_until_ns: state.banned_until_ns,
         ban_duration_ns: state.ban_duration_ns,
         strikes: state.strikes,

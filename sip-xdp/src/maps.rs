@@ -7,7 +7,7 @@ use aya::{
 };
 use ipnet::IpNet;
 use sip_xdp_common::{
-    AllowEntry, BanRecord, Config, DENY_HOLE_EXPIRES_AT_NS, DenyEntry, EventCounter,
+    AllowEntry, Config, DENY_HOLE_EXPIRES_AT_NS, DenyEntry, DurableBan, EventCounter,
     MAPPED_HOLE_PREFIX, MethodClass, SourceKey, SourceState, Verdict, allow_flags,
     event_counter_index, ipv4_mapped, list_presence, map_names, packet_counter_index,
 };
@@ -177,7 +177,7 @@ pub struct SipMaps {
     allowlist: LpmTrie<MapData, [u8; 16], AllowEntry>,
     denylist: LpmTrie<MapData, [u8; 16], DenyEntry>,
     protected: LpmTrie<MapData, [u8; 16], AllowEntry>,
-    bans: HashMap<MapData, SourceKey, BanRecord>,
+    bans: HashMap<MapData, SourceKey, DurableBan>,
     bans_capacity: u32,
     counters: PerCpuArray<MapData, u64>,
     list_presence: Array<MapData, u32>,
@@ -460,7 +460,7 @@ impl SipMaps {
     }
 
     /// Bans and strike histories in the durable `BANS` table, keyed like `SOURCES`.
-    pub fn bans(&self) -> Result<Vec<(SourceKey, BanRecord)>, MapsError> {
+    pub fn bans(&self) -> Result<Vec<(SourceKey, DurableBan)>, MapsError> {
         self.bans
             .iter()
             .map(|kv| kv.map_err(map_err(map_names::BANS)))
@@ -468,7 +468,7 @@ impl SipMaps {
     }
 
     /// Writes a ban record (restoring saved bans, migrating an older source table).
-    pub fn set_ban(&mut self, key: [u8; 16], record: &BanRecord) -> Result<(), MapsError> {
+    pub fn set_ban(&mut self, key: [u8; 16], record: &DurableBan) -> Result<(), MapsError> {
         self.bans
             .insert(SourceKey { addr: key }, record, 0)
             .map_err(map_err(map_names::BANS))

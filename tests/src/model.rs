@@ -12,8 +12,8 @@ use std::{collections::HashMap, net::IpAddr};
 use ipnet::IpNet;
 pub use sip_xdp_common::MAX_L4_OFFSET;
 use sip_xdp_common::{
-    BAN_DURATION_CEILING_NS, BAN_EXTEND_GRANULARITY_NS, BanEvent, BanRecord, CONFIG_VERSION,
-    Config, EventCounter, LimitClass, MAX_IPV6_EXT_HEADERS, MAX_KEEPALIVE_LEN,
+    BAN_DURATION_CEILING_NS, BAN_EXTEND_GRANULARITY_NS, BanEvent, CONFIG_VERSION, Config,
+    DurableBan, EventCounter, LimitClass, MAX_IPV6_EXT_HEADERS, MAX_KEEPALIVE_LEN,
     MAX_REQUEST_LINE_SCAN, MethodClass, RATE_WINDOW_NS, SourceState, Verdict, ban_event_kind,
     ban_flags, flags, ipv4_mapped,
 };
@@ -473,7 +473,7 @@ pub struct Model {
     /// Keyed like `SOURCES`: IPv4 mapped, IPv6 masked.
     pub sources: HashMap<[u8; 16], SourceState>,
     /// The durable ban table `BANS`, keyed like `sources`; never evicted.
-    pub bans: HashMap<[u8; 16], BanRecord>,
+    pub bans: HashMap<[u8; 16], DurableBan>,
     /// (unmasked source, IP id) → whether the first fragment was dropped.
     pub fragments: HashMap<([u8; 16], u32), bool>,
     /// What the program would have put in the `BAN_EVENTS` ring buffer, oldest first; the
@@ -647,8 +647,8 @@ impl Model {
         }
     }
 
-    fn record_of(state: &SourceState) -> BanRecord {
-        BanRecord {
+    fn record_of(state: &SourceState) -> DurableBan {
+        DurableBan {
             banned_until_ns: state.banned_until_ns,
             ban_duration_ns: state.ban_duration_ns,
             strikes: state.strikes,

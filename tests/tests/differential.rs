@@ -27,7 +27,7 @@ use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, RingBuf};
 use ipnet::IpNet;
 use sip_xdp::{control::forget_sources_in, loader, maps::Counters, time::monotonic_now_ns};
 use sip_xdp_common::{
-    BanEvent, BanRecord, Config, EventCounter, FragmentFate, FragmentKey, LimitClass, MethodClass,
+    BanEvent, Config, DurableBan, EventCounter, FragmentFate, FragmentKey, LimitClass, MethodClass,
     RATE_WINDOW_NS, RateLimit, SourceState, Verdict, ban_event_kind, ban_flags, flags, map_names,
     packet_counter_index,
 };
@@ -1233,7 +1233,7 @@ impl Run {
             }
         }
 
-        let kernel_bans: BTreeMap<[u8; 16], BanRecord> = self
+        let kernel_bans: BTreeMap<[u8; 16], DurableBan> = self
             .dp
             .maps
             .bans()

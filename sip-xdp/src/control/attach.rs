@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use anyhow::Result;
-use sip_xdp_common::{BanRecord, Config, ban_flags};
+use sip_xdp_common::{Config, DurableBan, ban_flags};
 
 use super::{
     AttachReport, Control, check_interface, forget_sources_in, reconcile::reconcile_locked,
@@ -148,7 +148,7 @@ fn restore_auto_bans(state: &StateFile, maps: &mut SipMaps) -> Result<usize> {
             // As the kernel would have it: the ban's end is still to be reported.
             flags |= ban_flags::EXPIRY_PENDING;
         }
-        let ban = BanRecord {
+        let ban = DurableBan {
             banned_until_ns,
             ban_duration_ns: record.ban_duration_ns,
             strikes: record.strikes,

@@ -6,7 +6,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use ipnet::IpNet;
-use sip_xdp_common::{BanRecord, LimitClass, SourceKey, ban_flags};
+use sip_xdp_common::{DurableBan, LimitClass, SourceKey, ban_flags};
 
 use super::{BanEntry, Control, EditReport, Lift, quotas::check_quota};
 use crate::{
@@ -265,13 +265,13 @@ pub(super) fn write_denylist_entry(
 /// The kernel's rate bans and strike histories: the durable `BANS` table, where the program
 /// writes every ban and extension, with the live `SOURCES` entry's view where it is newer (the
 /// expiry report clears a flag there first).
-pub(super) fn rate_bans(maps: &SipMaps) -> Result<Vec<(SourceKey, BanRecord)>> {
-    let mut bans: HashMap<SourceKey, BanRecord> = maps.bans()?.into_iter().collect();
+pub(super) fn rate_bans(maps: &SipMaps) -> Result<Vec<(SourceKey, DurableBan)>> {
+    let mut bans: HashMap<SourceKey, DurableBan> = maps.bans()?.into_iter().collect();
     for (key, source) in maps.sources()? {
         if source.banned_until_ns == 0 {
             continue;
         }
-        let live = BanRecord {
+        let live = DurableBan {
             banned_until_ns: source.banned_until_ns,
             ban_duration_ns: source.ban_duration_ns,
             strikes: source.strikes,
@@ -287,7 +287,7 @@ pub(super) fn rate_bans(maps: &SipMaps) -> Result<Vec<(SourceKey, BanRecord)>> {
             })
             .or_insert(live);
     }
-    let mut bans: Vec<(SourceKey, BanRecord)> = bans.into_iter().collect();
+    let mut bans: Vec<(SourceKey, DurableBan)> = bans.into_iter().collect();
     bans.sort_by_key(|(key, _)| key.addr);
     Ok(bans)
 }

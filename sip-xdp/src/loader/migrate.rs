@@ -13,7 +13,7 @@ pub struct Migration {
     /// Maps unpinned because their layout changed; the load creates them anew.
     pub replaced: Vec<&'static str>,
     /// Bans (with strikes) read out of an older source table, for the new `BANS` table.
-    pub bans: Vec<(sip_xdp_common::SourceKey, sip_xdp_common::BanRecord)>,
+    pub bans: Vec<(sip_xdp_common::SourceKey, sip_xdp_common::DurableBan)>,
 }
 
 /// Value size of `SourceState` in sip-xdp 0.1 (four buckets), whose bans a new build keeps.
@@ -25,7 +25,7 @@ const SOURCE_STATE_V1_SIZE: u32 = 88;
 fn read_v1_bans(
     path: &Path,
     value_size: u32,
-) -> Result<Vec<(sip_xdp_common::SourceKey, sip_xdp_common::BanRecord)>, MapError> {
+) -> Result<Vec<(sip_xdp_common::SourceKey, sip_xdp_common::DurableBan)>, MapError> {
     if value_size != SOURCE_STATE_V1_SIZE {
         return Ok(Vec::new());
     }
@@ -42,7 +42,7 @@ fn read_v1_bans(
         }
         bans.push((
             key,
-            sip_xdp_common::BanRecord {
+            sip_xdp_common::DurableBan {
                 banned_until_ns,
                 ban_duration_ns: u64_at(&v, 40),
                 strikes: u32::from_ne_bytes(v[76..80].try_into().unwrap()),

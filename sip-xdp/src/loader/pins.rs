@@ -234,7 +234,7 @@ pub(super) const PINNED: &[Layout] = &[
         Some(sip_xdp_common::list_presence::SLOTS),
         true,
     ),
-    layout::<sip_xdp_common::SourceKey, sip_xdp_common::BanRecord>(map_names::BANS, None, false),
+    layout::<sip_xdp_common::SourceKey, sip_xdp_common::DurableBan>(map_names::BANS, None, false),
     layout::<[u8; 20], sip_xdp_common::AllowEntry>(map_names::PROTECTED, None, false),
 ];
 
