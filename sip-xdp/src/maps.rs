@@ -428,35 +428,14 @@ impl SipMaps {
         Ok(entries)
     }
 
-    /// Keeps the deny hole in step: present while an IPv6 entry covers `::ffff:0:0/96` and no
-    /// IPv4 `0.0.0.0/0` entry holds its key.
+    /// Keeps the deny hole in step (see [`sync_hole`]).
     fn sync_deny_hole(&mut self) -> Result<(), MapsError> {
-        let mut covered = false;
-        let mut at_hole = None;
-        for kv in self.denylist.iter() {
-            let (key, entry) = kv.map_err(map_err(map_names::DENYLIST))?;
-            if is_hole_key(&key) {
-                at_hole = Some(entry.expires_at_ns == DENY_HOLE_EXPIRES_AT_NS);
-            } else if covers_mapped(&key_cidr(&key)) {
-                covered = true;
-            }
-        }
-        match (covered, at_hole) {
-            (true, None) => self
-                .denylist
-                .insert(
-                    &hole_key(),
-                    DenyEntry {
-                        expires_at_ns: DENY_HOLE_EXPIRES_AT_NS,
-                    },
-                    0,
-                )
-                .map_err(map_err(map_names::DENYLIST)),
-            (false, Some(true)) => {
-                absent_is_false(self.denylist.remove(&hole_key()), map_names::DENYLIST).map(drop)
-            }
-            _ => Ok(()),
-        }
+        let hole = DenyEntry {
+            expires_at_ns: DENY_HOLE_EXPIRES_AT_NS,
+        };
+        sync_hole(&mut self.denylist, map_names::DENYLIST, hole, |entry| {
+            entry.expires_at_ns == DENY_HOLE_EXPIRES_AT_NS
+        })
     }
 
     /// Bans and strike histories in the durable `BANS` table, keyed like `SOURCES`.
@@ -551,31 +530,39 @@ fn listed_nets(
     Ok(nets)
 }
 
-/// [`SipMaps::sync_deny_hole`] for the allowlist and the protected list.
+/// [`sync_hole`] for the allowlist and the protected list.
 fn sync_allow_hole(
     trie: &mut LpmTrie<MapData, [u8; 16], AllowEntry>,
     name: &'static str,
+) -> Result<(), MapsError> {
+    let hole = AllowEntry {
+        flags: allow_flags::HOLE,
+    };
+    sync_hole(trie, name, hole, |entry| {
+        entry.flags & allow_flags::HOLE != 0
+    })
+}
+
+/// Keeps a list's hole in step: present while an IPv6 entry covers `::ffff:0:0/96` and no IPv4
+/// `0.0.0.0/0` entry holds its key (`is_hole` tells the hole's value from a real entry's).
+fn sync_hole<V: aya::Pod>(
+    trie: &mut LpmTrie<MapData, [u8; 16], V>,
+    name: &'static str,
+    hole: V,
+    is_hole: impl Fn(&V) -> bool,
 ) -> Result<(), MapsError> {
     let mut covered = false;
     let mut at_hole = None;
     for kv in trie.iter() {
         let (key, entry) = kv.map_err(map_err(name))?;
         if is_hole_key(&key) {
-            at_hole = Some(entry.flags & allow_flags::HOLE != 0);
+            at_hole = Some(is_hole(&entry));
         } else if covers_mapped(&key_cidr(&key)) {
             covered = true;
         }
     }
     match (covered, at_hole) {
-        (true, None) => trie
-            .insert(
-                &hole_key(),
-                AllowEntry {
-                    flags: allow_flags::HOLE,
-                },
-                0,
-            )
-            .map_err(map_err(name)),
+        (true, None) => trie.insert(&hole_key(), hole, 0).map_err(map_err(name)),
         (false, Some(true)) => absent_is_false(trie.remove(&hole_key()), name).map(drop),
         _ => Ok(()),
     }
