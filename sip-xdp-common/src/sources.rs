@@ -83,3 +83,17 @@ pub const fn ipv4_mapped(octets: [u8; 4]) -> [u8; 16] {
         0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, octets[0], octets[1], octets[2], octets[3],
     ]
 }
+
+impl DurableBan {
+    /// The ban part of a source's state, as the durable table keeps it.
+    pub const fn of(state: &SourceState) -> Self {
+        Self {
+            banned_until_ns: state.banned_until_ns,
+            ban_duration_ns: state.ban_duration_ns,
+            strikes: state.strikes,
+            ban_class: state.ban_class,
+            ban_flags: state.ban_flags,
+            _pad: [0; 2],
+        }
+    }
+}

@@ -148,14 +148,7 @@ fn is_banned(cfg: &Config, state: &SourceState, now_ns: u64) -> bool {
 /// stack.
 #[inline(never)]
 fn persist_ban(key: &SourceKey, state: &SourceState) {
-    let record = DurableBan {
-        banned_until_ns: state.banned_until_ns,
-        ban_duration_ns: state.ban_duration_ns,
-        strikes: state.strikes,
-        ban_class: state.ban_class,
-        ban_flags: state.ban_flags,
-        _pad: [0; 2],
-    };
+    let record = DurableBan::of(state);
     // Replacing an existing key always succeeds in a preallocated hash; a new key fails only
     // when the table is full.
     if BANS.insert(key, &record, 0).is_err() {

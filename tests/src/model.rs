@@ -647,17 +647,6 @@ impl Model {
         }
     }
 
-    fn record_of(state: &SourceState) -> DurableBan {
-        DurableBan {
-            banned_until_ns: state.banned_until_ns,
-            ban_duration_ns: state.ban_duration_ns,
-            strikes: state.strikes,
-            ban_class: state.ban_class,
-            ban_flags: state.ban_flags,
-            _pad: [0; 2],
-        }
-    }
-
     /// A banned source's packet: dropped; the ban is extended only while the source keeps
     /// exceeding the bucket of the packet's class (a conforming packet draws from it).
     fn drop_banned(cfg: &Config, state: &mut SourceState, class: MethodClass, now: u64) -> bool {
@@ -714,7 +703,7 @@ impl Model {
             }
             state.window_packets += 1;
             if Self::drop_banned(cfg, state, class, now) {
-                let record = Self::record_of(state);
+                let record = DurableBan::of(state);
                 self.bans.insert(key, record);
             }
             return Verdict::DropBanned;
@@ -792,7 +781,7 @@ impl Model {
         let ban_applies = state.ban_flags & ban_flags::MONITOR_ONLY == 0 || monitor;
         if now < state.banned_until_ns && ban_applies {
             if Self::drop_banned(cfg, state, class, now) {
-                let record = Self::record_of(state);
+                let record = DurableBan::of(state);
                 self.bans.insert(key, record);
             }
             return Verdict::DropBanned;
@@ -857,7 +846,7 @@ impl Model {
         state.ban_class = limit as u8;
         state.ban_flags =
             ban_flags::EXPIRY_PENDING | if monitor { ban_flags::MONITOR_ONLY } else { 0 };
-        let record = Self::record_of(state);
+        let record = DurableBan::of(state);
         let event = if monitor {
             EventCounter::WouldBans
         } else {

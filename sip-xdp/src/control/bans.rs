@@ -271,14 +271,7 @@ pub(super) fn rate_bans(maps: &SipMaps) -> Result<Vec<(SourceKey, DurableBan)>> 
         if source.banned_until_ns == 0 {
             continue;
         }
-        let live = DurableBan {
-            banned_until_ns: source.banned_until_ns,
-            ban_duration_ns: source.ban_duration_ns,
-            strikes: source.strikes,
-            ban_class: source.ban_class,
-            ban_flags: source.ban_flags,
-            _pad: [0; 2],
-        };
+        let live = DurableBan::of(&source);
         bans.entry(key)
             .and_modify(|saved| {
                 if live.banned_until_ns >= saved.banned_until_ns {

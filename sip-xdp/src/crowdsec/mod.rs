@@ -139,11 +139,6 @@ impl Crowdsec {
         })
     }
 
-    /// What it runs with, to tell whether a reload changes anything.
-    pub fn config(&self) -> &ClientConfig {
-        &self.config
-    }
-
     pub fn set_ipv6_prefix(&self, prefix: u8) {
         self.ipv6_prefix.store(prefix, Ordering::Relaxed);
     }
