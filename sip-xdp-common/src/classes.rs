@@ -107,6 +107,8 @@ labelled_enum! {
         DropFragment => "drop_fragment",
         /// The parser could not resolve the packet within its bounds ([`MethodClass::Unparsed`]).
         DropUnparsed => "drop_unparsed",
+        /// An unverified source's REGISTER or INVITE beyond the admission budget.
+        DropAdmission => "drop_admission",
     }
 }
 
@@ -120,6 +122,7 @@ impl Verdict {
                 | Self::DropMalformed
                 | Self::DropFragment
                 | Self::DropUnparsed
+                | Self::DropAdmission
         )
     }
 }

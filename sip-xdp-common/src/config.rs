@@ -4,7 +4,7 @@ use crate::{DEFAULT_SIP_PORT, LimitClass, MAX_SIP_PORTS, NS_PER_SEC};
 
 /// Bumped whenever [`Config`]'s layout or meaning changes; the program ignores a config map
 /// entry with another version and falls back to [`Config::DEFAULT`].
-pub const CONFIG_VERSION: u32 = 2;
+pub const CONFIG_VERSION: u32 = 3;
 
 /// Config flag bits.
 pub mod flags {
@@ -23,6 +23,11 @@ pub mod flags {
     /// Pass what the parser cannot resolve ([`crate::MethodClass::Unparsed`]) instead of dropping
     /// it. Off by default: such a packet may be a SIP datagram hidden behind a long header chain.
     pub const PASS_UNPARSED: u32 = 1 << 6;
+    /// The egress program reads the server's answers on this host: verified sources get
+    /// `verified_limits`, and unverified REGISTER and INVITE draw from the admission budget.
+    /// User space sets it only while the egress program is attached, so that without it every
+    /// source is treated as it was before (nobody verified, no admission budget).
+    pub const ANSWERS: u32 = 1 << 7;
 }
 
 /// A token bucket in GCRA form, so the program needs one `u64` of state per bucket and no
@@ -108,6 +113,29 @@ pub struct Config {
     /// With `EXTEND_WHILE_ACTIVE`: a banned source that keeps exceeding its bucket stays banned
     /// at least this long after its last packet over the limit.
     pub ban_extend_ns: u64,
+    /// Token buckets of verified sources (see [`crate::VerifiedSource`]), indexed by
+    /// [`LimitClass`]: looser, never unlimited.
+    pub verified_limits: [RateLimit; LimitClass::COUNT],
+    /// Budget shared by every unverified source's REGISTER and INVITE, with `ANSWERS`.
+    pub admission: RateLimit,
+    /// Challenges and error responses to one unverified destination.
+    pub reflection_per_destination: RateLimit,
+    /// Challenges and error responses to all unverified destinations together.
+    pub reflection_total: RateLimit,
+    /// How long a success keeps its client verified.
+    pub verified_for_ns: u64,
+    /// Window failures are counted in.
+    pub auth_window_ns: u64,
+    /// Failures in the window that ban an unverified address.
+    pub auth_max_failures: u32,
+    /// Failures in the window that ban a verified address (all its flows together).
+    pub auth_max_failures_verified: u32,
+    /// Failures in the window that ban one flow (address and port) of a verified address.
+    pub auth_max_flow_failures: u32,
+    /// Open challenges an unverified address may hold before each further one is a failure.
+    pub auth_max_unanswered: u32,
+    /// Length of a flow's ban (doubled for each repeat, up to `ban_max_ns`).
+    pub flow_ban_ns: u64,
 }
 
 impl Config {
@@ -136,6 +164,38 @@ impl Config {
         ban_max_ns: 24 * 3600 * NS_PER_SEC,
         strike_decay_ns: 3600 * NS_PER_SEC,
         ban_extend_ns: 60 * NS_PER_SEC,
+        // Sized for an office of 200 phones behind one address after a power cut: each sends
+        // two REGISTERs (challenge, then credentials) and a SUBSCRIBE per busy-lamp key within
+        // the same minute.
+        verified_limits: [
+            RateLimit::per_second(50, 600),   // REGISTER
+            RateLimit::per_second(20, 200),   // INVITE
+            RateLimit::per_second(50, 400),   // OPTIONS
+            RateLimit::per_second(200, 2000), // other requests
+            RateLimit::per_second(500, 2000), // ACK, BYE, CANCEL
+            RateLimit::per_second(500, 2000), // responses
+            RateLimit::per_second(200, 1000), // keep-alives
+            RateLimit::per_second(10, 20),    // malformed, when passed
+        ],
+        // A registrar answers thousands of REGISTERs a second; 200/s from sources it has not
+        // seen succeed is the untrusted queue: new phones and phones back after two quiet hours
+        // fit (50,000 phones all unverified get through in about four minutes), a forged flood
+        // reaches the registrar at this rate at most, whatever its width.
+        admission: RateLimit::per_second(200, 400),
+        // A phone needs one or two challenges per registration or call.
+        reflection_per_destination: RateLimit::per_second(5, 10),
+        // Every admitted request gets one answer: the reflection guard caps what the budget does
+        // not already bound (OPTIONS and other requests answered with errors).
+        reflection_total: RateLimit::per_second(200, 400),
+        // Phones re-register every hour or less: two hours survive one missed refresh.
+        verified_for_ns: 2 * 3600 * NS_PER_SEC,
+        // fail2ban's asterisk jail: 5 failures in 10 minutes.
+        auth_window_ns: 600 * NS_PER_SEC,
+        auth_max_failures: 5,
+        auth_max_failures_verified: 50,
+        auth_max_flow_failures: 5,
+        auth_max_unanswered: 20,
+        flow_ban_ns: 600 * NS_PER_SEC,
     };
 
     pub const fn has_flag(&self, flag: u32) -> bool {

@@ -21,6 +21,37 @@ crate::classes::labelled_enum! {
         BansRestored => "bans_restored",
         /// Packets of protected sources dropped by their bucket, which never bans them.
         ProtectedDrops => "protected_drops",
+        /// Responses the egress program read (UDP from a SIP port, a status line).
+        Answers => "answers",
+        /// Successes (2xx to REGISTER or INVITE) that verified their client or renewed it.
+        Verifications => "verifications",
+        /// Verifications lost because `VERIFIED` was full.
+        VerifiedTableFull => "verified_table_full",
+        /// Failures counted, by [`AuthFailure`](crate::AuthFailure) (same order).
+        FailuresForbidden => "failures_forbidden",
+        FailuresNotFound => "failures_not_found",
+        FailuresRechallenged => "failures_rechallenged",
+        FailuresUnanswered => "failures_unanswered",
+        /// Addresses banned (or, in monitor mode, that would be) for failed authentication.
+        AuthBans => "auth_bans",
+        /// Flows of verified addresses banned (or that would be) for failed authentication.
+        FlowBans => "flow_bans",
+        /// Packets of banned flows dropped at ingress.
+        FlowBannedDrops => "flow_banned_drops",
+        /// Answers to one unverified destination beyond its reflection bucket, dropped.
+        ReflectionDestinationDrops => "reflection_destination_drops",
+        /// Answers to unverified destinations beyond the total reflection bucket, dropped.
+        ReflectionTotalDrops => "reflection_total_drops",
+    }
+}
+
+/// The event counter of a failure kind.
+pub const fn failure_counter(kind: crate::AuthFailure) -> EventCounter {
+    match kind {
+        crate::AuthFailure::Forbidden => EventCounter::FailuresForbidden,
+        crate::AuthFailure::NotFound => EventCounter::FailuresNotFound,
+        crate::AuthFailure::Rechallenged => EventCounter::FailuresRechallenged,
+        crate::AuthFailure::Unanswered => EventCounter::FailuresUnanswered,
     }
 }
 

@@ -6,6 +6,10 @@ pub mod ban_event_kind {
     pub const WOULD_BAN: u8 = 1;
     /// The first packet from a source after its ban (or would-be ban) ran out.
     pub const EXPIRED: u8 = 2;
+    /// One flow (address and `port`) of a verified address banned for failed authentication.
+    pub const FLOW_BAN: u8 = 3;
+    /// A flow ban recorded in monitor mode.
+    pub const WOULD_FLOW_BAN: u8 = 4;
 }
 
 /// Sent through the `BAN_EVENTS` ring buffer each time a source is (or would be) banned, and
@@ -24,7 +28,10 @@ pub struct BanEvent {
     pub strikes: u32,
     /// A [`ban_event_kind`] value.
     pub kind: u8,
-    /// The [`LimitClass`](crate::LimitClass) that ran dry.
+    /// The [`LimitClass`](crate::LimitClass) that ran dry, or
+    /// [`BAN_CLASS_AUTH`](crate::BAN_CLASS_AUTH) with the failure kind of an auth ban.
     pub limit_class: u8,
-    pub _pad: [u8; 6],
+    /// The client's port, for flow bans; 0 otherwise.
+    pub port: u16,
+    pub _pad: [u8; 4],
 }

@@ -5,6 +5,7 @@
 //! With the `user` feature, each type also implements `aya::Pod`.
 #![no_std]
 
+mod answers;
 mod classes;
 mod config;
 mod counters;
@@ -17,6 +18,7 @@ mod parser;
 mod pod;
 mod sources;
 
+pub use answers::*;
 pub use classes::*;
 pub use config::*;
 pub use counters::*;
@@ -36,15 +38,30 @@ mod tests {
         use core::mem::size_of;
         assert_eq!(
             size_of::<Config>(),
-            4 + 4 + 16 + 4 + 4 + 16 + 16 * LimitClass::COUNT + 8 * 4
+            4 + 4
+                + 16
+                + 4
+                + 4
+                + 16
+                + 16 * LimitClass::COUNT
+                + 8 * 4
+                + 16 * LimitClass::COUNT
+                + 16 * 3
+                + 8 * 2
+                + 4 * 4
+                + 8
         );
         assert_eq!(
             size_of::<SourceState>(),
-            8 * LimitClass::COUNT + 8 * 5 + 4 + 4 + 1 + 1 + 6
+            8 * LimitClass::COUNT + 8 * 5 + 4 + 4 + 1 + 1 + 6 + 8 * 2
         );
         assert_eq!(size_of::<DurableBan>(), 8 + 8 + 4 + 1 + 1 + 2);
-        assert_eq!(size_of::<BanEvent>(), 16 + 8 * 4 + 4 + 4 + 1 + 1 + 6);
+        assert_eq!(size_of::<BanEvent>(), 16 + 8 * 4 + 4 + 4 + 1 + 1 + 2 + 4);
         assert_eq!(size_of::<FragmentKey>(), 24);
+        assert_eq!(size_of::<VerifiedSource>(), 24);
+        assert_eq!(size_of::<AnswerState>(), 8 * 2 + 4 * 4);
+        assert_eq!(size_of::<FlowKey>(), 24);
+        assert_eq!(size_of::<FlowState>(), 8 * 3 + 4 * 2);
     }
 
     #[test]

@@ -13,10 +13,16 @@ pub mod map_names {
     pub const LIST_PRESENCE: &str = "LIST_PRESENCE";
     pub const BANS: &str = "BANS";
     pub const PROTECTED: &str = "PROTECTED";
+    pub const VERIFIED: &str = "VERIFIED";
+    pub const ANSWERS: &str = "ANSWERS";
+    pub const FLOWS: &str = "FLOWS";
+    pub const GLOBAL_BUCKETS: &str = "GLOBAL_BUCKETS";
 }
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "sip_xdp";
+/// Name of the TC egress program (the server's answers) in the object file.
+pub const EGRESS_PROGRAM_NAME: &str = "sip_xdp_egress";
 
 /// Default capacity of the per-source LRU map (`SOURCES`).
 pub const DEFAULT_MAX_SOURCES: u32 = 131_072;
@@ -32,3 +38,15 @@ pub const MAX_LIST_ENTRIES: u32 = 16_384;
 pub const MAX_TRACKED_FRAGMENTS: u32 = 8_192;
 /// Size of the ban event ring buffer in bytes (a power of two, a multiple of the page size).
 pub const BAN_EVENTS_BYTES: u32 = 256 * 1024;
+/// Capacity of `VERIFIED`: only sources the server answered with a success get there.
+pub const DEFAULT_MAX_VERIFIED: u32 = 65_536;
+/// Capacity of the `ANSWERS` and `FLOWS` LRU maps.
+pub const MAX_ANSWERED_CLIENTS: u32 = 65_536;
+/// Slots of `GLOBAL_BUCKETS`, an array of GCRA arrival times shared by every source.
+pub mod global_buckets {
+    /// The admission budget of unverified REGISTER and INVITE (`Config::admission`).
+    pub const ADMISSION: u32 = 0;
+    /// Answers to unverified destinations (`Config::reflection_total`).
+    pub const REFLECTION: u32 = 1;
+    pub const SLOTS: u32 = 2;
+}

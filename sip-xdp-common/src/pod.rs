@@ -12,3 +12,7 @@ unsafe impl aya::Pod for FragmentKey {}
 unsafe impl aya::Pod for FragmentFate {}
 unsafe impl aya::Pod for BanEvent {}
 unsafe impl aya::Pod for DurableBan {}
+unsafe impl aya::Pod for VerifiedSource {}
+unsafe impl aya::Pod for AnswerState {}
+unsafe impl aya::Pod for FlowKey {}
+unsafe impl aya::Pod for FlowState {}

@@ -52,11 +52,18 @@ pub struct SourceState {
     pub window_packets: u32,
     /// Bans so far, reset after `strike_decay_ns` without one.
     pub strikes: u32,
-    /// [`LimitClass`] whose bucket ran dry for the current ban.
+    /// [`LimitClass`] whose bucket ran dry for the current ban, or [`crate::BAN_CLASS_AUTH`]
+    /// with the [`crate::AuthFailure`] that tipped an auth ban.
     pub ban_class: u8,
     /// Bits from [`ban_flags`].
     pub ban_flags: u8,
     pub _pad: [u8; 6],
+    /// Copy of the source's `VERIFIED` expiry, so the program reads it with the rest of the
+    /// state: set when the entry is made and by the egress program with each success.
+    pub verified_until_ns: u64,
+    /// Latest end of a ban of one of this address's flows (`FLOWS`); only while it lies ahead
+    /// does a packet pay the flow lookup. Set by the egress program.
+    pub flow_bans_until_ns: u64,
 }
 
 /// Value of the durable ban table `BANS`: a source's ban and strike history, kept out of reach
@@ -70,7 +77,7 @@ pub struct DurableBan {
     /// Length of the last ban, the base of the next escalation.
     pub ban_duration_ns: u64,
     pub strikes: u32,
-    /// [`LimitClass`] whose bucket ran dry.
+    /// [`LimitClass`] whose bucket ran dry, or [`crate::BAN_CLASS_AUTH`] with the failure kind.
     pub ban_class: u8,
     /// Bits from [`ban_flags`].
     pub ban_flags: u8,

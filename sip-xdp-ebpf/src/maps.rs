@@ -4,9 +4,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use sip_xdp_common::{
-    AllowEntry, BAN_EVENTS_BYTES, COUNTER_SLOTS, Config, DEFAULT_MAX_BANS, DEFAULT_MAX_SOURCES,
-    DenyEntry, DurableBan, FragmentFate, FragmentKey, MAX_LIST_ENTRIES, MAX_TRACKED_FRAGMENTS,
-    SourceKey, SourceState, list_presence,
+    AllowEntry, AnswerState, BAN_EVENTS_BYTES, COUNTER_SLOTS, Config, DEFAULT_MAX_BANS,
+    DEFAULT_MAX_SOURCES, DEFAULT_MAX_VERIFIED, DenyEntry, DurableBan, FlowKey, FlowState,
+    FragmentFate, FragmentKey, MAX_ANSWERED_CLIENTS, MAX_LIST_ENTRIES, MAX_TRACKED_FRAGMENTS,
+    SourceKey, SourceState, VerifiedSource, global_buckets, list_presence,
 };
 
 /// Two slots, so user space can fill one completely while packets read the other.
@@ -28,6 +29,42 @@ pub static SOURCES: LruHashMap<SourceKey, SourceState> =
 /// strikes decay (the program on the source's next packet, user space in its sweeps).
 #[map(name = "BANS")]
 pub static BANS: HashMap<SourceKey, DurableBan> = HashMap::with_max_entries(DEFAULT_MAX_BANS, 0);
+
+/// Clients the server answered with a success after challenging them, keyed like `SOURCES`.
+/// Written by the egress program only, so no forged flood can fill or churn it; an LRU so that
+/// when it is full the client that succeeded longest ago makes room.
+#[map(name = "VERIFIED")]
+pub static VERIFIED: LruHashMap<SourceKey, VerifiedSource> =
+    LruHashMap::with_max_entries(DEFAULT_MAX_VERIFIED, 0);
+
+/// What the server's answers say about each client address (egress program).
+#[map(name = "ANSWERS")]
+pub static ANSWERS: LruHashMap<SourceKey, AnswerState> =
+    LruHashMap::with_max_entries(MAX_ANSWERED_CLIENTS, 0);
+
+/// Challenge, failure and ban state per client flow (address and port); the egress program
+/// writes it, the XDP program reads a flow's ban.
+#[map(name = "FLOWS")]
+pub static FLOWS: LruHashMap<FlowKey, FlowState> =
+    LruHashMap::with_max_entries(MAX_ANSWERED_CLIENTS, 0);
+
+/// Buckets shared by every source (see `sip_xdp_common::global_buckets`). One shared slot, not
+/// per-CPU: a budget split per CPU would admit less than configured when traffic lands unevenly.
+/// Updates race between CPUs, which can admit a few packets more than the budget, never fewer.
+#[map(name = "GLOBAL_BUCKETS")]
+pub static GLOBAL_BUCKETS: Array<u64> = Array::with_max_entries(global_buckets::SLOTS, 0);
+
+pub const GLOBAL_BUCKETS_ADMISSION: u32 = global_buckets::ADMISSION;
+pub const GLOBAL_BUCKETS_REFLECTION: u32 = global_buckets::REFLECTION;
+
+/// The arrival time of a shared bucket, to update in place.
+#[inline(always)]
+pub fn global_bucket(slot: u32) -> Option<&'static mut u64> {
+    // SAFETY: an array slot lives as long as the map; races only lose an update.
+    GLOBAL_BUCKETS
+        .get_ptr_mut(slot)
+        .map(|tat| unsafe { &mut *tat })
+}
 
 /// Sources held to their buckets but never banned (trunks, registrar peers, monitoring).
 #[map(name = "PROTECTED")]
@@ -80,7 +117,7 @@ pub fn bump(index: u32) {
 
 /// Per-CPU scratch slots used by [`opaque`].
 #[map(name = "SCRATCH")]
-static SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
+static SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(3, 0);
 
 /// Returns `value`, laundered through a map so the verifier sees an unknown scalar.
 ///
@@ -88,6 +125,10 @@ static SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
 /// payload at a differently bounded offset, and the verifier would walk the payload scan once per
 /// distinct bound, past its instruction budget. After this, and the caller's explicit clamp,
 /// every path enters the scan in the same state and the verifier prunes them into one.
+///
+/// The lookup never fails (a constant index of a per-CPU array), but the verifier walks that
+/// path too: it returns `usize::MAX`, which every caller's clamp rejects, rather than `value`,
+/// whose bounds would come along and split the states again.
 #[inline(always)]
 pub fn opaque(slot: u32, value: usize) -> usize {
     match SCRATCH.get_ptr_mut(slot) {
@@ -96,6 +137,6 @@ pub fn opaque(slot: u32, value: usize) -> usize {
             core::ptr::write_volatile(ptr, value as u64);
             core::ptr::read_volatile(ptr) as usize
         },
-        None => value,
+        None => usize::MAX,
     }
 }

@@ -16,8 +16,8 @@ use network_types::{
     vlan::VlanHdr,
 };
 use sip_xdp_common::{
-    Config, MAX_IPV6_EXT_HEADERS, MAX_KEEPALIVE_LEN, MAX_L4_OFFSET, MAX_REQUEST_LINE_SCAN,
-    MethodClass, ipv4_mapped,
+    Config, MAX_ANSWER_SCAN, MAX_IPV6_EXT_HEADERS, MAX_KEEPALIVE_LEN, MAX_L4_OFFSET,
+    MAX_REQUEST_LINE_SCAN, MethodClass, ipv4_mapped,
 };
 
 const ETH_P_IPV4: u16 = 0x0800;
@@ -52,14 +52,32 @@ impl PacketView for XdpContext {
     }
 }
 
-impl PacketView for TcContext {
+/// A TC program's packet, with `data` and `data_end` read from the `__sk_buff` afresh for every
+/// access (volatile reads). Plain reads let LLVM keep both in registers across the whole scan,
+/// or pass them to a called function as zero-extended 32-bit values; the verifier then carries
+/// each parse path's packet range into the scan (walking it once per path, past its budget) or
+/// refuses the arithmetic on a widened packet pointer.
+pub struct SkbView {
+    skb: *mut aya_ebpf::bindings::__sk_buff,
+}
+
+impl SkbView {
+    #[inline(always)]
+    pub fn new(ctx: &TcContext) -> Self {
+        Self { skb: ctx.skb.skb }
+    }
+}
+
+impl PacketView for SkbView {
     #[inline(always)]
     fn data(&self) -> usize {
-        TcContext::data(self)
+        // SAFETY: the context pointer the kernel passed to the program.
+        unsafe { core::ptr::read_volatile(&(*self.skb).data) as usize }
     }
     #[inline(always)]
     fn data_end(&self) -> usize {
-        TcContext::data_end(self)
+        // SAFETY: as above.
+        unsafe { core::ptr::read_volatile(&(*self.skb).data_end) as usize }
     }
 }
 
@@ -79,6 +97,8 @@ pub enum Parsed {
 pub struct SipDatagram {
     /// Source address, IPv4 mapped into IPv6.
     pub src: [u8; 16],
+    /// Source port: with the address, the flow whose ban the egress program may have set.
+    pub port: u16,
     pub is_ipv4: bool,
     pub class: MethodClass,
     /// Set for the first fragment of a fragmented datagram: its IP identification.
@@ -97,8 +117,16 @@ fn load<T: Copy>(ctx: &impl PacketView, offset: usize) -> Option<T> {
 }
 
 /// Bound of every payload read's offset: the payload starts at most `MAX_L4_OFFSET + 8` bytes
-/// in, and no read starts more than `MAX_REQUEST_LINE_SCAN + 8` bytes into it.
-const MAX_PAYLOAD_READ_OFFSET: usize = MAX_L4_OFFSET + UdpHdr::LEN + MAX_REQUEST_LINE_SCAN + 8;
+/// in, and no read starts more than `MAX_REQUEST_LINE_SCAN + 8` bytes into a request, or
+/// `MAX_ANSWER_SCAN + 72` into a response (its CSeq header and the method after it).
+const MAX_PAYLOAD_READ_OFFSET: usize = MAX_L4_OFFSET
+    + UdpHdr::LEN
+    + if MAX_REQUEST_LINE_SCAN > MAX_ANSWER_SCAN + 64 {
+        MAX_REQUEST_LINE_SCAN
+    } else {
+        MAX_ANSWER_SCAN + 64
+    }
+    + 8;
 
 /// `offset`, opaque to LLVM and bounded in the register it is returned in, for the pointer add
 /// that follows it. The payload offset comes laundered through [`opaque`] and is bounded once in
@@ -121,7 +149,7 @@ fn bounded_payload_offset(offset: usize) -> Option<usize> {
 /// otherwise check the end of the read and address it with negative offsets, which the verifier
 /// refuses.
 #[inline(always)]
-fn load_opaque<T: Copy>(ctx: &impl PacketView, offset: usize) -> Option<T> {
+pub(crate) fn load_opaque<T: Copy>(ctx: &impl PacketView, offset: usize) -> Option<T> {
     let start = ctx.data();
     let end = ctx.data_end();
     // The offset, not the pointer, is opaque: a constant folded into the pointer (as in
@@ -137,7 +165,7 @@ fn load_opaque<T: Copy>(ctx: &impl PacketView, offset: usize) -> Option<T> {
 /// One byte at `offset`. LLVM rewrites `p + 1 > end` as `p >= end`, a form from which the
 /// verifier learns no packet range; hiding the 1 from the optimizer keeps the check verifiable.
 #[inline(always)]
-fn load_byte(ctx: &impl PacketView, offset: usize) -> Option<u8> {
+pub(crate) fn load_byte(ctx: &impl PacketView, offset: usize) -> Option<u8> {
     let start = ctx.data();
     let end = ctx.data_end();
     // Both opaque, or LLVM folds them back together.
@@ -171,6 +199,7 @@ fn l3_offset(ctx: &impl PacketView) -> Option<(usize, u16)> {
 
 /// Transport-level facts common to both IP versions.
 struct L4 {
+    /// The far end's address: the source of a packet received, the destination of one sent.
     src: [u8; 16],
     is_ipv4: bool,
     /// Offset of the UDP header.
@@ -188,8 +217,9 @@ enum L3 {
     Udp(L4),
 }
 
+/// `EGRESS` parses a packet the host sends: the far end is its destination.
 #[inline(always)]
-fn parse_ipv4(ctx: &impl PacketView, offset: usize) -> L3 {
+fn parse_ipv4<const EGRESS: bool>(ctx: &impl PacketView, offset: usize) -> L3 {
     let Some(ip) = load::<Ipv4Hdr>(ctx, offset) else {
         return L3::NotSip;
     };
@@ -201,7 +231,7 @@ fn parse_ipv4(ctx: &impl PacketView, offset: usize) -> L3 {
     if total_len < header_len {
         return L3::NotSip;
     }
-    let src = ipv4_mapped(ip.src_addr);
+    let src = ipv4_mapped(if EGRESS { ip.dst_addr } else { ip.src_addr });
     let frags = u16::from_be_bytes(ip.frags);
     let id = u16::from_be_bytes(ip.id) as u32;
     if frags & 0x1fff != 0 {
@@ -218,14 +248,14 @@ fn parse_ipv4(ctx: &impl PacketView, offset: usize) -> L3 {
 }
 
 #[inline(always)]
-fn parse_ipv6(ctx: &impl PacketView, offset: usize) -> L3 {
+fn parse_ipv6<const EGRESS: bool>(ctx: &impl PacketView, offset: usize) -> L3 {
     let Some(ip) = load::<Ipv6Hdr>(ctx, offset) else {
         return L3::NotSip;
     };
     if ip.vcf[0] >> 4 != 6 {
         return L3::NotSip;
     }
-    let src = ip.src_addr;
+    let src = if EGRESS { ip.dst_addr } else { ip.src_addr };
     let ip_end = offset + Ipv6Hdr::LEN + u16::from_be_bytes(ip.payload_len) as usize;
     let mut next = ip.next_hdr;
     let mut l4 = offset + Ipv6Hdr::LEN;
@@ -352,8 +382,8 @@ pub fn parse(ctx: &impl PacketView, cfg: &Config) -> Parsed {
         return Parsed::NotSip;
     };
     let l4 = match ether_type {
-        ETH_P_IPV4 => parse_ipv4(ctx, l3),
-        ETH_P_IPV6 => parse_ipv6(ctx, l3),
+        ETH_P_IPV4 => parse_ipv4::<false>(ctx, l3),
+        ETH_P_IPV6 => parse_ipv6::<false>(ctx, l3),
         _ => return Parsed::NotSip,
     };
     let l4 = match l4 {
@@ -390,9 +420,79 @@ pub fn parse(ctx: &impl PacketView, cfg: &Config) -> Parsed {
     }
     Parsed::Sip(SipDatagram {
         src: l4.src,
+        port: u16::from_be_bytes(udp.src),
         is_ipv4: l4.is_ipv4,
         class,
         first_fragment_id: l4.first_fragment_id,
+    })
+}
+
+/// A UDP datagram the host sends from a SIP port: where its payload is and whom it goes to.
+pub struct Answer {
+    /// Destination address (the client), IPv4 mapped into IPv6.
+    pub dst: [u8; 16],
+    /// Destination port.
+    pub port: u16,
+    /// Non-zero for IPv4. Laundered through `opaque`, not a `bool`: every value the answer
+    /// carries across the scan must be one the verifier does not know, or it walks the scan once
+    /// per header path.
+    pub ipv4: usize,
+    /// Payload offset and length, bounded as for the ingress classifier.
+    pub payload: usize,
+    pub len: usize,
+}
+
+/// Parses a frame the host sends, up to the payload of a UDP datagram from a SIP port. What it
+/// cannot resolve is none of its business: the egress program only learns from what it reads,
+/// and never drops what it cannot read.
+///
+/// Not inlined, and the status line and CSeq are read in a call of their own too
+/// (`answers::read_answer`): each starts with no packet range from the paths before it.
+#[inline(never)]
+pub fn parse_answer(ctx: &impl PacketView, cfg: &Config) -> Option<Answer> {
+    let (l3, ether_type) = l3_offset(ctx)?;
+    let l4 = match ether_type {
+        ETH_P_IPV4 => parse_ipv4::<true>(ctx, l3),
+        ETH_P_IPV6 => parse_ipv6::<true>(ctx, l3),
+        _ => return None,
+    };
+    let L3::Udp(l4) = l4 else {
+        return None;
+    };
+    let udp = load::<UdpHdr>(ctx, l4.offset)?;
+    if !is_sip_port(cfg, u16::from_be_bytes(udp.src)) {
+        return None;
+    }
+    let udp_len = u16::from_be_bytes(udp.len) as usize;
+    let payload = l4.offset + UdpHdr::LEN;
+    if udp_len < UdpHdr::LEN || l4.ip_end > ctx.data_end() - ctx.data() {
+        return None;
+    }
+    let payload_end = if l4.first_fragment_id.is_some() {
+        l4.ip_end
+    } else {
+        let datagram_end = l4.offset + udp_len;
+        if datagram_end > l4.ip_end {
+            return None;
+        }
+        datagram_end
+    };
+    if payload_end < payload {
+        return None;
+    }
+    // As for requests (`classify_datagram`): every header path reaches the payload at a
+    // differently bounded offset; laundered and clamped, they all enter the scan in one state.
+    let payload = opaque(0, payload);
+    let len = opaque(1, payload_end - payload);
+    if payload > MAX_L4_OFFSET + UdpHdr::LEN || len > u16::MAX as usize {
+        return None;
+    }
+    Some(Answer {
+        dst: l4.src,
+        port: u16::from_be_bytes(udp.dst),
+        ipv4: opaque(2, l4.is_ipv4 as usize),
+        payload,
+        len,
     })
 }
 
@@ -632,17 +732,29 @@ const HIGHS: u64 = 0x8080_8080_8080_8080;
 /// `(x - ONES) & !x & HIGHS` flags the zero bytes of `x`, exactly up to its first zero byte
 /// (a borrow can only flag bytes above a real zero), so the lowest flag of the union is exact.
 #[inline(always)]
-fn first_cr_or_lf(word: u64) -> Option<usize> {
-    let cr = word ^ (ONES * b'\r' as u64);
-    let lf = word ^ (ONES * b'\n' as u64);
-    let flags = (cr.wrapping_sub(ONES) & !cr & HIGHS) | (lf.wrapping_sub(ONES) & !lf & HIGHS);
+pub(crate) fn first_cr_or_lf(word: u64) -> Option<usize> {
+    let flags = byte_flags(word, b'\r') | byte_flags(word, b'\n');
     if flags == 0 {
         return None;
     }
+    Some(lowest_flag_index(flags))
+}
+
+/// Flags (bit 8k+7) the bytes of `word` equal to `byte`: exact up to the first such byte, and
+/// never missing one; above it, a borrow may flag a byte that is not.
+#[inline(always)]
+pub(crate) fn byte_flags(word: u64, byte: u8) -> u64 {
+    let x = word ^ (ONES * byte as u64);
+    x.wrapping_sub(ONES) & !x & HIGHS
+}
+
+/// Index of the lowest flagged byte of non-zero `flags`.
+#[inline(always)]
+pub(crate) fn lowest_flag_index(flags: u64) -> usize {
     // The lowest flag is bit 8k+7; BPF has no count-trailing-zeros, so a multiply moves k into
     // the top byte: (1 << 8k) * 0x0001020304050607 has byte 7-k of the constant, k, on top.
     let lowest = flags & flags.wrapping_neg();
-    Some(((lowest >> 7).wrapping_mul(0x0001_0203_0405_0607) >> 56) as usize)
+    ((lowest >> 7).wrapping_mul(0x0001_0203_0405_0607) >> 56) as usize
 }
 
 /// Empty datagrams and short runs of CR/LF (RFC 5626 ping "\r\n\r\n", pong "\r\n"), with the

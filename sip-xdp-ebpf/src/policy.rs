@@ -9,11 +9,12 @@ use sip_xdp_common::{
 
 use crate::{
     maps::{
-        ALLOWLIST, BAN_EVENTS, BANS, DENYLIST, FRAGMENTS, NEW_SOURCE, PROTECTED, SOURCES, bump,
-        list_may_have_entries,
+        ALLOWLIST, BAN_EVENTS, BANS, DENYLIST, FLOWS, FRAGMENTS, GLOBAL_BUCKETS_ADMISSION,
+        NEW_SOURCE, PROTECTED, SOURCES, VERIFIED, bump, global_bucket, list_may_have_entries,
     },
     parse::SipDatagram,
 };
+use sip_xdp_common::FlowKey;
 
 /// Escalation factors above this are clamped so `duration * factor` cannot overflow.
 const MAX_BAN_FACTOR: u64 = sip_xdp_common::MAX_BAN_FACTOR as u64;
@@ -25,7 +26,7 @@ fn list_key(src: &[u8; 16]) -> Key<[u8; 16]> {
 
 /// An entry flagged as a hole (see `sip_xdp_common::MAPPED_HOLE_PREFIX`) lists nothing.
 #[inline(always)]
-fn is_allowlisted(src: &[u8; 16]) -> bool {
+pub fn is_allowlisted(src: &[u8; 16]) -> bool {
     list_may_have_entries(list_presence::ALLOWLIST)
         && ALLOWLIST
             .get(list_key(src))
@@ -33,7 +34,7 @@ fn is_allowlisted(src: &[u8; 16]) -> bool {
 }
 
 #[inline(always)]
-fn is_protected(src: &[u8; 16]) -> bool {
+pub fn is_protected(src: &[u8; 16]) -> bool {
     list_may_have_entries(list_presence::PROTECTED)
         && PROTECTED
             .get(list_key(src))
@@ -78,7 +79,7 @@ fn limit_class(class: MethodClass) -> Option<LimitClass> {
 
 /// Per-source key of an IPv6 source grouped by prefix: the address masked to it.
 #[inline(always)]
-fn masked_key(cfg: &Config, src: &[u8; 16]) -> SourceKey {
+pub fn masked_key(cfg: &Config, src: &[u8; 16]) -> SourceKey {
     let mut addr = *src;
     let mut i = 0;
     while i < 16 {
@@ -92,23 +93,91 @@ fn masked_key(cfg: &Config, src: &[u8; 16]) -> SourceKey {
 /// says), or IPv6 at /128. User space writes prefix masks only, so the last byte is all ones at
 /// /128 alone.
 #[inline(always)]
-fn key_is_address(cfg: &Config, is_ipv4: bool) -> bool {
+pub fn key_is_address(cfg: &Config, is_ipv4: bool) -> bool {
     is_ipv4 || cfg.ipv6_source_mask[15] == 0xff
 }
 
 // Constant indices only: an index the optimizer cannot bound becomes a panic branch, and the
 // verifier rejects the program for it.
 #[inline(always)]
-fn bucket(cfg: &Config, limit: LimitClass) -> &RateLimit {
+fn bucket(limits: &[RateLimit; LimitClass::COUNT], limit: LimitClass) -> &RateLimit {
     match limit {
-        LimitClass::Register => &cfg.limits[0],
-        LimitClass::Invite => &cfg.limits[1],
-        LimitClass::Options => &cfg.limits[2],
-        LimitClass::Other => &cfg.limits[3],
-        LimitClass::InDialog => &cfg.limits[4],
-        LimitClass::Response => &cfg.limits[5],
-        LimitClass::KeepAlive => &cfg.limits[6],
-        LimitClass::Malformed => &cfg.limits[7],
+        LimitClass::Register => &limits[0],
+        LimitClass::Invite => &limits[1],
+        LimitClass::Options => &limits[2],
+        LimitClass::Other => &limits[3],
+        LimitClass::InDialog => &limits[4],
+        LimitClass::Response => &limits[5],
+        LimitClass::KeepAlive => &limits[6],
+        LimitClass::Malformed => &limits[7],
+    }
+}
+
+/// Whether the source counts as verified now: only while the egress program is attached
+/// (`ANSWERS`), so that a stale verification cannot loosen limits nobody refreshes.
+#[inline(always)]
+fn is_verified(cfg: &Config, verified_until_ns: u64, now_ns: u64) -> bool {
+    cfg.has_flag(flags::ANSWERS) && now_ns < verified_until_ns
+}
+
+/// The buckets a source draws from: a verified source's looser ones, or the defaults.
+#[inline(always)]
+fn limits_for(cfg: &Config, verified: bool) -> &[RateLimit; LimitClass::COUNT] {
+    if verified {
+        &cfg.verified_limits
+    } else {
+        &cfg.limits
+    }
+}
+
+/// Expiry of the source's verification in `VERIFIED`, 0 when it has none. Read when a source's
+/// entry is made or rebuilt; the egress program keeps the entry's copy current after that.
+#[inline(always)]
+fn verified_until(cfg: &Config, key: &SourceKey) -> u64 {
+    if !cfg.has_flag(flags::ANSWERS) {
+        return 0;
+    }
+    // SAFETY: a plain read of a value the egress program replaces in place.
+    match VERIFIED.get_ptr(key) {
+        Some(verified) => unsafe { (*verified).verified_until_ns },
+        None => 0,
+    }
+}
+
+/// REGISTER and INVITE from unverified sources draw from the admission budget.
+#[inline(always)]
+fn needs_admission(cfg: &Config, class: MethodClass, verified: bool) -> bool {
+    cfg.has_flag(flags::ANSWERS)
+        && !verified
+        && matches!(class, MethodClass::Register | MethodClass::Invite)
+}
+
+/// One more unverified REGISTER or INVITE within the admission budget? A protected source (a
+/// trunk authenticated by its address, which the server never challenges) is admitted anyway:
+/// looked up only when the budget runs dry.
+#[inline(always)]
+fn admitted(cfg: &Config, src: &[u8; 16], now_ns: u64) -> bool {
+    if cfg.admission.is_unlimited() {
+        return true;
+    }
+    match global_bucket(GLOBAL_BUCKETS_ADMISSION) {
+        Some(tat) => conforms(tat, &cfg.admission, now_ns) || is_protected(src),
+        None => true,
+    }
+}
+
+/// Is the flow (address and port) banned by the egress program?
+#[inline(always)]
+fn flow_banned(src: &[u8; 16], port: u16, now_ns: u64) -> bool {
+    let key = FlowKey {
+        addr: *src,
+        port,
+        _pad: [0; 6],
+    };
+    // SAFETY: a plain read of a value the egress program replaces in place.
+    match FLOWS.get_ptr(&key) {
+        Some(flow) => now_ns < unsafe { (*flow).banned_until_ns },
+        None => false,
     }
 }
 
@@ -128,7 +197,7 @@ fn tat_mut(state: &mut SourceState, limit: LimitClass) -> &mut u64 {
 
 /// GCRA: does one more packet fit the bucket? Updates the bucket when it does.
 #[inline(always)]
-fn conforms(tat_ns: &mut u64, limit: &RateLimit, now_ns: u64) -> bool {
+pub fn conforms(tat_ns: &mut u64, limit: &RateLimit, now_ns: u64) -> bool {
     let tat = if *tat_ns > now_ns { *tat_ns } else { now_ns };
     if tat - now_ns > limit.burst_tolerance_ns {
         return false;
@@ -156,12 +225,14 @@ fn persist_ban(key: &SourceKey, state: &SourceState) {
     }
 }
 
+/// Bans the source, escalating from its strikes, and reports it. `ban_class` is the
+/// [`LimitClass`] that ran dry, or `BAN_CLASS_AUTH` with the failure kind (egress program).
 #[inline(always)]
-fn impose_ban(
+pub fn impose_ban(
     cfg: &Config,
     src: &SourceKey,
     state: &mut SourceState,
-    limit: LimitClass,
+    ban_class: u8,
     now_ns: u64,
 ) {
     let quiet_since_last = state.banned_until_ns == 0
@@ -189,7 +260,7 @@ fn impose_ban(
     state.strikes += 1;
     state.ban_duration_ns = duration_ns;
     state.banned_until_ns = now_ns + duration_ns;
-    state.ban_class = limit as u8;
+    state.ban_class = ban_class;
     // A new ban replaces the previous one, reported or not: user space hears of its end once.
     state.ban_flags = ban_flags::EXPIRY_PENDING | if monitor { ban_flags::MONITOR_ONLY } else { 0 };
     persist_ban(src, state);
@@ -217,8 +288,9 @@ fn impose_ban(
         } else {
             ban_event_kind::BAN
         },
-        limit_class: limit as u8,
-        _pad: [0; 6],
+        limit_class: ban_class,
+        port: 0,
+        _pad: [0; 4],
     });
     entry.submit(0);
 }
@@ -250,7 +322,8 @@ fn report_expiry(src: &SourceKey, state: &mut SourceState, now_ns: u64) {
         strikes: state.strikes,
         kind: ban_event_kind::EXPIRED,
         limit_class: state.ban_class,
-        _pad: [0; 6],
+        port: 0,
+        _pad: [0; 4],
     });
     entry.submit(0);
 }
@@ -316,7 +389,8 @@ fn drop_banned(
     let Some(limit) = limit_class(class) else {
         return Verdict::DropBanned;
     };
-    let bucket = bucket(cfg, limit);
+    let verified = is_verified(cfg, state.verified_until_ns, now_ns);
+    let bucket = bucket(limits_for(cfg, verified), limit);
     if bucket.is_unlimited() || conforms(tat_mut(state, limit), bucket, now_ns) {
         return Verdict::DropBanned;
     }
@@ -352,6 +426,8 @@ fn restore_ban(cfg: &Config, key: &SourceKey, now_ns: u64) -> Option<&'static mu
     staged.strikes = record.strikes;
     staged.ban_class = record.ban_class;
     staged.ban_flags = record.ban_flags;
+    staged.verified_until_ns = verified_until(cfg, key);
+    staged.flow_bans_until_ns = 0;
     if SOURCES.insert(key, &*staged, 0).is_err() {
         bump(event_counter_index(EventCounter::TrackFailures));
         return None;
@@ -393,7 +469,7 @@ fn listed_or_limited(
         }
         None => match restore_ban(cfg, key, now_ns) {
             Some(state) => state,
-            None => return new_source(cfg, key, class, limit, now_ns),
+            None => return new_source(cfg, key, src, class, limit, now_ns),
         },
     };
 
@@ -410,11 +486,23 @@ fn listed_or_limited(
         state.dropped += 1;
         return Verdict::DropMalformed;
     }
+    // The egress program bans one phone of a verified address by its flow; only while such a
+    // ban lies ahead does a packet pay the lookup.
+    if state.flow_bans_until_ns > now_ns && flow_banned(src, datagram.port, now_ns) {
+        state.dropped += 1;
+        bump(event_counter_index(EventCounter::FlowBannedDrops));
+        return Verdict::DropBanned;
+    }
     let Some(limit) = limit else {
         return Verdict::Pass;
     };
-    let bucket = bucket(cfg, limit);
+    let verified = is_verified(cfg, state.verified_until_ns, now_ns);
+    let bucket = bucket(limits_for(cfg, verified), limit);
     if bucket.is_unlimited() || conforms(tat_mut(state, limit), bucket, now_ns) {
+        if needs_admission(cfg, class, verified) && !admitted(cfg, src, now_ns) {
+            state.dropped += 1;
+            return Verdict::DropAdmission;
+        }
         return Verdict::Pass;
     }
     state.dropped += 1;
@@ -424,7 +512,7 @@ fn listed_or_limited(
         bump(event_counter_index(EventCounter::ProtectedDrops));
         return Verdict::DropRate;
     }
-    impose_ban(cfg, key, state, limit, now_ns);
+    impose_ban(cfg, key, state, limit as u8, now_ns);
     Verdict::DropRate
 }
 
@@ -433,6 +521,7 @@ fn listed_or_limited(
 fn new_source(
     cfg: &Config,
     key: &SourceKey,
+    src: &[u8; 16],
     class: MethodClass,
     limit: Option<LimitClass>,
     now_ns: u64,
@@ -443,7 +532,14 @@ fn new_source(
     let Some(limit) = limit else {
         return Verdict::Pass;
     };
-    let bucket = bucket(cfg, limit);
+    let verified_until_ns = verified_until(cfg, key);
+    let verified = is_verified(cfg, verified_until_ns, now_ns);
+    // Beyond the budget, an unverified request makes no state: a forged flood with a new
+    // source every packet cannot churn the source table faster than the budget admits.
+    if needs_admission(cfg, class, verified) && !admitted(cfg, src, now_ns) {
+        return Verdict::DropAdmission;
+    }
+    let bucket = bucket(limits_for(cfg, verified), limit);
     if bucket.is_unlimited() {
         return Verdict::Pass;
     }
@@ -464,6 +560,8 @@ fn new_source(
     staged.strikes = 0;
     staged.ban_class = 0;
     staged.ban_flags = 0;
+    staged.verified_until_ns = verified_until_ns;
+    staged.flow_bans_until_ns = 0;
     if SOURCES.insert(key, &*staged, 0).is_err() {
         bump(event_counter_index(EventCounter::TrackFailures));
     }

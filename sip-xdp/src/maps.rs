@@ -7,9 +7,10 @@ use aya::{
 };
 use ipnet::IpNet;
 use sip_xdp_common::{
-    AllowEntry, Config, DENY_HOLE_EXPIRES_AT_NS, DenyEntry, DurableBan, EventCounter,
-    MAPPED_HOLE_PREFIX, MethodClass, SourceKey, SourceState, Verdict, allow_flags,
-    event_counter_index, ipv4_mapped, list_presence, map_names, packet_counter_index,
+    AllowEntry, AnswerState, Config, DENY_HOLE_EXPIRES_AT_NS, DenyEntry, DurableBan, EventCounter,
+    FlowKey, FlowState, MAPPED_HOLE_PREFIX, MethodClass, SourceKey, SourceState, Verdict,
+    VerifiedSource, allow_flags, event_counter_index, ipv4_mapped, list_presence, map_names,
+    packet_counter_index,
 };
 use thiserror::Error;
 
@@ -182,6 +183,10 @@ pub struct SipMaps {
     counters: PerCpuArray<MapData, u64>,
     list_presence: Array<MapData, u32>,
     sources_capacity: u32,
+    verified: HashMap<MapData, SourceKey, VerifiedSource>,
+    answers: HashMap<MapData, SourceKey, AnswerState>,
+    flows: HashMap<MapData, FlowKey, FlowState>,
+    verified_capacity: u32,
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, MapsError> {
@@ -231,7 +236,14 @@ impl SipMaps {
         let sources_capacity = capacity(&sources);
         let bans = take(map_names::BANS)?;
         let bans_capacity = capacity(&bans);
+        let verified = take(map_names::VERIFIED)?;
+        let verified_capacity = capacity(&verified);
         let mut maps = Self {
+            verified_capacity,
+            verified: HashMap::try_from(verified).map_err(map_err(map_names::VERIFIED))?,
+            answers: HashMap::try_from(take(map_names::ANSWERS)?)
+                .map_err(map_err(map_names::ANSWERS))?,
+            flows: HashMap::try_from(take(map_names::FLOWS)?).map_err(map_err(map_names::FLOWS))?,
             sources_capacity,
             bans_capacity,
             config: Array::try_from(take(map_names::CONFIG)?)
@@ -494,15 +506,80 @@ impl SipMaps {
         )
     }
 
-    /// Lifts a rate-limit ban and forgets the source's strikes: its entry in `SOURCES` and its
-    /// record in `BANS`. True when either existed.
+    /// Lifts a ban the program imposed (rate or auth) and forgets the source's strikes: its
+    /// entry in `SOURCES`, its record in `BANS`, the failures counted from its answers and the
+    /// bans of its flows. True when any existed.
     pub fn forget_source(&mut self, key: [u8; 16]) -> Result<bool, MapsError> {
         let banned = self.forget_ban(key)?;
         let tracked = absent_is_false(
             self.sources.remove(&SourceKey { addr: key }),
             map_names::SOURCES,
         )?;
-        Ok(banned || tracked)
+        let answered = absent_is_false(
+            self.answers.remove(&SourceKey { addr: key }),
+            map_names::ANSWERS,
+        )?;
+        let mut flows = false;
+        for (flow, _) in self.flows_of(key)? {
+            flows |= absent_is_false(self.flows.remove(&flow), map_names::FLOWS)?;
+        }
+        Ok(banned || tracked || answered || flows)
+    }
+
+    /// Clients verified by the egress program, keyed like `SOURCES`.
+    pub fn verified(&self) -> Result<Vec<(SourceKey, VerifiedSource)>, MapsError> {
+        self.verified
+            .iter()
+            .map(|kv| kv.map_err(map_err(map_names::VERIFIED)))
+            .collect()
+    }
+
+    /// One client's verification, if it has one.
+    pub fn verified_source(&self, key: [u8; 16]) -> Result<Option<VerifiedSource>, MapsError> {
+        match self.verified.get(&SourceKey { addr: key }, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(map_names::VERIFIED)(e)),
+        }
+    }
+
+    /// Capacity of `VERIFIED`.
+    pub fn verified_capacity(&self) -> u32 {
+        self.verified_capacity
+    }
+
+    /// What the answers say about each client, keyed like `SOURCES`.
+    pub fn answer_states(&self) -> Result<Vec<(SourceKey, AnswerState)>, MapsError> {
+        self.answers
+            .iter()
+            .map(|kv| kv.map_err(map_err(map_names::ANSWERS)))
+            .collect()
+    }
+
+    /// One client's answer state.
+    pub fn answer_state(&self, key: [u8; 16]) -> Result<Option<AnswerState>, MapsError> {
+        match self.answers.get(&SourceKey { addr: key }, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(map_names::ANSWERS)(e)),
+        }
+    }
+
+    /// Every client flow (address and port) the egress program tracks.
+    pub fn flows(&self) -> Result<Vec<(FlowKey, FlowState)>, MapsError> {
+        self.flows
+            .iter()
+            .map(|kv| kv.map_err(map_err(map_names::FLOWS)))
+            .collect()
+    }
+
+    /// The flows of one address.
+    pub fn flows_of(&self, addr: [u8; 16]) -> Result<Vec<(FlowKey, FlowState)>, MapsError> {
+        Ok(self
+            .flows()?
+            .into_iter()
+            .filter(|(flow, _)| flow.addr == addr)
+            .collect())
     }
 }
 

@@ -13,6 +13,9 @@ use sip_xdp_common::Config;
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
+/// TC actions, as `BPF_PROG_TEST_RUN` reports them for the egress program.
+pub const TC_ACT_OK: u32 = 0;
+pub const TC_ACT_SHOT: u32 = 2;
 
 /// One loaded instance of the program with its own maps, unattached.
 pub struct Datapath {
@@ -69,6 +72,40 @@ impl Datapath {
         Ok((result.return_value, ns))
     }
 
+    /// Runs the egress program once on `frame` (a frame the host sends) and returns the TC
+    /// action.
+    pub fn run_egress(&mut self, frame: &[u8]) -> Result<u32> {
+        let program = loader::egress_program(&mut self.ebpf)?;
+        let mut out = vec![0u8; frame.len() + 256];
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat: 1,
+            ..Default::default()
+        };
+        let result = program
+            .test_run(opts)
+            .context("BPF_PROG_TEST_RUN (egress)")?;
+        Ok(result.return_value)
+    }
+
+    /// Runs the egress program `repeat` times on `frame`: (action, mean ns per run).
+    pub fn run_egress_repeat(&mut self, frame: &[u8], repeat: u32) -> Result<(u32, f64)> {
+        ensure!(repeat > 0, "repeat must be at least 1");
+        let program = loader::egress_program(&mut self.ebpf)?;
+        let mut out = vec![0u8; frame.len() + 256];
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat,
+            ..Default::default()
+        };
+        let result = program
+            .test_run(opts)
+            .context("BPF_PROG_TEST_RUN (egress)")?;
+        Ok((result.return_value, result.duration.as_nanos() as f64))
+    }
+
     pub fn ebpf(&mut self) -> &mut Ebpf {
         &mut self.ebpf
     }
@@ -76,13 +113,19 @@ impl Datapath {
     /// A second handle on one of the program's maps, found through the program's map ids:
     /// raw access to maps `SipMaps` has taken, for what its typed methods do not offer.
     pub fn open_map(&mut self, name: &str) -> Result<Map> {
-        let program = loader::xdp_program(&mut self.ebpf)?;
-        let ids = program
+        // Maps only the egress program uses (ANSWERS) are found through its ids.
+        let mut ids = loader::xdp_program(&mut self.ebpf)?
             .info()
             .context("program info")?
             .map_ids()
             .context("program map ids")?
             .context("the kernel does not report the program's map ids")?;
+        if let Ok(egress) = loader::egress_program(&mut self.ebpf)
+            && let Ok(info) = egress.info()
+            && let Ok(Some(more)) = info.map_ids()
+        {
+            ids.extend(more);
+        }
         for id in ids {
             let data = MapData::from_id(id).with_context(|| format!("opening map id {id}"))?;
             let info = data
@@ -92,6 +135,6 @@ impl Datapath {
                 return Map::from_map_data(data).with_context(|| format!("map {name}"));
             }
         }
-        bail!("the loaded program has no map named {name}; rebuild sip-xdp")
+        bail!("the loaded programs have no map named {name}; rebuild sip-xdp")
     }
 }

@@ -803,7 +803,8 @@ impl Model {
                 strikes: state.strikes,
                 kind: ban_event_kind::EXPIRED,
                 limit_class: state.ban_class,
-                _pad: [0; 6],
+                port: 0,
+                _pad: [0; 4],
             });
         }
         if class == MethodClass::Malformed && drop_malformed {
@@ -867,7 +868,8 @@ impl Model {
                 ban_event_kind::BAN
             },
             limit_class: limit as u8,
-            _pad: [0; 6],
+            port: 0,
+            _pad: [0; 4],
         });
         self.bans.insert(key, record);
         Verdict::DropRate

@@ -364,3 +364,32 @@ pub fn response(code: u16, reason: &str) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+/// A response as a registrar sends it: `code reason`, answering `method` with CSeq `seq`, with
+/// the headers Kamailio and Asterisk put before CSeq (and a challenge for 401/407).
+pub fn answer(code: u16, reason: &str, method: &str, seq: u32) -> Vec<u8> {
+    let challenge = match code {
+        401 => "WWW-Authenticate: Digest realm=\"example.com\", nonce=\"abc123\"\r\n",
+        407 => "Proxy-Authenticate: Digest realm=\"example.com\", nonce=\"abc123\"\r\n",
+        _ => "",
+    };
+    format!(
+        "SIP/2.0 {code} {reason}\r\n\
+         Via: SIP/2.0/UDP 198.51.100.10:5062;rport=5062;branch=z9hG4bK{seq:08x};received=198.51.100.10\r\n\
+         From: <sip:100@example.com>;tag={seq}\r\n\
+         To: <sip:100@example.com>;tag=srv{seq}\r\n\
+         Call-ID: {seq}@198.51.100.10\r\n\
+         CSeq: {seq} {method}\r\n\
+         {challenge}\
+         Server: test registrar\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// A frame the server sends from its SIP port 5060 to `client:port`.
+pub fn answer_frame(server: IpAddr, client: IpAddr, port: u16, payload: &[u8]) -> Vec<u8> {
+    let mut frame = Frame::udp(server, client, port, payload);
+    frame.src_port = 5060;
+    frame.build()
+}

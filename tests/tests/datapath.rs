@@ -1617,7 +1617,10 @@ fn unconfigured_program_uses_safe_defaults() {
 #[test]
 fn lru_keeps_memory_bounded_under_spoofed_sources() {
     sip_xdp_tests::needs_root!();
-    let options = sip_xdp::loader::LoadOptions { max_sources: 256 };
+    let options = sip_xdp::loader::LoadOptions {
+        max_sources: 256,
+        ..Default::default()
+    };
     let mut dp = Datapath::load_with(&strict_config(5), &options).unwrap();
     for i in 0..2_000u32 {
         let src = format!("203.0.113.{}", i % 250);
@@ -2035,6 +2038,7 @@ fn bans_and_strikes_survive_a_flood_that_churns_the_source_table() {
     const CAPACITY: u32 = 1_024;
     let options = sip_xdp::loader::LoadOptions {
         max_sources: CAPACITY,
+        ..Default::default()
     };
     let mut cfg = strict_config(2);
     cfg.ban_base_ns = HOUR_NS;

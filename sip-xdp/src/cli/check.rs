@@ -15,13 +15,18 @@ pub(super) fn check() -> Result<()> {
     maps.write_config(&Settings::default().kernel_config())?;
     // The verifier's processed-instruction count (its limit is 1,000,000): the kernel matrix
     // (scripts/kernel-matrix.sh) reports it per kernel.
-    let verified = loader::xdp_program(&mut ebpf)?
-        .info()
-        .ok()
-        .and_then(|info| info.verified_instruction_count())
-        .map_or_else(|| "unknown".to_string(), |n| n.to_string());
+    let count = |info: Option<aya::programs::ProgramInfo>| {
+        info.and_then(|info| info.verified_instruction_count())
+            .map_or_else(|| "unknown".to_string(), |n| n.to_string())
+    };
+    let verified = count(loader::xdp_program(&mut ebpf)?.info().ok());
     println!(
         "XDP program loaded and verified by the kernel (not attached); verified insns: {verified}."
+    );
+    let verified = count(loader::egress_program(&mut ebpf)?.info().ok());
+    println!(
+        "TC egress program loaded and verified by the kernel (not attached); verified insns: \
+         {verified}."
     );
     Ok(())
 }

@@ -22,6 +22,7 @@ impl Settings {
             *slot = port;
         }
         let datapath = &self.datapath;
+        let answers = &self.answers;
         let flag_bits = [
             (datapath.monitor, flags::MONITOR),
             (datapath.drop_malformed, flags::DROP_MALFORMED),
@@ -31,6 +32,9 @@ impl Settings {
             ),
             (datapath.pass_unparsed, flags::PASS_UNPARSED),
             (self.bans.extend_while_active, flags::EXTEND_WHILE_ACTIVE),
+            // `attach` puts the egress program on every interface it filters whenever this is
+            // on, and refuses to report success without it.
+            (answers.enabled, flags::ANSWERS),
         ]
         .iter()
         .filter(|(on, _)| *on)
@@ -44,11 +48,22 @@ impl Settings {
             ban_factor: self.bans.factor.clamp(1, MAX_BAN_FACTOR),
             _pad0: 0,
             ipv6_source_mask: prefix_mask(self.sip.ipv6_source_prefix),
-            limits: LimitClass::ALL.map(|class| self.limits.get(class).rate_limit()),
+            limits: self.limits.rate_limits(),
             ban_base_ns: duration_ns(self.bans.base),
             ban_max_ns: duration_ns(self.bans.max),
             strike_decay_ns: duration_ns(self.bans.strike_decay),
             ban_extend_ns: duration_ns(self.bans.extend),
+            verified_limits: answers.verified_limits.rate_limits(),
+            admission: answers.admission.rate_limit(),
+            reflection_per_destination: answers.reflection_per_destination.rate_limit(),
+            reflection_total: answers.reflection_total.rate_limit(),
+            verified_for_ns: duration_ns(answers.verified_for),
+            auth_window_ns: duration_ns(answers.window),
+            auth_max_failures: answers.max_failures,
+            auth_max_failures_verified: answers.max_failures_verified,
+            auth_max_flow_failures: answers.max_flow_failures,
+            auth_max_unanswered: answers.max_unanswered,
+            flow_ban_ns: duration_ns(answers.flow_ban),
         }
     }
 }

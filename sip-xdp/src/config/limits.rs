@@ -8,24 +8,17 @@ use super::{
     units::{Rate, RatePeriod},
 };
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields, expecting = "the [limits] table")]
+/// One bucket per [`LimitClass`]. Deserialized against a set of defaults (see [`de_limits`]):
+/// `[limits]` has the program's defaults, `[answers.verified_limits]` looser ones.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LimitsSection {
-    #[serde(deserialize_with = "de_register_limit")]
     pub register: Limit,
-    #[serde(deserialize_with = "de_invite_limit")]
     pub invite: Limit,
-    #[serde(deserialize_with = "de_options_limit")]
     pub options: Limit,
-    #[serde(deserialize_with = "de_other_limit")]
     pub other: Limit,
-    #[serde(deserialize_with = "de_in_dialog_limit")]
     pub in_dialog: Limit,
-    #[serde(deserialize_with = "de_response_limit")]
     pub response: Limit,
-    #[serde(deserialize_with = "de_keepalive_limit")]
     pub keepalive: Limit,
-    #[serde(deserialize_with = "de_malformed_limit")]
     pub malformed: Limit,
 }
 
@@ -52,7 +45,7 @@ pub struct Limit {
 }
 
 impl Limit {
-    const fn per_second(count: u64, burst: u32) -> Self {
+    pub(super) const fn per_second(count: u64, burst: u32) -> Self {
         Self {
             rate: Rate::Limited {
                 count,
@@ -77,6 +70,13 @@ pub(super) const DEFAULT_IN_DIALOG_LIMIT: Limit = Limit::per_second(100, 200);
 pub(super) const DEFAULT_RESPONSE_LIMIT: Limit = Limit::per_second(100, 200);
 pub(super) const DEFAULT_KEEPALIVE_LIMIT: Limit = Limit::per_second(50, 100);
 pub(super) const DEFAULT_MALFORMED_LIMIT: Limit = Limit::per_second(10, 20);
+
+impl LimitsSection {
+    /// The buckets in kernel form, indexed by [`LimitClass`].
+    pub fn rate_limits(&self) -> [RateLimit; LimitClass::COUNT] {
+        LimitClass::ALL.map(|class| self.get(class).rate_limit())
+    }
+}
 
 impl Default for LimitsSection {
     fn default() -> Self {
@@ -118,42 +118,64 @@ fn de_burst_some<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Erro
     de_burst(d).map(Some)
 }
 
-fn de_limit<'de, D: Deserializer<'de>>(d: D, default: Limit) -> Result<Limit, D::Error> {
-    let partial = PartialLimit::deserialize(d)?;
-    Ok(Limit {
-        rate: partial.rate.unwrap_or(default.rate),
-        burst: partial.burst.unwrap_or(default.burst),
+impl PartialLimit {
+    fn or(self, default: Limit) -> Limit {
+        Limit {
+            rate: self.rate.unwrap_or(default.rate),
+            burst: self.burst.unwrap_or(default.burst),
+        }
+    }
+}
+
+/// A `[limits]`-shaped table as written: each class's table is optional.
+#[derive(Deserialize, Default)]
+#[serde(
+    default,
+    deny_unknown_fields,
+    expecting = "a table of limits, one per class"
+)]
+struct PartialLimits {
+    register: Option<PartialLimit>,
+    invite: Option<PartialLimit>,
+    options: Option<PartialLimit>,
+    other: Option<PartialLimit>,
+    in_dialog: Option<PartialLimit>,
+    response: Option<PartialLimit>,
+    keepalive: Option<PartialLimit>,
+    malformed: Option<PartialLimit>,
+}
+
+/// Reads a limits table; a class left out, or a key left out of a class's table, keeps that
+/// class's own default from `defaults`.
+pub(super) fn de_limits<'de, D: Deserializer<'de>>(
+    d: D,
+    defaults: &LimitsSection,
+) -> Result<LimitsSection, D::Error> {
+    let p = PartialLimits::deserialize(d)?;
+    let pick = |partial: Option<PartialLimit>, default: Limit| match partial {
+        Some(partial) => partial.or(default),
+        None => default,
+    };
+    Ok(LimitsSection {
+        register: pick(p.register, defaults.register),
+        invite: pick(p.invite, defaults.invite),
+        options: pick(p.options, defaults.options),
+        other: pick(p.other, defaults.other),
+        in_dialog: pick(p.in_dialog, defaults.in_dialog),
+        response: pick(p.response, defaults.response),
+        keepalive: pick(p.keepalive, defaults.keepalive),
+        malformed: pick(p.malformed, defaults.malformed),
     })
 }
 
-fn de_register_limit<'de, D: Deserializer<'de>>(d: D) -> Result<Limit, D::Error> {
-    de_limit(d, DEFAULT_REGISTER_LIMIT)
+/// `[limits]`, against the program's defaults.
+pub(super) fn de_default_limits<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<LimitsSection, D::Error> {
+    de_limits(d, &LimitsSection::default())
 }
 
-fn de_invite_limit<'de, D: Deserializer<'de>>(d: D) -> Result<Limit, D::Error> {
-    de_limit(d, DEFAULT_INVITE_LIMIT)
-}
-
-fn de_options_limit<'de, D: Deserializer<'de>>(d: D) -> Result<Limit, D::Error> {
-    de_limit(d, DEFAULT_OPTIONS_LIMIT)
-}
-
-fn de_other_limit<'de, D: Deserializer<'de>>(d: D) -> Result<Limit, D::Error> {
-    de_limit(d, DEFAULT_OTHER_LIMIT)
-}
-
-fn de_in_dialog_limit<'de, D: Deserializer<'de>>(d: D) -> Result<Limit, D::Error> {
-    de_limit(d, DEFAULT_IN_DIALOG_LIMIT)
-}
-
-fn de_response_limit<'de, D: Deserializer<'de>>(d: D) -> Result<Limit, D::Error> {
-    de_limit(d, DEFAULT_RESPONSE_LIMIT)
-}
-
-fn de_keepalive_limit<'de, D: Deserializer<'de>>(d: D) -> Result<Limit, D::Error> {
-    de_limit(d, DEFAULT_KEEPALIVE_LIMIT)
-}
-
-fn de_malformed_limit<'de, D: Deserializer<'de>>(d: D) -> Result<Limit, D::Error> {
-    de_limit(d, DEFAULT_MALFORMED_LIMIT)
+/// A single bucket table (`rate`, `burst`), keys left out taking `default`.
+pub(super) fn de_limit<'de, D: Deserializer<'de>>(d: D, default: Limit) -> Result<Limit, D::Error> {
+    Ok(PartialLimit::deserialize(d)?.or(default))
 }

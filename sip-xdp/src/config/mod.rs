@@ -7,10 +7,11 @@
 //! so toml attaches the value's span to the error and the operator gets `file:line:column`.
 //!
 //! The rooms: `settings` (the whole file, [`Settings`]), `sections` (`[sip]`, `[bans]`,
-//! `[datapath]`, `[metrics]`, `[log]`), `limits` (`[limits.*]`), `crowdsec` (`[crowdsec]`),
+//! `[datapath]`, `[metrics]`, `[log]`), `limits` (`[limits.*]`), `answers` (`[answers]`), `crowdsec` (`[crowdsec]`),
 //! `parse` (located errors, key paths), `units` (rates and durations) and `kernel` (the kernel
 //! config and its description).
 //! Nothing here imports the rest of the crate.
+mod answers;
 mod crowdsec;
 mod kernel;
 mod limits;
@@ -22,6 +23,7 @@ mod tests;
 mod units;
 
 pub use self::{
+    answers::AnswersSection,
     crowdsec::{CROWDSEC_QUOTA, CrowdsecSection, SignalsSection},
     kernel::{KernelConfigView, LimitView, describe_kernel},
     limits::{Limit, LimitsSection},

@@ -5,8 +5,9 @@ use std::{path::Path, time::Duration};
 use serde::{Deserialize, Serialize};
 
 use super::{
+    answers::AnswersSection,
     crowdsec::CrowdsecSection,
-    limits::LimitsSection,
+    limits::{LimitsSection, de_default_limits},
     parse::{ConfigError, CrossFieldProblem, invalid_across_fields, invalid_toml},
     sections::{BansSection, DatapathSection, LogSection, MetricsSection, SipSection},
 };
@@ -23,12 +24,14 @@ pub const EMBEDDED_DEFAULT_TOML: &str = include_str!("../../../etc/sip-xdp.toml"
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     pub sip: SipSection,
+    #[serde(deserialize_with = "de_default_limits")]
     pub limits: LimitsSection,
     pub bans: BansSection,
     pub datapath: DatapathSection,
     pub metrics: MetricsSection,
     pub log: LogSection,
     pub crowdsec: CrowdsecSection,
+    pub answers: AnswersSection,
 }
 
 /// Equal to parsing [`EMBEDDED_DEFAULT_TOML`] (a test holds the two together).
@@ -42,6 +45,7 @@ impl Default for Settings {
             metrics: MetricsSection::default(),
             log: LogSection::default(),
             crowdsec: CrowdsecSection::default(),
+            answers: AnswersSection::default(),
         }
     }
 }
@@ -80,6 +84,7 @@ impl Settings {
 
     fn check_across_fields(&self) -> Result<(), CrossFieldProblem> {
         self.bans.check()?;
+        self.answers.check()?;
         self.crowdsec.check()
     }
 }

@@ -34,7 +34,16 @@ pub(super) fn at(line: usize, column: usize) -> Option<Location> {
 fn embedded_file_is_the_default_and_matches_the_kernel_default() {
     let settings = parse(EMBEDDED_DEFAULT_TOML).expect("embedded default parses");
     assert_eq!(settings, Settings::default());
-    assert_eq!(settings.kernel_config(), Config::DEFAULT);
+    // The program's own default (no config written) leaves the answers off: it cannot know that
+    // an egress program is there to verify anyone. The file turns them on, and `attach` puts
+    // the egress program on with it.
+    assert_eq!(
+        settings.kernel_config(),
+        Config {
+            flags: Config::DEFAULT.flags | flags::ANSWERS,
+            ..Config::DEFAULT
+        }
+    );
     assert_eq!(settings.datapath.max_sources, DEFAULT_MAX_SOURCES);
     assert_eq!(settings.manual_ban_default(), Duration::from_secs(3600));
 }
@@ -59,7 +68,7 @@ fn embedded_file_sets_every_key() {
     want.sort();
     have.sort();
     assert_eq!(have, want);
-    assert_eq!(want.len(), 47);
+    assert_eq!(want.len(), 47 + 8 + 3 * 2 + 8 * 2);
 }
 
 #[test]
@@ -157,7 +166,7 @@ summary_interval = "500ms"
     assert_eq!(k.ipv6_source_mask, mask);
     assert_eq!(
         k.flags,
-        flags::MONITOR | flags::DROP_UNKNOWN_FRAGMENTS | flags::PASS_UNPARSED
+        flags::MONITOR | flags::DROP_UNKNOWN_FRAGMENTS | flags::PASS_UNPARSED | flags::ANSWERS
     );
     assert_eq!(
         k.limits[LimitClass::Register as usize].interval_ns,

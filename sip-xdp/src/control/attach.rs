@@ -50,6 +50,7 @@ impl Control {
         let mut warnings = recovery.warnings;
         let options = LoadOptions {
             max_sources: settings.datapath.max_sources,
+            egress: settings.answers.enabled,
         };
         let mut load = loader::load_pinned(&options, &self.pins)?;
         let prepared = (|| -> Result<()> {
@@ -102,7 +103,28 @@ impl Control {
         }
         let mut done: Vec<(String, AttachOutcome)> = Vec::new();
         for iface in ifaces {
-            match loader::attach_pinned(&mut load.ebpf, &self.pins, iface, mode) {
+            let attached = loader::attach_pinned(&mut load.ebpf, &self.pins, iface, mode).and_then(
+                |mut outcome| {
+                    // With the answers on, the egress program is part of the filter: the
+                    // config tells the XDP program to trust what it learns.
+                    if options.egress {
+                        match loader::attach_egress_pinned(&mut load.ebpf, &self.pins, iface) {
+                            Ok(link) => outcome.egress = Some(link),
+                            Err(e) => {
+                                if !outcome.replaced {
+                                    let _ = loader::detach_pinned(&self.pins, iface);
+                                }
+                                return Err(e);
+                            }
+                        }
+                    } else {
+                        // Turned off: an egress program left from before goes too.
+                        let _ = loader::detach_egress(&self.pins, iface);
+                    }
+                    Ok(outcome)
+                },
+            );
+            match attached {
                 Ok(outcome) => done.push((iface.clone(), outcome)),
                 Err(e) => {
                     // Undo what this command attached; replaced links keep working as before.

@@ -15,7 +15,8 @@ fn event(kind: u8) -> BanEvent {
         strikes: 1,
         kind,
         limit_class: LimitClass::Register as u8,
-        _pad: [0; 6],
+        port: 0,
+        _pad: [0; 4],
     }
 }
 

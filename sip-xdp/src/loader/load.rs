@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{ProgramError, Xdp},
+    programs::{ProgramError, SchedClassifier, Xdp},
 };
-use sip_xdp_common::{DEFAULT_MAX_SOURCES, PROGRAM_NAME, map_names};
+use sip_xdp_common::{DEFAULT_MAX_SOURCES, EGRESS_PROGRAM_NAME, PROGRAM_NAME, map_names};
 use thiserror::Error;
 
 use super::{Migration, PINNED_MAPS, PinDir, PinError};
@@ -31,8 +31,14 @@ pub enum LoaderError {
         "the kernel rejected the sip-xdp XDP program: {0} (tested on Linux 6.1, 6.12 and 6.18 with XDP; `sip-xdp check` prints the verifier log)"
     )]
     Program(#[from] ProgramError),
-    #[error("the sip-xdp eBPF object has no program named {PROGRAM_NAME}; rebuild sip-xdp")]
-    MissingProgram,
+    #[error(
+        "the kernel rejected the sip-xdp TC egress program (the server's answers): {0}; `sip-xdp \
+         check` prints the verifier log, and `[answers] enabled = false` runs the XDP filter \
+         without it"
+    )]
+    EgressProgram(#[source] ProgramError),
+    #[error("the sip-xdp eBPF object has no program named {0}; rebuild sip-xdp")]
+    MissingProgram(&'static str),
     #[error("max_sources must be between 1 and {max}, got {got}")]
     BadMaxSources { got: u32, max: u32 },
 }
@@ -42,12 +48,15 @@ pub enum LoaderError {
 pub struct LoadOptions {
     /// Capacity of the per-source LRU map; the least recently seen source is evicted past it.
     pub max_sources: u32,
+    /// Load the TC egress program too (`[answers] enabled`).
+    pub egress: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             max_sources: DEFAULT_MAX_SOURCES,
+            egress: true,
         }
     }
 }
@@ -81,21 +90,35 @@ impl LoadOptions {
 /// Loads the object and the XDP program into the kernel (running the verifier), unattached.
 pub fn load(options: &LoadOptions) -> Result<Ebpf, LoaderError> {
     options.check()?;
-    load_with(options.loader())
+    load_with(options.loader(), options.egress)
 }
 
-/// Loads the embedded object with `loader`, then the XDP program (running the verifier).
-fn load_with(mut loader: EbpfLoader<'_>) -> Result<Ebpf, LoaderError> {
+/// Loads the embedded object with `loader`, then the XDP program and, with `egress`, the TC
+/// egress program (running the verifier on each).
+fn load_with(mut loader: EbpfLoader<'_>, egress: bool) -> Result<Ebpf, LoaderError> {
     let mut ebpf = loader.load(EBPF_OBJECT)?;
     xdp_program(&mut ebpf)?.load()?;
+    if egress {
+        egress_program(&mut ebpf)?
+            .load()
+            .map_err(LoaderError::EgressProgram)?;
+    }
     Ok(ebpf)
+}
+
+/// The TC egress program inside a loaded object (loaded only with `LoadOptions::egress`).
+pub fn egress_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, LoaderError> {
+    let program = ebpf
+        .program_mut(EGRESS_PROGRAM_NAME)
+        .ok_or(LoaderError::MissingProgram(EGRESS_PROGRAM_NAME))?;
+    program.try_into().map_err(LoaderError::EgressProgram)
 }
 
 /// The sip-xdp XDP program inside a loaded object.
 pub fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, LoaderError> {
     let program = ebpf
         .program_mut(PROGRAM_NAME)
-        .ok_or(LoaderError::MissingProgram)?;
+        .ok_or(LoaderError::MissingProgram(PROGRAM_NAME))?;
     Ok(program.try_into()?)
 }
 
@@ -153,7 +176,7 @@ pub fn load_pinned(options: &LoadOptions, pins: &PinDir) -> Result<PinnedLoad, P
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());
     }
-    match load_with(loader) {
+    match load_with(loader, options.egress) {
         Ok(ebpf) => Ok(PinnedLoad {
             ebpf,
             adopted_maps,

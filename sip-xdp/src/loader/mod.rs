@@ -13,12 +13,12 @@ mod pins;
 pub mod sys;
 
 pub use attach::{
-    AttachError, AttachMode, AttachOutcome, attach, attach_pinned, attachment_ids, detach_pinned,
-    if_index,
+    AttachError, AttachMode, AttachOutcome, EgressLink, attach, attach_egress_pinned,
+    attach_pinned, attachment_ids, detach_egress, detach_pinned, if_index,
 };
 pub use load::{
-    EBPF_OBJECT, LoadOptions, LoaderError, MAX_SOURCES_LIMIT, PinnedLoad, PinnedLoadError, load,
-    load_pinned, xdp_program,
+    EBPF_OBJECT, LoadOptions, LoaderError, MAX_SOURCES_LIMIT, PinnedLoad, PinnedLoadError,
+    egress_program, load, load_pinned, xdp_program,
 };
 pub use migrate::Migration;
 pub use pins::{

@@ -20,6 +20,10 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/sip-xdp";
 pub const BPFFS_MOUNT: &str = "/sys/fs/bpf";
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 const LINK_PREFIX: &str = "link_";
+/// Prefix of the egress program's pin on a kernel without TCX (before 6.6): the netlink filter
+/// the program is attached by is no BPF object and cannot be pinned, so the program stands for
+/// it (and lets `status` name it).
+const NETLINK_PREFIX: &str = "netlink_";
 
 #[derive(Debug, Error)]
 pub enum PinError {
@@ -236,6 +240,24 @@ pub(super) const PINNED: &[Layout] = &[
     ),
     layout::<sip_xdp_common::SourceKey, sip_xdp_common::DurableBan>(map_names::BANS, None, false),
     layout::<[u8; 20], sip_xdp_common::AllowEntry>(map_names::PROTECTED, None, false),
+    // What the egress program learnt from the answers: lost on a layout change (clients verify
+    // again with their next registration), never on a restart.
+    layout::<sip_xdp_common::SourceKey, sip_xdp_common::VerifiedSource>(
+        map_names::VERIFIED,
+        None,
+        true,
+    ),
+    layout::<sip_xdp_common::SourceKey, sip_xdp_common::AnswerState>(
+        map_names::ANSWERS,
+        None,
+        true,
+    ),
+    layout::<sip_xdp_common::FlowKey, sip_xdp_common::FlowState>(map_names::FLOWS, None, true),
+    layout::<u32, u64>(
+        map_names::GLOBAL_BUCKETS,
+        Some(sip_xdp_common::global_buckets::SLOTS),
+        true,
+    ),
 ];
 
 /// The names of `PINNED`, in its order: the maps a load pins and a purge removes.
@@ -291,6 +313,20 @@ impl PinDir {
             Hook::TcEgress => Hook::TC_EGRESS_TAG,
         };
         self.path.join(format!("{LINK_PREFIX}{tag}_{iface}"))
+    }
+
+    /// Where the egress program stands for its netlink filter on `iface` (kernels before 6.6).
+    pub fn netlink_egress_path(&self, iface: &str) -> PathBuf {
+        self.path
+            .join(format!("{NETLINK_PREFIX}{}_{iface}", Hook::TC_EGRESS_TAG))
+    }
+
+    /// The egress program's attachment to `iface`, if pinned.
+    pub fn egress_attachment(&self, iface: &str) -> Result<Option<PinnedAttachment>, PinError> {
+        Ok(self
+            .attachments()?
+            .into_iter()
+            .find(|a| a.iface == iface && a.hook == Hook::TcEgress))
     }
 
     /// Whether the maps are pinned, i.e. sip-xdp state exists on this host.
@@ -364,7 +400,23 @@ impl PinDir {
         for entry in entries {
             let entry = entry.map_err(io_err("cannot list", &self.path))?;
             let name = entry.file_name();
-            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(LINK_PREFIX)) else {
+            let Some(name) = name.to_str() else {
+                continue;
+            };
+            if let Some(iface) = name
+                .strip_prefix(NETLINK_PREFIX)
+                .and_then(|rest| rest.strip_prefix(Hook::TC_EGRESS_TAG))
+                .and_then(|rest| rest.strip_prefix('_'))
+            {
+                found.push(PinnedAttachment {
+                    iface: iface.to_owned(),
+                    hook: Hook::TcEgress,
+                    mode: AttachMode::Auto,
+                    path: entry.path(),
+                });
+                continue;
+            }
+            let Some(rest) = name.strip_prefix(LINK_PREFIX) else {
                 continue;
             };
             let Some((tag, iface)) = rest.split_once('_') else {
