@@ -41,8 +41,9 @@ done
 out=$(sip-xdp check 2>&1)
 rc=$?
 if [ $rc = 0 ]; then
-    insns=$(echo "$out" | sed -n 's/.*verified insns: \([0-9a-z]*\).*/\1/p')
-    step check ok "verified insns: $insns"
+    xdp=$(echo "$out" | sed -n 's/^XDP program.*verified insns: \([0-9a-z]*\).*/\1/p')
+    egress=$(echo "$out" | sed -n 's/^TC egress program.*verified insns: \([0-9a-z]*\).*/\1/p')
+    step check ok "verified insns: XDP $xdp, TC egress $egress"
 else
     echo "$out"
     step check FAILED "sip-xdp check exit status $rc"
@@ -60,12 +61,22 @@ else
 fi
 
 # 3. A real attach on veth, the flood sent from a second namespace.
+out=$(/bin/answers --test-threads=2 2>&1)
+rc=$?
+summary=$(echo "$out" | grep '^test result:' | tail -n 1)
+if [ $rc = 0 ] && [ -n "$summary" ]; then
+    step answers ok "${summary#test result: }"
+else
+    echo "$out" | grep -v '^test .* ok$'
+    step answers FAILED "exit status $rc; ${summary:-no summary}"
+fi
+
 udp_noports() { # this namespace's count of UDP datagrams that found no socket
     awk '/^Udp:/ { if (!col) { for (i = 1; i <= NF; i++) if ($i == "NoPorts") col = i } else print $col }' \
         /proc/net/snmp
 }
 attach_test() {
-    local pins=/sys/fs/bpf/km state=/tmp/km-state srv=km-srv
+    local pins=/sys/fs/bpf/km state=/tmp/km-state srv=km-srv egress_how=
     ip netns add cli || return 1
     ip link add "$srv" type veth peer name km-cli || return 1
     ip link set km-cli netns cli || return 1
@@ -89,6 +100,18 @@ attach_test() {
         echo "ip -d link show $srv shows no XDP program"
         return 1
     }
+    # The egress program: a TCX link (pinned) from 6.6 on, a clsact filter before.
+    local egress
+    egress=$(tc filter show dev "$srv" egress)
+    echo "tc filter show dev $srv egress: $egress"
+    if [ -e "$pins/link_tc-egress_$srv" ]; then
+        egress_how=tcx
+    elif echo "$egress" | grep -q 'sip_xdp_egress'; then
+        egress_how=netlink
+    else
+        echo "no egress program on $srv (no TCX link pinned, no clsact filter)"
+        return 1
+    fi
     # 100 REGISTERs from one source, one datagram each: bash opens the /dev/udp socket and cat
     # writes the file in one write() (bash's own printf is line-buffered, one datagram per line).
     # The default burst is
@@ -115,7 +138,7 @@ attach_test() {
     # What passed reached this namespace's UDP layer (no socket listens: UDP NoPorts counts it),
     # what was dropped did not.
     local delivered=$(($(udp_noports) - noports_before))
-    attach_detail="of 100 REGISTERs: $passed passed, $rate drop_rate, $banned drop_banned; $bans ban; $delivered reached UDP"
+    attach_detail="egress by $egress_how; of 100 REGISTERs: $passed passed, $rate drop_rate, $banned drop_banned; $bans ban; $delivered reached UDP"
     [ "$passed" -ge 40 ] && [ "$passed" -le 50 ] && [ "$rate" -ge 1 ] &&
         [ $((passed + rate + banned)) = 100 ] && [ "$bans" = 1 ] && [ "$delivered" = "$passed" ] || {
         echo "counters: expected 40 to 50 passed, the rest dropped (drop_rate at least 1), one ban, and UDP NoPorts up by the passed count"
@@ -126,6 +149,10 @@ attach_test() {
         echo "the XDP program is still on $srv after detach"
         return 1
     }
+    if tc filter show dev "$srv" egress | grep -q sip_xdp_egress || [ -e "$pins/link_tc-egress_$srv" ]; then
+        echo "the egress program is still on $srv after detach"
+        return 1
+    fi
     return 0
 }
 attach_detail=

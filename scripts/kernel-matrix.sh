@@ -2,7 +2,8 @@
 # The kernel matrix (issue 10): boots Debian 12's own kernels under QEMU (TCG; KVM does not work
 # on these machines) and runs there what the host's tests run on the host's kernel:
 #   - `sip-xdp check` (the verifier, with its processed-instruction count),
-#   - the BPF_PROG_TEST_RUN datapath suite (the compiled tests/tests/datapath.rs, every test),
+#   - the BPF_PROG_TEST_RUN datapath suites (the compiled tests/tests/datapath.rs and
+#     tests/tests/answers.rs, every test),
 #   - a real attach on veth: `sip-xdp attach` on one end, a REGISTER flood larger than the burst
 #     sent from a second network namespace, `ip -d link show` showing the program, and the
 #     counters read back (`sip-xdp status --output json`): the burst passed, the rest dropped.
@@ -63,11 +64,14 @@ if [ -z "${SIP_XDP_KM_KERNELS:-}" ]; then
     done
 fi
 
-# Downloads the package (once) and keeps its vmlinuz and the modules the VM loads (veth and what
-# it depends on, decompressed) under $root/kernels/PACKAGE/.
+# Downloads the package (once) and keeps its vmlinuz and the modules the VM loads (veth, the
+# clsact qdisc and the bpf classifier, and what they depend on, decompressed) under
+# $root/kernels/PACKAGE/.
 fetch_kernel() {
     local pkg=$1 dir=$root/kernels/$1
-    [ -f "$dir/ready" ] && return 0
+    # The marker names what the directory holds: a cache from before the egress program's
+    # modules were kept is fetched again.
+    [ -f "$dir/ready-tc" ] && return 0
     mkdir -p "$root/debs"
     local deb
     deb=$(ls "$root/debs/${pkg}"_*.deb 2>/dev/null | head -n 1 || true)
@@ -87,8 +91,10 @@ fetch_kernel() {
     local moddir
     moddir=$(echo "$tmp"/lib/modules/*)
     # veth and its dependencies, in load order (dependencies first), from each module's
-    # `depends=` field; Debian 6.12 ships them xz-compressed, 6.1 plain.
-    local queue=(veth) order=() seen=" " name file deps
+    # `depends=` field; Debian 6.12 ships them xz-compressed, 6.1 plain. The clsact qdisc
+    # (sch_ingress) and the bpf classifier (cls_bpf) carry the egress program where the kernel
+    # has no TCX; a kernel that builds them in has no module for them, which is fine.
+    local queue=(veth sch_ingress cls_bpf) optional=" sch_ingress cls_bpf " order=() seen=" " name file deps
     while [ ${#queue[@]} -gt 0 ]; do
         name=${queue[0]}
         queue=("${queue[@]:1}")
@@ -96,7 +102,11 @@ fetch_kernel() {
         seen+="$name "
         file=$(find "$moddir/kernel" \( -name "$name.ko" -o -name "$name.ko.xz" -o -name "${name//_/-}.ko" \
             -o -name "${name//_/-}.ko.xz" \) | head -n 1)
-        [ -n "$file" ] || { log "$pkg: module $name not found"; return 1; }
+        if [ -z "$file" ]; then
+            case "$optional" in *" $name "*) continue ;; esac
+            log "$pkg: module $name not found"
+            return 1
+        fi
         case "$file" in
         *.xz) xz -dc "$file" >"$dir/modules/$name.ko" ;;
         *) cp "$file" "$dir/modules/$name.ko" ;;
@@ -108,7 +118,7 @@ fetch_kernel() {
     printf '%s\n' "${order[@]}" | awk '!seen[$0]++' >"$dir/modules/order"
     basename "$moddir" >"$dir/release"
     rm -rf "$tmp"
-    touch "$dir/ready"
+    touch "$dir/ready-tc"
 }
 
 # --- the initramfs part shared by every kernel ---------------------------------------------------
@@ -124,6 +134,9 @@ sip_xdp=$(cargo build --quiet --package sip-xdp --bin sip-xdp --message-format=j
 datapath=$(cargo test --quiet --package sip-xdp-tests --test datapath --no-run --message-format=json |
     executable datapath)
 [ -x "$datapath" ] || die "could not find the datapath test binary (cargo test --no-run)"
+answers=$(cargo test --quiet --package sip-xdp-tests --test answers --no-run --message-format=json |
+    executable answers)
+[ -x "$answers" ] || die "could not find the answers test binary (cargo test --no-run)"
 
 rootfs=$root/rootfs
 rm -rf "$rootfs"
@@ -133,13 +146,14 @@ cp "$(command -v busybox)" "$rootfs/bin/busybox"
 # busybox for everything but the tools copied whole: bash (its /dev/udp sends the flood) and
 # iproute2's ip (busybox's ip knows no netns or veth).
 for applet in $(busybox --list); do
-    case "$applet" in busybox | ip | bash | sh) continue ;; esac
+    case "$applet" in busybox | ip | tc | bash | sh) continue ;; esac
     ln -sf busybox "$rootfs/bin/$applet"
 done
 strip --strip-debug -o "$rootfs/bin/sip-xdp" "$sip_xdp"
 strip --strip-debug -o "$rootfs/bin/datapath" "$datapath"
-bins=("$rootfs/bin/sip-xdp" "$rootfs/bin/datapath")
-for tool in bash ip jq; do
+strip --strip-debug -o "$rootfs/bin/answers" "$answers"
+bins=("$rootfs/bin/sip-xdp" "$rootfs/bin/datapath" "$rootfs/bin/answers")
+for tool in bash ip jq tc; do
     path=$(command -v "$tool")
     cp "$path" "$rootfs/bin/$tool"
     bins+=("$rootfs/bin/$tool")

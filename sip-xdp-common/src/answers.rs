@@ -101,3 +101,51 @@ pub struct FlowState {
 pub const CHALLENGE_OPEN_NS: u64 = 300 * NS_PER_SEC;
 /// Bytes of a response the egress program scans for its CSeq header.
 pub const MAX_ANSWER_SCAN: usize = 1024;
+
+/// Why the program banned a source: a bucket that ran dry, or failed authentication counted
+/// from the server's answers. Stored in one byte (`ban_class`) of the ban's state and events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BanCause {
+    Rate(crate::LimitClass),
+    Auth(AuthFailure),
+}
+
+impl BanCause {
+    /// `None` for a byte this build does not know (a program built from other sources).
+    pub const fn from_ban_class(ban_class: u8) -> Option<Self> {
+        if ban_class & BAN_CLASS_AUTH != 0 {
+            match auth_ban_kind(ban_class) {
+                Some(kind) => Some(Self::Auth(kind)),
+                None => None,
+            }
+        } else {
+            match crate::LimitClass::from_index(ban_class as usize) {
+                Some(class) => Some(Self::Rate(class)),
+                None => None,
+            }
+        }
+    }
+
+    pub const fn ban_class(self) -> u8 {
+        match self {
+            Self::Rate(class) => class as u8,
+            Self::Auth(kind) => BAN_CLASS_AUTH | kind as u8,
+        }
+    }
+
+    /// The ban's origin as `ban list` shows it: `rate` or `auth`.
+    pub const fn origin(self) -> &'static str {
+        match self {
+            Self::Rate(_) => "rate",
+            Self::Auth(_) => "auth",
+        }
+    }
+
+    /// The limit class or failure kind: `register`, `rechallenged`, ...
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Rate(class) => class.name(),
+            Self::Auth(kind) => kind.name(),
+        }
+    }
+}

@@ -180,6 +180,9 @@ fn is_cseq_line(buf: &[u8; BUF_LEN], at: usize) -> bool {
 #[inline(always)]
 fn method_after(buf: &[u8; BUF_LEN], from: usize, copied: usize) -> Answered {
     const LETTER_BITS: u64 = 0x4040_4040_4040_4040;
+    // The caller checked `from < copied`, so LLVM would drop `word_at`'s mask as redundant;
+    // Linux 6.1's verifier learns no bound from a comparison of two registers and needs it.
+    let from = core::hint::black_box(from) & BUF_MASK;
     let first = word_at(buf, from) & LETTER_BITS;
     let start = if first != 0 {
         from + lowest_flag_index(first << 1)

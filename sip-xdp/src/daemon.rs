@@ -230,7 +230,7 @@ async fn serve(
                 .ban_events
                 .entry((
                     record.kind.name().to_owned(),
-                    record.class.name().to_owned(),
+                    record.cause.name().to_owned(),
                 ))
                 .or_insert(0) += 1;
             lock(&event_shared.feeds).on_own_ban(&record);
@@ -446,12 +446,16 @@ fn refresh_table_fill(shared: &Shared) {
 
 fn snapshot(shared: &Shared) -> Result<Snapshot> {
     let counters = lock(&shared.maps).counters()?;
-    let attached = shared
-        .pins
-        .attachments()?
-        .into_iter()
-        .map(|a| (a.iface, a.mode.name().to_owned()))
-        .collect();
+    let (mut attached, mut egress_attached) = (Vec::new(), Vec::new());
+    for a in shared.pins.attachments()? {
+        match a.hook {
+            crate::loader::Hook::XdpIngress => attached.push((a.iface, a.mode.name().to_owned())),
+            crate::loader::Hook::TcEgress => {
+                let link = crate::loader::egress_link_of(&a).name().to_owned();
+                egress_attached.push((a.iface, link));
+            }
+        }
+    }
     let log_lines_suppressed = lock(&shared.logger).suppressed_total();
     // Origins live only in the state file; it is replaced by rename, so reading it unlocked sees
     // one whole version.
@@ -477,6 +481,7 @@ fn snapshot(shared: &Shared) -> Result<Snapshot> {
         list_bans,
         list_bans_added,
         attached,
+        egress_attached,
         ban_events: stats.ban_events.clone(),
         log_lines_suppressed,
         config_reloads: stats.config_reloads,
@@ -497,7 +502,7 @@ fn reload(shared: &Shared, settings: &mut Settings, path: Option<&Path>) {
     };
     let loaded = Settings::load(path);
     let mut stats = lock(&shared.stats);
-    let new = match loaded {
+    let mut new = match loaded {
         Ok(new) => new,
         Err(e) => {
             stats.config_reload_failures += 1;
@@ -509,6 +514,16 @@ fn reload(shared: &Shared, settings: &mut Settings, path: Option<&Path>) {
             return;
         }
     };
+    // The egress program goes on and off with `attach`: a reload that flipped the flag alone
+    // would trust an egress program that is not there, or ignore one that is.
+    if new.answers.enabled != settings.answers.enabled {
+        warn!(
+            answers = new.answers.enabled,
+            "answers.enabled changed; it takes effect at the next `sip-xdp attach` (or restart), \
+             which puts the egress program on or takes it off"
+        );
+        new.answers.enabled = settings.answers.enabled;
+    }
     let written = shared
         .pins
         .lock_config()

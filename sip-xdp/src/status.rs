@@ -21,6 +21,9 @@ use crate::{
 #[derive(Debug, Serialize)]
 pub struct Attachment {
     pub iface: String,
+    /// `xdp` (the filter) or `tc-egress` (the server's answers).
+    pub hook: &'static str,
+    /// XDP: native or skb. TC egress: tcx (a pinned link) or netlink (a clsact filter).
     pub mode: String,
     pub program_id: Option<u32>,
     pub link_id: Option<u32>,
@@ -43,6 +46,11 @@ pub struct TableFill {
     /// Records in the durable ban table (bans in force and strike histories).
     pub ban_records: u64,
     pub bans_capacity: u64,
+    /// Clients whose verification (a success after a challenge) is in force.
+    pub verified_sources: u64,
+    pub verified_capacity: u64,
+    /// Phones (address and port) of verified addresses banned for failed authentication.
+    pub banned_flows: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -93,6 +101,17 @@ pub fn table_fill_with(maps: &SipMaps, sources: &[(SourceKey, SourceState)]) -> 
             }
         }
     }
+    fill.verified_capacity = u64::from(maps.verified_capacity());
+    fill.verified_sources = maps
+        .verified()?
+        .iter()
+        .filter(|(_, v)| v.verified_until_ns > now_ns)
+        .count() as u64;
+    fill.banned_flows = maps
+        .flows()?
+        .iter()
+        .filter(|(_, f)| f.banned_until_ns > now_ns)
+        .count() as u64;
     fill.allowlist_entries = maps.allowlist()?.len() as u64;
     fill.protected_entries = maps.protected()?.len() as u64;
     for (_, entry) in maps.denylist()? {
@@ -131,8 +150,13 @@ pub fn gather(pin_dir: &Path, state_dir: &Path) -> Result<Status> {
         .map(|a| {
             let ids = loader::attachment_ids(&a);
             let present = loader::if_index(&a.iface).is_ok();
+            let mode = match a.hook {
+                loader::Hook::XdpIngress => a.mode.name().to_owned(),
+                loader::Hook::TcEgress => loader::egress_link_of(&a).name().to_owned(),
+            };
             Attachment {
-                mode: a.mode.name().to_owned(),
+                hook: a.hook.name(),
+                mode,
                 program_id: ids.map(|(p, _)| p),
                 link_id: ids.map(|(_, l)| l),
                 interface_present: present,
@@ -183,11 +207,9 @@ pub fn gather(pin_dir: &Path, state_dir: &Path) -> Result<Status> {
 /// `status --require-attached`: fails unless some attachment's link is readable and its
 /// interface exists here, since only then do bans (fail2ban's among them) drop anything.
 pub fn require_attached(status: &Status) -> Result<()> {
-    if status
-        .attached
-        .iter()
-        .any(|a| a.program_id.is_some() && a.interface_present)
-    {
+    if status.attached.iter().any(|a| {
+        a.hook == loader::Hook::XdpIngress.name() && a.program_id.is_some() && a.interface_present
+    }) {
         return Ok(());
     }
     let pinned: Vec<&str> = status.attached.iter().map(|a| a.iface.as_str()).collect();

@@ -54,7 +54,11 @@ fn register_from(dp: &mut Datapath, client: &str, port: u16, seq: u32) -> u32 {
 }
 
 fn server_of(client: &str) -> &'static str {
-    if client.contains(':') { SERVER6 } else { SERVER }
+    if client.contains(':') {
+        SERVER6
+    } else {
+        SERVER
+    }
 }
 
 /// The server's answer to `client:port`, at TC egress.
@@ -102,7 +106,11 @@ fn a_success_after_a_challenge_verifies_and_nothing_else_does() {
     sip_xdp_tests::needs_root!();
     let mut dp = load(&answers_config());
     log_in(&mut dp, PHONE, 5062);
-    let verified = dp.maps.verified_source(key(PHONE)).unwrap().expect("verified");
+    let verified = dp
+        .maps
+        .verified_source(key(PHONE))
+        .unwrap()
+        .expect("verified");
     assert!(verified.verified_until_ns > verified.verified_since_ns);
     assert_eq!(verified.successes, 1);
     // The XDP program's copy, which it reads with the rest of the source's state.
@@ -158,8 +166,14 @@ fn verified_sources_draw_from_their_own_buckets() {
     }
     assert_eq!(register_from(&mut dp, PHONE, 7000, 99), XDP_DROP);
     let counters = dp.maps.counters().unwrap();
-    assert_eq!(counters.packets(Verdict::Pass, MethodClass::Register), 3 + 2 + 48);
-    assert_eq!(counters.packets(Verdict::DropRate, MethodClass::Register), 2);
+    assert_eq!(
+        counters.packets(Verdict::Pass, MethodClass::Register),
+        3 + 2 + 48
+    );
+    assert_eq!(
+        counters.packets(Verdict::DropRate, MethodClass::Register),
+        2
+    );
 }
 
 #[test]
@@ -186,19 +200,34 @@ fn repeated_challenges_ban_a_guesser_with_origin_auth() {
     assert_eq!(event(&dp, EventCounter::AuthBans), 1);
     let state = dp.maps.source(key(GUESSER)).unwrap().unwrap();
     assert!(state.banned_until_ns > 0);
-    assert_eq!(state.ban_class, BAN_CLASS_AUTH | AuthFailure::Rechallenged as u8);
-    assert_eq!(auth_ban_kind(state.ban_class), Some(AuthFailure::Rechallenged));
+    assert_eq!(
+        state.ban_class,
+        BAN_CLASS_AUTH | AuthFailure::Rechallenged as u8
+    );
+    assert_eq!(
+        auth_ban_kind(state.ban_class),
+        Some(AuthFailure::Rechallenged)
+    );
     assert_eq!(state.strikes, 1);
     // In the durable table too, where no flood of new sources can evict it.
     let bans = dp.maps.bans().unwrap();
-    assert!(bans.iter().any(|(k, b)| k.addr == key(GUESSER) && b.ban_class == state.ban_class));
+    assert!(
+        bans.iter()
+            .any(|(k, b)| k.addr == key(GUESSER) && b.ban_class == state.ban_class)
+    );
     let bans: Vec<BanEvent> = drain(&mut events);
     assert_eq!(bans.len(), 1);
     assert_eq!(bans[0].kind, ban_event_kind::BAN);
     assert_eq!(bans[0].addr, key(GUESSER));
-    assert_eq!(auth_ban_kind(bans[0].limit_class), Some(AuthFailure::Rechallenged));
+    assert_eq!(
+        auth_ban_kind(bans[0].limit_class),
+        Some(AuthFailure::Rechallenged)
+    );
     let counters = dp.maps.counters().unwrap();
-    assert_eq!(counters.packets(Verdict::DropBanned, MethodClass::Register), 5);
+    assert_eq!(
+        counters.packets(Verdict::DropBanned, MethodClass::Register),
+        5
+    );
 }
 
 #[test]
@@ -285,14 +314,25 @@ fn a_verified_office_loses_the_broken_phone_not_its_address() {
     assert_eq!(event(&dp, EventCounter::FlowBans), 1);
     assert_eq!(event(&dp, EventCounter::AuthBans), 0);
     let flows = dp.maps.flows_of(key(office)).unwrap();
-    let broken = flows.iter().find(|(f, _)| f.port == 6100).expect("the flow").1;
+    let broken = flows
+        .iter()
+        .find(|(f, _)| f.port == 6100)
+        .expect("the flow")
+        .1;
     assert!(broken.banned_until_ns > 0);
     // Its packets are dropped at XDP; every other phone of the office passes.
     assert_eq!(register_from(&mut dp, office, 6100, 9), XDP_DROP);
     assert_eq!(register_from(&mut dp, office, 5062, 9), XDP_PASS);
     assert_eq!(register_from(&mut dp, office, 5064, 9), XDP_PASS);
     assert_eq!(event(&dp, EventCounter::FlowBannedDrops), 1);
-    assert_eq!(dp.maps.source(key(office)).unwrap().unwrap().banned_until_ns, 0);
+    assert_eq!(
+        dp.maps
+            .source(key(office))
+            .unwrap()
+            .unwrap()
+            .banned_until_ns,
+        0
+    );
     let bans = drain(&mut events);
     assert_eq!(bans.len(), 1);
     assert_eq!(bans[0].kind, ban_event_kind::FLOW_BAN);
@@ -326,13 +366,27 @@ fn the_reflection_guard_caps_unverified_destinations_only() {
     // The total of 5: the phone's challenge before it was verified and the victim's two count,
     // so two more destinations get one each, the next ones none.
     let sent: Vec<u32> = (1..=4)
-        .map(|n| answer_to(&mut dp, &format!("198.51.100.{}", 100 + n), 5062, 404, "INVITE"))
+        .map(|n| {
+            answer_to(
+                &mut dp,
+                &format!("198.51.100.{}", 100 + n),
+                5062,
+                404,
+                "INVITE",
+            )
+        })
         .collect();
     assert_eq!(sent, [TC_ACT_OK, TC_ACT_OK, TC_ACT_SHOT, TC_ACT_SHOT]);
     assert_eq!(event(&dp, EventCounter::ReflectionTotalDrops), 2);
     // 2xx and 1xx are never capped.
-    assert_eq!(answer_to(&mut dp, "198.51.100.120", 5062, 200, "OPTIONS"), TC_ACT_OK);
-    assert_eq!(answer_to(&mut dp, "198.51.100.120", 5062, 100, "INVITE"), TC_ACT_OK);
+    assert_eq!(
+        answer_to(&mut dp, "198.51.100.120", 5062, 200, "OPTIONS"),
+        TC_ACT_OK
+    );
+    assert_eq!(
+        answer_to(&mut dp, "198.51.100.120", 5062, 100, "INVITE"),
+        TC_ACT_OK
+    );
 }
 
 #[test]
@@ -357,16 +411,30 @@ fn the_admission_budget_drops_unverified_requests_before_they_make_state() {
         assert_eq!(dp.maps.source(key(&forged)).unwrap(), None);
     }
     // INVITE draws from it too; OPTIONS does not.
-    let mut invite = Frame::sip(ip("198.51.100.170"), ip(SERVER), &request("INVITE", "sip:1@x", 1));
+    let mut invite = Frame::sip(
+        ip("198.51.100.170"),
+        ip(SERVER),
+        &request("INVITE", "sip:1@x", 1),
+    );
     invite.src_port = 5062;
     assert_eq!(dp.run(&invite.build()).unwrap(), XDP_DROP);
-    let options = Frame::sip(ip("198.51.100.171"), ip(SERVER), &request("OPTIONS", "sip:1@x", 1));
+    let options = Frame::sip(
+        ip("198.51.100.171"),
+        ip(SERVER),
+        &request("OPTIONS", "sip:1@x", 1),
+    );
     assert_eq!(dp.run(&options.build()).unwrap(), XDP_PASS);
     // The verified phone passes as before.
     assert_eq!(register_from(&mut dp, PHONE, 5062, 3), XDP_PASS);
     let counters = dp.maps.counters().unwrap();
-    assert_eq!(counters.packets(Verdict::DropAdmission, MethodClass::Register), 3);
-    assert_eq!(counters.packets(Verdict::DropAdmission, MethodClass::Invite), 1);
+    assert_eq!(
+        counters.packets(Verdict::DropAdmission, MethodClass::Register),
+        3
+    );
+    assert_eq!(
+        counters.packets(Verdict::DropAdmission, MethodClass::Invite),
+        1
+    );
 }
 
 #[test]
@@ -381,7 +449,11 @@ fn without_the_answers_flag_nobody_is_verified_and_nothing_is_budgeted() {
     for seq in 0..1 {
         assert_eq!(register_from(&mut dp, PHONE, 5062, seq), XDP_PASS);
     }
-    assert_eq!(register_from(&mut dp, PHONE, 5062, 9), XDP_DROP, "unverified burst of 3");
+    assert_eq!(
+        register_from(&mut dp, PHONE, 5062, 9),
+        XDP_DROP,
+        "unverified burst of 3"
+    );
     for n in 0..4 {
         let forged = format!("198.51.100.{}", 180 + n);
         assert_eq!(register_from(&mut dp, &forged, 5062, n), XDP_PASS);
@@ -399,7 +471,10 @@ fn monitor_mode_reports_auth_bans_and_reflection_and_drops_nothing() {
     let mut dp = load(&cfg);
     for _ in 0..6 {
         register_from(&mut dp, GUESSER, 5099, 1);
-        assert_eq!(answer_to(&mut dp, GUESSER, 5099, 401, "REGISTER"), TC_ACT_OK);
+        assert_eq!(
+            answer_to(&mut dp, GUESSER, 5099, 401, "REGISTER"),
+            TC_ACT_OK
+        );
     }
     assert_eq!(event(&dp, EventCounter::WouldBans), 1);
     assert_eq!(event(&dp, EventCounter::AuthBans), 1);
@@ -444,14 +519,30 @@ fn the_cseq_method_is_read_wherever_the_server_puts_it() {
     let far: String = "X-Padding: ".to_owned() + &"p".repeat(1100) + "\r\n";
     let client = "198.51.100.203";
     let before = event(&dp, EventCounter::FailuresNotFound);
-    send(&mut dp, client, format!("SIP/2.0 404 Not Found\r\n{far}CSeq: 1 OPTIONS\r\n\r\n"));
+    send(
+        &mut dp,
+        client,
+        format!("SIP/2.0 404 Not Found\r\n{far}CSeq: 1 OPTIONS\r\n\r\n"),
+    );
     assert_eq!(event(&dp, EventCounter::FailuresNotFound), before + 1);
-    send(&mut dp, client, format!("SIP/2.0 401 Unauthorized\r\nCSeq: 1 REGISTER\r\n\r\n"));
-    send(&mut dp, client, format!("SIP/2.0 200 OK\r\n{far}CSeq: 2 REGISTER\r\n\r\n"));
+    send(
+        &mut dp,
+        client,
+        "SIP/2.0 401 Unauthorized\r\nCSeq: 1 REGISTER\r\n\r\n".to_owned(),
+    );
+    send(
+        &mut dp,
+        client,
+        format!("SIP/2.0 200 OK\r\n{far}CSeq: 2 REGISTER\r\n\r\n"),
+    );
     assert_eq!(dp.maps.verified_source(key(client)).unwrap(), None);
     // Requests the server sends (OPTIONS pings to phones) and non-SIP are not answers.
     let answers = event(&dp, EventCounter::Answers);
-    send(&mut dp, client, "OPTIONS sip:a@b SIP/2.0\r\nCSeq: 1 OPTIONS\r\n\r\n".to_owned());
+    send(
+        &mut dp,
+        client,
+        "OPTIONS sip:a@b SIP/2.0\r\nCSeq: 1 OPTIONS\r\n\r\n".to_owned(),
+    );
     send(&mut dp, client, "garbage".to_owned());
     assert_eq!(event(&dp, EventCounter::Answers), answers);
 }

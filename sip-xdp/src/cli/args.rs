@@ -227,6 +227,8 @@ impl ValueEnum for BanOrigin {
 pub enum DelOrigin {
     /// The rate limiter's bans of sources inside the address or CIDR.
     Rate,
+    /// The bans for failed authentication (address and phone bans) inside it.
+    Auth,
     Of(BanOrigin),
     /// Every origin.
     All,
@@ -236,7 +238,8 @@ impl ValueEnum for DelOrigin {
     fn value_variants<'a>() -> &'a [Self] {
         static VARIANTS: std::sync::OnceLock<Vec<DelOrigin>> = std::sync::OnceLock::new();
         VARIANTS.get_or_init(|| {
-            std::iter::once(DelOrigin::Rate)
+            [DelOrigin::Rate, DelOrigin::Auth]
+                .into_iter()
                 .chain(BanOrigin::ALL.into_iter().map(DelOrigin::Of))
                 .chain(std::iter::once(DelOrigin::All))
                 .collect()
@@ -247,6 +250,8 @@ impl ValueEnum for DelOrigin {
         Some(match self {
             DelOrigin::Rate => PossibleValue::new("rate")
                 .help("the rate limiter's bans of sources inside the address or CIDR"),
+            DelOrigin::Auth => PossibleValue::new("auth")
+                .help("the bans for failed authentication (of addresses and of phones) inside it"),
             DelOrigin::Of(origin) => PossibleValue::new(origin.name()),
             DelOrigin::All => PossibleValue::new("all").help("every origin"),
         })
@@ -267,7 +272,8 @@ pub fn lift_for(origins: &[DelOrigin]) -> Lift {
     };
     for origin in origins {
         match *origin {
-            DelOrigin::Rate => lift.rate = true,
+            // The kernel's own bans, rate and auth alike: one table holds them.
+            DelOrigin::Rate | DelOrigin::Auth => lift.rate = true,
             DelOrigin::Of(origin) => lift.origins.push(origin),
             DelOrigin::All => {}
         }

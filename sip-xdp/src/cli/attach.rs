@@ -25,8 +25,12 @@ pub(super) fn attach(cli: &Cli, args: &AttachArgs) -> Result<()> {
         } else {
             "attached"
         };
+        let answers = match outcome.egress {
+            Some(link) => format!("; answers read at TC egress ({})", link.name()),
+            None => "; answers off ([answers] enabled = false)".to_owned(),
+        };
         println!(
-            "{iface}: {verb}, {} mode; pinned under {}",
+            "{iface}: {verb}, {} mode{answers}; pinned under {}",
             outcome.mode,
             pins.path().display()
         );

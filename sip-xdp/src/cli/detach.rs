@@ -9,7 +9,9 @@ pub(super) fn detach(cli: &Cli, args: &DetachArgs) -> Result<()> {
     let pins = PinDir::new(&cli.pin_dir);
     let control = Control::new(pins.clone(), cli.state_dir.clone());
     let ifaces: Vec<String> = if args.all {
-        pins.attachments()?.into_iter().map(|a| a.iface).collect()
+        let mut ifaces: Vec<String> = pins.attachments()?.into_iter().map(|a| a.iface).collect();
+        ifaces.dedup();
+        ifaces
     } else {
         args.ifaces.clone()
     };

@@ -46,6 +46,7 @@ pub(super) fn status_text(status: &Status, output: OutputFormat) -> Result<()> {
     }
     for a in &status.attached {
         let ids = match (a.program_id, a.link_id) {
+            (Some(p), Some(0)) => format!("program id {p}"),
             (Some(p), Some(l)) => format!("program id {p}, link id {l}"),
             _ => "link unreadable".to_owned(),
         };
@@ -54,7 +55,34 @@ pub(super) fn status_text(status: &Status, output: OutputFormat) -> Result<()> {
         } else {
             " (interface missing in this network namespace)"
         };
-        println!("attached:  {} ({} mode), {ids}{gone}", a.iface, a.mode);
+        if a.hook == "xdp" {
+            println!("attached:  {} ({} mode), {ids}{gone}", a.iface, a.mode);
+        } else {
+            println!(
+                "answers:   {} (TC egress by {}), {ids}{gone}",
+                a.iface, a.mode
+            );
+        }
+    }
+    let answers_on = status.config.as_ref().is_some_and(|c| c.answers_enabled);
+    let xdp: Vec<&str> = status
+        .attached
+        .iter()
+        .filter(|a| a.hook == "xdp")
+        .map(|a| a.iface.as_str())
+        .collect();
+    for iface in &xdp {
+        let has_egress = status
+            .attached
+            .iter()
+            .any(|a| a.hook != "xdp" && a.iface == *iface);
+        if answers_on && !has_egress {
+            println!(
+                "WARNING:   answers are on but {iface} has no egress program: nobody there is \
+                 verified and every REGISTER and INVITE draws from the admission budget; run \
+                 `sip-xdp attach --iface {iface}` again"
+            );
+        }
     }
     if status.monitor_mode {
         println!("mode:      MONITOR (counting and logging would-bans, dropping nothing)");
@@ -81,6 +109,33 @@ pub(super) fn status_text(status: &Status, output: OutputFormat) -> Result<()> {
         "lists:     {} allowlist, {} denylist, {} protected entries",
         t.allowlist_entries, t.denylist_entries, t.protected_entries
     );
+    if answers_on {
+        let e = |name: &str| status.events.get(name).copied().unwrap_or(0);
+        println!(
+            "verified:  {} sources of {} (a success after a challenge), {} phones banned",
+            t.verified_sources, t.verified_capacity, t.banned_flows
+        );
+        println!(
+            "failures:  forbidden={} not_found={} rechallenged={} unanswered={}; auth bans {}, \
+             phone bans {}",
+            e("failures_forbidden"),
+            e("failures_not_found"),
+            e("failures_rechallenged"),
+            e("failures_unanswered"),
+            e("auth_bans"),
+            e("flow_bans")
+        );
+        let admission: u64 = status
+            .packets
+            .get("drop_admission")
+            .map_or(0, |m| m.values().sum());
+        println!(
+            "guards:    reflection drops {} (per destination) + {} (total), admission drops {}",
+            e("reflection_destination_drops"),
+            e("reflection_total_drops"),
+            admission
+        );
+    }
     if let Some(config) = &status.config {
         println!("config in force:");
         for line in config.to_string().lines() {

@@ -74,6 +74,11 @@ pub struct SignalsSection {
     /// Push the kernel's rate-limit bans. Off by default: a rate ban is evidence that forged
     /// UDP sources can create, and a pushed one bans the real peer on the whole fleet.
     pub rate_bans: bool,
+    /// Push the bans for failed authentication the egress program counted from the server's
+    /// answers (scenarios sip-xdp/sip-bruteforce and sip-xdp/sip-scan). Off by default for the
+    /// same reason: a forged REGISTER is answered to the address it names, so 404s and
+    /// unanswered challenges can be made to pile up against a victim.
+    pub auth_bans: bool,
     /// cscli's local_api_credentials.yaml format (`url`, `login`, `password`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credentials_file: Option<PathBuf>,

@@ -107,6 +107,36 @@ pub struct KernelConfigView {
     pub strike_decay: String,
     pub extend_while_active: bool,
     pub ban_extend: String,
+    /// `[answers] enabled`: the egress program's verified sources and admission budget count.
+    pub answers_enabled: bool,
+    pub verified_limits: Vec<LimitView>,
+    pub admission: LimitView,
+    pub reflection_per_destination: LimitView,
+    pub reflection_total: LimitView,
+    pub verified_for: String,
+    pub auth_window: String,
+    pub auth_max_failures: u32,
+    pub auth_max_failures_verified: u32,
+    pub auth_max_flow_failures: u32,
+    pub auth_max_unanswered: u32,
+    pub flow_ban: String,
+}
+
+fn limit_views(limits: &[sip_xdp_common::RateLimit]) -> Vec<LimitView> {
+    LimitClass::ALL
+        .iter()
+        .zip(limits)
+        .map(|(class, limit)| limit_view(class.name(), limit))
+        .collect()
+}
+
+fn limit_view(class: &'static str, limit: &sip_xdp_common::RateLimit) -> LimitView {
+    LimitView {
+        class,
+        rate: describe_rate(limit),
+        burst: limit.burst(),
+        interval_ns: limit.interval_ns,
+    }
 }
 
 /// Describes the config read back from the program's `CONFIG` map.
@@ -132,22 +162,28 @@ pub fn describe_kernel(cfg: &Config) -> KernelConfigView {
         drop_malformed: in_force.has_flag(flags::DROP_MALFORMED),
         drop_unknown_fragments: in_force.has_flag(flags::DROP_UNKNOWN_FRAGMENTS),
         pass_unparsed: in_force.has_flag(flags::PASS_UNPARSED),
-        limits: LimitClass::ALL
-            .iter()
-            .zip(&in_force.limits)
-            .map(|(class, limit)| LimitView {
-                class: class.name(),
-                rate: describe_rate(limit),
-                burst: limit.burst(),
-                interval_ns: limit.interval_ns,
-            })
-            .collect(),
+        limits: limit_views(&in_force.limits),
         ban_base: human(in_force.ban_base_ns),
         ban_factor: in_force.ban_factor,
         ban_max: human(in_force.ban_max_ns),
         strike_decay: human(in_force.strike_decay_ns),
         extend_while_active: in_force.has_flag(flags::EXTEND_WHILE_ACTIVE),
         ban_extend: human(in_force.ban_extend_ns),
+        answers_enabled: in_force.has_flag(flags::ANSWERS),
+        verified_limits: limit_views(&in_force.verified_limits),
+        admission: limit_view("admission", &in_force.admission),
+        reflection_per_destination: limit_view(
+            "reflection_per_destination",
+            &in_force.reflection_per_destination,
+        ),
+        reflection_total: limit_view("reflection_total", &in_force.reflection_total),
+        verified_for: human(in_force.verified_for_ns),
+        auth_window: human(in_force.auth_window_ns),
+        auth_max_failures: in_force.auth_max_failures,
+        auth_max_failures_verified: in_force.auth_max_failures_verified,
+        auth_max_flow_failures: in_force.auth_max_flow_failures,
+        auth_max_unanswered: in_force.auth_max_unanswered,
+        flow_ban: human(in_force.flow_ban_ns),
     }
 }
 
@@ -192,14 +228,50 @@ impl fmt::Display for KernelConfigView {
         writeln!(f, "ban max                 {}", self.ban_max)?;
         writeln!(f, "strike decay            {}", self.strike_decay)?;
         if self.extend_while_active {
-            write!(
+            writeln!(
                 f,
                 "extend while active     on ({} past the last packet)",
                 self.ban_extend
-            )
+            )?;
         } else {
-            write!(f, "extend while active     off")
+            writeln!(f, "extend while active     off")?;
         }
+        if !self.answers_enabled {
+            return write!(f, "answers                 off (no egress program)");
+        }
+        let bucket = |l: &LimitView| {
+            if l.rate == "unlimited" {
+                "unlimited".to_owned()
+            } else {
+                format!("{}, burst {}", l.rate, l.burst)
+            }
+        };
+        writeln!(
+            f,
+            "answers                 on (verified for {} after a success)",
+            self.verified_for
+        )?;
+        for limit in &self.verified_limits {
+            writeln!(f, "verified {:<14} {}", limit.class, bucket(limit))?;
+        }
+        writeln!(f, "admission budget        {}", bucket(&self.admission))?;
+        writeln!(
+            f,
+            "reflection cap          {} per destination, {} in total",
+            bucket(&self.reflection_per_destination),
+            bucket(&self.reflection_total)
+        )?;
+        write!(
+            f,
+            "auth failures           {} in {} ban an address ({} if verified, {} ban one \
+             phone for {}); {} open challenges at most",
+            self.auth_max_failures,
+            self.auth_window,
+            self.auth_max_failures_verified,
+            self.auth_max_flow_failures,
+            self.flow_ban,
+            self.auth_max_unanswered
+        )
     }
 }
 

@@ -68,7 +68,7 @@ fn embedded_file_sets_every_key() {
     want.sort();
     have.sort();
     assert_eq!(have, want);
-    assert_eq!(want.len(), 47 + 8 + 3 * 2 + 8 * 2);
+    assert_eq!(want.len(), 47 + 1 + 8 + 3 * 2 + 8 * 2);
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use ipnet::IpNet;
-use sip_xdp_common::{DurableBan, LimitClass, SourceKey, ban_flags};
+use sip_xdp_common::{BanCause, DurableBan, SourceKey, ban_flags};
 
 use super::{BanEntry, Control, EditReport, Lift, quotas::check_quota};
 use crate::{
@@ -95,7 +95,7 @@ impl Control {
                         lifted.push("manual ban".to_owned());
                     }
                 }
-                let mut still_rate = false;
+                let mut still_kernel: Option<&'static str> = None;
                 for (key, source) in &sources {
                     if !source_in(net, key, &ipv6_mask) || source.banned_until_ns <= now_ns {
                         continue;
@@ -104,7 +104,7 @@ impl Control {
                         continue;
                     }
                     if !lift.rate {
-                        still_rate = true;
+                        still_kernel = Some(kernel_origin(source.ban_class));
                     }
                 }
                 if lift.rate {
@@ -115,7 +115,11 @@ impl Control {
                             }
                             let was_banned = source.banned_until_ns > now_ns;
                             if maps.forget_source(key.addr)? && was_banned {
-                                lifted.push(format!("rate ban of {}", key_addr(key.addr)));
+                                lifted.push(format!(
+                                    "{} ban of {}",
+                                    kernel_origin(source.ban_class),
+                                    key_addr(key.addr)
+                                ));
                             }
                         }
                     }
@@ -138,8 +142,8 @@ impl Control {
                         )
                     })
                     .collect();
-                if still_rate {
-                    remaining.push("the rate limit (lift with --origin rate)".to_owned());
+                if let Some(origin) = still_kernel {
+                    remaining.push(format!("the {origin} ban (lift with --origin {origin})"));
                 }
                 let still = if remaining.is_empty() {
                     String::new()
@@ -195,20 +199,49 @@ impl Control {
                     continue;
                 }
                 let expires_at = clocks.mono_to_wall_secs(source.banned_until_ns);
+                let cause = BanCause::from_ban_class(source.ban_class);
                 entries.push(BanEntry {
                     source: key_addr(key.addr).to_string(),
-                    origin: if would { "would" } else { "rate" },
-                    class: LimitClass::from_index(source.ban_class as usize).map(|c| c.name()),
+                    origin: if would {
+                        "would"
+                    } else {
+                        kernel_origin(source.ban_class)
+                    },
+                    class: cause.map(BanCause::name),
                     remaining_s: (source.banned_until_ns - clocks.mono_ns).div_ceil(NS_PER_SEC),
                     expires_at,
                     strikes: Some(source.strikes),
                     reason: None,
                 });
             }
+            // One phone of a verified address, banned by its address and port alone.
+            for (flow, state) in maps.flows()? {
+                if state.banned_until_ns <= clocks.mono_ns {
+                    continue;
+                }
+                entries.push(BanEntry {
+                    source: std::net::SocketAddr::new(key_addr(flow.addr), flow.port).to_string(),
+                    origin: "auth",
+                    class: Some("phone"),
+                    remaining_s: (state.banned_until_ns - clocks.mono_ns).div_ceil(NS_PER_SEC),
+                    expires_at: clocks.mono_to_wall_secs(state.banned_until_ns),
+                    strikes: Some(state.strikes),
+                    reason: Some(
+                        "failed authentication from this port of a verified address; its \
+                         other phones pass"
+                            .to_owned(),
+                    ),
+                });
+            }
         }
         entries.sort_by_key(|e| std::cmp::Reverse(e.remaining_s));
         Ok(entries)
     }
+}
+
+/// `rate` or `auth`, from a kernel ban's `ban_class`.
+fn kernel_origin(ban_class: u8) -> &'static str {
+    BanCause::from_ban_class(ban_class).map_or("rate", BanCause::origin)
 }
 
 /// Does `net` cover the tracked source `key`? IPv6 sources are tracked per prefix (the config's

@@ -33,6 +33,8 @@ pub struct ClientConfig {
     pub limits: FeedLimits,
     /// `crowdsec.signals.rate_bans`: push the kernel's rate bans (needs `machine`).
     pub push_rate_bans: bool,
+    /// `crowdsec.signals.auth_bans`: push the bans for failed authentication.
+    pub push_auth_bans: bool,
     /// `crowdsec.ca_file`'s PEM text: extra roots for an https:// Local API.
     pub(super) ca_pem: Option<Vec<u8>>,
 }
@@ -47,6 +49,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("machine", &self.machine.as_ref().map(|m| &m.login))
             .field("limits", &self.limits)
             .field("push_rate_bans", &self.push_rate_bans)
+            .field("push_auth_bans", &self.push_auth_bans)
             .finish_non_exhaustive()
     }
 }
@@ -108,6 +111,7 @@ impl ClientConfig {
                 max_nets: (section.max_bans as usize).min(MAX_CROWDSEC_NETS),
             },
             push_rate_bans: signals.enabled && signals.rate_bans,
+            push_auth_bans: signals.enabled && signals.auth_bans,
             ca_pem,
         }))
     }

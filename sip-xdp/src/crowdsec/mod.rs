@@ -94,12 +94,12 @@ impl Crowdsec {
         let mut tasks = vec![tokio::spawn(run_bouncer(ctx.clone(), stop_rx.clone()))];
         let signals = match ctx.cfg.machine.clone() {
             None => None,
-            Some(_) if !ctx.cfg.push_rate_bans => {
+            Some(_) if !ctx.cfg.push_rate_bans && !ctx.cfg.push_auth_bans => {
                 info!(
-                    "crowdsec.signals.rate_bans is off: this node's rate-limit bans are not \
-                     pushed to the Local API (a forged UDP flood would otherwise ban a real peer \
-                     on the whole fleet); set it to true where forged sources cannot reach \
-                     this node"
+                    "crowdsec.signals.rate_bans and auth_bans are off: this node's own bans are \
+                     not pushed to the Local API (a forged UDP flood would otherwise ban a real \
+                     peer on the whole fleet); set them to true where forged sources cannot \
+                     reach this node"
                 );
                 None
             }
@@ -149,6 +149,13 @@ impl Crowdsec {
         let Some(tx) = &self.signals else {
             return;
         };
+        let wanted = match record.cause {
+            sip_xdp_common::BanCause::Rate(_) => self.config.push_rate_bans,
+            sip_xdp_common::BanCause::Auth(_) => self.config.push_auth_bans,
+        };
+        if !wanted {
+            return;
+        }
         if let Some(signal) = signal_of(record, self.ipv6_prefix.load(Ordering::Relaxed)) {
             offer(tx, signal, &self.stats, &self.last_full_warn_ms);
         }

@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sip_xdp_common::LimitClass;
+use sip_xdp_common::{AuthFailure, BanCause, LimitClass};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
@@ -42,8 +42,19 @@ const TOKEN_LIFETIME: Duration = Duration::from_secs(50 * 60);
 /// How often a full signal queue is reported while it stays full.
 const QUEUE_FULL_WARN_INTERVAL_MS: u64 = 60_000;
 
-/// The scenario an own ban is pushed under, by the limit class that ran dry.
-pub const fn scenario(class: LimitClass) -> &'static str {
+/// The scenario an own ban is pushed under: by the limit class that ran dry, or for failed
+/// authentication, password guessing (403, a second challenge) or scanning (404, unanswered
+/// challenges).
+pub const fn scenario(cause: BanCause) -> &'static str {
+    let class = match cause {
+        BanCause::Rate(class) => class,
+        BanCause::Auth(AuthFailure::Forbidden | AuthFailure::Rechallenged) => {
+            return "sip-xdp/sip-bruteforce";
+        }
+        BanCause::Auth(AuthFailure::NotFound | AuthFailure::Unanswered) => {
+            return "sip-xdp/sip-scan";
+        }
+    };
     match class {
         LimitClass::Register => "sip-xdp/register-flood",
         LimitClass::Invite => "sip-xdp/invite-flood",
@@ -60,7 +71,7 @@ pub const fn scenario(class: LimitClass) -> &'static str {
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Signal {
     net: IpNet,
-    class: LimitClass,
+    cause: BanCause,
     banned_until_mono_ns: u64,
     packets: u32,
     rate_per_sec: f64,
@@ -81,7 +92,7 @@ pub(super) fn signal_of(record: &BanRecord, ipv6_prefix: u8) -> Option<Signal> {
     };
     Some(Signal {
         net,
-        class: record.class,
+        cause: record.cause,
         banned_until_mono_ns: record.banned_until_mono_ns,
         packets: record.window_packets,
         rate_per_sec: record.rate_per_sec,
@@ -248,14 +259,23 @@ fn build_alerts(batch: &[Signal], clocks: Clocks) -> Vec<Value> {
         } else {
             ("Range", signal.net.to_string())
         };
-        let scenario = scenario(signal.class);
-        let message = format!(
-            "sip-xdp: {value} sent {:.0} {} requests/s; banned for {} (strike {})",
-            signal.rate_per_sec,
-            signal.class.name(),
-            format_duration(Duration::from_secs(secs)),
-            signal.strikes
-        );
+        let scenario = scenario(signal.cause);
+        let message = match signal.cause {
+            BanCause::Rate(class) => format!(
+                "sip-xdp: {value} sent {:.0} {} requests/s; banned for {} (strike {})",
+                signal.rate_per_sec,
+                class.name(),
+                format_duration(Duration::from_secs(secs)),
+                signal.strikes
+            ),
+            BanCause::Auth(kind) => format!(
+                "sip-xdp: {value} failed authentication ({}) past the configured count; banned \
+                 for {} (strike {})",
+                kind.name(),
+                format_duration(Duration::from_secs(secs)),
+                signal.strikes
+            ),
+        };
         let mut source = json!({ "scope": scope, "value": value });
         source[if host { "ip" } else { "range" }] = json!(value);
         alerts.push(json!({
@@ -344,7 +364,16 @@ async fn login(ctx: &Ctx, machine: &Machine) -> Result<String, PushError> {
         #[serde(default)]
         token: String,
     }
-    let scenarios: Vec<&str> = LimitClass::ALL.iter().map(|&c| scenario(c)).collect();
+    let mut scenarios: Vec<&str> = LimitClass::ALL
+        .iter()
+        .map(|&c| scenario(BanCause::Rate(c)))
+        .chain(
+            AuthFailure::ALL
+                .iter()
+                .map(|&k| scenario(BanCause::Auth(k))),
+        )
+        .collect();
+    scenarios.dedup();
     let response = ctx
         .http
         .post(ctx.login_url.clone())
@@ -398,7 +427,8 @@ mod tests {
         BanRecord {
             kind,
             source: source.parse().unwrap(),
-            class: LimitClass::Register,
+            port: None,
+            cause: BanCause::Rate(LimitClass::Register),
             rate_per_sec: 400.0,
             window_packets: 41,
             window_ns: 100_000_000,
@@ -456,7 +486,7 @@ mod tests {
         };
         let signal = |net: &str, class, until_s: u64| Signal {
             net: net.parse().unwrap(),
-            class,
+            cause: BanCause::Rate(class),
             banned_until_mono_ns: until_s * sip_xdp_common::NS_PER_SEC,
             packets: 41,
             rate_per_sec: 412.4,

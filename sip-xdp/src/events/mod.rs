@@ -14,7 +14,7 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use sip_xdp_common::{BanEvent, LimitClass, ban_event_kind};
+use sip_xdp_common::{BanCause, BanEvent, ban_event_kind};
 use thiserror::Error;
 use tokio::io::{Interest, unix::AsyncFd};
 
@@ -57,16 +57,21 @@ pub enum BanEventKind {
     Ban,
     WouldBan,
     Expired,
+    /// One flow (address and port) of a verified address banned for failed authentication.
+    FlowBan,
+    WouldFlowBan,
 }
 
 impl BanEventKind {
-    pub const COUNT: usize = 3;
+    pub const COUNT: usize = 5;
 
     pub const fn name(self) -> &'static str {
         match self {
             Self::Ban => "ban",
             Self::WouldBan => "would_ban",
             Self::Expired => "expired",
+            Self::FlowBan => "flow_ban",
+            Self::WouldFlowBan => "would_flow_ban",
         }
     }
 
@@ -75,6 +80,8 @@ impl BanEventKind {
             ban_event_kind::BAN => Some(Self::Ban),
             ban_event_kind::WOULD_BAN => Some(Self::WouldBan),
             ban_event_kind::EXPIRED => Some(Self::Expired),
+            ban_event_kind::FLOW_BAN => Some(Self::FlowBan),
+            ban_event_kind::WOULD_FLOW_BAN => Some(Self::WouldFlowBan),
             _ => None,
         }
     }
@@ -84,7 +91,18 @@ impl BanEventKind {
             Self::Ban => 0,
             Self::WouldBan => 1,
             Self::Expired => 2,
+            Self::FlowBan => 3,
+            Self::WouldFlowBan => 4,
         }
+    }
+
+    /// A ban (or would-be ban) being imposed, of an address or a flow.
+    pub const fn is_imposed(self) -> bool {
+        !matches!(self, Self::Expired)
+    }
+
+    pub const fn is_monitor_only(self) -> bool {
+        matches!(self, Self::WouldBan | Self::WouldFlowBan)
     }
 }
 
@@ -94,7 +112,10 @@ pub struct BanRecord {
     pub kind: BanEventKind,
     /// As the kernel keyed it: an IPv6 source may be masked to the configured prefix.
     pub source: IpAddr,
-    pub class: LimitClass,
+    /// The flow's port, for flow bans.
+    pub port: Option<u16>,
+    /// The bucket that ran dry, or the failure kind of an auth ban.
+    pub cause: BanCause,
     pub rate_per_sec: f64,
     pub window_packets: u32,
     pub window_ns: u64,
@@ -111,7 +132,8 @@ impl BanRecord {
         Some(BanRecord {
             kind: BanEventKind::from_raw(event.kind)?,
             source: key_addr(event.addr),
-            class: LimitClass::from_index(usize::from(event.limit_class))?,
+            port: (event.port != 0).then_some(event.port),
+            cause: BanCause::from_ban_class(event.limit_class)?,
             rate_per_sec: rate_per_sec(event.window_packets, event.window_ns),
             window_packets: event.window_packets,
             window_ns: event.window_ns,
@@ -160,7 +182,15 @@ pub fn mono_to_rfc3339(mono_ns: u64, now_mono_ns: u64, now_wall: SystemTime) -> 
 }
 
 fn rate_phrase(record: &BanRecord) -> String {
-    let class = record.class.name();
+    let class = match record.cause {
+        BanCause::Rate(class) => class.name(),
+        BanCause::Auth(kind) => {
+            return format!(
+                "failed authentication in the server's answers ({})",
+                kind.name()
+            );
+        }
+    };
     if record.window_ns == 0 {
         format!("{class} at {} packets at once", record.window_packets)
     } else if record.window_ns < SHORT_WINDOW_NS {
@@ -193,7 +223,25 @@ pub fn message(record: &BanRecord) -> String {
         BanEventKind::Expired => format!(
             "ban on {} expired after {duration}: {}, strike {}",
             record.source,
-            record.class.name(),
+            record.cause.name(),
+            record.strikes
+        ),
+        BanEventKind::FlowBan | BanEventKind::WouldFlowBan => format!(
+            "{} {}:{} for {duration}{}: {}, strike {} (the address's other phones are not \
+             affected)",
+            if record.kind == BanEventKind::FlowBan {
+                "banned phone"
+            } else {
+                "would ban phone"
+            },
+            record.source,
+            record.port.unwrap_or(0),
+            if record.kind == BanEventKind::FlowBan {
+                ""
+            } else {
+                " (monitor mode)"
+            },
+            rate_phrase(record),
             record.strikes
         ),
     }
@@ -210,7 +258,9 @@ fn emit(record: &BanRecord, until: &str) {
             tracing::$level!(
                 event = record.kind.name(),
                 source = %record.source,
-                class = record.class.name(),
+                port = record.port.unwrap_or(0),
+                origin = record.cause.origin(),
+                class = record.cause.name(),
                 rate_per_sec,
                 window_packets = record.window_packets,
                 window_ms,
@@ -222,8 +272,10 @@ fn emit(record: &BanRecord, until: &str) {
         };
     }
     match record.kind {
-        BanEventKind::Ban => line!(warn),
-        BanEventKind::WouldBan | BanEventKind::Expired => line!(info),
+        BanEventKind::Ban | BanEventKind::FlowBan => line!(warn),
+        BanEventKind::WouldBan | BanEventKind::Expired | BanEventKind::WouldFlowBan => {
+            line!(info)
+        }
     }
 }
 
@@ -242,7 +294,7 @@ pub struct LogLimiterConfig {
 struct Suppressed {
     total: u64,
     by_kind: [u64; BanEventKind::COUNT],
-    by_class: [u64; LimitClass::COUNT],
+    by_cause: HashMap<BanCause, u64>,
     by_source: HashMap<IpAddr, u64>,
     /// Events from sources that arrived after `by_source` was full.
     untracked: u64,
@@ -252,7 +304,7 @@ impl Suppressed {
     fn count(&mut self, record: &BanRecord) {
         self.total += 1;
         self.by_kind[record.kind.index()] += 1;
-        self.by_class[record.class as usize] += 1;
+        *self.by_cause.entry(record.cause).or_default() += 1;
         if let Some(count) = self.by_source.get_mut(&record.source) {
             *count += 1;
         } else if self.by_source.len() < MAX_TRACKED_SOURCES {
@@ -281,10 +333,20 @@ impl Suppressed {
             kinds[BanEventKind::WouldBan.index()],
             kinds[BanEventKind::Expired.index()],
         );
-        let classes: Vec<String> = LimitClass::ALL
+        let phones =
+            kinds[BanEventKind::FlowBan.index()] + kinds[BanEventKind::WouldFlowBan.index()];
+        if phones > 0 {
+            text.push_str(&format!(", phone bans={phones}"));
+        }
+        let mut causes: Vec<(BanCause, u64)> =
+            self.by_cause.iter().map(|(&c, &n)| (c, n)).collect();
+        causes.sort_by_key(|&(c, _)| c.ban_class());
+        let classes: Vec<String> = causes
             .iter()
-            .filter(|&&c| self.by_class[c as usize] > 0)
-            .map(|&c| format!("{}={}", c.name(), self.by_class[c as usize]))
+            .map(|(c, n)| match c {
+                BanCause::Rate(_) => format!("{}={n}", c.name()),
+                BanCause::Auth(_) => format!("auth {}={n}", c.name()),
+            })
             .collect();
         text.push_str("; classes: ");
         text.push_str(&classes.join(", "));

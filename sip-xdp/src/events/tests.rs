@@ -2,6 +2,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use sip_xdp_common::ipv4_mapped;
 
+use sip_xdp_common::{AuthFailure, LimitClass};
+
 use super::*;
 
 fn event(kind: u8) -> BanEvent {
@@ -35,7 +37,8 @@ fn record_from(addr: [u8; 4], kind: BanEventKind, class: LimitClass) -> BanRecor
     BanRecord {
         kind,
         source: IpAddr::V4(Ipv4Addr::from(addr)),
-        class,
+        port: None,
+        cause: BanCause::Rate(class),
         rate_per_sec: 100.0,
         window_packets: 100,
         window_ns: 1_000_000_000,
@@ -66,7 +69,8 @@ fn decodes_a_ban_event() {
         BanRecord {
             kind: BanEventKind::Ban,
             source: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)),
-            class: LimitClass::Register,
+            port: None,
+            cause: BanCause::Rate(LimitClass::Register),
             rate_per_sec: 812.0,
             window_packets: 406,
             window_ns: 500_000_000,
@@ -93,7 +97,7 @@ fn ipv6_sources_print_as_keyed() {
 
 #[test]
 fn rejects_unknown_kind_and_class() {
-    assert_eq!(BanRecord::decode(&event(3)), None);
+    assert_eq!(BanRecord::decode(&event(5)), None);
     let mut ev = event(ban_event_kind::BAN);
     ev.limit_class = LimitClass::COUNT as u8;
     assert_eq!(BanRecord::decode(&ev), None);
@@ -134,7 +138,7 @@ fn messages_name_source_class_rate_and_strike() {
         "banned 198.51.100.7 for 1m: register at 812/s, strike 1"
     );
     let mut would = BanRecord::decode(&event(ban_event_kind::WOULD_BAN)).expect("valid");
-    would.class = LimitClass::Invite;
+    would.cause = BanCause::Rate(LimitClass::Invite);
     would.strikes = 3;
     would.duration_ns = 240_000_000_000;
     assert_eq!(
@@ -317,4 +321,32 @@ fn rate_without_burst_still_writes_lines() {
     assert!(logger.log(&ban([192, 0, 2, 1]), t0));
     assert!(!logger.log(&ban([192, 0, 2, 2]), t0));
     assert!(logger.log(&ban([192, 0, 2, 3]), t0 + Duration::from_secs(1)));
+}
+
+#[test]
+fn auth_and_phone_bans_decode_and_read_as_such() {
+    let mut ev = event(ban_event_kind::BAN);
+    ev.limit_class = sip_xdp_common::BAN_CLASS_AUTH | AuthFailure::Rechallenged as u8;
+    let record = BanRecord::decode(&ev).expect("an auth ban");
+    assert_eq!(record.cause, BanCause::Auth(AuthFailure::Rechallenged));
+    assert_eq!(record.cause.origin(), "auth");
+    let text = message(&record);
+    assert!(
+        text.contains("failed authentication in the server's answers (rechallenged)"),
+        "{text}"
+    );
+    let mut ev = event(ban_event_kind::FLOW_BAN);
+    ev.limit_class = sip_xdp_common::BAN_CLASS_AUTH | AuthFailure::Forbidden as u8;
+    ev.port = 6100;
+    let record = BanRecord::decode(&ev).expect("a phone ban");
+    assert_eq!(record.kind, BanEventKind::FlowBan);
+    assert_eq!(record.port, Some(6100));
+    let text = message(&record);
+    assert!(
+        text.starts_with("banned phone 198.51.100.7:6100 for 1m"),
+        "{text}"
+    );
+    // An auth byte this build does not know is refused, as an unknown class is.
+    ev.limit_class = sip_xdp_common::BAN_CLASS_AUTH | 0x3f;
+    assert!(BanRecord::decode(&ev).is_none());
 }

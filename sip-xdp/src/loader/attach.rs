@@ -80,14 +80,11 @@ pub enum AttachError {
         source: std::io::Error,
     },
     #[error(
-        "cannot attach the TC egress program (the server's answers) to {iface}: {source}; \
-         `[answers] enabled = false` runs the XDP filter without it"
+        "cannot attach the TC egress program (the server's answers) to {iface}: {source} (the \
+         clsact qdisc needs the sch_ingress and cls_bpf modules before Linux 6.6: `modprobe -a \
+         sch_ingress cls_bpf`); `[answers] enabled = false` runs the XDP filter without it"
     )]
-    Egress {
-        iface: String,
-        #[source]
-        source: ProgramError,
-    },
+    Egress { iface: String, source: ProgramError },
     #[error(transparent)]
     Pin(PinError),
     #[error(transparent)]
@@ -416,11 +413,30 @@ pub fn detach_pinned(pins: &PinDir, iface: &str) -> Result<bool, AttachError> {
     Ok(true)
 }
 
-/// Program id and link id of a pinned attachment, for status output.
+/// Program id and link id of a pinned attachment, for status output. A netlink filter has no
+/// link: its pin is the program's, and the link id is 0.
 pub fn attachment_ids(attachment: &PinnedAttachment) -> Option<(u32, u32)> {
+    if attachment.hook == Hook::TcEgress && egress_link_of(attachment) == EgressLink::Netlink {
+        let info = aya::programs::ProgramInfo::from_pin(&attachment.path).ok()?;
+        return Some((info.id(), 0));
+    }
     let pinned = PinnedLink::from_pin(&attachment.path).ok()?;
     let info = FdLink::from(pinned).info().ok()?;
     Some((info.program_id(), info.id()))
+}
+
+/// How a pinned egress attachment is kept, from its pin's name.
+pub fn egress_link_of(attachment: &PinnedAttachment) -> EgressLink {
+    let netlink = attachment
+        .path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("netlink_"));
+    if netlink {
+        EgressLink::Netlink
+    } else {
+        EgressLink::Tcx
+    }
 }
 
 /// The index of `iface` in the caller's network namespace (unlike /sys/class/net, which shows

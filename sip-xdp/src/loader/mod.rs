@@ -14,7 +14,7 @@ pub mod sys;
 
 pub use attach::{
     AttachError, AttachMode, AttachOutcome, EgressLink, attach, attach_egress_pinned,
-    attach_pinned, attachment_ids, detach_egress, detach_pinned, if_index,
+    attach_pinned, attachment_ids, detach_egress, detach_pinned, egress_link_of, if_index,
 };
 pub use load::{
     EBPF_OBJECT, LoadOptions, LoaderError, MAX_SOURCES_LIMIT, PinnedLoad, PinnedLoadError,

@@ -437,7 +437,8 @@ impl PinDir {
                 path: entry.path(),
             });
         }
-        found.sort_by(|a, b| a.iface.cmp(&b.iface));
+        // The filter before its egress companion on each interface.
+        found.sort_by_key(|a| (a.iface.clone(), a.hook == Hook::TcEgress));
         Ok(found)
     }
 

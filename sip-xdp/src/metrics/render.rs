@@ -4,7 +4,9 @@ use prometheus::{
     Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
     core::Collector,
 };
-use sip_xdp_common::{EventCounter, LimitClass, MethodClass, Verdict};
+use sip_xdp_common::{
+    AuthFailure, EventCounter, LimitClass, MethodClass, Verdict, failure_counter,
+};
 
 use super::{CrowdsecMetrics, MetricsError, Snapshot};
 use crate::state::BanOrigin;
@@ -25,6 +27,14 @@ fn expected_ban_event_labels() -> Vec<(&'static str, &'static str)> {
     for kind in ["ban", "would_ban", "expired"] {
         for class in LimitClass::ALL {
             labels.push((kind, class.name()));
+        }
+        for failure in AuthFailure::ALL {
+            labels.push((kind, failure.name()));
+        }
+    }
+    for kind in ["flow_ban", "would_flow_ban"] {
+        for failure in AuthFailure::ALL {
+            labels.push((kind, failure.name()));
         }
     }
     labels
@@ -194,10 +204,13 @@ pub fn render(snapshot: &Snapshot) -> Result<String, MetricsError> {
         counters.event(EventCounter::ProtectedDrops),
     )?;
 
+    render_answers(&scrape, snapshot)?;
+
     let ban_events = scrape.counter_vec(
         "sip_xdp_ban_events_total",
-        "Rate-limit ban events the daemon read from the XDP program, by kind (ban, would_ban, \
-         expired) and limit class.",
+        "Ban events the daemon read from the programs, by kind (ban, would_ban, expired, \
+         flow_ban, would_flow_ban) and class (the limit class of a rate ban, the failure kind of \
+         an auth ban).",
         &["kind", "class"],
     )?;
     for (kind, class) in expected_ban_event_labels() {
@@ -335,6 +348,99 @@ pub fn render(snapshot: &Snapshot) -> Result<String, MetricsError> {
     String::from_utf8(body).map_err(|e| {
         MetricsError::Encode(prometheus::Error::Msg(format!("output is not UTF-8: {e}")))
     })
+}
+
+/// What the egress program learnt from the server's answers.
+fn render_answers(scrape: &ScrapeRegistry, snapshot: &Snapshot) -> Result<(), MetricsError> {
+    let counters = &snapshot.counters;
+    let egress = scrape.gauge_vec(
+        "sip_xdp_egress_attached",
+        "1 for each interface the TC egress program (the server's answers) is attached to, with \
+         how (tcx: a pinned link, netlink: a clsact filter).",
+        &["interface", "link"],
+    )?;
+    for (interface, link) in &snapshot.egress_attached {
+        egress.set(&[interface, link], 1)?;
+    }
+    scrape.counter(
+        "sip_xdp_answers_total",
+        "Responses from the SIP ports the egress program read.",
+        counters.event(EventCounter::Answers),
+    )?;
+    scrape.counter(
+        "sip_xdp_verifications_total",
+        "Successes (2xx to REGISTER or INVITE after a challenge) that verified or renewed a \
+         client.",
+        counters.event(EventCounter::Verifications),
+    )?;
+    scrape.counter(
+        "sip_xdp_verified_table_full_total",
+        "Verifications lost because the verified table was full.",
+        counters.event(EventCounter::VerifiedTableFull),
+    )?;
+    scrape.gauge(
+        "sip_xdp_verified_sources",
+        "Clients whose verification is in force now.",
+        snapshot.tables.verified_sources,
+    )?;
+    scrape.gauge(
+        "sip_xdp_verified_capacity",
+        "Capacity of the verified table.",
+        snapshot.tables.verified_capacity,
+    )?;
+    scrape.gauge(
+        "sip_xdp_banned_phones",
+        "Phones (address and port) of verified addresses banned for failed authentication now.",
+        snapshot.tables.banned_flows,
+    )?;
+    let failures = scrape.counter_vec(
+        "sip_xdp_auth_failures_total",
+        "Failed authentication counted from the server's answers, by kind: forbidden (403), \
+         not_found (404 to REGISTER or INVITE), rechallenged (a second challenge with no success \
+         between), unanswered (challenges past the open count).",
+        &["kind"],
+    )?;
+    for kind in AuthFailure::ALL {
+        failures.add(&[kind.name()], counters.event(failure_counter(kind)))?;
+    }
+    let auth_bans = scrape.counter_vec(
+        "sip_xdp_auth_bans_total",
+        "Bans for failed authentication, of an address (scope=address) or of one phone of a \
+         verified address (scope=phone); monitor-mode would-bans included.",
+        &["scope"],
+    )?;
+    auth_bans.add(&["address"], counters.event(EventCounter::AuthBans))?;
+    auth_bans.add(&["phone"], counters.event(EventCounter::FlowBans))?;
+    scrape.counter(
+        "sip_xdp_phone_ban_drops_total",
+        "Packets of banned phones dropped at ingress.",
+        counters.event(EventCounter::FlowBannedDrops),
+    )?;
+    let reflection = scrape.counter_vec(
+        "sip_xdp_reflection_drops_total",
+        "Challenges and error responses to unverified clients the egress program dropped (in \
+         monitor mode: would have), by the cap that ran dry (destination, total).",
+        &["cap"],
+    )?;
+    reflection.add(
+        &["destination"],
+        counters.event(EventCounter::ReflectionDestinationDrops),
+    )?;
+    reflection.add(
+        &["total"],
+        counters.event(EventCounter::ReflectionTotalDrops),
+    )?;
+    let admission: u64 = MethodClass::ALL
+        .iter()
+        .map(|&m| counters.packets(Verdict::DropAdmission, m))
+        .sum();
+    scrape.counter(
+        "sip_xdp_admission_drops_total",
+        "Unverified REGISTER and INVITE dropped beyond the admission budget (also in \
+         sip_xdp_packets_total{verdict=\"drop_admission\"}).",
+        admission,
+    )?;
+    Ok(())
 }
 
 fn render_crowdsec(scrape: &ScrapeRegistry, m: &CrowdsecMetrics) -> Result<(), MetricsError> {

@@ -19,6 +19,8 @@ pub struct Snapshot {
     pub list_bans_added: BTreeMap<String, u64>,
     /// (interface, mode `"native"` | `"skb"`).
     pub attached: Vec<(String, String)>,
+    /// (interface, link `"tcx"` | `"netlink"`) of the egress program.
+    pub egress_attached: Vec<(String, String)>,
     /// (kind `"ban"` | `"would_ban"` | `"expired"`, limit class `"register"` | `"invite"` |
     /// `"options"` | `"other"`) -> events the daemon read from the XDP program.
     pub ban_events: BTreeMap<(String, String), u64>,

@@ -40,6 +40,11 @@ fn sample_snapshot() -> Snapshot {
                 (EventCounter::WouldBans, 1),
                 (EventCounter::EventsLost, 9),
                 (EventCounter::TrackFailures, 11),
+                (EventCounter::FailuresRechallenged, 17),
+                (EventCounter::AuthBans, 2),
+                (EventCounter::FlowBans, 1),
+                (EventCounter::ReflectionTotalDrops, 23),
+                (EventCounter::Verifications, 31),
             ],
         ),
         tables: TableFill {
@@ -53,6 +58,9 @@ fn sample_snapshot() -> Snapshot {
             allowlist_entries: 6,
             denylist_entries: 8,
             list_bans: 7,
+            verified_sources: 19,
+            verified_capacity: 65_536,
+            banned_flows: 1,
         },
         list_bans: [("manual".to_string(), 2), ("crowdsec".to_string(), 5)].into(),
         list_bans_added: [("fail2ban".to_string(), 7)].into(),
@@ -60,6 +68,7 @@ fn sample_snapshot() -> Snapshot {
             ("eth0".to_string(), "native".to_string()),
             ("eth1".to_string(), "skb".to_string()),
         ],
+        egress_attached: vec![("eth0".to_string(), "tcx".to_string())],
         ban_events,
         log_lines_suppressed: 13,
         config_reloads: 4,
@@ -106,6 +115,17 @@ fn renders_every_metric_from_the_snapshot() {
         "sip_xdp_denylist_entries 8",
         r#"sip_xdp_attached{interface="eth0",mode="native"} 1"#,
         r#"sip_xdp_attached{interface="eth1",mode="skb"} 1"#,
+        r#"sip_xdp_egress_attached{interface="eth0",link="tcx"} 1"#,
+        r#"sip_xdp_auth_failures_total{kind="rechallenged"} 17"#,
+        r#"sip_xdp_auth_failures_total{kind="forbidden"} 0"#,
+        r#"sip_xdp_auth_bans_total{scope="address"} 2"#,
+        r#"sip_xdp_auth_bans_total{scope="phone"} 1"#,
+        r#"sip_xdp_reflection_drops_total{cap="total"} 23"#,
+        r#"sip_xdp_reflection_drops_total{cap="destination"} 0"#,
+        "sip_xdp_verifications_total 31",
+        "sip_xdp_verified_sources 19",
+        "sip_xdp_banned_phones 1",
+        "sip_xdp_admission_drops_total 0",
         "sip_xdp_log_lines_suppressed_total 13",
         r#"sip_xdp_config_reloads_total{result="success"} 4"#,
         r#"sip_xdp_config_reloads_total{result="failure"} 1"#,
@@ -196,7 +216,7 @@ fn every_metric_has_help_text() {
             .unwrap_or("");
         assert!(help.len() > 10, "metric {name} lacks a help text");
     }
-    assert_eq!(families, 24, "{text}");
+    assert_eq!(families, 24 + 12, "{text}");
 }
 
 #[test]
@@ -239,7 +259,7 @@ fn crowdsec_series_only_when_enabled() {
         );
     }
     let families = lines.iter().filter(|l| l.starts_with("# TYPE ")).count();
-    assert_eq!(families, 24 + 7, "{text}");
+    assert_eq!(families, 24 + 12 + 7, "{text}");
 }
 
 #[test]
