@@ -61,15 +61,17 @@ else
 fi
 
 # 3. A real attach on veth, the flood sent from a second namespace.
-out=$(/bin/answers --test-threads=2 2>&1)
-rc=$?
-summary=$(echo "$out" | grep '^test result:' | tail -n 1)
-if [ $rc = 0 ] && [ -n "$summary" ]; then
-    step answers ok "${summary#test result: }"
-else
-    echo "$out" | grep -v '^test .* ok$'
-    step answers FAILED "exit status $rc; ${summary:-no summary}"
-fi
+for suite in answers differential_answers; do
+    out=$(/bin/$suite --test-threads=2 2>&1)
+    rc=$?
+    summary=$(echo "$out" | grep '^test result:' | tail -n 1)
+    if [ $rc = 0 ] && [ -n "$summary" ]; then
+        step $suite ok "${summary#test result: }"
+    else
+        echo "$out" | grep -v '^test .* ok$'
+        step $suite FAILED "exit status $rc; ${summary:-no summary}"
+    fi
+done
 
 udp_noports() { # this namespace's count of UDP datagrams that found no socket
     awk '/^Udp:/ { if (!col) { for (i = 1; i <= NF; i++) if ($i == "NoPorts") col = i } else print $col }' \

@@ -2,8 +2,8 @@
 # The kernel matrix (issue 10): boots Debian 12's own kernels under QEMU (TCG; KVM does not work
 # on these machines) and runs there what the host's tests run on the host's kernel:
 #   - `sip-xdp check` (the verifier, with its processed-instruction count),
-#   - the BPF_PROG_TEST_RUN datapath suites (the compiled tests/tests/datapath.rs and
-#     tests/tests/answers.rs, every test),
+#   - the BPF_PROG_TEST_RUN datapath suites (the compiled tests/tests/datapath.rs,
+#     tests/tests/answers.rs and tests/tests/differential_answers.rs, every test),
 #   - a real attach on veth: `sip-xdp attach` on one end, a REGISTER flood larger than the burst
 #     sent from a second network namespace, `ip -d link show` showing the program, and the
 #     counters read back (`sip-xdp status --output json`): the burst passed, the rest dropped.
@@ -137,6 +137,9 @@ datapath=$(cargo test --quiet --package sip-xdp-tests --test datapath --no-run -
 answers=$(cargo test --quiet --package sip-xdp-tests --test answers --no-run --message-format=json |
     executable answers)
 [ -x "$answers" ] || die "could not find the answers test binary (cargo test --no-run)"
+differential_answers=$(cargo test --quiet --package sip-xdp-tests --test differential_answers --no-run \
+    --message-format=json | executable differential_answers)
+[ -x "$differential_answers" ] || die "could not find the differential_answers test binary"
 
 rootfs=$root/rootfs
 rm -rf "$rootfs"
@@ -152,7 +155,8 @@ done
 strip --strip-debug -o "$rootfs/bin/sip-xdp" "$sip_xdp"
 strip --strip-debug -o "$rootfs/bin/datapath" "$datapath"
 strip --strip-debug -o "$rootfs/bin/answers" "$answers"
-bins=("$rootfs/bin/sip-xdp" "$rootfs/bin/datapath" "$rootfs/bin/answers")
+strip --strip-debug -o "$rootfs/bin/differential_answers" "$differential_answers"
+bins=("$rootfs/bin/sip-xdp" "$rootfs/bin/datapath" "$rootfs/bin/answers" "$rootfs/bin/differential_answers")
 for tool in bash ip jq tc; do
     path=$(command -v "$tool")
     cp "$path" "$rootfs/bin/$tool"

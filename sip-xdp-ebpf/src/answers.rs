@@ -35,12 +35,12 @@ pub enum Answered {
     Unknown,
 }
 
-/// Bytes of the answer buffer: the scanned payload and room for the widest read past its end.
-const BUF_LEN: usize = MAX_ANSWER_SCAN + 32;
 /// Every read's index is masked with this, so the verifier sees it inside the buffer without a
-/// branch (an 8-byte read at most 16 bytes past `MAX_ANSWER_SCAN` - 1 still fits).
-const BUF_MASK: usize = MAX_ANSWER_SCAN - 1;
-const _: () = assert!(MAX_ANSWER_SCAN.is_power_of_two() && BUF_MASK + 17 <= BUF_LEN);
+/// branch. Twice the scan: no index a read starts at (at most 16 bytes past the copy) wraps.
+const BUF_MASK: usize = 2 * MAX_ANSWER_SCAN - 1;
+/// Bytes of the answer buffer: room for an 8-byte read at any masked index.
+const BUF_LEN: usize = BUF_MASK + 1 + 8;
+const _: () = assert!(MAX_ANSWER_SCAN.is_power_of_two());
 
 /// The response's first bytes, copied out of the packet: a scan over packet pointers costs the
 /// verifier a state per packet range it has seen, one over a map value none, and the copy
@@ -50,11 +50,9 @@ static ANSWER_BUF: PerCpuArray<[u8; BUF_LEN]> = PerCpuArray::with_max_entries(1,
 
 #[inline(always)]
 fn word_at(buf: &[u8; BUF_LEN], at: usize) -> u64 {
-    // SAFETY: `at & BUF_MASK` + 8 <= BUF_LEN (asserted above); any alignment.
+    // SAFETY: `at & BUF_MASK` + 8 <= BUF_LEN; any alignment.
     unsafe { core::ptr::read_unaligned(buf.as_ptr().add(at & BUF_MASK) as *const u64) }
 }
-
-#[inline(always)]
 
 /// The status code and the answered method of a response whose payload starts `payload` bytes
 /// into the packet; `None` for anything that is not a response.

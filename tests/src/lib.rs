@@ -7,6 +7,7 @@ pub mod model;
 pub mod netns;
 pub mod packet;
 pub mod raw;
+pub mod rng;
 pub mod sipp;
 
 /// Returns from the calling test, saying so on stderr, unless it runs as root: the kernel and

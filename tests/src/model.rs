@@ -12,11 +12,14 @@ use std::{collections::HashMap, net::IpAddr};
 use ipnet::IpNet;
 pub use sip_xdp_common::MAX_L4_OFFSET;
 use sip_xdp_common::{
-    BAN_DURATION_CEILING_NS, BAN_EXTEND_GRANULARITY_NS, BanEvent, CONFIG_VERSION, Config,
-    DurableBan, EventCounter, LimitClass, MAX_IPV6_EXT_HEADERS, MAX_KEEPALIVE_LEN,
-    MAX_REQUEST_LINE_SCAN, MethodClass, RATE_WINDOW_NS, SourceState, Verdict, ban_event_kind,
-    ban_flags, flags, ipv4_mapped,
+    AnswerState, BAN_DURATION_CEILING_NS, BAN_EXTEND_GRANULARITY_NS, BanEvent, CONFIG_VERSION,
+    Config, DurableBan, EventCounter, FlowState, LimitClass, MAX_IPV6_EXT_HEADERS,
+    MAX_KEEPALIVE_LEN, MAX_REQUEST_LINE_SCAN, MethodClass, RATE_WINDOW_NS, RateLimit, SourceState,
+    Verdict, VerifiedSource, ban_event_kind, ban_flags, flags, ipv4_mapped,
 };
+
+mod answers;
+pub use answers::{AnswerOutcome, Answered, TC_ACT_OK, TC_ACT_SHOT};
 
 /// XDP actions, as `BPF_PROG_TEST_RUN` reports them.
 pub const XDP_DROP: u32 = 1;
@@ -71,6 +74,8 @@ pub enum Parsed {
 pub struct Datagram {
     /// Source address, IPv4 mapped into IPv6.
     pub src: [u8; 16],
+    /// Source port (with the address, the flow a phone ban names).
+    pub port: u16,
     pub is_ipv4: bool,
     pub class: MethodClass,
     /// The IP identification when this is the first fragment of a fragmented datagram.
@@ -86,11 +91,11 @@ pub struct Outcome {
     pub action: u32,
 }
 
-fn byte(frame: &[u8], at: usize) -> Option<u8> {
+pub(crate) fn byte(frame: &[u8], at: usize) -> Option<u8> {
     frame.get(at).copied()
 }
 
-fn u16_at(frame: &[u8], at: usize) -> Option<u16> {
+pub(crate) fn u16_at(frame: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([byte(frame, at)?, byte(frame, at + 1)?]))
 }
 
@@ -99,26 +104,27 @@ fn u32_at(frame: &[u8], at: usize) -> Option<u32> {
 }
 
 /// Whether `len` bytes starting at `at` are inside the frame.
-fn present(frame: &[u8], at: usize, len: usize) -> bool {
+pub(crate) fn present(frame: &[u8], at: usize, len: usize) -> bool {
     at.checked_add(len).is_some_and(|end| end <= frame.len())
 }
 
 /// Network-layer result: either nothing to inspect, a non-first fragment, or where UDP starts.
-enum Network {
+pub(crate) enum Network {
     NotSip,
     Unparsed,
     Fragment { src: [u8; 16], id: u32 },
     Udp(Transport),
 }
 
-struct Transport {
-    src: [u8; 16],
-    is_ipv4: bool,
+pub(crate) struct Transport {
+    /// The far end: the source of a packet received, the destination of one sent.
+    pub(crate) src: [u8; 16],
+    pub(crate) is_ipv4: bool,
     /// Offset of the UDP header in the frame.
-    l4: usize,
+    pub(crate) l4: usize,
     /// One past the end of the IP datagram, from its length field.
-    ip_end: usize,
-    first_fragment_id: Option<u32>,
+    pub(crate) ip_end: usize,
+    pub(crate) first_fragment_id: Option<u32>,
 }
 
 /// Parses a frame the way the program is specified to, up to the class of its SIP payload.
@@ -127,7 +133,8 @@ pub fn parse(frame: &[u8], cfg: &Config) -> Parsed {
 }
 
 /// `None` anywhere means a header was cut short, i.e. [`Parsed::NotSip`].
-fn parse_inner(frame: &[u8], cfg: &Config) -> Option<Parsed> {
+/// Where the IP header starts and its ethertype, past up to two VLAN tags.
+pub(crate) fn l3_of(frame: &[u8]) -> Option<(usize, u16)> {
     if !present(frame, 0, ETH_HLEN) {
         return None;
     }
@@ -142,6 +149,11 @@ fn parse_inner(frame: &[u8], cfg: &Config) -> Option<Parsed> {
         l3 += VLAN_HLEN;
         tags += 1;
     }
+    Some((l3, ethertype))
+}
+
+fn parse_inner(frame: &[u8], cfg: &Config) -> Option<Parsed> {
+    let (l3, ethertype) = l3_of(frame)?;
     let network = match ethertype {
         0x0800 => ipv4(frame, l3)?,
         0x86dd => ipv6(frame, l3)?,
@@ -181,6 +193,7 @@ fn parse_inner(frame: &[u8], cfg: &Config) -> Option<Parsed> {
     }
     Some(Parsed::Sip(Datagram {
         src: t.src,
+        port: u16_at(frame, t.l4)?,
         is_ipv4: t.is_ipv4,
         class,
         first_fragment_id: t.first_fragment_id,
@@ -188,6 +201,11 @@ fn parse_inner(frame: &[u8], cfg: &Config) -> Option<Parsed> {
 }
 
 fn ipv4(frame: &[u8], l3: usize) -> Option<Network> {
+    ipv4_far_end(frame, l3, false)
+}
+
+/// `sent`: a packet the host sends, whose far end is its destination.
+pub(crate) fn ipv4_far_end(frame: &[u8], l3: usize, sent: bool) -> Option<Network> {
     if !present(frame, l3, IPV4_HLEN) {
         return None;
     }
@@ -202,7 +220,8 @@ fn ipv4(frame: &[u8], l3: usize) -> Option<Network> {
         return Some(Network::NotSip);
     }
     let mut src4 = [0u8; 4];
-    src4.copy_from_slice(&frame[l3 + 12..l3 + 16]);
+    let at = if sent { l3 + 16 } else { l3 + 12 };
+    src4.copy_from_slice(&frame[at..at + 4]);
     let src = ipv4_mapped(src4);
     let id = u32::from(u16_at(frame, l3 + 4)?);
     let fragment_field = u16_at(frame, l3 + 6)?;
@@ -221,6 +240,10 @@ fn ipv4(frame: &[u8], l3: usize) -> Option<Network> {
 }
 
 fn ipv6(frame: &[u8], l3: usize) -> Option<Network> {
+    ipv6_far_end(frame, l3, false)
+}
+
+pub(crate) fn ipv6_far_end(frame: &[u8], l3: usize, sent: bool) -> Option<Network> {
     if !present(frame, l3, IPV6_HLEN) {
         return None;
     }
@@ -229,7 +252,8 @@ fn ipv6(frame: &[u8], l3: usize) -> Option<Network> {
     }
     let payload_len = usize::from(u16_at(frame, l3 + 4)?);
     let mut src = [0u8; 16];
-    src.copy_from_slice(&frame[l3 + 8..l3 + 24]);
+    let at = if sent { l3 + 24 } else { l3 + 8 };
+    src.copy_from_slice(&frame[at..at + 16]);
     let mut next = frame[l3 + 6];
     let mut offset = l3 + IPV6_HLEN;
     let mut first_fragment_id = None;
@@ -460,6 +484,16 @@ impl<V: Clone> Lpm<V> {
     }
 }
 
+/// GCRA: one more packet within `limit`? Updates the arrival time when it is.
+pub(crate) fn gcra(tat_ns: &mut u64, limit: &RateLimit, now: u64) -> bool {
+    let tat = (*tat_ns).max(now);
+    if tat - now > limit.burst_tolerance_ns {
+        return false;
+    }
+    *tat_ns = tat + limit.interval_ns;
+    true
+}
+
 /// The model: configuration, lists, per-source and per-fragment state, counters.
 #[derive(Clone, Debug)]
 pub struct Model {
@@ -479,6 +513,14 @@ pub struct Model {
     /// What the program would have put in the `BAN_EVENTS` ring buffer, oldest first; the
     /// caller drains it.
     pub ban_events: Vec<BanEvent>,
+    /// `VERIFIED`, keyed like `sources`.
+    pub verified: HashMap<[u8; 16], VerifiedSource>,
+    /// `ANSWERS`, keyed like `sources`.
+    pub answers: HashMap<[u8; 16], AnswerState>,
+    /// `FLOWS`: (whole address, port).
+    pub flows: HashMap<([u8; 16], u16), FlowState>,
+    /// `GLOBAL_BUCKETS`: the admission budget's and the total reflection cap's arrival times.
+    pub global_tat_ns: [u64; 2],
     packets: [[u64; MethodClass::COUNT]; Verdict::COUNT],
     events: [u64; EventCounter::COUNT],
 }
@@ -494,9 +536,55 @@ impl Model {
             bans: HashMap::new(),
             fragments: HashMap::new(),
             ban_events: Vec::new(),
+            verified: HashMap::new(),
+            answers: HashMap::new(),
+            flows: HashMap::new(),
+            global_tat_ns: [0; 2],
             packets: [[0; MethodClass::COUNT]; Verdict::COUNT],
             events: [0; EventCounter::COUNT],
         }
+    }
+
+    /// Verified only while the egress program is on (`ANSWERS`).
+    fn is_verified(cfg: &Config, verified_until_ns: u64, now: u64) -> bool {
+        cfg.has_flag(flags::ANSWERS) && now < verified_until_ns
+    }
+
+    fn limits_for(cfg: &Config, verified: bool) -> [RateLimit; LimitClass::COUNT] {
+        if verified {
+            cfg.verified_limits
+        } else {
+            cfg.limits
+        }
+    }
+
+    /// `VERIFIED`'s expiry for `key`, read only with `ANSWERS`.
+    fn verified_until(&self, cfg: &Config, key: &[u8; 16]) -> u64 {
+        if !cfg.has_flag(flags::ANSWERS) {
+            return 0;
+        }
+        self.verified.get(key).map_or(0, |v| v.verified_until_ns)
+    }
+
+    fn needs_admission(cfg: &Config, class: MethodClass, verified: bool) -> bool {
+        cfg.has_flag(flags::ANSWERS)
+            && !verified
+            && matches!(class, MethodClass::Register | MethodClass::Invite)
+    }
+
+    /// One more unverified REGISTER or INVITE in the shared budget; protected sources always.
+    fn admitted(&mut self, cfg: &Config, src: &[u8; 16], now: u64) -> bool {
+        if cfg.admission.interval_ns == 0 {
+            return true;
+        }
+        gcra(&mut self.global_tat_ns[0], &cfg.admission, now)
+            || self.protected.lookup(src).is_some()
+    }
+
+    fn flow_banned(&self, src: &[u8; 16], port: u16, now: u64) -> bool {
+        self.flows
+            .get(&(*src, port))
+            .is_some_and(|flow| now < flow.banned_until_ns)
     }
 
     pub fn allow(&mut self, net: IpNet) {
@@ -590,7 +678,7 @@ impl Model {
                 (self.fragment_verdict(&cfg, &src, id), MethodClass::Fragment)
             }
             Parsed::Sip(d) => {
-                let verdict = self.sip_verdict(&cfg, &d.src, d.is_ipv4, d.class, now_ns);
+                let verdict = self.sip_verdict(&cfg, &d, now_ns);
                 if let Some(id) = d.first_fragment_id {
                     self.fragments.insert((d.src, id), verdict.is_drop());
                 }
@@ -657,7 +745,8 @@ impl Model {
         let Some(limit) = Self::limit_class(class) else {
             return false;
         };
-        let rate = cfg.limits[limit as usize];
+        let verified = Self::is_verified(cfg, state.verified_until_ns, now);
+        let rate = Self::limits_for(cfg, verified)[limit as usize];
         if rate.interval_ns == 0 {
             return false;
         }
@@ -674,14 +763,8 @@ impl Model {
         false
     }
 
-    fn sip_verdict(
-        &mut self,
-        cfg: &Config,
-        src: &[u8; 16],
-        is_ipv4: bool,
-        class: MethodClass,
-        now: u64,
-    ) -> Verdict {
+    fn sip_verdict(&mut self, cfg: &Config, d: &Datagram, now: u64) -> Verdict {
+        let (src, is_ipv4, class) = (&d.src, d.is_ipv4, d.class);
         let key = self.source_key(src, is_ipv4);
         let monitor = cfg.has_flag(flags::MONITOR);
         // A source whose key is its whole address (IPv4, IPv6 at /128) and whose ban applies is
@@ -717,9 +800,7 @@ impl Model {
             return Verdict::DropDenylisted;
         }
         let drop_malformed = cfg.has_flag(flags::DROP_MALFORMED);
-        let limit = Self::limit_class(class)
-            .map(|l| (l, cfg.limits[l as usize]))
-            .filter(|(_, rate)| rate.interval_ns != 0);
+        let limit = Self::limit_class(class);
 
         if !self.sources.contains_key(&key) && class == MethodClass::Malformed && drop_malformed {
             // Untracked garbage is dropped before the ban table is consulted.
@@ -735,6 +816,7 @@ impl Model {
                     self.bans.remove(&key);
                 }
                 Some(record) => {
+                    let verified_until_ns = self.verified_until(cfg, &key);
                     self.sources.insert(
                         key,
                         SourceState {
@@ -744,6 +826,7 @@ impl Model {
                             strikes: record.strikes,
                             ban_class: record.ban_class,
                             ban_flags: record.ban_flags,
+                            verified_until_ns,
                             ..SourceState::default()
                         },
                     );
@@ -753,23 +836,37 @@ impl Model {
             }
         }
 
-        let Some(state) = self.sources.get_mut(&key) else {
+        if !self.sources.contains_key(&key) {
             if class == MethodClass::Malformed && drop_malformed {
                 return Verdict::DropMalformed;
             }
-            let Some((limit, rate)) = limit else {
+            let Some(limit) = limit else {
                 return Verdict::Pass;
             };
+            let verified_until_ns = self.verified_until(cfg, &key);
+            let verified = Self::is_verified(cfg, verified_until_ns, now);
+            // Beyond the admission budget an unverified request makes no state.
+            if Self::needs_admission(cfg, class, verified) && !self.admitted(cfg, src, now) {
+                return Verdict::DropAdmission;
+            }
+            let rate = Self::limits_for(cfg, verified)[limit as usize];
+            if rate.interval_ns == 0 {
+                return Verdict::Pass;
+            }
             let mut state = SourceState {
                 window_start_ns: now,
                 packets: 1,
                 window_packets: 1,
+                verified_until_ns,
                 ..SourceState::default()
             };
             state.tat_ns[limit as usize] = now + rate.interval_ns;
             self.sources.insert(key, state);
             return Verdict::Pass;
-        };
+        }
+        let flow_banned = self.flow_banned(src, d.port, now);
+        let protected = self.protected.lookup(src).is_some();
+        let state = self.sources.get_mut(&key).expect("tracked, checked above");
 
         state.packets += 1;
         if now.wrapping_sub(state.window_start_ns) >= RATE_WINDOW_NS {
@@ -811,22 +908,47 @@ impl Model {
             state.dropped += 1;
             return Verdict::DropMalformed;
         }
-        let Some((limit, rate)) = limit else {
+        // A phone of a verified address banned by the egress program, by its flow.
+        if state.flow_bans_until_ns > now && flow_banned {
+            state.dropped += 1;
+            self.events[EventCounter::FlowBannedDrops as usize] += 1;
+            return Verdict::DropBanned;
+        }
+        let Some(limit) = limit else {
             return Verdict::Pass;
         };
+        let verified = Self::is_verified(cfg, state.verified_until_ns, now);
+        let rate = Self::limits_for(cfg, verified)[limit as usize];
         let tat = state.tat_ns[limit as usize].max(now);
-        if tat - now <= rate.burst_tolerance_ns {
-            state.tat_ns[limit as usize] = tat + rate.interval_ns;
+        if rate.interval_ns == 0 || tat - now <= rate.burst_tolerance_ns {
+            if rate.interval_ns != 0 {
+                state.tat_ns[limit as usize] = tat + rate.interval_ns;
+            }
+            if Self::needs_admission(cfg, class, verified) && !self.admitted(cfg, src, now) {
+                self.sources.get_mut(&key).expect("tracked").dropped += 1;
+                return Verdict::DropAdmission;
+            }
             return Verdict::Pass;
         }
         state.dropped += 1;
         // Protected sources are held to their buckets and never banned.
-        if self.protected.lookup(src).is_some() {
+        if protected {
             self.events[EventCounter::ProtectedDrops as usize] += 1;
             return Verdict::DropRate;
         }
+        self.impose_ban(cfg, key, limit as u8, now);
+        Verdict::DropRate
+    }
 
-        // The bucket ran dry: ban, escalating for a repeat offender.
+    /// Bans the source keyed `key` (its state must exist), escalating for a repeat offender, and
+    /// reports it. `ban_class`: the limit class that ran dry, or `BAN_CLASS_AUTH` with a failure
+    /// kind.
+    pub(crate) fn impose_ban(&mut self, cfg: &Config, key: [u8; 16], ban_class: u8, now: u64) {
+        let monitor = cfg.has_flag(flags::MONITOR);
+        let state = self
+            .sources
+            .get_mut(&key)
+            .expect("the banned source's state");
         if state.banned_until_ns == 0
             || now.saturating_sub(state.banned_until_ns) > cfg.strike_decay_ns
         {
@@ -844,7 +966,7 @@ impl Model {
         state.strikes += 1;
         state.ban_duration_ns = duration;
         state.banned_until_ns = now + duration;
-        state.ban_class = limit as u8;
+        state.ban_class = ban_class;
         state.ban_flags =
             ban_flags::EXPIRY_PENDING | if monitor { ban_flags::MONITOR_ONLY } else { 0 };
         let record = DurableBan::of(state);
@@ -867,12 +989,11 @@ impl Model {
             } else {
                 ban_event_kind::BAN
             },
-            limit_class: limit as u8,
+            limit_class: ban_class,
             port: 0,
             _pad: [0; 4],
         });
         self.bans.insert(key, record);
-        Verdict::DropRate
     }
 }
 

@@ -38,6 +38,7 @@ use sip_xdp_tests::{
         ETH_P_8021AD, ETH_P_8021Q, Frame, IPPROTO_ICMP, IPPROTO_TCP, Ipv6Ext, register, request,
         response,
     },
+    rng::Rng,
 };
 
 const SECOND_NS: u64 = 1_000_000_000;
@@ -55,52 +56,6 @@ const MAX_MODEL_SOURCES: usize = 20_000;
 const MAX_MODEL_FRAGMENTS: usize = 2_000;
 /// Slack for clock reads around the coarse clock's tick.
 const CLOCK_SLACK_NS: u64 = 50_000_000;
-
-// ---------------------------------------------------------------------------------------------
-// Deterministic randomness (SplitMix64: no dependency, same stream on every platform).
-
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (n > 0).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + self.below(hi - lo + 1)
-    }
-
-    /// True with probability `percent`/100.
-    fn percent(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-
-    fn byte(&mut self) -> u8 {
-        self.next_u64() as u8
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.byte()).collect()
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Addresses and lists.
@@ -1438,6 +1393,16 @@ fn state_diff(model: &SourceState, kernel: &SourceState, elapsed: u64) -> Option
     for (i, (m, k)) in model.tat_ns.iter().zip(kernel.tat_ns).enumerate() {
         close(format!("tat_ns[{}]", LimitClass::ALL[i].name()), *m, k);
     }
+    close(
+        "verified_until_ns".into(),
+        model.verified_until_ns,
+        kernel.verified_until_ns,
+    );
+    close(
+        "flow_bans_until_ns".into(),
+        model.flow_bans_until_ns,
+        kernel.flow_bans_until_ns,
+    );
     (!d.is_empty()).then(|| d.join("; "))
 }
 
