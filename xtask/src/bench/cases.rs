@@ -3,9 +3,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use sip_xdp::reference::{REF_LRU_PROGRAM, REF_PASS_PROGRAM};
-use sip_xdp_common::{Config, LimitClass, MethodClass, RateLimit, Verdict};
+use sip_xdp_common::{Config, LimitClass, MethodClass, RateLimit, Verdict, flags};
 use sip_xdp_tests::{
-    harness::{XDP_DROP, XDP_PASS},
+    harness::{TC_ACT_OK, XDP_DROP, XDP_PASS},
     packet::{self, Frame, IPPROTO_TCP},
 };
 
@@ -15,6 +15,8 @@ pub(super) const SECOND_NS: u64 = sip_xdp_common::NS_PER_SEC;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Subject {
     SipXdp,
+    /// The TC egress program, on a frame the server sends.
+    SipXdpEgress,
     RefPass,
     RefLru,
 }
@@ -23,6 +25,7 @@ impl Subject {
     pub(super) fn name(self) -> &'static str {
         match self {
             Self::SipXdp => "sip_xdp",
+            Self::SipXdpEgress => sip_xdp_common::EGRESS_PROGRAM_NAME,
             Self::RefPass => REF_PASS_PROGRAM,
             Self::RefLru => REF_LRU_PROGRAM,
         }
@@ -106,6 +109,10 @@ const SRC_MALFORMED: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 40);
 const SRC_VLAN: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 50);
 const SRC_STATELESS: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 60);
 const SRC_LONG_URI: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 70);
+pub(super) const SRC_SPENDER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 110);
+pub(super) const SRC_VERIFIED: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 80);
+pub(super) const SRC_GUESSER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 90);
+const SRC_FORGED: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 100);
 const SRC_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x51, 0, 0, 0, 0, 0x10);
 const DST_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 const DST_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x71, 0, 0, 0, 0, 1);
@@ -117,6 +124,43 @@ pub(super) fn budget_config() -> Config {
     let mut config = Config::DEFAULT;
     config.limits = [RateLimit::per_second(u32::MAX as u64, 1 << 40); LimitClass::COUNT];
     config
+}
+
+/// [`budget_config`] with the answers on: verification, admission budget and reflection guard
+/// in play, none of them able to run dry (or ban) during a run.
+pub(super) fn answers_config() -> Config {
+    let mut config = budget_config();
+    config.flags |= flags::ANSWERS;
+    config.verified_limits = config.limits;
+    // The shared buckets keep their arrival time between cases: 2^50 ns (13 days) of
+    // tolerance stays above the hour the spent-budget case puts on the admission bucket.
+    let never_dry = RateLimit::per_second(u32::MAX as u64, 1 << 50);
+    config.admission = never_dry;
+    config.reflection_per_destination = never_dry;
+    config.reflection_total = never_dry;
+    config.auth_max_failures = u32::MAX;
+    config.auth_max_failures_verified = u32::MAX;
+    config.auth_max_flow_failures = u32::MAX;
+    config.auth_max_unanswered = u32::MAX;
+    config
+}
+
+/// The answers on and an admission budget that is already spent (one packet an hour, burst 1):
+/// every unverified new source's REGISTER is dropped before it makes state.
+pub(super) fn spent_admission_config() -> Config {
+    let mut config = answers_config();
+    config.admission = RateLimit::per_interval(1, 3600 * SECOND_NS, 1);
+    config
+}
+
+/// A response the registrar sends to `client`'s port 5062: `code`, answering `method`.
+pub(super) fn answer_frame(client: Ipv4Addr, code: u16, reason: &str, method: &str) -> Vec<u8> {
+    packet::answer_frame(
+        v4(DST_V4),
+        v4(client),
+        5062,
+        &packet::answer(code, reason, method, 1),
+    )
 }
 
 /// REGISTER at 1/s with a burst of 1 and a one-hour first ban: the second REGISTER bans.
@@ -167,6 +211,9 @@ pub(super) fn cases() -> Vec<Case> {
     )
     .build();
     let response = Frame::sip(v4(SRC_STATELESS), v4(DST_V4), &packet::response(200, "OK")).build();
+    let mut dns_reply = Frame::udp(v4(DST_V4), v4(SRC_GUESSER), 40_000, &[0x5a; 60]);
+    dns_reply.src_port = 53;
+    let dns_reply = dns_reply.build();
 
     let vs_pass = |max_ratio| {
         Some(Target {
@@ -202,6 +249,19 @@ pub(super) fn cases() -> Vec<Case> {
     let variant = |name, frame_desc, frame, config, action, counter| Case {
         variant: true,
         ..case(name, frame_desc, frame, config, action, counter, None)
+    };
+    let egress = |name: &'static str, frame_desc: &str, frame: Vec<u8>, target| Case {
+        name,
+        frame_desc: format!("{frame_desc}, {} B frame", frame.len()),
+        subject: Subject::SipXdpEgress,
+        frame,
+        config: answers_config(),
+        lists: Lists::WithAllowEntry,
+        action: TC_ACT_OK,
+        counter: None,
+        target,
+        variant: false,
+        samples: Vec::new(),
     };
     let reference = |subject: Subject, name: &'static str| Case {
         name,
@@ -291,6 +351,52 @@ pub(super) fn cases() -> Vec<Case> {
             XDP_PASS,
             (Verdict::Pass, MethodClass::Register),
             None,
+        ),
+        case(
+            "REGISTER, answers on, unverified (admission budget)",
+            "the ref frame, tracked source; the budget shared by unverified sources".to_owned(),
+            register_v4.clone(),
+            answers_config(),
+            XDP_PASS,
+            (Verdict::Pass, MethodClass::Register),
+            vs_lru(1.6),
+        ),
+        case(
+            "REGISTER, answers on, verified source",
+            "as ref frame, source verified (its own buckets)".to_owned(),
+            register_frame(SRC_VERIFIED),
+            answers_config(),
+            XDP_PASS,
+            (Verdict::Pass, MethodClass::Register),
+            vs_lru(1.5),
+        ),
+        case(
+            "forged REGISTER beyond the admission budget",
+            "as ref frame, untracked unverified source, budget spent: no state made".to_owned(),
+            register_frame(SRC_FORGED),
+            spent_admission_config(),
+            XDP_DROP,
+            (Verdict::DropAdmission, MethodClass::Register),
+            vs_lru(1.5),
+        ),
+        egress(
+            "egress: 401 to an unverified client",
+            "401 answering REGISTER, its flow's challenge still open: a failure counted, \
+             reflection guard",
+            answer_frame(SRC_GUESSER, 401, "Unauthorized", "REGISTER"),
+            vs_lru(2.0),
+        ),
+        egress(
+            "egress: 200 to a verified client",
+            "200 answering REGISTER: the verification renewed",
+            answer_frame(SRC_VERIFIED, 200, "OK", "REGISTER"),
+            vs_lru(2.0),
+        ),
+        egress(
+            "egress: not from a SIP port",
+            "a DNS reply the host sends: parsed to the UDP ports only",
+            dns_reply,
+            vs_pass(5.0),
         ),
         variant(
             "non-SIP TCP",

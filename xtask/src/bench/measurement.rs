@@ -2,7 +2,7 @@
 //! checked against its action and counter, the banned source set up, and the programs' sizes.
 use std::{fs, path::Path};
 
-use anyhow::{Context as _, Result, ensure};
+use anyhow::{Context as _, Result, bail, ensure};
 use aya::{
     Ebpf, EbpfLoader,
     programs::{ProgramInfo, TestRun as _, TestRunOptions, Xdp},
@@ -18,8 +18,9 @@ use sip_xdp_common::{Config, map_names};
 use sip_xdp_tests::harness::XDP_DROP;
 
 use super::cases::{
-    Case, Lists, SECOND_NS, SRC_ALLOWED, SRC_BANNED, Sample, Subject, ban_config, budget_config,
-    register_frame, v4,
+    Case, Lists, SECOND_NS, SRC_ALLOWED, SRC_BANNED, SRC_GUESSER, SRC_SPENDER, SRC_VERIFIED,
+    Sample, Subject, answer_frame, answers_config, ban_config, budget_config, register_frame,
+    spent_admission_config, v4,
 };
 
 pub(super) const MIN_REPEAT: u32 = 1_000_000;
@@ -70,6 +71,9 @@ fn load_sip_xdp(object: Option<&Path>) -> Result<Ebpf> {
     loader::xdp_program(&mut ebpf)?
         .load()
         .with_context(|| format!("loading the program in {}", path.display()))?;
+    loader::egress_program(&mut ebpf)?
+        .load()
+        .with_context(|| format!("loading the egress program in {}", path.display()))?;
     Ok(ebpf)
 }
 
@@ -89,9 +93,15 @@ impl Bench {
         })
     }
 
+    /// The loaded sip-xdp object (both programs).
+    pub(super) fn ebpf(&mut self) -> &mut Ebpf {
+        &mut self.sip
+    }
+
     pub(super) fn program(&mut self, subject: Subject) -> Result<&mut Xdp> {
         match subject {
             Subject::SipXdp => Ok(loader::xdp_program(&mut self.sip)?),
+            Subject::SipXdpEgress => bail!("the egress program is not an XDP program"),
             Subject::RefPass => reference_program(&mut self.ref_pass, REF_PASS_PROGRAM),
             Subject::RefLru => reference_program(&mut self.ref_lru, REF_LRU_PROGRAM),
         }
@@ -126,13 +136,17 @@ impl Bench {
 
     /// One BPF_PROG_TEST_RUN of `repeat` runs on `frame`: (action, sample).
     fn test_run(&mut self, subject: Subject, frame: &[u8], repeat: u32) -> Result<(u32, Sample)> {
-        let program = self.program(subject)?;
         let opts = TestRunOptions {
             data_in: Some(frame),
             repeat,
             ..Default::default()
         };
-        let result = program.test_run(opts).context("BPF_PROG_TEST_RUN")?;
+        let result = if subject == Subject::SipXdpEgress {
+            loader::egress_program(&mut self.sip)?.test_run(opts)
+        } else {
+            self.program(subject)?.test_run(opts)
+        }
+        .context("BPF_PROG_TEST_RUN")?;
         Ok((
             result.return_value,
             Sample {
@@ -143,7 +157,7 @@ impl Bench {
 
     /// Measures `case` once, checking its action and its counter.
     pub(super) fn measure(&mut self, case: &Case, repeat: u32) -> Result<Sample> {
-        if case.subject == Subject::SipXdp {
+        if matches!(case.subject, Subject::SipXdp | Subject::SipXdpEgress) {
             self.set_config(&case.config)?;
             self.set_lists(case.lists)?;
         }
@@ -172,6 +186,34 @@ impl Bench {
             );
         }
         Ok(sample)
+    }
+
+    /// Verifies SRC_VERIFIED the way a phone gets there (REGISTER, 401, REGISTER, 200), and
+    /// opens SRC_GUESSER's challenge so each later 401 to it is a failure.
+    pub(super) fn verify_source(&mut self) -> Result<()> {
+        self.set_config(&answers_config())?;
+        let register = register_frame(SRC_VERIFIED);
+        self.test_run(Subject::SipXdp, &register, 1)?;
+        for frame in [
+            answer_frame(SRC_VERIFIED, 401, "Unauthorized", "REGISTER"),
+            answer_frame(SRC_VERIFIED, 200, "OK", "REGISTER"),
+            answer_frame(SRC_GUESSER, 401, "Unauthorized", "REGISTER"),
+        ] {
+            self.test_run(Subject::SipXdpEgress, &frame, 1)?;
+        }
+        // Spend the one-an-hour admission budget of the spent-budget case, so the forged source
+        // it measures is never admitted (and never tracked).
+        self.set_config(&spent_admission_config())?;
+        self.test_run(Subject::SipXdp, &register_frame(SRC_SPENDER), 1)?;
+        let verified = self
+            .maps
+            .verified_source(addr_key(v4(SRC_VERIFIED)))?
+            .context("the bench's verified source was not verified")?;
+        ensure!(
+            verified.verified_until_ns > monotonic_now_ns() + 3000 * SECOND_NS,
+            "the bench's source is verified for less than an hour: {verified:?}"
+        );
+        Ok(())
     }
 
     /// Bans SRC_BANNED: a burst of 1, so the second REGISTER drains the bucket.

@@ -81,11 +81,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut bench = Bench::load(args.object.as_deref())?;
     bench.check_counters = !args.unchecked;
     let sip_facts = facts("sip_xdp", bench.program(Subject::SipXdp)?.info()?);
+    let egress_facts = facts(
+        sip_xdp_common::EGRESS_PROGRAM_NAME,
+        sip_xdp::loader::egress_program(bench.ebpf())?.info()?,
+    );
     let pass_facts = facts(REF_PASS_PROGRAM, bench.program(Subject::RefPass)?.info()?);
     let lru_facts = facts(REF_LRU_PROGRAM, bench.program(Subject::RefLru)?.info()?);
 
     bench.set_lists(Lists::WithAllowEntry)?;
-    match bench.ban_source() {
+    match bench.ban_source().and_then(|()| bench.verify_source()) {
         Err(e) if args.unchecked => eprintln!("warning: {e:#}"),
         other => other?,
     }
@@ -151,7 +155,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         &environment(),
         &method,
         &cases,
-        &[sip_facts, pass_facts, lru_facts],
+        &[sip_facts, egress_facts, pass_facts, lru_facts],
     );
     print!("{report}");
     fs::write(&output, &report).with_context(|| format!("writing {}", output.display()))?;

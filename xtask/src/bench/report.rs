@@ -242,6 +242,23 @@ pub(super) fn report(
     );
     let _ = writeln!(
         w,
+        "* **answers on** (`flags::ANSWERS`): the admission budget, the verified buckets and the \
+         reflection caps can never run dry during a run (1 ns intervals, 2^50 ns tolerance), and \
+         no failure count reaches a ban. The verified source is verified in setup the way a \
+         phone is (REGISTER, 401, REGISTER, 200); the guesser's flow holds an open challenge, so \
+         every measured 401 to it is counted as a failure. The spent-budget case's budget (one \
+         an hour, burst 1) is spent in setup by another source: its forged source is never \
+         admitted and never tracked, so every repeat is a new source's first packet."
+    );
+    let _ = writeln!(
+        w,
+        "* **egress** cases run the TC program (`sip_xdp_egress`) on frames the server sends; \
+         there is no TC reference program, so they are given against the XDP references (a TC \
+         program reads its packet through `__sk_buff`, and the response's first 1,024 bytes are \
+         copied out with `bpf_skb_load_bytes` for the CSeq scan)."
+    );
+    let _ = writeln!(
+        w,
         "* References: `ref_pass` returns XDP_PASS; `ref_lru` reads the IPv4 source, looks up a \
          16-byte IPv4-mapped key in a 131,072-entry LRU hash (`get_ptr`) and writes the counter \
          back with `insert` (one lookup + one update), both on the REGISTER frame."
