@@ -26,6 +26,7 @@ use crate::{
 
 /// The method a response answers, from its CSeq header.
 #[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Answered {
     Register,
     Invite,
@@ -54,10 +55,37 @@ fn word_at(buf: &[u8; BUF_LEN], at: usize) -> u64 {
     unsafe { core::ptr::read_unaligned(buf.as_ptr().add(at & BUF_MASK) as *const u64) }
 }
 
-/// The status code and the answered method of a response whose payload starts `payload` bytes
-/// into the packet; `None` for anything that is not a response.
-#[inline(never)]
+/// [`read_answer_packed`] unpacked.
+#[inline(always)]
 pub fn read_answer(ctx: &TcContext, payload: usize, len: usize) -> Option<(u16, Answered)> {
+    let packed = read_answer_packed(ctx, payload, len);
+    if packed == 0 {
+        return None;
+    }
+    let method = match packed >> 16 {
+        0 => Answered::Register,
+        1 => Answered::Invite,
+        2 => Answered::Options,
+        3 => Answered::Other,
+        _ => Answered::Unknown,
+    };
+    Some(((packed & 0xffff) as u16, method))
+}
+
+/// The status code (low 16 bits) and the answered method (above them) of a response whose
+/// payload starts `payload` bytes into the packet; 0 for anything that is not a response.
+/// Packed in an integer: the BTF bpf-linker writes for a returned `Option<(u16, Answered)>`
+/// has a member offset the kernel refuses, and the whole object's BTF would go unloaded.
+#[inline(never)]
+fn read_answer_packed(ctx: &TcContext, payload: usize, len: usize) -> u32 {
+    match read_answer_inner(ctx, payload, len) {
+        Some((status, method)) => u32::from(status) | (method as u32) << 16,
+        None => 0,
+    }
+}
+
+#[inline(always)]
+fn read_answer_inner(ctx: &TcContext, payload: usize, len: usize) -> Option<(u16, Answered)> {
     let copied = if len < MAX_ANSWER_SCAN {
         len
     } else {

@@ -212,7 +212,12 @@ pub fn require_attached(status: &Status) -> Result<()> {
     }) {
         return Ok(());
     }
-    let pinned: Vec<&str> = status.attached.iter().map(|a| a.iface.as_str()).collect();
+    let pinned: Vec<&str> = status
+        .attached
+        .iter()
+        .filter(|a| a.hook == loader::Hook::XdpIngress.name())
+        .map(|a| a.iface.as_str())
+        .collect();
     let detail = if pinned.is_empty() {
         format!("no attachment pinned under {}", status.pin_dir)
     } else {

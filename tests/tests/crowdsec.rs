@@ -322,8 +322,10 @@ fn crowdsec_fleet_shares_bans_and_survives_an_outage() {
 
     // 1b. Node B keeps the default: its own rate ban (of evidence a forged source could make)
     // goes nowhere.
-    b.daemon
-        .wait_for(&["crowdsec.signals.rate_bans is off", "not pushed"]);
+    b.daemon.wait_for(&[
+        "crowdsec.signals.rate_bans and auth_bans are off",
+        "not pushed",
+    ]);
     let flooder = b.host.client(v4_b);
     for seq in 0..50 {
         flooder
