@@ -3,7 +3,7 @@ use anyhow::{Context as _, Result, bail, ensure};
 use aya::{
     Ebpf,
     maps::{Map, MapData},
-    programs::{TestRun as _, TestRunOptions},
+    programs::{TestRun, TestRunOptions},
 };
 use sip_xdp::{
     loader::{self, LoadOptions},
@@ -21,6 +21,24 @@ pub const TC_ACT_SHOT: u32 = 2;
 pub struct Datapath {
     ebpf: Ebpf,
     pub maps: SipMaps,
+}
+
+/// One BPF_PROG_TEST_RUN of `program` on `frame`, `repeat` times: (return value, mean ns per run
+/// as the kernel timed it).
+fn test_run<P>(program: &P, frame: &[u8], repeat: u32) -> Result<(u32, f64)>
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = aya::programs::TestRunResult>,
+{
+    ensure!(repeat > 0, "repeat must be at least 1");
+    let mut out = vec![0u8; frame.len() + 256];
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        repeat,
+        ..Default::default()
+    };
+    let result = program.test_run(opts).context("BPF_PROG_TEST_RUN")?;
+    Ok((result.return_value, result.duration.as_nanos() as f64))
 }
 
 /// Whether the process runs as root (the BPF tests need CAP_BPF + CAP_NET_ADMIN).
@@ -58,52 +76,19 @@ impl Datapath {
 
     /// Runs the program `repeat` times on `frame`: (action, mean ns per run as the kernel timed it).
     pub fn run_repeat(&mut self, frame: &[u8], repeat: u32) -> Result<(u32, f64)> {
-        ensure!(repeat > 0, "repeat must be at least 1");
-        let program = loader::xdp_program(&mut self.ebpf)?;
-        let mut out = vec![0u8; frame.len() + 256];
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            repeat,
-            ..Default::default()
-        };
-        let result = program.test_run(opts).context("BPF_PROG_TEST_RUN")?;
-        let ns = result.duration.as_nanos() as f64;
-        Ok((result.return_value, ns))
+        test_run(loader::xdp_program(&mut self.ebpf)?, frame, repeat)
     }
 
     /// Runs the egress program once on `frame` (a frame the host sends) and returns the TC
     /// action.
     pub fn run_egress(&mut self, frame: &[u8]) -> Result<u32> {
-        let program = loader::egress_program(&mut self.ebpf)?;
-        let mut out = vec![0u8; frame.len() + 256];
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            repeat: 1,
-            ..Default::default()
-        };
-        let result = program
-            .test_run(opts)
-            .context("BPF_PROG_TEST_RUN (egress)")?;
-        Ok(result.return_value)
+        Ok(self.run_egress_repeat(frame, 1)?.0)
     }
 
     /// Runs the egress program `repeat` times on `frame`: (action, mean ns per run).
     pub fn run_egress_repeat(&mut self, frame: &[u8], repeat: u32) -> Result<(u32, f64)> {
-        ensure!(repeat > 0, "repeat must be at least 1");
-        let program = loader::egress_program(&mut self.ebpf)?;
-        let mut out = vec![0u8; frame.len() + 256];
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            repeat,
-            ..Default::default()
-        };
-        let result = program
-            .test_run(opts)
-            .context("BPF_PROG_TEST_RUN (egress)")?;
-        Ok((result.return_value, result.duration.as_nanos() as f64))
+        test_run(loader::egress_program(&mut self.ebpf)?, frame, repeat)
+            .context("the egress program")
     }
 
     pub fn ebpf(&mut self) -> &mut Ebpf {

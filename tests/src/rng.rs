@@ -43,3 +43,22 @@ impl Rng {
         &items[self.below(items.len())]
     }
 }
+
+/// The generators' default seed; `SIP_XDP_DIFF_SEED` overrides it.
+pub const DEFAULT_SEED: u64 = 0x5119_d1ff_2026_0001;
+
+/// A test knob from the environment: decimal or 0x-hex, `default` when unset. A value that is
+/// not a number fails the test, naming it.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => {
+            let v = v.trim();
+            let parsed = match v.strip_prefix("0x") {
+                Some(hex) => u64::from_str_radix(hex, 16),
+                None => v.parse(),
+            };
+            parsed.unwrap_or_else(|_| panic!("{name}={v} is not a number"))
+        }
+        Err(_) => default,
+    }
+}

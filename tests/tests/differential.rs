@@ -38,13 +38,12 @@ use sip_xdp_tests::{
         ETH_P_8021AD, ETH_P_8021Q, Frame, IPPROTO_ICMP, IPPROTO_TCP, Ipv6Ext, register, request,
         response,
     },
-    rng::Rng,
+    rng::{DEFAULT_SEED, Rng, env_u64},
 };
 
 const SECOND_NS: u64 = 1_000_000_000;
 const HOUR_NS: u64 = 3600 * SECOND_NS;
 const DEFAULT_PACKETS: u64 = 200_000;
-const DEFAULT_SEED: u64 = 0x5119_d1ff_2026_0001;
 /// Full comparison (counters, sources, fragments) every this many packets.
 const CHECK_EVERY: u64 = 5_000;
 /// A random source's state is compared and then forgotten (on both sides) this often, so
@@ -734,20 +733,6 @@ fn phases_monitor_flips() -> Phases {
 
 // ---------------------------------------------------------------------------------------------
 // The comparison.
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) => {
-            let v = v.trim();
-            let parsed = match v.strip_prefix("0x") {
-                Some(hex) => u64::from_str_radix(hex, 16),
-                None => v.parse(),
-            };
-            parsed.unwrap_or_else(|_| panic!("{name}={v} is not a number"))
-        }
-        Err(_) => default,
-    }
-}
 
 fn hex_dump(bytes: &[u8]) -> String {
     let mut out = String::new();

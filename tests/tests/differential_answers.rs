@@ -13,7 +13,7 @@
 //! Knobs (environment): `SIP_XDP_DIFF_ANSWER_STEPS` (steps per phase, default 6000),
 //! `SIP_XDP_DIFF_SEED` (shared with the other differential test).
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, HashMap},
     fmt::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
@@ -29,13 +29,12 @@ use sip_xdp_tests::{
     harness::Datapath,
     model::{Model, key_of},
     packet::{Frame, Ipv6Ext, request},
-    rng::Rng,
+    rng::{DEFAULT_SEED, Rng, env_u64},
 };
 
 const SECOND_NS: u64 = 1_000_000_000;
 const HOUR_NS: u64 = 3600 * SECOND_NS;
 const DEFAULT_STEPS: u64 = 6_000;
-const DEFAULT_SEED: u64 = 0x5119_d1ff_2026_0001;
 const CHECK_EVERY: u64 = 500;
 const CLOCK_SLACK_NS: u64 = 50_000_000;
 
@@ -64,16 +63,6 @@ const METHODS: [&str; 6] = [
 const STATUSES: [u16; 14] = [
     100, 180, 200, 202, 401, 401, 407, 403, 404, 486, 487, 500, 603, 302,
 ];
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| match v.strip_prefix("0x") {
-            Some(hex) => u64::from_str_radix(hex, 16).ok(),
-            None => v.parse().ok(),
-        })
-        .unwrap_or(default)
-}
 
 fn slow(burst: u64) -> RateLimit {
     RateLimit::per_interval(1, HOUR_NS, burst)
@@ -350,115 +339,93 @@ impl Run {
                 k + CLOCK_SLACK_NS >= m && k <= m + elapsed
             }
         };
+        let maps = &self.dp.maps;
+        let model = &self.model;
         let mut d = Vec::new();
-        let kernel: std::collections::HashMap<_, _> = self
-            .dp
-            .maps
-            .verified()
-            .unwrap()
-            .into_iter()
-            .map(|(k, v)| (k.addr, v))
-            .collect();
-        let keys: BTreeSet<[u8; 16]> = kernel
-            .keys()
-            .chain(self.model.verified.keys())
-            .copied()
-            .collect();
-        for key in keys {
-            match (self.model.verified.get(&key), kernel.get(&key)) {
-                (Some(m), Some(k))
-                    if m.successes == k.successes
-                        && close(m.verified_until_ns, k.verified_until_ns)
-                        && close(m.verified_since_ns, k.verified_since_ns) => {}
-                (m, k) => d.push(format!(
-                    "VERIFIED {}: model {m:?}, kernel {k:?}",
-                    fmt_key(&key)
-                )),
-            }
-        }
-        let kernel: std::collections::HashMap<_, _> = self
-            .dp
-            .maps
-            .answer_states()
-            .unwrap()
-            .into_iter()
-            .map(|(k, v)| (k.addr, v))
-            .collect();
-        let keys: BTreeSet<[u8; 16]> = kernel
-            .keys()
-            .chain(self.model.answers.keys())
-            .copied()
-            .collect();
-        for key in keys {
-            match (self.model.answers.get(&key), kernel.get(&key)) {
-                (Some(m), Some(k))
-                    if (m.failures, m.open_challenges, m.answers, m.reflection_drops)
-                        == (k.failures, k.open_challenges, k.answers, k.reflection_drops)
-                        && close(m.reply_tat_ns, k.reply_tat_ns)
-                        && close(m.window_start_ns, k.window_start_ns) => {}
-                (m, k) => d.push(format!(
-                    "ANSWERS {}: model {m:?}, kernel {k:?}",
-                    fmt_key(&key)
-                )),
-            }
-        }
-        let kernel: std::collections::HashMap<_, _> = self
-            .dp
-            .maps
+        compare(
+            "VERIFIED",
+            &model.verified,
+            &by_addr(maps.verified().unwrap()),
+            |m, k| {
+                m.successes == k.successes
+                    && close(m.verified_until_ns, k.verified_until_ns)
+                    && close(m.verified_since_ns, k.verified_since_ns)
+            },
+            fmt_key,
+            &mut d,
+        );
+        compare(
+            "ANSWERS",
+            &model.answers,
+            &by_addr(maps.answer_states().unwrap()),
+            |m, k| {
+                (m.failures, m.open_challenges, m.answers, m.reflection_drops)
+                    == (k.failures, k.open_challenges, k.answers, k.reflection_drops)
+                    && close(m.reply_tat_ns, k.reply_tat_ns)
+                    && close(m.window_start_ns, k.window_start_ns)
+            },
+            fmt_key,
+            &mut d,
+        );
+        let flows = maps
             .flows()
             .unwrap()
             .into_iter()
             .map(|(k, v)| ((k.addr, k.port), v))
             .collect();
-        let keys: BTreeSet<([u8; 16], u16)> = kernel
-            .keys()
-            .chain(self.model.flows.keys())
-            .copied()
-            .collect();
-        for key in keys {
-            match (self.model.flows.get(&key), kernel.get(&key)) {
-                (Some(m), Some(k))
-                    if (m.failures, m.strikes) == (k.failures, k.strikes)
-                        && close(m.challenged_at_ns, k.challenged_at_ns)
-                        && close(m.banned_until_ns, k.banned_until_ns)
-                        && close(m.window_start_ns, k.window_start_ns) => {}
-                (m, k) => d.push(format!(
-                    "FLOWS {}:{}: model {m:?}, kernel {k:?}",
-                    fmt_key(&key.0),
-                    key.1
-                )),
-            }
-        }
-        let kernel: std::collections::HashMap<_, _> = self
-            .dp
-            .maps
-            .sources()
-            .unwrap()
-            .into_iter()
-            .map(|(k, v)| (k.addr, v))
-            .collect();
-        let keys: BTreeSet<[u8; 16]> = kernel
-            .keys()
-            .chain(self.model.sources.keys())
-            .copied()
-            .collect();
-        for key in keys {
-            match (self.model.sources.get(&key), kernel.get(&key)) {
-                (Some(m), Some(k))
-                    if (m.packets, m.dropped, m.strikes, m.ban_class, m.ban_flags)
-                        == (k.packets, k.dropped, k.strikes, k.ban_class, k.ban_flags)
-                        && close(m.banned_until_ns, k.banned_until_ns)
-                        && close(m.verified_until_ns, k.verified_until_ns)
-                        && close(m.flow_bans_until_ns, k.flow_bans_until_ns) => {}
-                (m, k) => d.push(format!(
-                    "SOURCES {}: model {m:?}, kernel {k:?}",
-                    fmt_key(&key)
-                )),
-            }
-        }
+        compare(
+            "FLOWS",
+            &model.flows,
+            &flows,
+            |m, k| {
+                (m.failures, m.strikes) == (k.failures, k.strikes)
+                    && close(m.challenged_at_ns, k.challenged_at_ns)
+                    && close(m.banned_until_ns, k.banned_until_ns)
+                    && close(m.window_start_ns, k.window_start_ns)
+            },
+            |(addr, port)| format!("{}:{port}", fmt_key(addr)),
+            &mut d,
+        );
+        compare(
+            "SOURCES",
+            &model.sources,
+            &by_addr(maps.sources().unwrap()),
+            |m, k| {
+                (m.packets, m.dropped, m.strikes, m.ban_class, m.ban_flags)
+                    == (k.packets, k.dropped, k.strikes, k.ban_class, k.ban_flags)
+                    && close(m.banned_until_ns, k.banned_until_ns)
+                    && close(m.verified_until_ns, k.verified_until_ns)
+                    && close(m.flow_bans_until_ns, k.flow_bans_until_ns)
+            },
+            fmt_key,
+            &mut d,
+        );
         if !d.is_empty() {
             self.mismatches
                 .push(format!("tables after step #{index}:\n  {}", d.join("\n  ")));
+        }
+    }
+}
+
+/// A table keyed by `SourceKey`, by its address.
+fn by_addr<V>(rows: Vec<(sip_xdp_common::SourceKey, V)>) -> HashMap<[u8; 16], V> {
+    rows.into_iter().map(|(k, v)| (k.addr, v)).collect()
+}
+
+/// Every key of either table: present in both with `same` values, or a difference in `d`.
+fn compare<K: Ord + Copy + std::hash::Hash + Eq, V: std::fmt::Debug>(
+    table: &str,
+    model: &HashMap<K, V>,
+    kernel: &HashMap<K, V>,
+    same: impl Fn(&V, &V) -> bool,
+    name: impl Fn(&K) -> String,
+    d: &mut Vec<String>,
+) {
+    let keys: BTreeSet<K> = model.keys().chain(kernel.keys()).copied().collect();
+    for key in keys {
+        match (model.get(&key), kernel.get(&key)) {
+            (Some(m), Some(k)) if same(m, k) => {}
+            (m, k) => d.push(format!("{table} {}: model {m:?}, kernel {k:?}", name(&key))),
         }
     }
 }

@@ -230,9 +230,11 @@ impl Control {
     /// present in this network namespace, so a list or ban change is in force now.
     pub fn attached_here(&self) -> bool {
         self.pins.attachments().is_ok_and(|attached| {
-            attached
-                .iter()
-                .any(|a| loader::attachment_ids(a).is_some() && check_interface(&a.iface).is_ok())
+            attached.iter().any(|a| {
+                a.hook == loader::Hook::XdpIngress
+                    && loader::attachment_ids(a).is_some()
+                    && check_interface(&a.iface).is_ok()
+            })
         })
     }
 
