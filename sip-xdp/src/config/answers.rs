@@ -287,7 +287,10 @@ burst = 6
         ] {
             assert!(text.contains(line), "no {line:?} in\n{text}");
         }
-        assert!(text.contains("3 in 5m ban an address (30 if verified, 4 ban one"), "{text}");
+        assert!(
+            text.contains("3 in 5m ban an address (30 if verified, 4 ban one"),
+            "{text}"
+        );
 
         // `sip-xdp config show` prints the section, and what it prints reads back the same.
         let shown = s.to_toml();
@@ -309,7 +312,10 @@ burst = 6
         let s = parse("[answers]\nenabled = false\n").unwrap();
         let k = s.kernel_config();
         assert!(!k.has_flag(flags::ANSWERS), "flags {:#x}", k.flags);
-        assert_eq!(k.flags | flags::ANSWERS, parse("").unwrap().kernel_config().flags);
+        assert_eq!(
+            k.flags | flags::ANSWERS,
+            parse("").unwrap().kernel_config().flags
+        );
         let view = describe_kernel(&k);
         assert!(!view.answers_enabled);
         assert!(
@@ -317,7 +323,11 @@ burst = 6
                 .ends_with("answers                 off (no egress program)"),
             "{view}"
         );
-        assert!(s.to_toml().contains("[answers]\nenabled = false\n"), "{}", s.to_toml());
+        assert!(
+            s.to_toml().contains("[answers]\nenabled = false\n"),
+            "{}",
+            s.to_toml()
+        );
         // Only the flag: monitor mode and the other flags are left as configured.
         let s = parse("[answers]\nenabled = false\n[datapath]\nmonitor = true\n").unwrap();
         let k = s.kernel_config();
@@ -369,15 +379,25 @@ burst = 6
         // From a file: the path, line and column lead the message.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sip-xdp.toml");
-        std::fs::write(&path, "[answers]\nmax_failures = 8\nmax_failures_verified = 2\n").unwrap();
+        std::fs::write(
+            &path,
+            "[answers]\nmax_failures = 8\nmax_failures_verified = 2\n",
+        )
+        .unwrap();
         let err = Settings::load(&path).unwrap_err().to_string();
         assert!(
-            err.starts_with(&format!("{}:3:25: answers.max_failures_verified (2)", path.display())),
+            err.starts_with(&format!(
+                "{}:3:25: answers.max_failures_verified (2)",
+                path.display()
+            )),
             "{err}"
         );
         std::fs::write(&path, "[answers]\nverified_for = \"0s\"\n").unwrap();
         let err = Settings::load(&path).unwrap_err().to_string();
-        assert!(err.starts_with(&format!("{}:2:16: ", path.display())), "{err}");
+        assert!(
+            err.starts_with(&format!("{}:2:16: ", path.display())),
+            "{err}"
+        );
     }
 
     #[test]
@@ -390,6 +410,9 @@ burst = 6
         assert_eq!(parse(&s.to_toml()).unwrap(), s);
         let (location, message) = reject("[crowdsec.signals]\n\nauth_bans = 1\n");
         assert_eq!(location, at(3, 13), "{message}");
-        assert!(message.contains("crowdsec.signals.auth_bans: invalid type"), "{message}");
+        assert!(
+            message.contains("crowdsec.signals.auth_bans: invalid type"),
+            "{message}"
+        );
     }
 }
