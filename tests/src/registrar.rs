@@ -44,6 +44,16 @@ impl<'h> Registrar<'h> {
         }
     }
 
+    /// A registrar answering on `server`, a socket the test already bound to the SIP port
+    /// (its read timeout is kept).
+    pub fn on(host: &'h Host, server: UdpSocket) -> Self {
+        Self {
+            host,
+            server,
+            seq: 0,
+        }
+    }
+
     /// A phone: a client socket on `source` (one flow: address and port).
     pub fn phone(&self, source: IpAddr) -> UdpSocket {
         self.host.client(source)
