@@ -972,7 +972,7 @@ fn answers_egress_program_attaches_shows_detaches_and_stays_as_configured() {
     let out = host.attach();
     assert!(out.contains("answers read at TC egress ("), "{out}");
     let status = host.status();
-    let (link, program_id) =
+    let (link, mut program_id) =
         egress_in_status(&status).unwrap_or_else(|| panic!("no egress in {status:#}"));
     assert!(link == "tcx" || link == "netlink", "{link}");
     assert!(program_id > 0);
@@ -1024,7 +1024,10 @@ fn answers_egress_program_attaches_shows_detaches_and_stays_as_configured() {
             "{text}"
         );
         host.attach();
-        assert!(egress_in_status(&host.status()).is_some());
+        program_id = egress_in_status(&host.status())
+            .expect("egress after attach")
+            .1;
+        assert!(egress_from_outside(&host, Some(program_id)).is_some());
         assert!(answers_counted(&host, &registrar));
     }
 
@@ -1034,9 +1037,9 @@ fn answers_egress_program_attaches_shows_detaches_and_stays_as_configured() {
     let status = host.status();
     assert!(egress_in_status(&status).is_none(), "{status:#}");
     assert!(
-        egress_from_outside(&host, None).is_none(),
+        egress_from_outside(&host, Some(program_id)).is_none(),
         "{:?}",
-        egress_from_outside(&host, None)
+        egress_from_outside(&host, Some(program_id))
     );
     assert!(!has_xdp(&host));
     assert!(!answers_counted(&host, &registrar));
@@ -1069,7 +1072,7 @@ fn answers_egress_program_attaches_shows_detaches_and_stays_as_configured() {
     assert!(answers_counted(&host, &registrar));
     daemon.signal(libc::SIGTERM);
     assert!(daemon.wait_exit().success());
-    assert!(egress_from_outside(&host, None).is_none());
+    assert!(egress_from_outside(&host, Some(program_id)).is_none());
 
     // `[answers] enabled = false`: attach puts the XDP program on alone.
     let off = Host::new(&format!("{TEST_CONFIG}\n[answers]\nenabled = false\n"));
@@ -1095,6 +1098,32 @@ fn answers_egress_program_attaches_shows_detaches_and_stays_as_configured() {
     eprintln!(
         "answers off: {}",
         text.lines().find(|l| l.contains("answers")).unwrap()
+    );
+
+    // `sip-xdp config show` prints the section as it is in force; `config check` refuses a
+    // verified threshold below the unverified one at its line.
+    let shown = off.ok(&["config", "show", "--config", off.config.to_str().unwrap()]);
+    assert!(shown.contains("[answers]\nenabled = false\n"), "{shown}");
+    for key in [
+        "max_failures_verified = 50",
+        "[answers.admission]",
+        "[answers.verified_limits.register]",
+    ] {
+        assert!(shown.contains(key), "no {key:?} in\n{shown}");
+    }
+    let bad = off.state_dir.path().join("bad-answers.toml");
+    std::fs::write(
+        &bad,
+        "[answers]\nmax_failures = 8\nmax_failures_verified = 2\n",
+    )
+    .unwrap();
+    let err = off.fails(&["config", "check", bad.to_str().unwrap()]);
+    assert!(
+        err.contains(&format!(
+            "{}:3:25: answers.max_failures_verified (2) must be at least answers.max_failures (8)",
+            bad.display()
+        )),
+        "{err}"
     );
 }
 
