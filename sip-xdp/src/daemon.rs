@@ -445,7 +445,14 @@ fn refresh_table_fill(shared: &Shared) {
 }
 
 fn snapshot(shared: &Shared) -> Result<Snapshot> {
-    let counters = lock(&shared.maps).counters()?;
+    let (counters, answers_enabled) = {
+        let maps = lock(&shared.maps);
+        let config = maps.read_config()?;
+        (
+            maps.counters()?,
+            config.has_flag(sip_xdp_common::flags::ANSWERS),
+        )
+    };
     let (mut attached, mut egress_attached) = (Vec::new(), Vec::new());
     for a in shared.pins.attachments()? {
         match a.hook {
@@ -482,6 +489,7 @@ fn snapshot(shared: &Shared) -> Result<Snapshot> {
         list_bans_added,
         attached,
         egress_attached,
+        answers_enabled,
         ban_events: stats.ban_events.clone(),
         log_lines_suppressed,
         config_reloads: stats.config_reloads,

@@ -574,6 +574,12 @@ impl SipMaps {
     }
 
     /// The flows of one address.
+    /// Lifts one phone's ban (a flow of a verified address): its `FLOWS` entry goes, with its
+    /// failures and strikes; the address's verification stays.
+    pub fn forget_flow(&mut self, flow: &FlowKey) -> Result<bool, MapsError> {
+        absent_is_false(self.flows.remove(flow), map_names::FLOWS)
+    }
+
     pub fn flows_of(&self, addr: [u8; 16]) -> Result<Vec<(FlowKey, FlowState)>, MapsError> {
         Ok(self
             .flows()?

@@ -7,6 +7,7 @@ pub mod model;
 pub mod netns;
 pub mod packet;
 pub mod raw;
+pub mod registrar;
 pub mod rng;
 pub mod sipp;
 

@@ -19,6 +19,7 @@ use sip_xdp_tests::{
         sip_xdp_bin,
     },
     netns::{CLIENT_V4_A, CLIENT_V4_B, SERVER_IF},
+    registrar::Registrar,
 };
 
 #[test]
@@ -866,4 +867,387 @@ fn half_sent_metrics_requests_cannot_starve_scrapes_or_reconcile() {
     assert!(!log.contains("metrics scrape failed"), "{log}");
     daemon.signal(libc::SIGTERM);
     assert!(daemon.wait_exit().success());
+}
+
+// ---- The answers-aware defences as an operator sees them ----------------------------------
+
+/// The egress attachment status JSON reports for `SERVER_IF`: (link, program id).
+fn egress_in_status(status: &Value) -> Option<(String, u64)> {
+    status["attached"]
+        .as_array()
+        .expect("status.attached")
+        .iter()
+        .find(|a| a["hook"] == "tc-egress" && a["iface"] == SERVER_IF)
+        .map(|a| {
+            (
+                a["mode"].as_str().unwrap().to_owned(),
+                a["program_id"].as_u64().expect("an egress program id"),
+            )
+        })
+}
+
+/// What the kernel itself says of the egress program, asked without sip-xdp: on a kernel with
+/// TCX, whether a TCX link runs program `program_id` (named `sip_xdp_egress`), and the pinned
+/// link; with a clsact filter, `tc filter show dev SERVER_IF egress`; and `bpftool`, where it is
+/// installed. Returns a line describing what was found, or None when nothing is on.
+fn egress_from_outside(host: &Host, program_id: Option<u64>) -> Option<String> {
+    let tc = host
+        .net
+        .server
+        .run(|| {
+            Command::new("tc")
+                .args(["filter", "show", "dev", SERVER_IF, "egress"])
+                .output()
+        })
+        .expect("running tc");
+    let tc = String::from_utf8_lossy(&tc.stdout).into_owned();
+    let tcx_pin = host.pin_dir.join(format!("link_tc-egress_{SERVER_IF}"));
+    let mut found = Vec::new();
+    if tc.contains("sip_xdp_egress") {
+        found.push(format!("tc filter: {}", tc.trim().replace('\n', " / ")));
+    }
+    let tcx_links: Vec<u32> = aya::programs::loaded_links()
+        .filter_map(Result::ok)
+        .filter(|l| l.link_type().ok() == Some(aya::programs::links::LinkType::Tcx))
+        .filter(|l| program_id.is_none_or(|p| u64::from(l.program_id()) == p))
+        .map(|l| l.program_id())
+        .collect();
+    for id in &tcx_links {
+        let name = aya::programs::loaded_programs()
+            .filter_map(Result::ok)
+            .find(|p| p.id() == *id)
+            .and_then(|p| p.name_as_str().map(str::to_owned))
+            .unwrap_or_default();
+        if program_id.is_some() {
+            assert_eq!(name, "sip_xdp_egress", "the TCX link's program");
+        }
+        found.push(format!("TCX link to program {id} ({name})"));
+    }
+    if tcx_pin.exists() {
+        found.push(format!("pinned {}", tcx_pin.display()));
+        if let Ok(out) = Command::new("bpftool")
+            .args(["link", "show", "pinned"])
+            .arg(&tcx_pin)
+            .output()
+        {
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(text.contains("tcx"), "bpftool link show pinned: {text}");
+            found.push(format!("bpftool: {}", text.trim().replace('\n', " / ")));
+        }
+    }
+    if program_id.is_none() {
+        // Without an id the TCX links of other tests' hosts may be listed: only the interface's
+        // own evidence (its filters, its pin) counts.
+        found.retain(|f| !f.starts_with("TCX link"));
+    }
+    (!found.is_empty()).then(|| found.join("; "))
+}
+
+/// The egress program's `answers` counter after the server sends one 401 from its SIP port to
+/// B: one more while the program is on the interface, the same while it is not.
+fn answers_counted(host: &Host, registrar: &Registrar) -> bool {
+    let before = host.status()["events"]["answers"].as_u64().unwrap_or(0);
+    let b = std::net::SocketAddr::new(IpAddr::V4(CLIENT_V4_B), 5999);
+    registrar.answer(b, 401, 1);
+    let after = host.status()["events"]["answers"].as_u64().unwrap_or(0);
+    assert!(after <= before + 1, "{before} -> {after} answers for one");
+    after == before + 1
+}
+
+fn status_text(host: &Host) -> String {
+    host.ok(&["status"])
+}
+
+#[test]
+fn answers_egress_program_attaches_shows_detaches_and_stays_as_configured() {
+    sip_xdp_tests::needs_root!();
+    let host = Host::new(TEST_CONFIG);
+    let registrar = Registrar::new(&host);
+    assert!(
+        egress_from_outside(&host, None).is_none(),
+        "an egress program before attach"
+    );
+
+    // Attached as an operator does: the egress program goes on with the XDP one.
+    let out = host.attach();
+    assert!(out.contains("answers read at TC egress ("), "{out}");
+    let status = host.status();
+    let (link, mut program_id) =
+        egress_in_status(&status).unwrap_or_else(|| panic!("no egress in {status:#}"));
+    assert!(link == "tcx" || link == "netlink", "{link}");
+    assert!(program_id > 0);
+    assert_eq!(status["config"]["answers_enabled"], true);
+    let outside = egress_from_outside(&host, Some(program_id))
+        .unwrap_or_else(|| panic!("status says {link} program {program_id}, the kernel nothing"));
+    eprintln!("egress from outside: {outside}");
+    if link == "tcx" {
+        assert!(
+            outside.contains(&format!("TCX link to program {program_id}")),
+            "{outside}"
+        );
+    } else {
+        assert!(outside.contains("tc filter"), "{outside}");
+    }
+    assert!(
+        answers_counted(&host, &registrar),
+        "the egress program counted no answer"
+    );
+    let text = status_text(&host);
+    assert!(
+        text.contains(&format!(
+            "answers:   {SERVER_IF} (TC egress by {link}), program id {program_id}"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("verified:  0 sources of "), "{text}");
+    assert!(
+        text.contains("guards:    reflection drops 0 (per destination)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("answers                 on (verified for 2h"),
+        "{text}"
+    );
+    assert!(!text.contains("WARNING"), "{text}");
+
+    // Taken off behind sip-xdp's back (the TCX link's pin removed, as a careless cleanup of
+    // bpffs would): status warns and says how to put it back, and no answer is read.
+    if link == "tcx" {
+        std::fs::remove_file(host.pin_dir.join(format!("link_tc-egress_{SERVER_IF}"))).unwrap();
+        assert!(egress_from_outside(&host, Some(program_id)).is_none());
+        assert!(!answers_counted(&host, &registrar));
+        let text = status_text(&host);
+        assert!(
+            text.contains(&format!(
+                "WARNING:   answers are on but {SERVER_IF} has no egress program"
+            )) && text.contains(&format!("run `sip-xdp attach --iface {SERVER_IF}` again")),
+            "{text}"
+        );
+        host.attach();
+        program_id = egress_in_status(&host.status())
+            .expect("egress after attach")
+            .1;
+        assert!(egress_from_outside(&host, Some(program_id)).is_some());
+        assert!(answers_counted(&host, &registrar));
+    }
+
+    // Detached: both programs go, as the kernel sees it too.
+    let out = host.ok(&["detach", "--iface", SERVER_IF]);
+    assert!(out.contains("detached"), "{out}");
+    let status = host.status();
+    assert!(egress_in_status(&status).is_none(), "{status:#}");
+    assert!(
+        egress_from_outside(&host, Some(program_id)).is_none(),
+        "{:?}",
+        egress_from_outside(&host, Some(program_id))
+    );
+    assert!(!has_xdp(&host));
+    assert!(!answers_counted(&host, &registrar));
+
+    // A daemon reloading a config that turns the answers off keeps them on, and says why.
+    let mut daemon = Daemon::start(&host, &[]);
+    daemon.wait_for(&["sip-xdp running"]);
+    let (_, program_id) = egress_in_status(&host.status()).expect("the daemon's egress program");
+    assert!(egress_from_outside(&host, Some(program_id)).is_some());
+    std::fs::write(
+        &host.config,
+        format!("{TEST_CONFIG}\n[answers]\nenabled = false\n[limits.invite]\nburst = 7\n"),
+    )
+    .unwrap();
+    daemon.signal(libc::SIGHUP);
+    let warning = daemon.wait_for(&["answers.enabled changed"]);
+    assert!(warning.contains("\"level\":\"WARN\""), "{warning}");
+    assert!(warning.contains("next `sip-xdp attach`"), "{warning}");
+    daemon.wait_for(&["config reloaded"]);
+    let status = host.status();
+    assert_eq!(status["config"]["answers_enabled"], true, "{status:#}");
+    let invite_burst = status["config"]["limits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["class"] == "invite")
+        .and_then(|l| l["burst"].as_u64());
+    assert_eq!(invite_burst, Some(7), "the rest of the reload applied");
+    assert!(egress_from_outside(&host, Some(program_id)).is_some());
+    assert!(answers_counted(&host, &registrar));
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait_exit().success());
+    assert!(egress_from_outside(&host, Some(program_id)).is_none());
+
+    // `[answers] enabled = false`: attach puts the XDP program on alone.
+    let off = Host::new(&format!("{TEST_CONFIG}\n[answers]\nenabled = false\n"));
+    let registrar = Registrar::new(&off);
+    let out = off.attach();
+    assert!(out.contains("attached, native mode"), "{out}");
+    assert!(!out.contains("answers read"), "{out}");
+    assert!(has_xdp(&off));
+    let status = off.status();
+    assert!(egress_in_status(&status).is_none(), "{status:#}");
+    assert_eq!(status["config"]["answers_enabled"], false);
+    assert!(egress_from_outside(&off, None).is_none());
+    assert!(!answers_counted(&off, &registrar));
+    let text = status_text(&off);
+    assert!(
+        text.contains("answers                 off (no egress program)"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("verified:") && !text.contains("WARNING"),
+        "{text}"
+    );
+    eprintln!(
+        "answers off: {}",
+        text.lines().find(|l| l.contains("answers")).unwrap()
+    );
+
+    // `sip-xdp config show` prints the section as it is in force; `config check` refuses a
+    // verified threshold below the unverified one at its line.
+    let shown = off.ok(&["config", "show", "--config", off.config.to_str().unwrap()]);
+    assert!(shown.contains("[answers]\nenabled = false\n"), "{shown}");
+    for key in [
+        "max_failures_verified = 50",
+        "[answers.admission]",
+        "[answers.verified_limits.register]",
+    ] {
+        assert!(shown.contains(key), "no {key:?} in\n{shown}");
+    }
+    let bad = off.state_dir.path().join("bad-answers.toml");
+    std::fs::write(
+        &bad,
+        "[answers]\nmax_failures = 8\nmax_failures_verified = 2\n",
+    )
+    .unwrap();
+    let err = off.fails(&["config", "check", bad.to_str().unwrap()]);
+    assert!(
+        err.contains(&format!(
+            "{}:3:25: answers.max_failures_verified (2) must be at least answers.max_failures (8)",
+            bad.display()
+        )),
+        "{err}"
+    );
+}
+
+/// Real REGISTERs from the client namespace, answered by a registrar socket on port 5060: a
+/// phone logs in (verified), a second phone of the same address retries a wrong password
+/// (a phone ban: its port only), another address collects 403s (an auth ban). `ban list` shows
+/// both, `ban del --origin auth` lifts them.
+#[test]
+fn auth_and_phone_bans_from_real_answers_are_listed_and_lifted() {
+    sip_xdp_tests::needs_root!();
+    let host = Host::new(TEST_CONFIG);
+    host.attach();
+    let mut registrar = Registrar::new(&host);
+    let (a, b) = (IpAddr::V4(CLIENT_V4_A), IpAddr::V4(CLIENT_V4_B));
+
+    let good = registrar.phone(a);
+    registrar.log_in(&good);
+    let status = host.status();
+    assert_eq!(status["tables"]["verified_sources"], 1, "{status:#}");
+    assert_eq!(status["events"]["verifications"], 1);
+
+    // The broken phone: the first 401 is the normal challenge, each further one a failure; the
+    // fifth (answers.max_flow_failures) bans its port.
+    let broken = registrar.phone(a);
+    let broken_at = broken.local_addr().unwrap();
+    assert_eq!(registrar.registers(&broken, 401, 6), 6);
+    assert!(
+        !registrar.register(&broken, 401),
+        "the broken phone still passes"
+    );
+    assert!(
+        registrar.register(&good, 200),
+        "the good phone of the same address is cut off"
+    );
+
+    // An unverified address answered 403 five times (answers.max_failures): banned.
+    let guesser = registrar.phone(b);
+    assert_eq!(registrar.registers(&guesser, 403, 5), 5);
+    assert!(
+        !registrar.register(&guesser, 403),
+        "the guesser still passes"
+    );
+
+    let bans: Value = serde_json::from_str(&host.ok(&["ban", "list", "--output", "json"])).unwrap();
+    let entry = |source: &str| {
+        bans.as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["source"] == source)
+            .unwrap_or_else(|| panic!("no ban of {source} in {bans:#}"))
+            .clone()
+    };
+    let phone = entry(&broken_at.to_string());
+    assert_eq!(
+        (phone["origin"].as_str(), phone["class"].as_str()),
+        (Some("auth"), Some("phone"))
+    );
+    assert!(phone["remaining_s"].as_u64().unwrap() > 0);
+    let address = entry(&b.to_string());
+    assert_eq!(
+        (address["origin"].as_str(), address["class"].as_str()),
+        (Some("auth"), Some("forbidden"))
+    );
+    assert!(
+        bans.as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["source"] != a.to_string()),
+        "the verified address itself is banned: {bans:#}"
+    );
+    let listed = host.ok(&["ban", "list"]);
+    assert!(
+        listed.contains(&broken_at.to_string()) && listed.contains("phone"),
+        "{listed}"
+    );
+    let text = status_text(&host);
+    assert!(
+        text.contains("failures:  forbidden=5 not_found=0 rechallenged=5 unanswered=0; auth bans 1, phone bans 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("verified:  1 sources of ") && text.contains("1 phones banned"),
+        "{text}"
+    );
+    eprintln!("{bans:#}");
+
+    // Lifted: the address ban, then the phone ban (by its address).
+    let out = host.ok(&["ban", "del", &b.to_string(), "--origin", "auth"]);
+    assert!(out.contains(&format!("lifted auth ban of {b}")), "{out}");
+    assert!(
+        registrar.register(&guesser, 200),
+        "the lifted address is still dropped"
+    );
+    // Another origin lifts nothing and says which one would.
+    let out = host.run(&["ban", "del", &a.to_string(), "--origin", "manual"]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("still banned by the auth ban (lift with --origin auth)"),
+        "{said}"
+    );
+    assert!(!registrar.register(&broken, 200));
+    let out = host.ok(&["ban", "del", &a.to_string(), "--origin", "auth"]);
+    assert!(
+        out.contains(&format!("lifted auth ban of phone {broken_at}")),
+        "{out}"
+    );
+    eprintln!("ban del {a} --origin auth: {out}");
+    assert!(
+        registrar.register(&broken, 200),
+        "the lifted phone is still dropped"
+    );
+    // Its address stays verified: the good phone was never touched.
+    assert_eq!(host.status()["tables"]["verified_sources"], 1);
+    assert!(registrar.register(&good, 200));
+    let bans: Value = serde_json::from_str(&host.ok(&["ban", "list", "--output", "json"])).unwrap();
+    assert!(
+        bans.as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["origin"] != "auth"),
+        "{bans:#}"
+    );
 }

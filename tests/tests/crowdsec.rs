@@ -16,7 +16,11 @@
 //! 4. the Local API stopped: both nodes keep every ban and keep dropping, log the outage once,
 //!    report `sip_xdp_crowdsec_lapi_up 0`, and back off (fewer failed polls than intervals);
 //! 5. a decision deleted while the nodes cannot reach the Local API (restarted, but the nodes
-//!    still cut off) is lifted once they reach it again (a full resync), with one "back" line.
+//!    still cut off) is lifted once they reach it again (a full resync), with one "back" line;
+//! 6. a SIGHUP with changed [crowdsec] settings restarts node B's client, keeping its bans;
+//! 7. node A (`auth_bans = true`) bans a password guesser from its registrar's answers (five
+//!    403s to real REGISTERs, read by its TC egress program); the auth ban is pushed as a
+//!    `sip-xdp/sip-bruteforce` alert and node B enforces it.
 use std::{
     net::{IpAddr, SocketAddr, UdpSocket},
     path::Path,
@@ -29,6 +33,7 @@ use sip_xdp_tests::{
     host::{Daemon, Host, QUIET, drain_from, scrape},
     netns::{CLIENT_V4_A, CLIENT_V4_B, CLIENT_V6_A, CLIENT_V6_B, SERVER_V6},
     packet,
+    registrar::Registrar,
 };
 
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -190,7 +195,7 @@ fn crowdsec_fleet_shares_bans_and_survives_an_outage() {
         // Node A signals its rate bans; node B keeps the default (not signalled) and a small
         // quota for the feed.
         let (feed, signals) = if i == 0 {
-            ("", "rate_bans = true")
+            ("", "rate_bans = true\nauth_bans = true")
         } else {
             ("max_bans = 4", "")
         };
@@ -624,5 +629,57 @@ fn crowdsec_fleet_shares_bans_and_survives_an_outage() {
     assert!(b.has_ban("2001:db8:c633:6400::11/128", "crowdsec"));
     assert!(b.has_ban("198.51.100.10/32", "crowdsec"));
     assert_eq!(b.sip_through(v6_b, 3), 0);
+
+    // 7. Node A (auth_bans = true) bans a password guesser from its registrar's answers: five
+    // 403s to real REGISTERs from B's address. The auth ban goes to the Local API as a
+    // sip-xdp/sip-bruteforce alert, and node B enforces it.
+    let pushed_before = a.metric("sip_xdp_crowdsec_alerts_pushed_total");
+    let mut registrar = Registrar::on(&a.host, a.v4.try_clone().unwrap());
+    let guesser = registrar.phone(v4_b);
+    assert_eq!(registrar.registers(&guesser, 403, 5), 5);
+    assert!(
+        !registrar.register(&guesser, 403),
+        "node A passes the guesser"
+    );
+    assert!(a.has_ban("198.51.100.11", "auth"), "{:#?}", a.bans());
+    let on_b = wait_until(ENFORCE_BUDGET * 3, || {
+        b.has_ban("198.51.100.11/32", "crowdsec")
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "node B never got A's auth ban: {:#?}\n{}",
+            b.bans(),
+            b.log()
+        )
+    });
+    let pushed = b
+        .bans()
+        .into_iter()
+        .find(|x| x["source"] == "198.51.100.11/32" && x["origin"] == "crowdsec")
+        .unwrap();
+    assert!(
+        pushed["reason"]
+            .as_str()
+            .unwrap()
+            .contains("sip-xdp/sip-bruteforce"),
+        "{pushed}"
+    );
+    assert_eq!(
+        a.metric("sip_xdp_crowdsec_alerts_pushed_total"),
+        pushed_before + 1.0
+    );
+    let alerts = lapi.cscli(&[
+        "alerts",
+        "list",
+        "--scenario",
+        "sip-xdp/sip-bruteforce",
+        "-o",
+        "json",
+    ]);
+    assert!(alerts.contains("198.51.100.11"), "{alerts}");
+    println!(
+        "auth ban on node A (5 x 403) -> in force on node B after {} ms",
+        on_b.as_millis()
+    );
     println!("test took {:.1} s", test_start.elapsed().as_secs_f64());
 }

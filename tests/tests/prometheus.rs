@@ -29,9 +29,12 @@ use std::{
 use serde_json::Value;
 use sip_xdp_tests::{
     host::{Daemon, Host},
-    netns::{CLIENT_MAC, Netns, SERVER_IF, SERVER_MAC, SERVER_V4, SERVER_V6},
+    netns::{
+        CLIENT_MAC, CLIENT_V4_A, CLIENT_V4_B, Netns, SERVER_IF, SERVER_MAC, SERVER_V4, SERVER_V6,
+    },
     packet::{self, Frame},
     raw::{RawSender, mac},
+    registrar::Registrar,
 };
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
@@ -62,6 +65,24 @@ const SUSTAINED_MAX_TIME: Duration = Duration::from_secs(40);
 /// gauges are refreshed every 15 s; scrapes and evaluations come every second).
 const CONDITION_DEADLINE: Duration = Duration::from_secs(30);
 const CROWDSEC_METRIC_PREFIX: &str = "sip_xdp_crowdsec_";
+/// The series of the answers-aware defences (the TC egress program, verified sources, auth
+/// bans, the reflection and admission guards): their rules and panels need answers from a
+/// registrar and a forged flood, and have their own test.
+const ANSWERS_METRICS: &[&str] = &[
+    "sip_xdp_answers_enabled",
+    "sip_xdp_egress_attached",
+    "sip_xdp_answers_total",
+    "sip_xdp_verifications_total",
+    "sip_xdp_verified_sources",
+    "sip_xdp_verified_capacity",
+    "sip_xdp_verified_table_full_total",
+    "sip_xdp_banned_phones",
+    "sip_xdp_auth_failures_total",
+    "sip_xdp_auth_bans_total",
+    "sip_xdp_phone_ban_drops_total",
+    "sip_xdp_reflection_drops_total",
+    "sip_xdp_admission_drops_total",
+];
 
 fn repo_file(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -190,6 +211,17 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
 
 fn is_crowdsec(expr: &str) -> bool {
     expr.contains(CROWDSEC_METRIC_PREFIX)
+}
+
+fn is_answers(expr: &str) -> bool {
+    metric_names(expr)
+        .iter()
+        .any(|n| ANSWERS_METRICS.contains(&n.as_str()))
+}
+
+/// Neither CrowdSec's nor the answers': the parts the flood test checks.
+fn is_core(expr: &str) -> bool {
+    !is_crowdsec(expr) && !is_answers(expr)
 }
 
 /// A sample's value; Prometheus writes NaN and infinities as "NaN", "+Inf", "-Inf".
@@ -633,9 +665,9 @@ fn alert_rules_and_dashboard_queries_return_data_from_a_real_prometheus() {
         rule(&rules, "SipXdpMetricsDown"),
     );
     assert_eq!(
-        rules.values().filter(|q| !is_crowdsec(q)).count(),
+        rules.values().filter(|q| is_core(q)).count(),
         4,
-        "the test creates the condition of each non-CrowdSec alert; a new one needs its own"
+        "the test creates the condition of each core alert; a new one needs its own"
     );
     // Nothing is wrong yet: no alert expression has data.
     for (name, query) in &rules {
@@ -697,7 +729,7 @@ fn alert_rules_and_dashboard_queries_return_data_from_a_real_prometheus() {
     }
     let queries = dashboard_queries(&dashboard, &instance);
     let mut panel_max: BTreeMap<&str, f64> = BTreeMap::new();
-    for query in queries.iter().filter(|q| !is_crowdsec(&q.expr)) {
+    for query in queries.iter().filter(|q| is_core(&q.expr)) {
         let samples = prometheus.query(&query.expr);
         assert!(
             !samples.is_empty(),
@@ -793,8 +825,8 @@ fn alert_rules_and_dashboard_queries_return_data_from_a_real_prometheus() {
         "prometheus: {} rules and {} dashboard queries returned data; {first_flood} + \
          {sustained} spoofed REGISTERs over {:.1?}: table {:.0}% full ({CAPACITY} entries), \
          {drop_rate:.0} packets/s dropped; whole test {:.1?}",
-        rules.values().filter(|q| !is_crowdsec(q)).count(),
-        queries.iter().filter(|q| !is_crowdsec(&q.expr)).count(),
+        rules.values().filter(|q| is_core(q)).count(),
+        queries.iter().filter(|q| is_core(&q.expr)).count(),
         flood_started.elapsed(),
         table_fill * 100.0,
         started.elapsed()
@@ -856,5 +888,272 @@ fn crowdsec_alert_and_panels_return_data_with_the_local_api_unreachable() {
         "prometheus (crowdsec): {} CrowdSec queries returned data; {} metrics used",
         crowdsec.len(),
         used.len()
+    );
+}
+
+/// The answers guards of the answers test: small, so a bounded forged flood and a bounded
+/// burst of challenges run them dry.
+const ANSWERS_CONFIG: &str = "\n[answers.admission]\nrate = \"20/s\"\nburst = 40\n\
+     [answers.reflection_total]\nrate = \"20/s\"\nburst = 40\n";
+/// Forged sources sending one REGISTER each: far past the admission budget above.
+const FORGED_SOURCES: u32 = 1500;
+/// Forged addresses the registrar answers, and challenges to each (past the per-destination
+/// burst of 10; together past the total burst of 40).
+const VICTIMS: u8 = 40;
+const CHALLENGES_PER_VICTIM: u16 = 25;
+
+/// The answers-aware parts: a daemon with [answers] on (the default) and small guards, a
+/// registrar socket answering real REGISTERs from the client namespace (a phone logs in, a
+/// second phone of its address retries a wrong password, another address collects 403s),
+/// challenges sent to forged addresses, and a forged-source REGISTER flood. Every answers
+/// panel returns data and shows something non-zero, the drop alerts' expressions return data
+/// once the guards drop, the verified-table alert none (one verified client), and the
+/// egress-missing alert data once the egress link's pin is removed and none again after
+/// `sip-xdp attach`.
+#[test]
+fn answers_alerts_and_panels_return_data_from_real_answers() {
+    sip_xdp_tests::needs_root!();
+    require_prometheus();
+    let started = Instant::now();
+    let host = Host::new(&daemon_config(ANSWERS_CONFIG));
+    let mut daemon = Daemon::start(&host, &[]);
+    wait_running(&mut daemon);
+    let prometheus = Prometheus::start(&host);
+    let rules = prometheus.loaded_rules();
+    prometheus.wait_scraped();
+    let (egress_rule, admission_rule, reflection_rule, verified_rule) = (
+        rule(&rules, "SipXdpAnswersEgressMissing"),
+        rule(&rules, "SipXdpAdmissionBudgetExceeded"),
+        rule(&rules, "SipXdpReflectionCapped"),
+        rule(&rules, "SipXdpVerifiedTableNearlyFull"),
+    );
+    assert_eq!(
+        rules.values().filter(|q| is_answers(q)).count(),
+        4,
+        "the test creates the condition of each answers alert; a new one needs its own"
+    );
+    for (name, query) in rules.iter().filter(|(_, q)| is_answers(q)) {
+        let samples = prometheus.query(query);
+        assert!(
+            samples.is_empty(),
+            "{name} holds before its condition: {samples:?}"
+        );
+    }
+    prometheus.wait_for_data(
+        "the daemon's egress program and answers flag",
+        r#"sip_xdp_egress_attached == 1 and on (instance) sip_xdp_answers_enabled == 1"#,
+        CONDITION_DEADLINE,
+    );
+
+    // A registrar's answers to real REGISTERs.
+    let mut registrar = Registrar::new(&host);
+    let good = registrar.phone(IpAddr::V4(CLIENT_V4_A));
+    registrar.log_in(&good);
+    let broken = registrar.phone(IpAddr::V4(CLIENT_V4_A));
+    assert_eq!(registrar.registers(&broken, 401, 6), 6);
+    assert!(!registrar.register(&broken, 401), "no phone ban");
+    assert!(registrar.register(&good, 200), "the good phone is cut off");
+    let guesser = registrar.phone(IpAddr::V4(CLIENT_V4_B));
+    assert_eq!(registrar.registers(&guesser, 403, 5), 5);
+    assert!(!registrar.register(&guesser, 403), "no auth ban");
+
+    // Challenges to forged addresses (the registrar answering a forged flood), each victim on
+    // its own ports; static neighbours so that they leave the server at once.
+    let victim = |i: u8| Ipv4Addr::new(198, 51, 100, 100 + i);
+    for i in 0..VICTIMS {
+        host.net
+            .server
+            .ip(&[
+                "neigh",
+                "replace",
+                &victim(i).to_string(),
+                "lladdr",
+                CLIENT_MAC,
+                "dev",
+                SERVER_IF,
+                "nud",
+                "permanent",
+            ])
+            .unwrap();
+    }
+    for i in 0..VICTIMS {
+        for n in 0..CHALLENGES_PER_VICTIM {
+            let to = SocketAddr::new(IpAddr::V4(victim(i)), 20_000 + n);
+            registrar.answer(to, 401, u32::from(n) + 1);
+        }
+    }
+
+    // A forged-source REGISTER flood, a new IPv6 source for every frame.
+    let sender = RawSender::new(&host);
+    for i in 0..FORGED_SOURCES {
+        let source = Ipv6Addr::new(0x2001, 0xdb8, 0xbad, 0, 0, 0, (i >> 16) as u16, i as u16);
+        let payload = packet::register("1000", 1);
+        let mut frame = Frame::sip(source.into(), SERVER_V6.into(), &payload).build();
+        frame[0..6].copy_from_slice(&mac(SERVER_MAC));
+        frame[6..12].copy_from_slice(&mac(CLIENT_MAC));
+        sender.send(&frame);
+        if i % 128 == 127 {
+            // Paced so the veth's XDP ring never overflows.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let status = host.status();
+    let events = &status["events"];
+    let admission_drops: u64 = status["packets"]["drop_admission"]
+        .as_object()
+        .map_or(0, |m| m.values().map(|n| n.as_u64().unwrap()).sum());
+    let reflection_drops = events["reflection_destination_drops"].as_u64().unwrap()
+        + events["reflection_total_drops"].as_u64().unwrap();
+    assert!(
+        admission_drops > u64::from(FORGED_SOURCES) / 2,
+        "{admission_drops} admission drops of {FORGED_SOURCES}: {status:#}"
+    );
+    assert!(
+        reflection_drops > u64::from(VICTIMS) * u64::from(CHALLENGES_PER_VICTIM) / 2,
+        "{reflection_drops} reflection drops: {events:#}"
+    );
+
+    let admission = prometheus.wait_for_data(
+        "SipXdpAdmissionBudgetExceeded during a forged flood",
+        admission_rule,
+        CONDITION_DEADLINE,
+    );
+    let reflection = prometheus.wait_for_data(
+        "SipXdpReflectionCapped after challenges to forged addresses",
+        reflection_rule,
+        CONDITION_DEADLINE,
+    );
+    // The table gauges come every 15 s.
+    prometheus.wait_for_data(
+        "one verified client and one banned phone",
+        "sip_xdp_verified_sources == 1 and on (instance) sip_xdp_banned_phones == 1",
+        CONDITION_DEADLINE,
+    );
+    let fill = prometheus.query("sip_xdp_verified_sources / sip_xdp_verified_capacity");
+    let capacity = status["tables"]["verified_capacity"].as_u64().unwrap() as f64;
+    assert_eq!(sample_value(&fill[0]), 1.0 / capacity, "{fill:?}");
+    assert!(prometheus.query(verified_rule).is_empty());
+
+    // Every answers query of the dashboard returns data, every answers panel shows something.
+    let instance = metrics_addr().to_string();
+    let queries = dashboard_queries(&dashboard(), &instance);
+    let answers: Vec<&PanelQuery> = queries.iter().filter(|q| is_answers(&q.expr)).collect();
+    assert!(answers.len() >= 8, "{answers:?}");
+    let mut panel_max: BTreeMap<&str, f64> = BTreeMap::new();
+    for query in &answers {
+        let samples = prometheus.query(&query.expr);
+        assert!(
+            !samples.is_empty(),
+            "panel {:?}: `{}` returned no data",
+            query.panel,
+            query.expr
+        );
+        let max = samples
+            .iter()
+            .map(sample_value)
+            .filter(|v| !v.is_nan())
+            .fold(0.0, f64::max);
+        let entry = panel_max.entry(&query.panel).or_insert(0.0);
+        *entry = entry.max(max);
+    }
+    for (panel, max) in &panel_max {
+        assert!(*max > 0.0, "panel {panel:?} shows only zeros");
+    }
+    // Every label value the panels split by shows up.
+    let kinds: BTreeSet<String> = prometheus
+        .query(r#"sum by (kind) (increase(sip_xdp_auth_failures_total[1m])) > 0"#)
+        .iter()
+        .map(|s| s["metric"]["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["forbidden", "rechallenged", "unanswered"]
+            .map(str::to_owned)
+            .into(),
+        "failure kinds: the guesser's 403s, the broken phone's second challenges, the \
+         challenges past answers.max_unanswered at each forged address"
+    );
+    let scopes = prometheus.query(r#"sip_xdp_auth_bans_total > 0"#);
+    assert_eq!(scopes.len(), 2, "address and phone bans: {scopes:?}");
+
+    let used: BTreeSet<String> = rules
+        .values()
+        .map(String::as_str)
+        .chain(answers.iter().map(|q| q.expr.as_str()))
+        .filter(|e| is_answers(e))
+        .flat_map(metric_names)
+        .collect();
+    let served = scraped_names(&host);
+    let missing: Vec<&String> = used.difference(&served).collect();
+    assert!(
+        missing.is_empty(),
+        "the exporter serves no {missing:?}; it serves {served:?}"
+    );
+    let unused: Vec<&&str> = ANSWERS_METRICS
+        .iter()
+        .filter(|n| !used.contains(**n) && **n != "sip_xdp_verified_table_full_total")
+        .collect();
+    assert!(unused.is_empty(), "no rule or panel shows {unused:?}");
+
+    // The egress program taken off behind sip-xdp's back: its pin removed (and, with a clsact
+    // filter, the filter too). Attaching again clears it.
+    let status = host.status();
+    let link = status["attached"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["hook"] == "tc-egress")
+        .and_then(|a| a["mode"].as_str())
+        .expect("an egress attachment")
+        .to_owned();
+    if link == "tcx" {
+        std::fs::remove_file(host.pin_dir.join(format!("link_tc-egress_{SERVER_IF}"))).unwrap();
+    } else {
+        host.net
+            .server
+            .run(|| {
+                Command::new("tc")
+                    .args(["filter", "del", "dev", SERVER_IF, "egress"])
+                    .status()
+            })
+            .unwrap();
+        std::fs::remove_file(host.pin_dir.join(format!("netlink_tc-egress_{SERVER_IF}"))).unwrap();
+    }
+    let missing = prometheus.wait_for_data(
+        "SipXdpAnswersEgressMissing with the egress program gone",
+        egress_rule,
+        CONDITION_DEADLINE,
+    );
+    assert_eq!(missing[0]["metric"]["interface"], SERVER_IF, "{missing:?}");
+    host.ok(&[
+        "attach",
+        "--iface",
+        SERVER_IF,
+        "--mode",
+        "native",
+        "--config",
+        host.config.to_str().unwrap(),
+    ]);
+    let deadline = Instant::now() + CONDITION_DEADLINE;
+    while !prometheus.query(egress_rule).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "SipXdpAnswersEgressMissing still holds after `sip-xdp attach`"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait_exit().success());
+    eprintln!(
+        "prometheus (answers): {} answers queries returned data; {admission_drops} of \
+         {FORGED_SOURCES} forged REGISTERs dropped by admission ({:.1}/s over 1m), \
+         {reflection_drops} of {} challenges to {VICTIMS} forged addresses dropped ({:.1}/s); \
+         egress link {link}; whole test {:.1?}",
+        answers.len(),
+        sample_value(&admission[0]),
+        u32::from(VICTIMS) * u32::from(CHALLENGES_PER_VICTIM),
+        sample_value(&reflection[0]),
+        started.elapsed()
     );
 }

@@ -107,8 +107,31 @@ impl Control {
                         still_kernel = Some(kernel_origin(source.ban_class));
                     }
                 }
+                // Phone bans (one port of a verified address) inside the net.
+                let banned_phones: Vec<_> = match maps.as_ref() {
+                    Some(maps) => maps
+                        .flows()?
+                        .into_iter()
+                        .filter(|(flow, state)| {
+                            state.banned_until_ns > now_ns && net.contains(&key_addr(flow.addr))
+                        })
+                        .map(|(flow, _)| flow)
+                        .collect(),
+                    None => Vec::new(),
+                };
+                if !lift.rate && !banned_phones.is_empty() {
+                    still_kernel = Some("auth");
+                }
                 if lift.rate {
                     if let Some(maps) = maps.as_mut() {
+                        for flow in &banned_phones {
+                            if maps.forget_flow(flow)? {
+                                lifted.push(format!(
+                                    "auth ban of phone {}",
+                                    std::net::SocketAddr::new(key_addr(flow.addr), flow.port)
+                                ));
+                            }
+                        }
                         for (key, source) in &sources {
                             if !source_in(net, key, &ipv6_mask) {
                                 continue;

@@ -194,10 +194,16 @@ impl crate::feeds::BanFeed for Crowdsec {
 
 #[cfg(test)]
 mod tests {
+    use sip_xdp_common::{AuthFailure, BanCause, LimitClass};
+
     use super::*;
-    use crate::config::CrowdsecSection;
+    use crate::{config::CrowdsecSection, events::BanEventKind};
 
     fn machine_section(rate_bans: bool) -> CrowdsecSection {
+        machine_section_with(rate_bans, false)
+    }
+
+    fn machine_section_with(rate_bans: bool, auth_bans: bool) -> CrowdsecSection {
         let mut section = CrowdsecSection {
             enabled: true,
             // Nothing listens there: the bouncer only backs off.
@@ -209,6 +215,7 @@ mod tests {
         section.signals.machine_id = Some("m".to_owned());
         section.signals.password = Some("p".to_owned());
         section.signals.rate_bans = rate_bans;
+        section.signals.auth_bans = auth_bans;
         section
     }
 
@@ -227,6 +234,127 @@ mod tests {
             );
             let client = Crowdsec::start(cfg, control, Arc::default(), 128).unwrap();
             assert_eq!(client.signals.is_some(), rate_bans);
+            client.stop().await;
+        }
+    }
+
+    fn record(kind: BanEventKind, source: &str, port: Option<u16>, cause: BanCause) -> BanRecord {
+        BanRecord {
+            kind,
+            source: source.parse().unwrap(),
+            port,
+            cause,
+            rate_per_sec: 3.0,
+            window_packets: 5,
+            window_ns: 600_000_000_000,
+            duration_ns: 60_000_000_000,
+            strikes: 1,
+            // Far in the future: the pusher would keep it.
+            banned_until_mono_ns: u64::MAX / 2,
+            at_mono_ns: 0,
+        }
+    }
+
+    /// What `on_ban` queues for each of an auth ban per failure kind, a phone (flow) ban, an
+    /// auth would-ban (monitor mode) and a rate ban, with the two switches in each position.
+    /// The client is built around a queue the test reads instead of the pusher task.
+    #[test]
+    fn auth_bans_are_not_signalled_unless_configured() {
+        let auth = |kind| {
+            record(
+                BanEventKind::Ban,
+                "198.51.100.40",
+                None,
+                BanCause::Auth(kind),
+            )
+        };
+        for (rate_bans, auth_bans) in [(false, false), (false, true), (true, false), (true, true)] {
+            let cfg =
+                ClientConfig::from_settings(&machine_section_with(rate_bans, auth_bans), None)
+                    .unwrap()
+                    .unwrap();
+            assert_eq!(
+                (cfg.push_rate_bans, cfg.push_auth_bans),
+                (rate_bans, auth_bans)
+            );
+            let (tx, mut rx) = mpsc::channel(SIGNAL_QUEUE);
+            let (stop, _) = watch::channel(false);
+            let client = Crowdsec {
+                stop,
+                tasks: Vec::new(),
+                signals: Some(tx),
+                ipv6_prefix: AtomicU8::new(128),
+                stats: Arc::default(),
+                last_full_warn_ms: AtomicU64::new(0),
+                config: cfg,
+            };
+            for kind in [
+                AuthFailure::Forbidden,
+                AuthFailure::NotFound,
+                AuthFailure::Rechallenged,
+                AuthFailure::Unanswered,
+            ] {
+                client.on_ban(&auth(kind));
+            }
+            // Neither a phone ban (one flow of a verified address: the address must not be banned
+            // fleet-wide) nor a would-ban is ever pushed.
+            client.on_ban(&record(
+                BanEventKind::FlowBan,
+                "198.51.100.41",
+                Some(5062),
+                BanCause::Auth(AuthFailure::Rechallenged),
+            ));
+            client.on_ban(&record(
+                BanEventKind::WouldBan,
+                "198.51.100.42",
+                None,
+                BanCause::Auth(AuthFailure::Forbidden),
+            ));
+            client.on_ban(&record(
+                BanEventKind::Ban,
+                "198.51.100.43",
+                None,
+                BanCause::Rate(LimitClass::Register),
+            ));
+            let mut queued = Vec::new();
+            while let Ok(signal) = rx.try_recv() {
+                queued.push((signal.net().to_string(), signal.scenario()));
+            }
+            let mut expected = Vec::new();
+            if auth_bans {
+                for scenario in [
+                    "sip-xdp/sip-bruteforce",
+                    "sip-xdp/sip-scan",
+                    "sip-xdp/sip-bruteforce",
+                    "sip-xdp/sip-scan",
+                ] {
+                    expected.push(("198.51.100.40/32".to_owned(), scenario));
+                }
+            }
+            if rate_bans {
+                expected.push(("198.51.100.43/32".to_owned(), "sip-xdp/register-flood"));
+            }
+            assert_eq!(
+                queued, expected,
+                "rate_bans = {rate_bans}, auth_bans = {auth_bans}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn auth_bans_alone_start_the_pusher() {
+        let dir = tempfile::tempdir().unwrap();
+        for (rate_bans, auth_bans) in [(false, false), (false, true)] {
+            let cfg =
+                ClientConfig::from_settings(&machine_section_with(rate_bans, auth_bans), None)
+                    .unwrap()
+                    .unwrap();
+            let control = Control::new(
+                crate::loader::PinDir::new(dir.path().join("no-pins")),
+                dir.path().to_owned(),
+            );
+            let client = Crowdsec::start(cfg, control, Arc::default(), 128).unwrap();
+            assert_eq!(client.signals.is_some(), auth_bans);
             client.stop().await;
         }
     }

@@ -78,6 +78,17 @@ pub(super) struct Signal {
     strikes: u32,
 }
 
+#[cfg(test)]
+impl Signal {
+    pub(super) fn net(&self) -> IpNet {
+        self.net
+    }
+
+    pub(super) fn scenario(&self) -> &'static str {
+        scenario(self.cause)
+    }
+}
+
 /// The signal for a ban event: bans only (not would-bans or expiries); an IPv6 source covers
 /// the prefix the kernel tracks it by.
 pub(super) fn signal_of(record: &BanRecord, ipv6_prefix: u8) -> Option<Signal> {

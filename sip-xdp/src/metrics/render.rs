@@ -353,6 +353,12 @@ pub fn render(snapshot: &Snapshot) -> Result<String, MetricsError> {
 /// What the egress program learnt from the server's answers.
 fn render_answers(scrape: &ScrapeRegistry, snapshot: &Snapshot) -> Result<(), MetricsError> {
     let counters = &snapshot.counters;
+    scrape.gauge(
+        "sip_xdp_answers_enabled",
+        "1 when [answers] is on in the config the programs run on: every interface with the XDP \
+         program should then have the TC egress program too (sip_xdp_egress_attached).",
+        u64::from(snapshot.answers_enabled),
+    )?;
     let egress = scrape.gauge_vec(
         "sip_xdp_egress_attached",
         "1 for each interface the TC egress program (the server's answers) is attached to, with \

@@ -21,6 +21,9 @@ pub struct Snapshot {
     pub attached: Vec<(String, String)>,
     /// (interface, link `"tcx"` | `"netlink"`) of the egress program.
     pub egress_attached: Vec<(String, String)>,
+    /// `[answers]` is on in the config the programs run on: each XDP attachment should have
+    /// the egress program beside it.
+    pub answers_enabled: bool,
     /// (kind `"ban"` | `"would_ban"` | `"expired"`, limit class `"register"` | `"invite"` |
     /// `"options"` | `"other"`) -> events the daemon read from the XDP program.
     pub ban_events: BTreeMap<(String, String), u64>,

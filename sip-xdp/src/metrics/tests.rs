@@ -69,6 +69,7 @@ fn sample_snapshot() -> Snapshot {
             ("eth1".to_string(), "skb".to_string()),
         ],
         egress_attached: vec![("eth0".to_string(), "tcx".to_string())],
+        answers_enabled: true,
         ban_events,
         log_lines_suppressed: 13,
         config_reloads: 4,
@@ -116,6 +117,7 @@ fn renders_every_metric_from_the_snapshot() {
         r#"sip_xdp_attached{interface="eth0",mode="native"} 1"#,
         r#"sip_xdp_attached{interface="eth1",mode="skb"} 1"#,
         r#"sip_xdp_egress_attached{interface="eth0",link="tcx"} 1"#,
+        "sip_xdp_answers_enabled 1",
         r#"sip_xdp_auth_failures_total{kind="rechallenged"} 17"#,
         r#"sip_xdp_auth_failures_total{kind="forbidden"} 0"#,
         r#"sip_xdp_auth_bans_total{scope="address"} 2"#,
@@ -216,7 +218,7 @@ fn every_metric_has_help_text() {
             .unwrap_or("");
         assert!(help.len() > 10, "metric {name} lacks a help text");
     }
-    assert_eq!(families, 24 + 12, "{text}");
+    assert_eq!(families, 24 + 13, "{text}");
 }
 
 #[test]
@@ -259,7 +261,7 @@ fn crowdsec_series_only_when_enabled() {
         );
     }
     let families = lines.iter().filter(|l| l.starts_with("# TYPE ")).count();
-    assert_eq!(families, 24 + 12 + 7, "{text}");
+    assert_eq!(families, 24 + 13 + 7, "{text}");
 }
 
 #[test]
