@@ -98,7 +98,8 @@ pub(super) fn status_text(status: &Status, output: OutputFormat) -> Result<()> {
         t.tracked_sources, t.sources_capacity
     );
     println!(
-        "bans:      {} rate bans, {} list bans (manual, fail2ban, crowdsec), {} would-bans (monitor)",
+        "bans:      {} kernel bans (rate and auth), {} list bans (manual, fail2ban, crowdsec), {} \
+         would-bans (monitor)",
         t.active_bans, t.list_bans, t.active_would_bans
     );
     println!(
