@@ -458,7 +458,7 @@ fn snapshot(shared: &Shared) -> Result<Snapshot> {
         match a.hook {
             crate::loader::Hook::XdpIngress => attached.push((a.iface, a.mode.name().to_owned())),
             crate::loader::Hook::TcEgress => {
-                let link = crate::loader::egress_link_of(&a).name().to_owned();
+                let link = a.egress_link().name().to_owned();
                 egress_attached.push((a.iface, link));
             }
         }

@@ -152,7 +152,7 @@ pub fn gather(pin_dir: &Path, state_dir: &Path) -> Result<Status> {
             let present = loader::if_index(&a.iface).is_ok();
             let mode = match a.hook {
                 loader::Hook::XdpIngress => a.mode.name().to_owned(),
-                loader::Hook::TcEgress => loader::egress_link_of(&a).name().to_owned(),
+                loader::Hook::TcEgress => a.egress_link().name().to_owned(),
             };
             Attachment {
                 hook: a.hook.name(),

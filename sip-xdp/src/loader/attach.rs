@@ -1,6 +1,6 @@
 //! Attaching the loaded program to an interface: directly (a link this process owns) or
 //! through a link pinned in the [`PinDir`], which outlives the process.
-use std::{ffi::CString, os::fd::AsFd as _, path::PathBuf};
+use std::{ffi::CString, path::PathBuf};
 
 use aya::{
     Ebpf,
@@ -12,11 +12,7 @@ use aya::{
 };
 use thiserror::Error;
 
-use super::{
-    Hook, LoaderError, PinDir, PinError, PinnedAttachment, io_err,
-    sys::{link_detach, obj_get},
-    xdp_program,
-};
+use super::{Hook, LoaderError, PinDir, PinError, xdp_program};
 
 /// How to attach: native (driver) XDP, generic (skb) XDP, or native falling back to generic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -187,7 +183,7 @@ pub struct AttachOutcome {
     /// True when Auto fell back to generic (skb) XDP because the driver refused native mode.
     pub fell_back: bool,
     /// How the egress program went on, when it did (the caller attaches it).
-    pub egress: Option<EgressLink>,
+    pub egress: Option<super::EgressLink>,
 }
 
 /// Attaches `ebpf`'s program to `iface` through a link pinned in `pins`, so it stays attached
@@ -258,185 +254,6 @@ pub fn attach_pinned(
         fell_back: mode == AttachMode::Auto && effective == AttachMode::Skb,
         egress: None,
     })
-}
-
-/// How the egress program went on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EgressLink {
-    /// A TCX link (Linux 6.6 and later), pinned.
-    Tcx,
-    /// A netlink filter on the clsact qdisc (older kernels); it lasts until removed.
-    Netlink,
-}
-
-impl EgressLink {
-    pub const fn name(self) -> &'static str {
-        match self {
-            EgressLink::Tcx => "tcx",
-            EgressLink::Netlink => "netlink",
-        }
-    }
-}
-
-fn egress_error(iface: &str) -> impl FnOnce(ProgramError) -> AttachError {
-    let iface = iface.to_owned();
-    move |source| AttachError::Egress { iface, source }
-}
-
-/// Puts the egress program on `iface`'s transmit path, so that it stays there after this
-/// process exits: a TCX link pinned in `pins` where the kernel has TCX (replaced atomically
-/// when one is there), else a netlink filter on the clsact qdisc (a previous one is replaced).
-pub fn attach_egress_pinned(
-    ebpf: &mut Ebpf,
-    pins: &PinDir,
-    iface: &str,
-) -> Result<EgressLink, AttachError> {
-    use aya::programs::{
-        LinkOrder, TcAttachType,
-        tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions},
-    };
-    if_index(iface)?;
-    // aya attaches by TCX from 6.6 on; the same test decides how the link is kept.
-    let tcx = aya::util::KernelVersion::current()
-        .is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0));
-    let program = super::egress_program(ebpf)?;
-    let link_path = pins.link_path(Hook::TcEgress, iface, AttachMode::Auto);
-    if tcx && link_path.exists() {
-        let pinned = PinnedLink::from_pin(&link_path).map_err(|source| AttachError::StaleLink {
-            path: link_path.clone(),
-            source,
-        })?;
-        let link = SchedClassifierLink::try_from(FdLink::from(pinned)).map_err(|source| {
-            AttachError::StaleLink {
-                path: link_path.clone(),
-                source,
-            }
-        })?;
-        let id = program.attach_to_link(link).map_err(egress_error(iface))?;
-        let _ = program.take_link(id);
-        return Ok(EgressLink::Tcx);
-    }
-    if tcx {
-        let id = program
-            .attach_with_options(
-                iface,
-                TcAttachType::Egress,
-                TcAttachOptions::TcxOrder(LinkOrder::default()),
-            )
-            .map_err(egress_error(iface))?;
-        let link = program.take_link(id).map_err(egress_error(iface))?;
-        let fd_link = FdLink::try_from(link).map_err(|_| AttachError::NoLinkSupport {
-            iface: iface.to_owned(),
-        })?;
-        fd_link
-            .pin(&link_path)
-            .map_err(|source| AttachError::PinLink {
-                path: link_path.clone(),
-                source,
-            })?;
-        return Ok(EgressLink::Tcx);
-    }
-    // No TCX: a clsact filter. An existing clsact qdisc is fine. A previous sip-xdp filter is
-    // removed first (the XDP filter is not touched: only answers sent in that moment go unread).
-    if let Err(e) = tc::qdisc_add_clsact(iface)
-        && !matches!(&e, tc::TcError::NetlinkError(n) if n.raw_os_error() == Some(libc::EEXIST))
-    {
-        return Err(egress_error(iface)(ProgramError::from(e)));
-    }
-    let _ = tc::qdisc_detach_program(
-        iface,
-        TcAttachType::Egress,
-        sip_xdp_common::EGRESS_PROGRAM_NAME,
-    );
-    let id = program
-        .attach_with_options(
-            iface,
-            TcAttachType::Egress,
-            TcAttachOptions::Netlink(NlOptions::default()),
-        )
-        .map_err(egress_error(iface))?;
-    let link = program.take_link(id).map_err(egress_error(iface))?;
-    // Dropping the link would remove the filter: it is meant to outlive this process.
-    std::mem::forget(link);
-    let path = pins.netlink_egress_path(iface);
-    let _ = std::fs::remove_file(&path);
-    program
-        .pin(&path)
-        .map_err(|source| AttachError::PinLink { path, source })?;
-    Ok(EgressLink::Netlink)
-}
-
-/// Detaches the egress program from `iface`: its TCX link, or its netlink filters. Returns false
-/// when none was there.
-pub fn detach_egress(pins: &PinDir, iface: &str) -> Result<bool, AttachError> {
-    use aya::programs::{TcAttachType, tc};
-    let mut detached = false;
-    if let Some(existing) = pins.egress_attachment(iface).map_err(AttachError::Pin)? {
-        if let Ok(fd) = obj_get(&existing.path) {
-            // A link detaches; the netlink case's pin is the program, which has no links.
-            if link_detach(fd.as_fd()).is_ok() {
-                detached = true;
-            }
-        }
-        std::fs::remove_file(&existing.path)
-            .map_err(|e| AttachError::Pin(io_err("cannot remove", &existing.path)(e)))?;
-    }
-    if if_index(iface).is_ok()
-        && tc::qdisc_detach_program(
-            iface,
-            TcAttachType::Egress,
-            sip_xdp_common::EGRESS_PROGRAM_NAME,
-        )
-        .is_ok()
-    {
-        detached = true;
-    }
-    Ok(detached)
-}
-
-/// Detaches sip-xdp from `iface`: the link is detached in the kernel (even if some process
-/// still holds it open) and its pin removed, and the egress program with it. Returns false when
-/// it was not attached.
-pub fn detach_pinned(pins: &PinDir, iface: &str) -> Result<bool, AttachError> {
-    let egress = detach_egress(pins, iface)?;
-    let Some(existing) = pins.attachment(iface).map_err(AttachError::Pin)? else {
-        return Ok(egress);
-    };
-    if let Ok(fd) = obj_get(&existing.path) {
-        link_detach(fd.as_fd()).map_err(|source| AttachError::Detach {
-            iface: iface.to_owned(),
-            source,
-        })?;
-    }
-    std::fs::remove_file(&existing.path)
-        .map_err(|e| AttachError::Pin(io_err("cannot remove", &existing.path)(e)))?;
-    Ok(true)
-}
-
-/// Program id and link id of a pinned attachment, for status output. A netlink filter has no
-/// link: its pin is the program's, and the link id is 0.
-pub fn attachment_ids(attachment: &PinnedAttachment) -> Option<(u32, u32)> {
-    if attachment.hook == Hook::TcEgress && egress_link_of(attachment) == EgressLink::Netlink {
-        let info = aya::programs::ProgramInfo::from_pin(&attachment.path).ok()?;
-        return Some((info.id(), 0));
-    }
-    let pinned = PinnedLink::from_pin(&attachment.path).ok()?;
-    let info = FdLink::from(pinned).info().ok()?;
-    Some((info.program_id(), info.id()))
-}
-
-/// How a pinned egress attachment is kept, from its pin's name.
-pub fn egress_link_of(attachment: &PinnedAttachment) -> EgressLink {
-    let netlink = attachment
-        .path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with("netlink_"));
-    if netlink {
-        EgressLink::Netlink
-    } else {
-        EgressLink::Tcx
-    }
 }
 
 /// The index of `iface` in the caller's network namespace (unlike /sys/class/net, which shows

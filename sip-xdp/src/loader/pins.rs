@@ -172,6 +172,40 @@ impl Hook {
     }
 }
 
+/// How the egress program went on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EgressLink {
+    /// A TCX link (Linux 6.6 and later), pinned.
+    Tcx,
+    /// A netlink filter on the clsact qdisc (older kernels); it lasts until removed.
+    Netlink,
+}
+
+impl EgressLink {
+    pub const fn name(self) -> &'static str {
+        match self {
+            EgressLink::Tcx => "tcx",
+            EgressLink::Netlink => "netlink",
+        }
+    }
+}
+
+impl PinnedAttachment {
+    /// How an egress attachment is kept, from its pin's name (meaningless for XDP).
+    pub fn egress_link(&self) -> EgressLink {
+        let netlink = self
+            .path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(NETLINK_PREFIX));
+        if netlink {
+            EgressLink::Netlink
+        } else {
+            EgressLink::Tcx
+        }
+    }
+}
+
 /// One pinned map's layout as this build's program declares it.
 pub(super) struct Layout {
     pub(super) name: &'static str,
