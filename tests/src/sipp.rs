@@ -253,6 +253,8 @@ pub struct TracedMessage {
     pub start_line: String,
     /// The host of the topmost Via header (who sent the request, for sipp's own clients).
     pub via_host: Option<String>,
+    /// The port of the topmost Via header, when it names one.
+    pub via_port: Option<u16>,
     /// The user part of the From header's URI (`sip:USER@...`): the extension a REGISTER is
     /// for, and the one its answer names.
     pub from_user: Option<String>,
@@ -305,19 +307,23 @@ fn parse_block(block: &str) -> Option<TracedMessage> {
         Some(rest.split_once('@')?.0.to_owned())
     });
     let credentials = header("authorization:").is_some();
-    let via_host = header("via:").and_then(|via| {
-        // "Via: SIP/2.0/UDP host:port;branch=..."
+    // "Via: SIP/2.0/UDP host:port;branch=..."
+    let sent_by = header("via:").and_then(|via| {
         let sent_by = via.split_whitespace().nth(2)?;
-        let host_port = sent_by.split(';').next()?;
-        Some(match host_port.rsplit_once(':') {
-            Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host.to_owned(),
-            _ => host_port.to_owned(),
-        })
+        Some(sent_by.split(';').next()?.to_owned())
     });
+    let (via_host, via_port) = match sent_by.as_deref().map(|s| (s, s.rsplit_once(':'))) {
+        Some((_, Some((host, port)))) if port.chars().all(|c| c.is_ascii_digit()) => {
+            (Some(host.to_owned()), port.parse().ok())
+        }
+        Some((host_port, _)) => (Some(host_port.to_owned()), None),
+        None => (None, None),
+    };
     Some(TracedMessage {
         received,
         start_line,
         via_host,
+        via_port,
         from_user,
         credentials,
     })
@@ -379,6 +385,18 @@ impl SippRun {
             .iter()
             .filter(|m| !m.received && m.start_line.starts_with(&prefix))
             .count()
+    }
+
+    /// The distinct Via ports of the requests with `method` this sipp received from `via_host`:
+    /// how many sockets (phones behind a NAT) sent them.
+    pub fn via_ports(&self, method: &str, via_host: &str) -> std::collections::BTreeSet<u16> {
+        self.messages
+            .iter()
+            .filter(|m| {
+                m.received && m.method() == Some(method) && m.via_host.as_deref() == Some(via_host)
+            })
+            .filter_map(|m| m.via_port)
+            .collect()
     }
 
     /// REGISTERs this sipp received that carried credentials (answered a challenge): the
@@ -486,6 +504,7 @@ mod tests {
         assert!(messages[0].received);
         assert_eq!(messages[0].method(), Some("REGISTER"));
         assert_eq!(messages[0].via_host.as_deref(), Some("198.51.100.10"));
+        assert_eq!(messages[0].via_port, Some(5061));
         assert_eq!(messages[0].from_user.as_deref(), Some("200"));
         assert!(!messages[1].received);
         assert_eq!(messages[1].method(), None);

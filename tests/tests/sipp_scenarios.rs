@@ -1485,6 +1485,11 @@ fn a_natd_office_of_100_phones_registers_through_refreshes_and_a_power_cut() {
         "{uas}"
     );
     assert_eq!(uas.sent_responses("200"), 400, "{uas}");
+    let ports = uas.via_ports("REGISTER", &OFFICE.to_string()).len();
+    assert!(
+        ports >= 100,
+        "each phone should have registered from its own port, the registrar saw {ports} ports"
+    );
     assert_eq!(
         status["tables"]["verified_sources"], 1,
         "{}",
@@ -1494,8 +1499,8 @@ fn a_natd_office_of_100_phones_registers_through_refreshes_and_a_power_cut() {
     assert_eq!(event(&status, "auth_bans") + event(&status, "flow_bans"), 0);
     assert!(bans(&host).is_empty(), "{:?}", bans(&host));
     eprintln!(
-        "NAT'd office, not allowlisted: 4 x 100 registrations ({}), {sent} REGISTERs, none \
-         dropped, no ban",
+        "NAT'd office, not allowlisted: 4 x 100 registrations ({}), {sent} REGISTERs from \
+         {ports} ports, none dropped, no ban",
         figures.join(", ")
     );
 }
