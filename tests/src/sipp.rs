@@ -253,6 +253,13 @@ pub struct TracedMessage {
     pub start_line: String,
     /// The host of the topmost Via header (who sent the request, for sipp's own clients).
     pub via_host: Option<String>,
+    /// The port of the topmost Via header, when it names one.
+    pub via_port: Option<u16>,
+    /// The user part of the From header's URI (`sip:USER@...`): the extension a REGISTER is
+    /// for, and the one its answer names.
+    pub from_user: Option<String>,
+    /// The message carries an Authorization header (a REGISTER answering a challenge).
+    pub credentials: bool,
 }
 
 impl TracedMessage {
@@ -288,22 +295,37 @@ fn parse_block(block: &str) -> Option<TracedMessage> {
     }
     let mut lines = lines.skip_while(|l| l.trim().is_empty());
     let start_line = lines.next()?.trim().to_owned();
-    let via_host = lines
-        .take_while(|l| !l.trim().is_empty())
-        .find(|l| l.to_ascii_lowercase().starts_with("via:"))
-        .and_then(|via| {
-            // "Via: SIP/2.0/UDP host:port;branch=..."
-            let sent_by = via.split_whitespace().nth(2)?;
-            let host_port = sent_by.split(';').next()?;
-            Some(match host_port.rsplit_once(':') {
-                Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host.to_owned(),
-                _ => host_port.to_owned(),
-            })
-        });
+    let headers: Vec<&str> = lines.take_while(|l| !l.trim().is_empty()).collect();
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|l| l.to_ascii_lowercase().starts_with(name))
+            .copied()
+    };
+    let from_user = header("from:").and_then(|from| {
+        let (_, rest) = from.split_once("sip:")?;
+        Some(rest.split_once('@')?.0.to_owned())
+    });
+    let credentials = header("authorization:").is_some();
+    // "Via: SIP/2.0/UDP host:port;branch=..."
+    let sent_by = header("via:").and_then(|via| {
+        let sent_by = via.split_whitespace().nth(2)?;
+        Some(sent_by.split(';').next()?.to_owned())
+    });
+    let (via_host, via_port) = match sent_by.as_deref().map(|s| (s, s.rsplit_once(':'))) {
+        Some((_, Some((host, port)))) if port.chars().all(|c| c.is_ascii_digit()) => {
+            (Some(host.to_owned()), port.parse().ok())
+        }
+        Some((host_port, _)) => (Some(host_port.to_owned()), None),
+        None => (None, None),
+    };
     Some(TracedMessage {
         received,
         start_line,
         via_host,
+        via_port,
+        from_user,
+        credentials,
     })
 }
 
@@ -362,6 +384,64 @@ impl SippRun {
         self.messages
             .iter()
             .filter(|m| !m.received && m.start_line.starts_with(&prefix))
+            .count()
+    }
+
+    /// The distinct Via ports of the requests with `method` this sipp received from `via_host`:
+    /// how many sockets (phones behind a NAT) sent them.
+    pub fn via_ports(&self, method: &str, via_host: &str) -> std::collections::BTreeSet<u16> {
+        self.messages
+            .iter()
+            .filter(|m| {
+                m.received && m.method() == Some(method) && m.via_host.as_deref() == Some(via_host)
+            })
+            .filter_map(|m| m.via_port)
+            .collect()
+    }
+
+    /// REGISTERs this sipp received that carried credentials (answered a challenge): the
+    /// passwords a guesser got to try.
+    pub fn received_with_credentials(&self, method: &str) -> usize {
+        self.messages
+            .iter()
+            .filter(|m| m.received && m.method() == Some(method) && m.credentials)
+            .count()
+    }
+
+    /// Requests with `method` this sipp received, from every sender.
+    pub fn received_total(&self, method: &str) -> usize {
+        self.messages
+            .iter()
+            .filter(|m| m.received && m.method() == Some(method))
+            .count()
+    }
+
+    /// The distinct users (From) of the responses this sipp sent whose status line starts with
+    /// one of `statuses`: the extensions a scanner had answered.
+    pub fn users_answered(&self, statuses: &[&str]) -> std::collections::BTreeSet<String> {
+        self.messages
+            .iter()
+            .filter(|m| {
+                !m.received
+                    && statuses
+                        .iter()
+                        .any(|s| m.start_line.starts_with(&format!("SIP/2.0 {s}")))
+            })
+            .filter_map(|m| m.from_user.clone())
+            .collect()
+    }
+
+    /// Responses this sipp sent whose status line starts with `status`, to requests of user
+    /// `user` (From).
+    pub fn sent_responses_to(&self, status: &str, user: &str) -> usize {
+        let prefix = format!("SIP/2.0 {status}");
+        self.messages
+            .iter()
+            .filter(|m| {
+                !m.received
+                    && m.start_line.starts_with(&prefix)
+                    && m.from_user.as_deref() == Some(user)
+            })
             .count()
     }
 
@@ -424,6 +504,8 @@ mod tests {
         assert!(messages[0].received);
         assert_eq!(messages[0].method(), Some("REGISTER"));
         assert_eq!(messages[0].via_host.as_deref(), Some("198.51.100.10"));
+        assert_eq!(messages[0].via_port, Some(5061));
+        assert_eq!(messages[0].from_user.as_deref(), Some("200"));
         assert!(!messages[1].received);
         assert_eq!(messages[1].method(), None);
         assert_eq!(messages[1].start_line, "SIP/2.0 401 Unauthorized");
