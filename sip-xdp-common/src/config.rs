@@ -194,7 +194,7 @@ impl Config {
         auth_max_failures: 5,
         auth_max_failures_verified: 50,
         auth_max_flow_failures: 5,
-        auth_max_unanswered: 20,
+        auth_max_unanswered: 10,
         flow_ban_ns: 600 * NS_PER_SEC,
     };
 

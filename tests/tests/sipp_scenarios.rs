@@ -1109,16 +1109,15 @@ fn guesser_banned(style: Style, words: u64) {
 /// the registrar answered; here after 6.
 ///
 /// From a new port for every REGISTER (sipp's `-t un`), no port is challenged twice: the
-/// challenges count only past `max_unanswered` (20) open ones at the address (unanswered),
-/// the 404s from the first. This variant documents the bound the defaults give, not the
-/// issue's: banned by its `max_unanswered + max_failures`th answer (25). A 404 among them is
-/// a failure at once but no challenge, so it brings the ban as much closer as it puts the 21st
-/// challenge further: 25 answers in both styles.
+/// challenges count only past `max_unanswered` (10) open ones at the address (unanswered),
+/// the 404s from the first: banned by its `max_unanswered + max_failures`th answer (15), inside
+/// the 20 too. A 404 among them is a failure at once but no challenge, so it brings the
+/// ban as much closer as it puts the 11th challenge further: 15 answers in both styles.
 #[test]
 fn a_slow_extension_scan_is_banned_before_it_lists_20_extensions() {
     sip_xdp_tests::needs_root!();
     const EXTENSIONS: u64 = 120;
-    const MAX_UNANSWERED: usize = 20;
+    const MAX_UNANSWERED: usize = 10;
     let _serial = serial();
     let cases = [
         (Style::Kamailio, false),
