@@ -521,7 +521,7 @@ impl SipMaps {
         )?;
         let mut flows = false;
         for (flow, _) in self.flows_of(key)? {
-            flows |= absent_is_false(self.flows.remove(&flow), map_names::FLOWS)?;
+            flows |= self.forget_flow(&flow)?;
         }
         Ok(banned || tracked || answered || flows)
     }
@@ -578,6 +578,11 @@ impl SipMaps {
     /// failures and strikes; the address's verification stays.
     pub fn forget_flow(&mut self, flow: &FlowKey) -> Result<bool, MapsError> {
         absent_is_false(self.flows.remove(flow), map_names::FLOWS)
+    }
+
+    /// A flow as `ban list` names it: `ADDR:PORT` (`[ADDR]:PORT` for IPv6).
+    pub fn flow_name(flow: &FlowKey) -> String {
+        std::net::SocketAddr::new(key_addr(flow.addr), flow.port).to_string()
     }
 
     pub fn flows_of(&self, addr: [u8; 16]) -> Result<Vec<(FlowKey, FlowState)>, MapsError> {

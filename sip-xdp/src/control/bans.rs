@@ -128,7 +128,7 @@ impl Control {
                             if maps.forget_flow(flow)? {
                                 lifted.push(format!(
                                     "auth ban of phone {}",
-                                    std::net::SocketAddr::new(key_addr(flow.addr), flow.port)
+                                    SipMaps::flow_name(flow)
                                 ));
                             }
                         }
@@ -243,7 +243,7 @@ impl Control {
                     continue;
                 }
                 entries.push(BanEntry {
-                    source: std::net::SocketAddr::new(key_addr(flow.addr), flow.port).to_string(),
+                    source: SipMaps::flow_name(&flow),
                     origin: "auth",
                     class: Some("phone"),
                     remaining_s: (state.banned_until_ns - clocks.mono_ns).div_ceil(NS_PER_SEC),
