@@ -70,6 +70,14 @@ labelled_enum! {
         /// header, an IPv6 source in the IPv4-mapped range (`::ffff:0:0/96`, never valid on the
         /// wire).
         Unparsed => "unparsed",
+        /// A TCP SYN (without ACK) to a SIP TCP port (`Config::tcp_ports`): a new connection.
+        TcpSyn => "tcp_syn",
+        /// Any other TCP segment to a SIP TCP port whose payload does not start with a SIP
+        /// request or status line (TLS, WebSocket frames, a message's continuation, ACKs).
+        Tcp => "tcp",
+        /// A UDP datagram to a SIP port from a banned source or prefix: dropped on its addresses
+        /// alone, before its payload was read, so its method is not known.
+        Unread => "unread",
     }
 }
 
@@ -90,6 +98,8 @@ labelled_enum! {
         KeepAlive => "keepalive",
         /// Malformed datagrams, when `DROP_MALFORMED` is off.
         Malformed => "malformed",
+        /// New TCP connections (SYNs) to the SIP TCP ports.
+        Connection => "connection",
     }
 }
 
@@ -109,6 +119,8 @@ labelled_enum! {
         DropUnparsed => "drop_unparsed",
         /// An unverified source's REGISTER or INVITE beyond the admission budget.
         DropAdmission => "drop_admission",
+        /// Within its own bucket, but its prefix's bucket (`Config::prefix_limits`) ran dry.
+        DropPrefix => "drop_prefix",
     }
 }
 
@@ -123,6 +135,7 @@ impl Verdict {
                 | Self::DropFragment
                 | Self::DropUnparsed
                 | Self::DropAdmission
+                | Self::DropPrefix
         )
     }
 }

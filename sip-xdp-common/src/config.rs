@@ -1,10 +1,15 @@
 //! The runtime config the program reads on every packet, and its token buckets.
 
-use crate::{DEFAULT_SIP_PORT, LimitClass, MAX_SIP_PORTS, NS_PER_SEC};
+use crate::{DEFAULT_SIP_PORT, DEFAULT_SIP_TLS_PORT, LimitClass, MAX_SIP_PORTS, NS_PER_SEC};
+
+/// Prefix levels of [`Config::prefix_lens`]: one for IPv4, two for IPv6.
+pub const PREFIX_LEVELS: usize = 3;
+/// The IPv4 level of [`Config::prefix_lens`]; the others are IPv6 levels.
+pub const PREFIX_LEVEL_IPV4: usize = 0;
 
 /// Bumped whenever [`Config`]'s layout or meaning changes; the program ignores a config map
 /// entry with another version and falls back to [`Config::DEFAULT`].
-pub const CONFIG_VERSION: u32 = 3;
+pub const CONFIG_VERSION: u32 = 4;
 
 /// Config flag bits.
 pub mod flags {
@@ -136,7 +141,43 @@ pub struct Config {
     pub auth_max_unanswered: u32,
     /// Length of a flow's ban (doubled for each repeat, up to `ban_max_ns`).
     pub flow_ban_ns: u64,
+    /// TCP destination ports inspected (SIP over TCP, TLS, WebSocket), host byte order; 0 marks
+    /// an unused slot. New connections (SYNs) draw from [`LimitClass::Connection`]; every ban
+    /// drops a source's segments to these ports.
+    pub tcp_ports: [u16; MAX_SIP_PORTS],
+    /// Prefix bucket levels, in the 128-bit form of keys ([`crate::PrefixKey`]): level
+    /// [`PREFIX_LEVEL_IPV4`] applies to IPv4 sources (an IPv4 /24 is 120), the others to IPv6
+    /// sources. 0 marks an unused level.
+    pub prefix_lens: [u8; PREFIX_LEVELS],
+    pub _pad1: [u8; 5],
+    /// The mask of each level: `prefix_mask(prefix_lens[level])`, so the program masks with two
+    /// ANDs.
+    pub prefix_masks: [[u8; 16]; PREFIX_LEVELS],
+    /// The buckets every prefix has, per [`LimitClass`], shared by the unverified sources in it.
+    /// Unlimited means the class draws from no prefix bucket.
+    pub prefix_limits: [RateLimit; LimitClass::COUNT],
 }
+
+/// The mask of a prefix of `prefix_len` bits (128-bit form): ones then zeros.
+pub const fn prefix_mask(prefix_len: u8) -> [u8; 16] {
+    let mut mask = [0u8; 16];
+    let mut i = 0;
+    while i < 16 {
+        let bits = prefix_len as i32 - (i as i32) * 8;
+        mask[i] = if bits >= 8 {
+            0xff
+        } else if bits <= 0 {
+            0
+        } else {
+            0xffu8 << (8 - bits)
+        };
+        i += 1;
+    }
+    mask
+}
+
+/// The default prefix levels: /24 for IPv4 (120 in keys), /64 and /48 for IPv6.
+pub const DEFAULT_PREFIX_LENS: [u8; PREFIX_LEVELS] = [96 + 24, 64, 48];
 
 impl Config {
     /// The defaults the program and the daemon share. Chosen for a SIP edge: a phone registers
@@ -159,6 +200,7 @@ impl Config {
             RateLimit::per_second(100, 200), // responses
             RateLimit::per_second(50, 100),  // keep-alives
             RateLimit::per_second(10, 20),   // malformed, when passed
+            RateLimit::per_second(5, 50),    // TCP connections (SYNs)
         ],
         ban_base_ns: 60 * NS_PER_SEC,
         ban_max_ns: 24 * 3600 * NS_PER_SEC,
@@ -176,6 +218,7 @@ impl Config {
             RateLimit::per_second(500, 2000), // responses
             RateLimit::per_second(200, 1000), // keep-alives
             RateLimit::per_second(10, 20),    // malformed, when passed
+            RateLimit::per_second(50, 500),   // TCP connections (SYNs)
         ],
         // A registrar answers thousands of REGISTERs a second; 200/s from sources it has not
         // seen succeed is the untrusted queue: new phones and phones back after two quiet hours
@@ -196,6 +239,29 @@ impl Config {
         auth_max_flow_failures: 5,
         auth_max_unanswered: 10,
         flow_ban_ns: 600 * NS_PER_SEC,
+        tcp_ports: [DEFAULT_SIP_PORT, DEFAULT_SIP_TLS_PORT, 0, 0, 0, 0, 0, 0],
+        prefix_lens: DEFAULT_PREFIX_LENS,
+        _pad1: [0; 5],
+        prefix_masks: [
+            prefix_mask(DEFAULT_PREFIX_LENS[0]),
+            prefix_mask(DEFAULT_PREFIX_LENS[1]),
+            prefix_mask(DEFAULT_PREFIX_LENS[2]),
+        ],
+        // What the unverified sources of one /24 (or IPv6 /64, or /48) may send together:
+        // four sources' worth sustained, five sources' bursts. A flood spread over a prefix,
+        // each address under its own limit, is banned as that prefix within its burst; verified
+        // sources (a customer's office) never draw from it.
+        prefix_limits: [
+            RateLimit::per_second(20, 200),   // REGISTER
+            RateLimit::per_second(10, 100),   // INVITE
+            RateLimit::per_second(20, 200),   // OPTIONS
+            RateLimit::per_second(100, 500),  // other requests
+            RateLimit::per_second(500, 2000), // ACK, BYE, CANCEL
+            RateLimit::per_second(500, 2000), // responses
+            RateLimit::UNLIMITED,             // keep-alives: every NAT'd phone sends them
+            RateLimit::per_second(50, 100),   // malformed, when passed
+            RateLimit::per_second(20, 200),   // TCP connections (SYNs)
+        ],
     };
 
     pub const fn has_flag(&self, flag: u32) -> bool {

@@ -42,6 +42,12 @@ crate::classes::labelled_enum! {
         ReflectionDestinationDrops => "reflection_destination_drops",
         /// Answers to unverified destinations beyond the total reflection bucket, dropped.
         ReflectionTotalDrops => "reflection_total_drops",
+        /// Prefixes banned (or, in monitor mode, that would be) because their bucket ran dry.
+        PrefixBans => "prefix_bans",
+        /// Packets dropped because their source's prefix was banned.
+        PrefixBannedDrops => "prefix_banned_drops",
+        /// Prefix buckets that could not be tracked (LRU insert failed); their packets passed.
+        PrefixTrackFailures => "prefix_track_failures",
     }
 }
 

@@ -33,5 +33,8 @@ pub struct BanEvent {
     pub limit_class: u8,
     /// The client's port, for flow bans; 0 otherwise.
     pub port: u16,
-    pub _pad: [u8; 4],
+    /// 0 for the ban of one source (its `SOURCES` key); for a prefix ban, the prefix length in
+    /// the key's 128-bit form (see [`PrefixKey`](crate::PrefixKey)): an IPv4 /24 is 120.
+    pub prefix_len: u8,
+    pub _pad: [u8; 3],
 }

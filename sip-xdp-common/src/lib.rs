@@ -50,18 +50,43 @@ mod tests {
                 + 8 * 2
                 + 4 * 4
                 + 8
+                + 2 * MAX_SIP_PORTS
+                + PREFIX_LEVELS
+                + 5
+                + 16 * PREFIX_LEVELS
+                + 16 * LimitClass::COUNT
         );
         assert_eq!(
             size_of::<SourceState>(),
             8 * LimitClass::COUNT + 8 * 5 + 4 + 4 + 1 + 1 + 6 + 8 * 2
         );
         assert_eq!(size_of::<DurableBan>(), 8 + 8 + 4 + 1 + 1 + 2);
-        assert_eq!(size_of::<BanEvent>(), 16 + 8 * 4 + 4 + 4 + 1 + 1 + 2 + 4);
+        assert_eq!(size_of::<BanEvent>(), 16 + 8 * 4 + 4 + 4 + 1 + 1 + 2 + 1 + 3);
+        assert_eq!(size_of::<PrefixKey>(), 24);
         assert_eq!(size_of::<FragmentKey>(), 24);
         assert_eq!(size_of::<VerifiedSource>(), 24);
         assert_eq!(size_of::<AnswerState>(), 8 * 2 + 4 * 4);
         assert_eq!(size_of::<FlowKey>(), 24);
         assert_eq!(size_of::<FlowState>(), 8 * 3 + 4 * 2);
+    }
+
+    #[test]
+    fn prefix_masks_match_their_lengths() {
+        assert_eq!(prefix_mask(0), [0; 16]);
+        assert_eq!(prefix_mask(128), [0xff; 16]);
+        let v4 = prefix_mask(120);
+        assert_eq!(&v4[..15], &[0xff; 15]);
+        assert_eq!(v4[15], 0);
+        let m = prefix_mask(61);
+        assert_eq!(&m[..7], &[0xff; 7]);
+        assert_eq!(m[7], 0xf8);
+        assert_eq!(&m[8..], &[0; 8]);
+        for level in 0..PREFIX_LEVELS {
+            assert_eq!(
+                Config::DEFAULT.prefix_masks[level],
+                prefix_mask(Config::DEFAULT.prefix_lens[level])
+            );
+        }
     }
 
     #[test]
@@ -79,7 +104,10 @@ mod tests {
             packet_counter_index(Verdict::Pass, MethodClass::Register),
             0
         );
-        let last = packet_counter_index(Verdict::ALL[Verdict::COUNT - 1], MethodClass::Unparsed);
+        let last = packet_counter_index(
+            Verdict::ALL[Verdict::COUNT - 1],
+            MethodClass::ALL[MethodClass::COUNT - 1],
+        );
         assert_eq!(last + 1, event_counter_index(EventCounter::BansIssued));
         assert_eq!(
             event_counter_index(EventCounter::ALL[EventCounter::COUNT - 1]) + 1,

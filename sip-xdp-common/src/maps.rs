@@ -17,6 +17,8 @@ pub mod map_names {
     pub const ANSWERS: &str = "ANSWERS";
     pub const FLOWS: &str = "FLOWS";
     pub const GLOBAL_BUCKETS: &str = "GLOBAL_BUCKETS";
+    pub const PREFIXES: &str = "PREFIXES";
+    pub const PREFIX_BANS: &str = "PREFIX_BANS";
 }
 
 /// Name of the XDP program in the object file.
@@ -42,6 +44,10 @@ pub const BAN_EVENTS_BYTES: u32 = 256 * 1024;
 pub const DEFAULT_MAX_VERIFIED: u32 = 65_536;
 /// Capacity of the `ANSWERS` and `FLOWS` LRU maps.
 pub const MAX_ANSWERED_CLIENTS: u32 = 65_536;
+/// Capacity of `PREFIXES`, the prefix buckets (an LRU hash: a prefix that went quiet makes room).
+pub const MAX_PREFIXES: u32 = 65_536;
+/// Capacity of `PREFIX_BANS`, the durable prefix bans (a plain hash, like `BANS`).
+pub const MAX_PREFIX_BANS: u32 = 16_384;
 /// Slots of `GLOBAL_BUCKETS`, an array of GCRA arrival times shared by every source.
 pub mod global_buckets {
     /// The admission budget of unverified REGISTER and INVITE (`Config::admission`).

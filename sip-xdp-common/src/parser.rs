@@ -2,6 +2,8 @@
 
 /// The SIP port used when the configuration names none.
 pub const DEFAULT_SIP_PORT: u16 = 5060;
+/// SIP over TLS's port (RFC 3261), inspected on TCP by default with 5060.
+pub const DEFAULT_SIP_TLS_PORT: u16 = 5061;
 /// How many destination ports the XDP program inspects at most.
 pub const MAX_SIP_PORTS: usize = 8;
 /// Longest prefix of a request line the program scans for its ` SIP/2.0` ending. A line that is

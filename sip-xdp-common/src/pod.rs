@@ -16,3 +16,4 @@ unsafe impl aya::Pod for VerifiedSource {}
 unsafe impl aya::Pod for AnswerState {}
 unsafe impl aya::Pod for FlowKey {}
 unsafe impl aya::Pod for FlowState {}
+unsafe impl aya::Pod for PrefixKey {}

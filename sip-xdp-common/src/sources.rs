@@ -23,6 +23,17 @@ pub struct SourceKey {
     pub addr: [u8; 16],
 }
 
+/// Key of a prefix's state (`PREFIXES`) and ban (`PREFIX_BANS`): the source address masked to
+/// the prefix, in the 16-byte form of [`SourceKey`], and the prefix length in that form (an IPv4
+/// /24 is 120, an IPv6 /64 is 64).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct PrefixKey {
+    pub addr: [u8; 16],
+    pub prefix_len: u8,
+    pub _pad: [u8; 7],
+}
+
 /// Bits of [`SourceState::ban_flags`].
 pub mod ban_flags {
     /// The ban was recorded in monitor mode: it is reported, never enforced.
@@ -32,7 +43,8 @@ pub mod ban_flags {
     pub const EXPIRY_PENDING: u8 = 1 << 1;
 }
 
-/// Per-source state in the `SOURCES` LRU hash.
+/// Per-source state in the `SOURCES` LRU hash, and per-prefix state in `PREFIXES` (where
+/// `verified_until_ns` and `flow_bans_until_ns` stay 0).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct SourceState {

@@ -582,7 +582,8 @@ fn ban_flow(cfg: &Config, client: &Client, flow: &mut FlowState, kind: AuthFailu
         },
         limit_class: BAN_CLASS_AUTH | kind as u8,
         port: flow_key.port,
-        _pad: [0; 4],
+        prefix_len: 0,
+        _pad: [0; 3],
     });
     entry.submit(0);
 }

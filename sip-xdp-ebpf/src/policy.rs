@@ -290,7 +290,8 @@ pub fn impose_ban(
         },
         limit_class: ban_class,
         port: 0,
-        _pad: [0; 4],
+        prefix_len: 0,
+        _pad: [0; 3],
     });
     entry.submit(0);
 }
@@ -323,7 +324,8 @@ fn report_expiry(src: &SourceKey, state: &mut SourceState, now_ns: u64) {
         kind: ban_event_kind::EXPIRED,
         limit_class: state.ban_class,
         port: 0,
-        _pad: [0; 4],
+        prefix_len: 0,
+        _pad: [0; 3],
     });
     entry.submit(0);
 }

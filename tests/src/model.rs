@@ -901,7 +901,8 @@ impl Model {
                 kind: ban_event_kind::EXPIRED,
                 limit_class: state.ban_class,
                 port: 0,
-                _pad: [0; 4],
+                prefix_len: 0,
+                _pad: [0; 3],
             });
         }
         if class == MethodClass::Malformed && drop_malformed {
@@ -991,7 +992,8 @@ impl Model {
             },
             limit_class: ban_class,
             port: 0,
-            _pad: [0; 4],
+            prefix_len: 0,
+            _pad: [0; 3],
         });
         self.bans.insert(key, record);
     }

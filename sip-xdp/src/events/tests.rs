@@ -18,7 +18,8 @@ fn event(kind: u8) -> BanEvent {
         kind,
         limit_class: LimitClass::Register as u8,
         port: 0,
-        _pad: [0; 4],
+        prefix_len: 0,
+        _pad: [0; 3],
     }
 }
 

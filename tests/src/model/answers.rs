@@ -409,7 +409,8 @@ impl Model {
             },
             limit_class: BAN_CLASS_AUTH | kind as u8,
             port: client.flow.1,
-            _pad: [0; 4],
+            prefix_len: 0,
+            _pad: [0; 3],
         });
     }
 
