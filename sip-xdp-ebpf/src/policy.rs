@@ -73,7 +73,12 @@ fn limit_class(class: MethodClass) -> Option<LimitClass> {
         MethodClass::Response => Some(LimitClass::Response),
         MethodClass::KeepAlive => Some(LimitClass::KeepAlive),
         MethodClass::Malformed => Some(LimitClass::Malformed),
-        MethodClass::Fragment | MethodClass::NotSip | MethodClass::Unparsed => None,
+        MethodClass::TcpSyn => Some(LimitClass::Connection),
+        MethodClass::Fragment
+        | MethodClass::NotSip
+        | MethodClass::Unparsed
+        | MethodClass::Tcp
+        | MethodClass::Unread => None,
     }
 }
 
@@ -110,6 +115,7 @@ fn bucket(limits: &[RateLimit; LimitClass::COUNT], limit: LimitClass) -> &RateLi
         LimitClass::Response => &limits[5],
         LimitClass::KeepAlive => &limits[6],
         LimitClass::Malformed => &limits[7],
+        LimitClass::Connection => &limits[8],
     }
 }
 
@@ -192,6 +198,7 @@ fn tat_mut(state: &mut SourceState, limit: LimitClass) -> &mut u64 {
         LimitClass::Response => &mut state.tat_ns[5],
         LimitClass::KeepAlive => &mut state.tat_ns[6],
         LimitClass::Malformed => &mut state.tat_ns[7],
+        LimitClass::Connection => &mut state.tat_ns[8],
     }
 }
 
