@@ -731,7 +731,8 @@ impl Model {
             M::Response => Some(LimitClass::Response),
             M::KeepAlive => Some(LimitClass::KeepAlive),
             M::Malformed => Some(LimitClass::Malformed),
-            M::Fragment | M::NotSip | M::Unparsed => None,
+            M::TcpSyn => Some(LimitClass::Connection),
+            M::Fragment | M::NotSip | M::Unparsed | M::Tcp | M::Unread => None,
         }
     }
 
