@@ -81,38 +81,6 @@ pub fn extension_limit(ban_class: u8) -> usize {
     }
 }
 
-// Constant indices only: an index the optimizer cannot bound becomes a panic branch, and the
-// verifier rejects the program for it.
-#[inline(always)]
-pub fn bucket(limits: &[RateLimit; LimitClass::COUNT], limit: LimitClass) -> &RateLimit {
-    match limit {
-        LimitClass::Register => &limits[0],
-        LimitClass::Invite => &limits[1],
-        LimitClass::Options => &limits[2],
-        LimitClass::Other => &limits[3],
-        LimitClass::InDialog => &limits[4],
-        LimitClass::Response => &limits[5],
-        LimitClass::KeepAlive => &limits[6],
-        LimitClass::Malformed => &limits[7],
-        LimitClass::Connection => &limits[8],
-    }
-}
-
-#[inline(always)]
-pub fn tat_mut(state: &mut SourceState, limit: LimitClass) -> &mut u64 {
-    match limit {
-        LimitClass::Register => &mut state.tat_ns[0],
-        LimitClass::Invite => &mut state.tat_ns[1],
-        LimitClass::Options => &mut state.tat_ns[2],
-        LimitClass::Other => &mut state.tat_ns[3],
-        LimitClass::InDialog => &mut state.tat_ns[4],
-        LimitClass::Response => &mut state.tat_ns[5],
-        LimitClass::KeepAlive => &mut state.tat_ns[6],
-        LimitClass::Malformed => &mut state.tat_ns[7],
-        LimitClass::Connection => &mut state.tat_ns[8],
-    }
-}
-
 /// GCRA: does one more packet fit the bucket? Updates the bucket when it does.
 #[inline(always)]
 pub fn conforms(tat_ns: &mut u64, limit: &RateLimit, now_ns: u64) -> bool {
