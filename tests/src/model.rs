@@ -24,6 +24,7 @@ mod prefixes;
 mod tcp;
 pub use answers::{AnswerOutcome, Answered, TC_ACT_OK, TC_ACT_SHOT};
 pub use lru::Lru;
+pub use prefixes::{prefix_key, prefix_keys};
 pub use tcp::{TCP_ACK, TCP_HLEN, TCP_SYN};
 
 /// XDP actions, as `BPF_PROG_TEST_RUN` reports them.
