@@ -2470,6 +2470,25 @@ fn model_reaches_every_prefix_mechanism() {
             }
         }
         eprintln!("[{name}] model alone, {packets} packets:{summary}");
+        for v in [
+            Verdict::Pass,
+            Verdict::PassNotSip,
+            Verdict::PassAllowlisted,
+            Verdict::DropDenylisted,
+            Verdict::DropRate,
+            Verdict::DropBanned,
+            Verdict::DropFragment,
+            Verdict::DropPrefix,
+        ] {
+            let n: u64 = MethodClass::ALL.iter().map(|&c| model.packets(v, c)).sum();
+            assert!(n > 0, "[{name}] no packet got {v:?} in the model");
+        }
+        for e in [EventCounter::BansRestored, EventCounter::ProtectedDrops] {
+            assert!(
+                model.event(e) > 0 || packets < DEFAULT_PACKETS,
+                "[{name}] the model never reached {e:?}"
+            );
+        }
         for c in MethodClass::ALL {
             let n: u64 = Verdict::ALL.iter().map(|&v| model.packets(v, c)).sum();
             assert!(
