@@ -64,6 +64,7 @@ impl Settings {
             auth_max_flow_failures: answers.max_flow_failures,
             auth_max_unanswered: answers.max_unanswered,
             flow_ban_ns: duration_ns(answers.flow_ban),
+            ..Config::DEFAULT // TEMP(lead): replaced by the user-space helper's merge
         }
     }
 }

@@ -33,6 +33,7 @@ impl LimitsSection {
             LimitClass::Response => &self.response,
             LimitClass::KeepAlive => &self.keepalive,
             LimitClass::Malformed => &self.malformed,
+            LimitClass::Connection => &self.malformed, // TEMP(lead)
         }
     }
 }

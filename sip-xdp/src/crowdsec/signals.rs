@@ -64,6 +64,7 @@ pub const fn scenario(cause: BanCause) -> &'static str {
         LimitClass::Response => "sip-xdp/response-flood",
         LimitClass::KeepAlive => "sip-xdp/keepalive-flood",
         LimitClass::Malformed => "sip-xdp/malformed-flood",
+        LimitClass::Connection => "sip-xdp/tcp-flood", // TEMP(lead)
     }
 }
 
