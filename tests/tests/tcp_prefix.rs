@@ -606,6 +606,26 @@ fn allowlisted_protected_and_verified_sources_pass_their_banned_prefix() {
         Verdict::DropBanned,
         MethodClass::Unread,
     );
+    // A verified source skips its prefixes altogether, even untracked: its packet does not
+    // bring an evicted prefix back from PREFIX_BANS (an unverified one's does).
+    r.dp.maps.forget_tracked(addr_key(ip(verified))).unwrap();
+    r.prefixes.remove(&key).unwrap();
+    let restores = r.event(EventCounter::BansRestored);
+    r.expect(
+        &reg(verified),
+        XDP_PASS,
+        Verdict::Pass,
+        MethodClass::Register,
+    );
+    assert_eq!(r.event(EventCounter::BansRestored), restores);
+    assert!(r.prefix(&key).is_none());
+    r.expect(
+        &reg("198.51.100.64"),
+        XDP_DROP,
+        Verdict::DropBanned,
+        MethodClass::Unread,
+    );
+    assert_eq!(r.event(EventCounter::BansRestored), restores + 1);
 }
 
 #[test]
@@ -616,7 +636,7 @@ fn a_128_rotation_inside_a_64_is_banned_as_the_64() {
     // A new /128 of 2001:db8:64:1::/64 for every REGISTER.
     let mut dropped_at = None;
     for i in 1..=3 * PREFIX_BURST {
-        let src = format!("2001:db8:64:1:{:x}::{:x}", i * 7919, i);
+        let src = format!("2001:db8:64:1:{:x}::{:x}", (i * 7919) & 0xffff, i);
         let before = r.packets(Verdict::DropPrefix, MethodClass::Register);
         r.dp.run(&reg(&src)).unwrap();
         if r.packets(Verdict::DropPrefix, MethodClass::Register) > before {

@@ -15,9 +15,9 @@
 //!   passes ([`Model::prefix_buckets_dry`]).
 //!
 //! Readings of the spec where it leaves a choice (the lead aligns the kernel or the model):
-//! - a protected source meeting a dry prefix bucket passes at once: the levels after it are not
-//!   drawn, and the rest of its path goes on as if the bucket had conformed (a new source's state
-//!   is made);
+//! - a protected source meeting a dry prefix bucket passes that level as if it had conformed:
+//!   the levels after it are still drawn (the kernel's reading too), and the rest of its path
+//!   goes on (a new source's state is made);
 //! - a restored prefix whose ban is over but not decayed is drawn from as an existing state
 //!   (counted, its expiry reported, then GCRA on its zeroed buckets);
 //! - "verified" for the early check and for the draws is the same: `ANSWERS` on and now before
@@ -132,7 +132,7 @@ impl Model {
     /// Step 3b, for an unverified source whose own bucket let the packet through: the packet
     /// draws from each level's bucket of `limit` (when that is limited). True when one ran dry:
     /// the prefix is banned and the packet dropped (`DropPrefix`); the levels after it are not
-    /// drawn. A protected source passes a dry bucket, without a ban.
+    /// drawn. A protected source passes a dry bucket, without a ban, on to the next level.
     pub(crate) fn prefix_buckets_dry(
         &mut self,
         cfg: &Config,
@@ -177,7 +177,7 @@ impl Model {
                 continue;
             }
             if self.protected.lookup(&d.src).is_some() {
-                return false;
+                continue;
             }
             state.dropped += 1;
             self.impose_prefix_ban(cfg, &prefix, limit as u8, now);
