@@ -127,10 +127,10 @@ fn sip_outcome(ctx: &XdpContext, cfg: &Config, packet: &mut SipPacket) -> usize 
     // A banned source or prefix is dropped on its addresses alone; only the others' payloads
     // are read.
     let mut known = policy::Known::EMPTY;
+    packet.launder();
     let outcome = match policy::early(cfg, packet, &mut known, now_ns) {
         Some(verdict) => outcome(verdict, packet.unread_class()),
         None => {
-            packet.launder();
             known.launder_key();
             let class = parse::classify_packet(ctx, packet) as usize;
             packet.class_index = opaque(3, class);

@@ -17,7 +17,7 @@ use crate::{
         ALLOWLIST, DENYLIST, FLOWS, FRAGMENTS, GLOBAL_BUCKETS_ADMISSION, PROTECTED, VERIFIED, bump,
         global_bucket, list_may_have_entries,
     },
-    parse::SipPacket,
+    parse::{Addr16, SipPacket},
     prefixes,
 };
 
@@ -143,21 +143,24 @@ fn flow_banned(src: &[u8; 16], port: u16, now_ns: u64) -> bool {
     }
 }
 
-/// What the walk of one packet knows about its source before its payload is read.
-/// The per-source key of the packet's source.
-///
-/// Byte by byte, as `masked_key` builds it: the verifier then holds the key's stack bytes as
-/// plain data, the same on every path, where word copies would carry each path's known bits
-/// (an IPv4 source's constant prefix) and split the walk of everything after it in two.
+/// Sets `key` to the per-source key of the packet's source.
 #[inline(always)]
-fn source_key(cfg: &Config, packet: &SipPacket) -> SourceKey {
+fn set_source_key(cfg: &Config, packet: &SipPacket, key: &mut SourceKey) {
     if key_is_address(cfg, packet.is_ipv4) {
-        SourceKey { addr: packet.src.0 }
+        key.addr = packet.src.0;
     } else {
-        masked_key(cfg, &packet.src.0)
+        write_masked_key(cfg, &packet.src, key);
     }
 }
 
+/// [`masked_key`], written in place. Not inlined: its byte-wise work, which only a masked IPv6
+/// source key needs, stays out of the program's own stack frame.
+#[inline(never)]
+fn write_masked_key(cfg: &Config, src: &Addr16, key: &mut SourceKey) {
+    *key = masked_key(cfg, &src.0);
+}
+
+/// What the walk of one packet knows about its source before its payload is read.
 /// Made once per packet and filled in place (never moved: a copy the verifier cannot follow
 /// would turn its pointers into plain numbers).
 pub struct Known {
@@ -201,7 +204,7 @@ impl Known {
 #[inline(always)]
 pub fn early(cfg: &Config, packet: &SipPacket, known: &mut Known, now_ns: u64) -> Option<Verdict> {
     let whole = key_is_address(cfg, packet.is_ipv4);
-    known.key = source_key(cfg, packet);
+    set_source_key(cfg, packet, &mut known.key);
     known.tracked = known.key.state();
     if whole
         && let Some(state) = known.tracked.as_deref_mut()
