@@ -14,12 +14,18 @@ pub use sip_xdp_common::MAX_L4_OFFSET;
 use sip_xdp_common::{
     AnswerState, BAN_DURATION_CEILING_NS, BAN_EXTEND_GRANULARITY_NS, BanEvent, CONFIG_VERSION,
     Config, DurableBan, EventCounter, FlowState, LimitClass, MAX_IPV6_EXT_HEADERS,
-    MAX_KEEPALIVE_LEN, MAX_REQUEST_LINE_SCAN, MethodClass, RATE_WINDOW_NS, RateLimit, SourceState,
-    Verdict, VerifiedSource, ban_event_kind, ban_flags, flags, ipv4_mapped,
+    MAX_KEEPALIVE_LEN, MAX_PREFIXES, MAX_REQUEST_LINE_SCAN, MethodClass, PrefixKey, RATE_WINDOW_NS,
+    RateLimit, SourceState, Verdict, VerifiedSource, ban_event_kind, ban_flags, flags, ipv4_mapped,
 };
 
 mod answers;
+mod lru;
+mod prefixes;
+mod tcp;
 pub use answers::{AnswerOutcome, Answered, TC_ACT_OK, TC_ACT_SHOT};
+pub use lru::Lru;
+pub use prefixes::{prefix_key, prefix_keys};
+pub use tcp::{TCP_ACK, TCP_HLEN, TCP_SYN};
 
 /// XDP actions, as `BPF_PROG_TEST_RUN` reports them.
 pub const XDP_DROP: u32 = 1;
@@ -36,6 +42,7 @@ const IPV4_HLEN: usize = 20;
 const IPV6_HLEN: usize = 40;
 const UDP_HLEN: usize = 8;
 const PROTO_UDP: u8 = 17;
+const PROTO_TCP: u8 = 6;
 
 /// Request methods with the class each one is, as they must start a request line.
 pub const METHODS: [(&[u8], MethodClass); 14] = [
@@ -69,7 +76,16 @@ pub enum Parsed {
     Sip(Datagram),
 }
 
-/// A UDP datagram to a SIP port.
+/// The transport a [`Datagram`] came by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// UDP to one of `Config::sip_ports`.
+    Udp,
+    /// TCP to one of `Config::tcp_ports`.
+    Tcp,
+}
+
+/// A UDP datagram to a SIP port, or a TCP segment to a SIP TCP port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Datagram {
     /// Source address, IPv4 mapped into IPv6.
@@ -77,7 +93,13 @@ pub struct Datagram {
     /// Source port (with the address, the flow a phone ban names).
     pub port: u16,
     pub is_ipv4: bool,
+    pub protocol: Protocol,
+    /// What the payload (or, for TCP, the flags) make of it.
     pub class: MethodClass,
+    /// The class counted when the packet is dropped on its addresses alone, before its payload
+    /// is read: [`MethodClass::Unread`] for UDP, [`MethodClass::TcpSyn`] or
+    /// [`MethodClass::Tcp`] from the TCP flags.
+    pub early_class: MethodClass,
     /// The IP identification when this is the first fragment of a fragmented datagram.
     pub first_fragment_id: Option<u32>,
 }
@@ -108,19 +130,22 @@ pub(crate) fn present(frame: &[u8], at: usize, len: usize) -> bool {
     at.checked_add(len).is_some_and(|end| end <= frame.len())
 }
 
-/// Network-layer result: either nothing to inspect, a non-first fragment, or where UDP starts.
+/// Network-layer result: either nothing to inspect, a non-first fragment, or where UDP or TCP
+/// starts.
 pub(crate) enum Network {
     NotSip,
     Unparsed,
     Fragment { src: [u8; 16], id: u32 },
-    Udp(Transport),
+    L4(Transport),
 }
 
 pub(crate) struct Transport {
+    /// [`PROTO_UDP`] or [`PROTO_TCP`].
+    pub(crate) protocol: u8,
     /// The far end: the source of a packet received, the destination of one sent.
     pub(crate) src: [u8; 16],
     pub(crate) is_ipv4: bool,
-    /// Offset of the UDP header in the frame.
+    /// Offset of the UDP or TCP header in the frame.
     pub(crate) l4: usize,
     /// One past the end of the IP datagram, from its length field.
     pub(crate) ip_end: usize,
@@ -163,8 +188,11 @@ fn parse_inner(frame: &[u8], cfg: &Config) -> Option<Parsed> {
         Network::NotSip => return Some(Parsed::NotSip),
         Network::Unparsed => return Some(Parsed::Unparsed),
         Network::Fragment { src, id } => return Some(Parsed::Fragment { src, id }),
-        Network::Udp(t) => t,
+        Network::L4(t) => t,
     };
+    if t.protocol == PROTO_TCP {
+        return Some(tcp::segment(frame, cfg, &t));
+    }
     if !present(frame, t.l4, UDP_HLEN) {
         // A first fragment that may hide a SIP port is not passed on trust; one whose
         // destination port is there and is not a SIP port is left alone.
@@ -195,7 +223,9 @@ fn parse_inner(frame: &[u8], cfg: &Config) -> Option<Parsed> {
         src: t.src,
         port: u16_at(frame, t.l4)?,
         is_ipv4: t.is_ipv4,
+        protocol: Protocol::Udp,
         class,
+        early_class: MethodClass::Unread,
         first_fragment_id: t.first_fragment_id,
     }))
 }
@@ -213,7 +243,10 @@ pub(crate) fn ipv4_far_end(frame: &[u8], l3: usize, sent: bool) -> Option<Networ
     let header_len = usize::from(version_ihl & 0x0f) * 4;
     let protocol = frame[l3 + 9];
     let total_len = usize::from(u16_at(frame, l3 + 2)?);
-    if version_ihl >> 4 != 4 || header_len < IPV4_HLEN || protocol != PROTO_UDP {
+    if version_ihl >> 4 != 4
+        || header_len < IPV4_HLEN
+        || (protocol != PROTO_UDP && protocol != PROTO_TCP)
+    {
         return Some(Network::NotSip);
     }
     if total_len < header_len {
@@ -230,7 +263,8 @@ pub(crate) fn ipv4_far_end(frame: &[u8], l3: usize, sent: bool) -> Option<Networ
     if fragment_offset != 0 {
         return Some(Network::Fragment { src, id });
     }
-    Some(Network::Udp(Transport {
+    Some(Network::L4(Transport {
+        protocol,
         src,
         is_ipv4: true,
         l4: l3 + header_len,
@@ -258,9 +292,9 @@ pub(crate) fn ipv6_far_end(frame: &[u8], l3: usize, sent: bool) -> Option<Networ
     let mut offset = l3 + IPV6_HLEN;
     let mut first_fragment_id = None;
     let mut walked = 0;
-    // Extension headers Linux walks on the way to UDP.
+    // Extension headers Linux walks on the way to UDP or TCP.
     let is_extension = |next: u8| matches!(next, 0 | 43 | 44 | 51 | 60);
-    while next != PROTO_UDP {
+    while next != PROTO_UDP && next != PROTO_TCP {
         if walked == MAX_IPV6_EXT_HEADERS {
             // Longer than the parser walks: Linux would go on, so it may be SIP.
             return Some(if is_extension(next) {
@@ -301,7 +335,7 @@ pub(crate) fn ipv6_far_end(frame: &[u8], l3: usize, sent: bool) -> Option<Networ
                 let offset_flags = u16_at(frame, offset + 2)?;
                 let id = u32_at(frame, offset + 4)?;
                 if offset_flags & 0xfff8 != 0 {
-                    return Some(if next == PROTO_UDP {
+                    return Some(if next == PROTO_UDP || next == PROTO_TCP {
                         Network::Fragment { src, id }
                     } else {
                         Network::NotSip
@@ -319,7 +353,8 @@ pub(crate) fn ipv6_far_end(frame: &[u8], l3: usize, sent: bool) -> Option<Networ
             return Some(Network::Unparsed);
         }
     }
-    Some(Network::Udp(Transport {
+    Some(Network::L4(Transport {
+        protocol: next,
         src,
         is_ipv4: false,
         l4: offset,
@@ -521,6 +556,13 @@ pub struct Model {
     pub flows: HashMap<([u8; 16], u16), FlowState>,
     /// `GLOBAL_BUCKETS`: the admission budget's and the total reflection cap's arrival times.
     pub global_tat_ns: [u64; 2],
+    /// `PREFIXES`: the buckets (and bans) of each prefix level's prefixes, an LRU of
+    /// `MAX_PREFIXES` entries.
+    pub prefixes: Lru<PrefixKey, SourceState>,
+    /// `PREFIX_BANS`: the durable prefix bans, never evicted.
+    pub prefix_bans: HashMap<PrefixKey, DurableBan>,
+    /// A deliberate bug, for the differential tests' check that they catch one.
+    pub mutant: Mutant,
     packets: [[u64; MethodClass::COUNT]; Verdict::COUNT],
     events: [u64; EventCounter::COUNT],
 }
@@ -540,6 +582,9 @@ impl Model {
             answers: HashMap::new(),
             flows: HashMap::new(),
             global_tat_ns: [0; 2],
+            prefixes: Lru::new(MAX_PREFIXES as usize),
+            prefix_bans: HashMap::new(),
+            mutant: Mutant::None,
             packets: [[0; MethodClass::COUNT]; Verdict::COUNT],
             events: [0; EventCounter::COUNT],
         }
@@ -678,11 +723,11 @@ impl Model {
                 (self.fragment_verdict(&cfg, &src, id), MethodClass::Fragment)
             }
             Parsed::Sip(d) => {
-                let verdict = self.sip_verdict(&cfg, &d, now_ns);
+                let (verdict, class) = self.sip_verdict(&cfg, &d, now_ns);
                 if let Some(id) = d.first_fragment_id {
                     self.fragments.insert((d.src, id), verdict.is_drop());
                 }
-                (verdict, d.class)
+                (verdict, class)
             }
         };
         self.packets[verdict as usize][class as usize] += 1;
@@ -712,7 +757,8 @@ impl Model {
         }
     }
 
-    /// The bucket a class draws from: every SIP class has one.
+    /// The bucket a class draws from: every SIP class has one; a TCP segment that does not start
+    /// a SIP message has none (it passes its source's checks), a SYN draws from `Connection`.
     pub fn limit_class(class: MethodClass) -> Option<LimitClass> {
         use MethodClass as M;
         match class {
@@ -736,24 +782,35 @@ impl Model {
         }
     }
 
-    /// A banned source's packet: dropped; the ban is extended only while the source keeps
-    /// exceeding the bucket of the packet's class (a conforming packet draws from it).
-    fn drop_banned(cfg: &Config, state: &mut SourceState, class: MethodClass, now: u64) -> bool {
+    /// The bucket a ban's packets draw from while it holds: the class that ran dry, or, for an
+    /// auth ban (`BAN_CLASS_AUTH` with a failure kind), REGISTER's.
+    pub fn ban_bucket(ban_class: u8) -> LimitClass {
+        LimitClass::from_index(usize::from(ban_class)).unwrap_or(LimitClass::Register)
+    }
+
+    /// A banned source's or prefix's packet (`state` already counted it): dropped. With
+    /// `EXTEND_WHILE_ACTIVE` it draws from the bucket of the ban's own class in `limits` (the
+    /// packet's class may not be known yet); the ban is extended only while that bucket stays
+    /// dry, and only when the extension moves its end by more than a second. True when the ban
+    /// was extended (and must be persisted).
+    pub(crate) fn drop_banned(
+        cfg: &Config,
+        state: &mut SourceState,
+        limits: &[RateLimit; LimitClass::COUNT],
+        now: u64,
+        mutant: Mutant,
+    ) -> bool {
         state.dropped += 1;
         if !cfg.has_flag(flags::EXTEND_WHILE_ACTIVE) {
             return false;
         }
-        let Some(limit) = Self::limit_class(class) else {
-            return false;
+        let limit = if mutant == Mutant::ExtendFromRegister {
+            LimitClass::Register
+        } else {
+            Self::ban_bucket(state.ban_class)
         };
-        let verified = Self::is_verified(cfg, state.verified_until_ns, now);
-        let rate = Self::limits_for(cfg, verified)[limit as usize];
-        if rate.interval_ns == 0 {
-            return false;
-        }
-        let tat = state.tat_ns[limit as usize].max(now);
-        if tat - now <= rate.burst_tolerance_ns {
-            state.tat_ns[limit as usize] = tat + rate.interval_ns;
+        let rate = limits[limit as usize];
+        if rate.interval_ns == 0 || gcra(&mut state.tat_ns[limit as usize], &rate, now) {
             return false;
         }
         let extended = now + cfg.ban_extend_ns;
@@ -764,34 +821,62 @@ impl Model {
         false
     }
 
-    fn sip_verdict(&mut self, cfg: &Config, d: &Datagram, now: u64) -> Verdict {
-        let (src, is_ipv4, class) = (&d.src, d.is_ipv4, d.class);
-        let key = self.source_key(src, is_ipv4);
-        let monitor = cfg.has_flag(flags::MONITOR);
-        // A source whose key is its whole address (IPv4, IPv6 at /128) and whose ban applies is
-        // dropped without consulting the lists: banned beats denylisted, and an allowlisted
-        // address has no entry (user space forgets those it allowlists). A masked IPv6 key is
-        // shared by its prefix, so the lists come first for it.
-        let key_is_address = is_ipv4 || cfg.ipv6_source_mask == [0xff; 16];
-        let banned_first = key_is_address
-            && self.sources.get(&key).is_some_and(|state| {
-                now < state.banned_until_ns
-                    && (state.ban_flags & ban_flags::MONITOR_ONLY == 0 || monitor)
-            });
-        if banned_first {
-            let state = self.sources.get_mut(&key).expect("looked up above");
-            state.packets += 1;
-            if now.wrapping_sub(state.window_start_ns) >= RATE_WINDOW_NS {
-                state.window_start_ns = now;
-                state.window_packets = 0;
-            }
-            state.window_packets += 1;
-            if Self::drop_banned(cfg, state, class, now) {
-                let record = DurableBan::of(state);
-                self.bans.insert(key, record);
-            }
-            return Verdict::DropBanned;
+    /// Whether `state`'s ban holds now: a monitor-only ban holds in monitor mode only.
+    pub(crate) fn ban_holds(cfg: &Config, state: &SourceState, now: u64) -> bool {
+        now < state.banned_until_ns
+            && (state.ban_flags & ban_flags::MONITOR_ONLY == 0 || cfg.has_flag(flags::MONITOR))
+    }
+
+    /// A banned source's packet, dropped: its ban may be extended (and persisted to `BANS`).
+    fn drop_banned_source(&mut self, cfg: &Config, key: [u8; 16], now: u64) {
+        let mutant = self.mutant;
+        let state = self
+            .sources
+            .get_mut(&key)
+            .expect("the banned source's state");
+        let verified = Self::is_verified(cfg, state.verified_until_ns, now);
+        let limits = Self::limits_for(cfg, verified);
+        if Self::drop_banned(cfg, state, &limits, now, mutant) {
+            let record = DurableBan::of(state);
+            self.bans.insert(key, record);
         }
+    }
+
+    /// The program's verdict and counter class for a UDP datagram to a SIP port or a TCP
+    /// segment to a SIP TCP port.
+    fn sip_verdict(&mut self, cfg: &Config, d: &Datagram, now: u64) -> (Verdict, MethodClass) {
+        let key = self.source_key(&d.src, d.is_ipv4);
+        // 1. On the addresses alone, before the payload is read. A source whose key is its
+        // whole address (IPv4, IPv6 at /128) and whose ban holds is dropped without consulting
+        // the lists: banned beats denylisted, and an allowlisted address has no entry (user
+        // space forgets those it allowlists). A masked IPv6 key is shared by its prefix, so the
+        // lists come first for it (below).
+        let key_is_address = d.is_ipv4 || cfg.ipv6_source_mask == [0xff; 16];
+        if key_is_address
+            && let Some(state) = self.sources.get_mut(&key)
+            && Self::ban_holds(cfg, state, now)
+        {
+            count_packet(state, now);
+            self.drop_banned_source(cfg, key, now);
+            return (Verdict::DropBanned, d.early_class);
+        }
+        if self.prefix_banned(cfg, d, &key, now) {
+            return (Verdict::DropBanned, d.early_class);
+        }
+        // 2. The payload's class, the lists and the source's own bucket; 3. the prefixes'.
+        (self.listed_or_limited(cfg, d, key, now), d.class)
+    }
+
+    /// Lists, the source's state (restored from `BANS` when it was evicted) and its bucket,
+    /// then admission and the prefix buckets.
+    fn listed_or_limited(
+        &mut self,
+        cfg: &Config,
+        d: &Datagram,
+        key: [u8; 16],
+        now: u64,
+    ) -> Verdict {
+        let (src, class) = (&d.src, d.class);
         if self.is_allowlisted(src) {
             return Verdict::PassAllowlisted;
         }
@@ -821,14 +906,8 @@ impl Model {
                     self.sources.insert(
                         key,
                         SourceState {
-                            banned_until_ns: record.banned_until_ns,
-                            ban_duration_ns: record.ban_duration_ns,
-                            window_start_ns: now,
-                            strikes: record.strikes,
-                            ban_class: record.ban_class,
-                            ban_flags: record.ban_flags,
                             verified_until_ns,
-                            ..SourceState::default()
+                            ..restored(&record, now)
                         },
                     );
                     self.events[EventCounter::BansRestored as usize] += 1;
@@ -838,50 +917,15 @@ impl Model {
         }
 
         if !self.sources.contains_key(&key) {
-            if class == MethodClass::Malformed && drop_malformed {
-                return Verdict::DropMalformed;
-            }
-            let Some(limit) = limit else {
-                return Verdict::Pass;
-            };
-            let verified_until_ns = self.verified_until(cfg, &key);
-            let verified = Self::is_verified(cfg, verified_until_ns, now);
-            // Beyond the admission budget an unverified request makes no state.
-            if Self::needs_admission(cfg, class, verified) && !self.admitted(cfg, src, now) {
-                return Verdict::DropAdmission;
-            }
-            let rate = Self::limits_for(cfg, verified)[limit as usize];
-            if rate.interval_ns == 0 {
-                return Verdict::Pass;
-            }
-            let mut state = SourceState {
-                window_start_ns: now,
-                packets: 1,
-                window_packets: 1,
-                verified_until_ns,
-                ..SourceState::default()
-            };
-            state.tat_ns[limit as usize] = now + rate.interval_ns;
-            self.sources.insert(key, state);
-            return Verdict::Pass;
+            return self.new_source(cfg, d, key, limit, now);
         }
-        let flow_banned = self.flow_banned(src, d.port, now);
+        let flow_banned = d.protocol == Protocol::Udp && self.flow_banned(src, d.port, now);
         let protected = self.protected.lookup(src).is_some();
         let state = self.sources.get_mut(&key).expect("tracked, checked above");
+        count_packet(state, now);
 
-        state.packets += 1;
-        if now.wrapping_sub(state.window_start_ns) >= RATE_WINDOW_NS {
-            state.window_start_ns = now;
-            state.window_packets = 0;
-        }
-        state.window_packets += 1;
-
-        let ban_applies = state.ban_flags & ban_flags::MONITOR_ONLY == 0 || monitor;
-        if now < state.banned_until_ns && ban_applies {
-            if Self::drop_banned(cfg, state, class, now) {
-                let record = DurableBan::of(state);
-                self.bans.insert(key, record);
-            }
+        if Self::ban_holds(cfg, state, now) {
+            self.drop_banned_source(cfg, key, now);
             return Verdict::DropBanned;
         }
         // The first packet after a ban ran out (not one a monitor-only ban merely does not
@@ -891,26 +935,15 @@ impl Model {
             if let Some(record) = self.bans.get_mut(&key) {
                 record.ban_flags &= !ban_flags::EXPIRY_PENDING;
             }
-            self.ban_events.push(BanEvent {
-                addr: key,
-                now_ns: now,
-                banned_until_ns: state.banned_until_ns,
-                duration_ns: state.ban_duration_ns,
-                window_ns: now.wrapping_sub(state.window_start_ns),
-                window_packets: state.window_packets,
-                strikes: state.strikes,
-                kind: ban_event_kind::EXPIRED,
-                limit_class: state.ban_class,
-                port: 0,
-                prefix_len: 0,
-                _pad: [0; 3],
-            });
+            self.ban_events
+                .push(ban_event(key, 0, state, ban_event_kind::EXPIRED, now));
         }
         if class == MethodClass::Malformed && drop_malformed {
             state.dropped += 1;
             return Verdict::DropMalformed;
         }
-        // A phone of a verified address banned by the egress program, by its flow.
+        // A phone of a verified address banned by the egress program, by its flow (UDP only:
+        // the flow is a UDP port).
         if state.flow_bans_until_ns > now && flow_banned {
             state.dropped += 1;
             self.events[EventCounter::FlowBannedDrops as usize] += 1;
@@ -921,14 +954,14 @@ impl Model {
         };
         let verified = Self::is_verified(cfg, state.verified_until_ns, now);
         let rate = Self::limits_for(cfg, verified)[limit as usize];
-        let tat = state.tat_ns[limit as usize].max(now);
-        if rate.interval_ns == 0 || tat - now <= rate.burst_tolerance_ns {
-            if rate.interval_ns != 0 {
-                state.tat_ns[limit as usize] = tat + rate.interval_ns;
-            }
+        if rate.interval_ns == 0 || gcra(&mut state.tat_ns[limit as usize], &rate, now) {
             if Self::needs_admission(cfg, class, verified) && !self.admitted(cfg, src, now) {
                 self.sources.get_mut(&key).expect("tracked").dropped += 1;
                 return Verdict::DropAdmission;
+            }
+            if !verified && self.prefix_buckets_dry(cfg, d, limit, now) {
+                self.sources.get_mut(&key).expect("tracked").dropped += 1;
+                return Verdict::DropPrefix;
             }
             return Verdict::Pass;
         }
@@ -942,62 +975,173 @@ impl Model {
         Verdict::DropRate
     }
 
+    /// First packet from a source with no state and no saved ban: only a limited class that
+    /// passes admission and its prefixes' buckets makes state.
+    fn new_source(
+        &mut self,
+        cfg: &Config,
+        d: &Datagram,
+        key: [u8; 16],
+        limit: Option<LimitClass>,
+        now: u64,
+    ) -> Verdict {
+        if d.class == MethodClass::Malformed && cfg.has_flag(flags::DROP_MALFORMED) {
+            return Verdict::DropMalformed;
+        }
+        let Some(limit) = limit else {
+            return Verdict::Pass;
+        };
+        let verified_until_ns = self.verified_until(cfg, &key);
+        let verified = Self::is_verified(cfg, verified_until_ns, now);
+        // Beyond the admission budget an unverified request makes no state.
+        if Self::needs_admission(cfg, d.class, verified) && !self.admitted(cfg, &d.src, now) {
+            return Verdict::DropAdmission;
+        }
+        // Nor does one whose prefix ran dry.
+        if !verified && self.prefix_buckets_dry(cfg, d, limit, now) {
+            return Verdict::DropPrefix;
+        }
+        let rate = Self::limits_for(cfg, verified)[limit as usize];
+        if rate.interval_ns == 0 {
+            return Verdict::Pass;
+        }
+        let mut state = SourceState {
+            window_start_ns: now,
+            packets: 1,
+            window_packets: 1,
+            verified_until_ns,
+            ..SourceState::default()
+        };
+        // A burst is at least one packet, so the first always conforms.
+        state.tat_ns[limit as usize] = now + rate.interval_ns;
+        self.sources.insert(key, state);
+        Verdict::Pass
+    }
+
     /// Bans the source keyed `key` (its state must exist), escalating for a repeat offender, and
     /// reports it. `ban_class`: the limit class that ran dry, or `BAN_CLASS_AUTH` with a failure
     /// kind.
     pub(crate) fn impose_ban(&mut self, cfg: &Config, key: [u8; 16], ban_class: u8, now: u64) {
-        let monitor = cfg.has_flag(flags::MONITOR);
         let state = self
             .sources
             .get_mut(&key)
             .expect("the banned source's state");
-        if state.banned_until_ns == 0
-            || now.saturating_sub(state.banned_until_ns) > cfg.strike_decay_ns
-        {
-            state.strikes = 0;
-        }
-        let duration = if state.strikes == 0 {
-            cfg.ban_base_ns
-        } else {
-            state
-                .ban_duration_ns
-                .saturating_mul(u64::from(cfg.ban_factor).min(MAX_BAN_FACTOR))
-        }
-        .min(cfg.ban_max_ns)
-        .min(BAN_DURATION_CEILING_NS);
-        state.strikes += 1;
-        state.ban_duration_ns = duration;
-        state.banned_until_ns = now + duration;
-        state.ban_class = ban_class;
-        state.ban_flags =
-            ban_flags::EXPIRY_PENDING | if monitor { ban_flags::MONITOR_ONLY } else { 0 };
+        let event = escalate(cfg, key, 0, state, ban_class, now);
         let record = DurableBan::of(state);
-        let event = if monitor {
+        self.count_ban(cfg);
+        self.ban_events.push(event);
+        self.bans.insert(key, record);
+    }
+
+    /// `BansIssued` (enforcing) or `WouldBans` (monitor) for one more ban.
+    pub(crate) fn count_ban(&mut self, cfg: &Config) {
+        let counter = if cfg.has_flag(flags::MONITOR) {
             EventCounter::WouldBans
         } else {
             EventCounter::BansIssued
         };
-        self.events[event as usize] += 1;
-        self.ban_events.push(BanEvent {
-            addr: key,
-            now_ns: now,
-            banned_until_ns: state.banned_until_ns,
-            duration_ns: duration,
-            window_ns: now.wrapping_sub(state.window_start_ns),
-            window_packets: state.window_packets,
-            strikes: state.strikes,
-            kind: if monitor {
-                ban_event_kind::WOULD_BAN
-            } else {
-                ban_event_kind::BAN
-            },
-            limit_class: ban_class,
-            port: 0,
-            prefix_len: 0,
-            _pad: [0; 3],
-        });
-        self.bans.insert(key, record);
+        self.events[counter as usize] += 1;
     }
+}
+
+/// One more packet of a source or prefix in its state: its total and its one-second window.
+pub(crate) fn count_packet(state: &mut SourceState, now: u64) {
+    state.packets += 1;
+    if now.wrapping_sub(state.window_start_ns) >= RATE_WINDOW_NS {
+        state.window_start_ns = now;
+        state.window_packets = 0;
+    }
+    state.window_packets += 1;
+}
+
+/// A state rebuilt from its durable ban record: the ban and strikes, full buckets, no counts.
+pub(crate) fn restored(record: &DurableBan, now: u64) -> SourceState {
+    SourceState {
+        banned_until_ns: record.banned_until_ns,
+        ban_duration_ns: record.ban_duration_ns,
+        window_start_ns: now,
+        strikes: record.strikes,
+        ban_class: record.ban_class,
+        ban_flags: record.ban_flags,
+        ..SourceState::default()
+    }
+}
+
+/// A ban event about `state` (a source's when `prefix_len` is 0, else a prefix's).
+pub(crate) fn ban_event(
+    addr: [u8; 16],
+    prefix_len: u8,
+    state: &SourceState,
+    kind: u8,
+    now: u64,
+) -> BanEvent {
+    BanEvent {
+        addr,
+        now_ns: now,
+        banned_until_ns: state.banned_until_ns,
+        duration_ns: state.ban_duration_ns,
+        window_ns: now.wrapping_sub(state.window_start_ns),
+        window_packets: state.window_packets,
+        strikes: state.strikes,
+        kind,
+        limit_class: state.ban_class,
+        port: 0,
+        prefix_len,
+        _pad: [0; 3],
+    }
+}
+
+/// Bans `state` (a source's or a prefix's), escalating from its strikes: the first ban after a
+/// quiet `strike_decay_ns` lasts `ban_base_ns`, each repeat the last one times `ban_factor`
+/// (clamped), capped by `ban_max_ns` and the ceiling. Returns the event reporting it.
+pub(crate) fn escalate(
+    cfg: &Config,
+    addr: [u8; 16],
+    prefix_len: u8,
+    state: &mut SourceState,
+    ban_class: u8,
+    now: u64,
+) -> BanEvent {
+    let monitor = cfg.has_flag(flags::MONITOR);
+    if state.banned_until_ns == 0 || now.saturating_sub(state.banned_until_ns) > cfg.strike_decay_ns
+    {
+        state.strikes = 0;
+    }
+    let duration = if state.strikes == 0 {
+        cfg.ban_base_ns
+    } else {
+        state
+            .ban_duration_ns
+            .saturating_mul(u64::from(cfg.ban_factor).min(MAX_BAN_FACTOR))
+    }
+    .min(cfg.ban_max_ns)
+    .min(BAN_DURATION_CEILING_NS);
+    state.strikes += 1;
+    state.ban_duration_ns = duration;
+    state.banned_until_ns = now + duration;
+    state.ban_class = ban_class;
+    state.ban_flags = ban_flags::EXPIRY_PENDING | if monitor { ban_flags::MONITOR_ONLY } else { 0 };
+    let kind = if monitor {
+        ban_event_kind::WOULD_BAN
+    } else {
+        ban_event_kind::BAN
+    };
+    ban_event(addr, prefix_len, state, kind, now)
+}
+
+/// Deliberate bugs the differential tests plant in the model to prove that a wrong model (or a
+/// kernel that differs from it the same way) is caught.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mutant {
+    /// The model as specified.
+    #[default]
+    None,
+    /// A ban's packets draw from REGISTER's bucket whatever the ban's class.
+    ExtendFromRegister,
+    /// A banned prefix drops its allowlisted sources too.
+    PrefixBanIgnoresAllowlist,
+    /// A prefix's repeat ban does not escalate (its strikes start over every time).
+    PrefixBansDoNotEscalate,
 }
 
 #[cfg(test)]

@@ -109,6 +109,55 @@ impl Ipv6Ext {
     }
 }
 
+/// TCP flag bits (byte 13 of the TCP header).
+pub mod tcp_flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+    pub const URG: u8 = 0x20;
+    /// The flag combinations a connection goes through: a new connection, its answer, its
+    /// acknowledgements and data, and its two ends.
+    pub const COMBINATIONS: [(&str, u8); 8] = [
+        ("SYN", SYN),
+        ("SYN+ACK", SYN | ACK),
+        ("ACK", ACK),
+        ("PSH+ACK", PSH | ACK),
+        ("RST", RST),
+        ("RST+ACK", RST | ACK),
+        ("FIN+ACK", FIN | ACK),
+        ("FIN", FIN),
+    ];
+}
+
+/// The TCP header of a [`Frame`] whose `protocol` is [`IPPROTO_TCP`].
+#[derive(Clone, Debug)]
+pub struct TcpHeader {
+    /// Bits from [`tcp_flags`].
+    pub flags: u8,
+    /// Options, padded with NOPs to 4 bytes.
+    pub options: Vec<u8>,
+    /// Overrides the data offset (in 4-byte words; 5 plus the options' words otherwise). Any
+    /// value 0..=15, including ones that lie about where the payload starts.
+    pub data_offset: Option<u8>,
+    pub seq: u32,
+    pub ack: u32,
+}
+
+impl Default for TcpHeader {
+    /// A SYN without options, as a new connection starts.
+    fn default() -> Self {
+        Self {
+            flags: tcp_flags::SYN,
+            options: Vec::new(),
+            data_offset: None,
+            seq: 0x1000_0000,
+            ack: 0,
+        }
+    }
+}
+
 /// One frame to build. Defaults give a well-formed IPv4 UDP datagram to port 5060.
 #[derive(Clone, Debug)]
 pub struct Frame {
@@ -129,6 +178,8 @@ pub struct Frame {
     pub udp_len_override: Option<u16>,
     /// Leave out the transport header (non-first fragments).
     pub omit_l4_header: bool,
+    /// The TCP header, when `protocol` is [`IPPROTO_TCP`] (a SYN without options by default).
+    pub tcp: TcpHeader,
 }
 
 impl Frame {
@@ -146,7 +197,47 @@ impl Frame {
             payload: payload.to_vec(),
             udp_len_override: None,
             omit_l4_header: false,
+            tcp: TcpHeader::default(),
         }
+    }
+
+    /// A TCP segment with `flags` (from [`tcp_flags`]) and `payload` to `dst_port`, from port
+    /// 40000.
+    pub fn tcp(src: IpAddr, dst: IpAddr, dst_port: u16, flags: u8, payload: &[u8]) -> Self {
+        let mut frame = Self::udp(src, dst, dst_port, payload);
+        frame.protocol = IPPROTO_TCP;
+        frame.src_port = 40_000;
+        frame.tcp.flags = flags;
+        frame
+    }
+
+    /// TCP options (a real SYN carries MSS, SACK-permitted, timestamps, window scale: 20 bytes).
+    pub fn tcp_options(mut self, options: &[u8]) -> Self {
+        self.tcp.options = options.to_vec();
+        self
+    }
+
+    /// A data offset that need not match the header (see [`TcpHeader::data_offset`]).
+    pub fn data_offset(mut self, words: u8) -> Self {
+        self.tcp.data_offset = Some(words);
+        self
+    }
+
+    /// Makes the frame a fragment: `offset_units` (8-byte units) into its datagram, `more`
+    /// fragments following, identification `id`. A non-first fragment carries no transport
+    /// header, only (a piece of) the payload. IPv4 uses the header's fragment fields (`id`
+    /// truncated to 16 bits), IPv6 a Fragment header after the other extension headers.
+    pub fn fragment(mut self, offset_units: u16, more: bool, id: u32) -> Self {
+        match self.src {
+            IpAddr::V4(_) => self.ipv4_fragment = Some((more, offset_units, id as u16)),
+            IpAddr::V6(_) => self.ipv6_ext.push(Ipv6Ext::Fragment {
+                offset_units,
+                more,
+                id,
+            }),
+        }
+        self.omit_l4_header = offset_units != 0;
+        self
     }
 
     pub fn sip(src: IpAddr, dst: IpAddr, payload: &[u8]) -> Self {
@@ -247,11 +338,23 @@ impl Frame {
                 udp
             }
             IPPROTO_TCP => {
+                let mut options = self.tcp.options.clone();
+                while !options.len().is_multiple_of(4) {
+                    options.push(1); // NOP
+                }
+                let words = self
+                    .tcp
+                    .data_offset
+                    .unwrap_or((5 + options.len() / 4) as u8);
                 let mut tcp = vec![0u8; 20];
                 tcp[0..2].copy_from_slice(&self.src_port.to_be_bytes());
                 tcp[2..4].copy_from_slice(&self.dst_port.to_be_bytes());
-                tcp[12] = 5 << 4;
-                tcp[13] = 0x02; // SYN
+                tcp[4..8].copy_from_slice(&self.tcp.seq.to_be_bytes());
+                tcp[8..12].copy_from_slice(&self.tcp.ack.to_be_bytes());
+                tcp[12] = (words & 0x0f) << 4;
+                tcp[13] = self.tcp.flags;
+                tcp[14..16].copy_from_slice(&64_240u16.to_be_bytes()); // window
+                tcp.extend_from_slice(&options);
                 tcp.extend_from_slice(&self.payload);
                 tcp
             }
@@ -274,39 +377,53 @@ pub fn arp_frame() -> Vec<u8> {
 /// then the payload) between `src` and `dst`: what a real stack checks before delivering. IPv6
 /// requires it; 0 is sent as 0xffff.
 pub fn udp_checksum(src: IpAddr, dst: IpAddr, udp: &[u8]) -> u16 {
-    let mut pseudo = Vec::with_capacity(40 + udp.len());
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            pseudo.extend_from_slice(&s.octets());
-            pseudo.extend_from_slice(&d.octets());
-            pseudo.extend_from_slice(&[0, IPPROTO_UDP]);
-            pseudo.extend_from_slice(&(udp.len() as u16).to_be_bytes());
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            pseudo.extend_from_slice(&s.octets());
-            pseudo.extend_from_slice(&d.octets());
-            pseudo.extend_from_slice(&(udp.len() as u32).to_be_bytes());
-            pseudo.extend_from_slice(&[0, 0, 0, IPPROTO_UDP]);
-        }
-        _ => panic!("source and destination must be the same IP version"),
-    }
-    pseudo.extend_from_slice(udp);
-    match checksum(&pseudo) {
+    match l4_checksum(src, dst, IPPROTO_UDP, udp) {
         0 => 0xffff,
         sum => sum,
     }
 }
 
+/// The checksum of a whole transport segment `l4` of `protocol` (with a zero checksum field)
+/// over the pseudo header of `src` and `dst`.
+fn l4_checksum(src: IpAddr, dst: IpAddr, protocol: u8, l4: &[u8]) -> u16 {
+    let mut pseudo = Vec::with_capacity(40 + l4.len());
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            pseudo.extend_from_slice(&s.octets());
+            pseudo.extend_from_slice(&d.octets());
+            pseudo.extend_from_slice(&[0, protocol]);
+            pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            pseudo.extend_from_slice(&s.octets());
+            pseudo.extend_from_slice(&d.octets());
+            pseudo.extend_from_slice(&(l4.len() as u32).to_be_bytes());
+            pseudo.extend_from_slice(&[0, 0, 0, protocol]);
+        }
+        _ => panic!("source and destination must be the same IP version"),
+    }
+    pseudo.extend_from_slice(l4);
+    checksum(&pseudo)
+}
+
 impl Frame {
-    /// [`Frame::build`] with a correct UDP checksum (an unfragmented UDP frame whose UDP header
-    /// and payload end the IP packet, as Frame builds them).
+    /// [`Frame::build`] with a correct UDP or TCP checksum (an unfragmented frame whose
+    /// transport header and payload end the IP packet, as Frame builds them).
     pub fn build_checksummed(&self) -> Vec<u8> {
         let mut frame = self.build();
-        let udp_len = 8 + self.payload.len();
-        let ip_end = frame.len() - padding_of(&frame, udp_len, self);
-        let start = ip_end - udp_len;
-        let sum = udp_checksum(self.src, self.dst, &frame[start..ip_end]);
-        frame[start + 6..start + 8].copy_from_slice(&sum.to_be_bytes());
+        let l4_len = self.l4_bytes().len();
+        let ip_end = frame.len() - padding_of(&frame, l4_len, self);
+        let start = ip_end - l4_len;
+        let (sum, at) = if self.protocol == IPPROTO_TCP {
+            let sum = l4_checksum(self.src, self.dst, IPPROTO_TCP, &frame[start..ip_end]);
+            (sum, start + 16)
+        } else {
+            (
+                udp_checksum(self.src, self.dst, &frame[start..ip_end]),
+                start + 6,
+            )
+        };
+        frame[at..at + 2].copy_from_slice(&sum.to_be_bytes());
         frame
     }
 }
@@ -353,6 +470,33 @@ pub fn request(method: &str, uri: &str, seq: u32) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+/// A SIP request as a phone sends it over TCP or TLS (`transport` is `TCP` or `TLS`, as its
+/// Via names it).
+pub fn stream_request(method: &str, uri: &str, seq: u32, transport: &str) -> Vec<u8> {
+    let text = String::from_utf8(request(method, uri, seq)).expect("requests are text");
+    text.replacen("SIP/2.0/UDP", &format!("SIP/2.0/{transport}"), 1)
+        .into_bytes()
+}
+
+/// The first bytes a TLS client sends on port 5061: a ClientHello record (content type 22,
+/// version 3.1, a handshake of type 1), with `len` bytes of body. Never a SIP first line.
+pub fn tls_client_hello(len: usize) -> Vec<u8> {
+    let body = len.max(4);
+    let mut record = vec![0x16, 0x03, 0x01];
+    record.extend_from_slice(&(body as u16).to_be_bytes());
+    record.push(0x01); // ClientHello
+    let hello = body - 4;
+    record.extend_from_slice(&[(hello >> 16) as u8, (hello >> 8) as u8, hello as u8]);
+    record.extend_from_slice(&[0x03, 0x03]); // TLS 1.2 in the hello
+    record.extend((0..body.saturating_sub(6)).map(|i| (i * 37 + 11) as u8));
+    record
+}
+
+/// The TCP options of a Linux SYN: MSS 1460, SACK permitted, timestamps, NOP, window scale 7.
+pub const SYN_OPTIONS: [u8; 20] = [
+    2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7,
+];
 
 /// A SIP response.
 pub fn response(code: u16, reason: &str) -> Vec<u8> {

@@ -223,9 +223,10 @@ fn repeated_challenges_ban_a_guesser_with_origin_auth() {
         auth_ban_kind(bans[0].limit_class),
         Some(AuthFailure::Rechallenged)
     );
+    // Dropped on the addresses alone, before the REGISTER was read.
     let counters = dp.maps.counters().unwrap();
     assert_eq!(
-        counters.packets(Verdict::DropBanned, MethodClass::Register),
+        counters.packets(Verdict::DropBanned, MethodClass::Unread),
         5
     );
 }

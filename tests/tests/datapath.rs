@@ -263,8 +263,14 @@ fn non_sip_traffic_is_never_touched() {
     // Even from a source that is banned for SIP.
     dp.run(&reg(CLIENT)).unwrap();
     assert_eq!(dp.run(&reg(CLIENT)).unwrap(), XDP_DROP);
-    let mut tcp = Frame::sip(ip(CLIENT), ip(SERVER), b"REGISTER sip:x SIP/2.0\r\n\r\n");
-    tcp.protocol = IPPROTO_TCP;
+    // TCP to a port that is not a SIP TCP port (5060 and 5061 are: see tcp_prefix.rs).
+    let tcp = Frame::tcp(
+        ip(CLIENT),
+        ip(SERVER),
+        80,
+        tcp_flags::PSH | tcp_flags::ACK,
+        b"REGISTER sip:x SIP/2.0\r\n\r\n",
+    );
     let mut icmp = Frame::sip(ip(CLIENT), ip(SERVER), &[8, 0, 0, 0, 0, 1, 0, 1]);
     icmp.protocol = IPPROTO_ICMP;
     let frames = [
@@ -569,7 +575,7 @@ fn bucket_exhaustion_bans_and_reports() {
             &reg(CLIENT),
             XDP_DROP,
             Verdict::DropBanned,
-            MethodClass::Register,
+            MethodClass::Unread,
         );
     }
     // A banned source's other SIP traffic is dropped too, even what is never rate limited.
@@ -578,7 +584,7 @@ fn bucket_exhaustion_bans_and_reports() {
         &sip_from(CLIENT, b"\r\n\r\n"),
         XDP_DROP,
         Verdict::DropBanned,
-        MethodClass::KeepAlive,
+        MethodClass::Unread,
     );
     // Another source is unaffected.
     expect_verdict(
@@ -795,7 +801,7 @@ fn a_banned_source_is_dropped_before_the_lists_are_read() {
             &reg(src),
             XDP_DROP,
             Verdict::DropBanned,
-            MethodClass::Register,
+            MethodClass::Unread,
         );
         let state = dp.maps.source(addr_key(ip(src))).unwrap().unwrap();
         // Two passed, one refused by the bucket (the ban), one dropped as banned.
@@ -825,7 +831,7 @@ fn a_banned_source_is_dropped_before_the_lists_are_read() {
         &reg(CLIENT),
         XDP_DROP,
         Verdict::DropBanned,
-        MethodClass::Register,
+        MethodClass::Unread,
     );
     expect_verdict(
         &mut dp,
@@ -943,7 +949,7 @@ fn allowlisting_a_banned_source_through_the_control_plane_lifts_its_ban() {
         &reg(CLIENT2),
         XDP_DROP,
         Verdict::DropBanned,
-        MethodClass::Register,
+        MethodClass::Unread,
     );
     assert_eq!(
         dp.maps
@@ -1105,7 +1111,7 @@ fn ban_expiry_lets_a_refilled_source_back_in() {
         &reg(CLIENT),
         XDP_DROP,
         Verdict::DropBanned,
-        MethodClass::Register,
+        MethodClass::Unread,
     );
     sleep(Duration::from_millis(400));
     expect_verdict(
@@ -1152,7 +1158,7 @@ fn ban_expiry_is_reported_once() {
         &reg(CLIENT),
         XDP_DROP,
         Verdict::DropBanned,
-        MethodClass::Register,
+        MethodClass::Unread,
     );
     assert!(drain(&mut events).is_empty());
 
@@ -1345,7 +1351,7 @@ fn ban_is_extended_while_the_source_keeps_sending() {
         &reg(CLIENT),
         XDP_DROP,
         Verdict::DropBanned,
-        MethodClass::Register,
+        MethodClass::Unread,
     );
     let after = dp
         .maps
@@ -1387,7 +1393,7 @@ fn monitor_mode_counts_but_never_drops() {
         &reg(CLIENT),
         XDP_PASS,
         Verdict::DropBanned,
-        MethodClass::Register,
+        MethodClass::Unread,
     );
     expect_verdict(
         &mut dp,
@@ -1718,8 +1724,7 @@ fn ipv6_chains_past_the_parser_are_dropped_not_passed() {
         MethodClass::Unparsed,
     );
     // Non-SIP traffic behind a short chain is still untouched.
-    let mut tcp = Frame::udp(ip(CLIENT6), ip(SERVER6), 5060, b"");
-    tcp.protocol = IPPROTO_TCP;
+    let mut tcp = Frame::tcp(ip(CLIENT6), ip(SERVER6), 443, tcp_flags::SYN, b"");
     tcp.ipv6_ext = vec![Ipv6Ext::HopByHop { len_units: 0 }];
     expect_verdict(
         &mut dp,
@@ -2042,6 +2047,9 @@ fn bans_and_strikes_survive_a_flood_that_churns_the_source_table() {
     };
     let mut cfg = strict_config(2);
     cfg.ban_base_ns = HOUR_NS;
+    // The spoofed sources share one /64: without this its prefix bucket would ban it long
+    // before the flood churns the source table (tcp_prefix.rs tests that).
+    cfg.prefix_limits = [RateLimit::UNLIMITED; LimitClass::COUNT];
     let mut dp = Datapath::load_with(&cfg, &options).unwrap();
     // Two strikes for the attacker: banned, ban lifted by time (simulated by a short first
     // ban would need sleeping; instead ban twice through the control plane's view: one ban).

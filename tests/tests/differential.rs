@@ -2,8 +2,17 @@
 //! reference model (`sip_xdp_tests::model`) on generated and mutated packets.
 //!
 //! Every packet's XDP action, the (verdict, class) counter it bumps and the ban events it sends
-//! (bans, would-be bans, expiries) must match the model; every few thousand packets (and at the end) the whole counter matrix, the ban counters, every
-//! per-source state and the first-fragment table are compared too.
+//! (bans, would-be bans, expiries, of sources and of prefixes) must match the model; every few
+//! thousand packets (and at the end) the whole counter matrix, every event counter, every
+//! per-source state, the durable ban table, every prefix's state (`PREFIXES`), the durable prefix
+//! bans (`PREFIX_BANS`) and the first-fragment table are compared too.
+//!
+//! The traffic: UDP and TCP (SYN floods, ACKs carrying a REGISTER, TLS records, RSTs, odd data
+//! offsets) from a few core sources and from sources spread over two IPv4 /24s and a few IPv6
+//! /64s and /48s, so that prefix buckets run dry, prefixes are banned, evicted and restored from
+//! `PREFIX_BANS`, and aged (a ban record moved into the past on both sides) so that they expire
+//! and decay; allowlisted, protected and verified sources sit inside the banned prefixes.
+//! `catches_planted_bugs` plants each of the model's `Mutant`s and requires a mismatch.
 //!
 //! Time: the buckets refill one token per hour and bans last hours, so nothing the program
 //! decides during a run (well under an hour) depends on how fast the packets go through. The
@@ -23,20 +32,23 @@ use std::{
     time::Instant,
 };
 
-use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, RingBuf};
+use aya::{
+    Pod,
+    maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, RingBuf},
+};
 use ipnet::IpNet;
 use sip_xdp::{control::forget_sources_in, loader, maps::Counters, time::monotonic_now_ns};
 use sip_xdp_common::{
     BanEvent, Config, DurableBan, EventCounter, FragmentFate, FragmentKey, LimitClass, MethodClass,
-    RATE_WINDOW_NS, RateLimit, SourceState, Verdict, ban_event_kind, ban_flags, flags, map_names,
-    packet_counter_index,
+    PrefixKey, RATE_WINDOW_NS, RateLimit, SourceKey, SourceState, Verdict, VerifiedSource,
+    ban_event_kind, ban_flags, flags, map_names, packet_counter_index, prefix_mask,
 };
 use sip_xdp_tests::{
     harness::Datapath,
-    model::{self, Model, Outcome, Parsed, XDP_DROP, key_of},
+    model::{self, Model, Mutant, Outcome, Parsed, Protocol, XDP_DROP, key_of},
     packet::{
-        ETH_P_8021AD, ETH_P_8021Q, Frame, IPPROTO_ICMP, IPPROTO_TCP, Ipv6Ext, register, request,
-        response,
+        ETH_P_8021AD, ETH_P_8021Q, Frame, IPPROTO_ICMP, IPPROTO_TCP, Ipv6Ext, SYN_OPTIONS,
+        register, request, response, stream_request, tcp_flags, tls_client_hello,
     },
     rng::{DEFAULT_SEED, Rng, env_u64},
 };
@@ -49,9 +61,13 @@ const CHECK_EVERY: u64 = 5_000;
 /// A random source's state is compared and then forgotten (on both sides) this often, so
 /// banned sources come back and go through the whole bucket/ban cycle again.
 const FORGET_EVERY: u64 = 97;
-/// Above this many tracked entries, extra sources or fragments are flushed on both sides (after
-/// a comparison), far below the LRU capacities so the kernel never evicts on its own.
+/// A random prefix is compared, then evicted, forgotten or aged (on both sides) this often.
+const PREFIX_CHURN_EVERY: u64 = 61;
+/// Above this many tracked entries, extra sources, prefixes or fragments are flushed on both
+/// sides (after a comparison), far below the LRU capacities so the kernel never evicts on its
+/// own.
 const MAX_MODEL_SOURCES: usize = 20_000;
+const MAX_MODEL_PREFIXES: usize = 2_000;
 const MAX_MODEL_FRAGMENTS: usize = 2_000;
 /// Slack for clock reads around the coarse clock's tick.
 const CLOCK_SLACK_NS: u64 = 50_000_000;
@@ -98,6 +114,9 @@ fn list_setup(now: u64) -> (Vec<IpNet>, Vec<(IpNet, u64)>) {
 
 /// Held to their buckets, never banned.
 const PROTECTED: [&str; 2] = ["203.0.113.3/32", "2001:db8:0:1::/64"];
+/// Verified (a `VERIFIED` entry on both sides, in force while `ANSWERS` is on): they draw from
+/// no prefix bucket and pass their banned prefixes.
+const VERIFIED: [&str; 2] = ["198.51.100.3", "2001:db8::1"];
 
 /// Candidates to denylist for good mid-run: the first one whose ban applies then. Banned beats
 /// denylisted, so its packets count `drop_banned` until its entry goes.
@@ -170,15 +189,17 @@ impl Gen {
     fn source(&mut self) -> (IpAddr, Option<usize>) {
         let v4 = self.v4.len();
         let addr = match self.rng.below(100) {
-            0..60 => {
+            0..52 => {
                 let i = self.rng.below(v4);
                 return (self.v4[i], Some(i));
             }
-            60..95 => {
+            52..78 => {
                 let i = self.rng.below(self.v6.len());
                 return (self.v6[i], Some(v4 + i));
             }
-            95..98 => IpAddr::V4(Ipv4Addr::new(
+            78..87 => self.spread_v4(),
+            87..96 => self.spread_v6(),
+            96..98 => IpAddr::V4(Ipv4Addr::new(
                 *self.rng.pick(&[198, 203]),
                 *self.rng.pick(&[51, 0]),
                 *self.rng.pick(&[100, 113]),
@@ -204,6 +225,126 @@ impl Gen {
             }
         };
         (addr, None)
+    }
+
+    /// A flood spread over the core /24s, each address under its own limits: 198.51.100.0/24
+    /// (with an allowlisted and a verified core source in it) and 203.0.113.0/24 (mostly
+    /// denylisted, with a protected source; a banned prefix is dropped before the denylist).
+    fn spread_v4(&mut self) -> IpAddr {
+        match self.rng.below(100) {
+            0..70 => IpAddr::V4(Ipv4Addr::new(198, 51, 100, 16 + self.rng.below(112) as u8)),
+            70..85 => IpAddr::V4(Ipv4Addr::new(203, 0, 113, self.rng.below(4) as u8)),
+            _ => IpAddr::V4(Ipv4Addr::new(203, 0, 113, self.rng.byte())),
+        }
+    }
+
+    /// /128 rotation inside the core sources' /64 and the protected /64, /64s of one /48, and
+    /// the allowlisted /48.
+    fn spread_v6(&mut self) -> IpAddr {
+        let low = self.rng.next_u64();
+        let (s2, s3) = match self.rng.below(100) {
+            0..40 => (0, 0),
+            40..60 => (0, 1),
+            60..85 => (7, self.rng.below(4) as u16),
+            _ => (0xffff, self.rng.below(3) as u16),
+        };
+        IpAddr::V6(Ipv6Addr::new(
+            0x2001,
+            0xdb8,
+            s2,
+            s3,
+            (low >> 48) as u16,
+            (low >> 32) as u16,
+            (low >> 16) as u16,
+            low as u16 | 1,
+        ))
+    }
+
+    /// Makes `f` a TCP segment: to 5060 or 5061 mostly; a new connection, an ACK carrying a
+    /// request (REGISTER the most), TLS records, responses, empty ACKs, RSTs and FINs, random
+    /// flags; options and lying data offsets now and then.
+    fn tcp(&mut self, f: &mut Frame, tags: &mut Vec<&'static str>) {
+        tags.push("tcp");
+        f.protocol = IPPROTO_TCP;
+        f.src_port = 30_000 + self.rng.below(20_000) as u16;
+        f.dst_port = match self.rng.below(100) {
+            0..50 => 5060,
+            50..85 => 5061,
+            85..90 => {
+                tags.push("tcp-5080");
+                5080
+            }
+            _ => {
+                tags.push("tcp-port-other");
+                *self.rng.pick(&[80, 443, 5062, 5090, 0])
+            }
+        };
+        use tcp_flags::*;
+        let flags = match self.rng.below(100) {
+            0..40 => SYN,
+            40..48 => SYN | ACK,
+            48..60 => ACK,
+            60..80 => PSH | ACK,
+            80..84 => RST,
+            84..87 => RST | ACK,
+            87..94 => FIN | ACK,
+            _ => {
+                tags.push("tcp-random-flags");
+                self.rng.byte()
+            }
+        };
+        f.tcp.flags = flags;
+        f.tcp.seq = self.rng.next_u64() as u32;
+        let seq = self.seq;
+        if flags & SYN != 0 && flags & ACK == 0 {
+            tags.push("syn");
+            if self.rng.percent(10) {
+                // Data on a SYN (TCP Fast Open): never read.
+                tags.push("syn-data");
+                f.payload = register("100", seq);
+            } else {
+                f.payload.clear();
+            }
+        } else {
+            match self.rng.below(100) {
+                0..20 => {
+                    tags.push("tcp-register");
+                    f.payload = stream_request("REGISTER", "sip:100@example.com", seq, "TCP");
+                }
+                20..35 => {
+                    tags.push("tcp-request");
+                    let method = self.method();
+                    let transport = *self.rng.pick(&["TCP", "TLS", "WS"]);
+                    f.payload = stream_request(method, "sip:100@example.com", seq, transport);
+                }
+                35..50 => tags.push("tcp-udp-payload"),
+                50..65 => {
+                    tags.push("tls");
+                    let len = self.rng.range(20, 300);
+                    f.payload = tls_client_hello(len);
+                }
+                65..72 => {
+                    tags.push("tcp-response");
+                    f.payload = response(200, "OK");
+                }
+                _ => {
+                    tags.push("tcp-empty");
+                    f.payload.clear();
+                }
+            }
+        }
+        match self.rng.below(100) {
+            0..25 => f.tcp.options = SYN_OPTIONS.to_vec(),
+            25..35 => {
+                let n = 4 * self.rng.range(1, 10);
+                f.tcp.options = self.rng.bytes(n);
+            }
+            _ => {}
+        }
+        if self.rng.percent(8) {
+            tags.push("data-offset");
+            f.tcp.data_offset = Some(self.rng.below(16) as u8);
+        }
     }
 
     /// What a core source mostly floods with for a while (it changes every few thousand
@@ -469,6 +610,9 @@ impl Gen {
         if self.rng.percent(10) {
             f.src_port = *self.rng.pick(&[5060, 0, 5080, 40000]);
         }
+        if self.rng.percent(14) {
+            self.tcp(&mut f, &mut tags);
+        }
 
         // Layer 2.
         match self.rng.below(100) {
@@ -558,8 +702,9 @@ impl Gen {
 
         // Layer 4.
         match self.rng.below(100) {
-            0..3 => {
-                tags.push("tcp");
+            0..1 if f.protocol != IPPROTO_TCP => {
+                // A UDP payload behind a default TCP header (a SYN).
+                tags.push("tcp-bare");
                 f.protocol = IPPROTO_TCP;
             }
             3..5 => {
@@ -655,10 +800,18 @@ fn slow(burst: u64) -> RateLimit {
     RateLimit::per_interval(1, HOUR_NS, burst)
 }
 
+/// Prefix levels `lens` (128-bit form, 0 = off) with their masks.
+fn with_prefixes(mut cfg: Config, lens: [u8; 3]) -> Config {
+    cfg.prefix_lens = lens;
+    cfg.prefix_masks = lens.map(prefix_mask);
+    cfg
+}
+
 fn base_config() -> Config {
     let mut cfg = Config::DEFAULT;
     cfg.flags = flags::DROP_MALFORMED | flags::EXTEND_WHILE_ACTIVE;
     cfg.sip_ports = [5060, 5080, 0, 0, 0, 0, 0, 0];
+    cfg.tcp_ports = [5060, 5061, 0, 0, 0, 0, 0, 0];
     cfg.limits = [
         slow(5),
         slow(3),
@@ -668,7 +821,22 @@ fn base_config() -> Config {
         slow(9),
         slow(15),
         slow(6),
+        slow(4),
     ];
+    // Several sources' worth: a spread flood runs them dry, a single source never does.
+    cfg.prefix_limits = [
+        slow(30),
+        slow(16),
+        slow(40),
+        slow(40),
+        slow(50),
+        slow(40),
+        RateLimit::UNLIMITED,
+        slow(24),
+        slow(10),
+    ];
+    cfg.verified_limits = [slow(40); LimitClass::COUNT];
+    cfg.admission = slow(3_000);
     cfg.ban_factor = 2;
     cfg.ban_base_ns = 2 * HOUR_NS;
     cfg.ban_max_ns = 24 * HOUR_NS;
@@ -684,14 +852,20 @@ fn mask(prefix: u32) -> [u8; 16] {
 /// Configurations applied in turn: (fraction of the run after which it takes over, config).
 type Phases = Vec<(f64, Config)>;
 
+/// Enforcing, then with `ANSWERS`: the verified sources get their buckets and skip their
+/// prefixes', unverified REGISTER and INVITE meet the admission budget.
 fn phases_enforcing() -> Phases {
-    vec![(0.0, base_config())]
+    let mut answers = base_config();
+    answers.flags |= flags::ANSWERS;
+    vec![(0.0, base_config()), (0.6, answers)]
 }
 
 fn phases_permissive() -> Phases {
     let mut cfg = base_config();
     cfg.flags = flags::DROP_UNKNOWN_FRAGMENTS | flags::PASS_UNPARSED;
     cfg.sip_ports = [5060, 0, 0, 5061, 0, 0, 0, 5080];
+    // TCP 5060 is not inspected here; 5090 is.
+    cfg.tcp_ports = [0, 5061, 0, 0, 0, 0, 5090, 0];
     cfg.ipv6_source_mask = mask(64);
     cfg.limits = [
         slow(5),
@@ -702,6 +876,21 @@ fn phases_permissive() -> Phases {
         RateLimit::UNLIMITED,
         slow(25),
         slow(7),
+        RateLimit::UNLIMITED,
+    ];
+    // IPv4 /28s (sixteen prefixes in each /24), IPv6 /56s, no third level; an unlimited
+    // per-source class (OPTIONS, connections) still draws from its prefixes.
+    let mut cfg = with_prefixes(cfg, [124, 56, 0]);
+    cfg.prefix_limits = [
+        slow(12),
+        slow(10),
+        slow(30),
+        slow(60),
+        RateLimit::UNLIMITED,
+        slow(30),
+        slow(40),
+        slow(10),
+        slow(2),
     ];
     cfg.ban_factor = 3;
     vec![(0.0, cfg)]
@@ -715,7 +904,7 @@ fn phases_monitor_flips() -> Phases {
     enforce.flags = flags::DROP_MALFORMED | flags::DROP_UNKNOWN_FRAGMENTS | flags::PASS_UNPARSED;
     enforce.ban_factor = 40; // clamped to 16
     enforce.ban_max_ns = 40 * HOUR_NS;
-    let mut monitor2 = base_config();
+    let mut monitor2 = with_prefixes(base_config(), [112, 64, 48]);
     monitor2.flags = flags::MONITOR | flags::DROP_UNKNOWN_FRAGMENTS;
     monitor2.ipv6_source_mask = mask(48);
     let mut capped = enforce;
@@ -789,6 +978,202 @@ struct Run {
     edited_deny: Option<IpAddr>,
     /// Packets of that source the model dropped as banned while it was denylisted.
     banned_while_denied: u64,
+    /// `PREFIXES` and `PREFIX_BANS`, second handles found through the program's map ids.
+    prefixes: BpfHashMap<MapData, PrefixKey, SourceState>,
+    prefix_bans: BpfHashMap<MapData, PrefixKey, DurableBan>,
+    stats: Stats,
+    /// Stop at the first mismatch and keep it rather than fail (the planted-bug check).
+    expect_mismatch: bool,
+}
+
+/// What the run reached, for the coverage assertions.
+#[derive(Debug, Default)]
+struct Stats {
+    /// Prefix bans (and would-be bans) the kernel reported, by prefix length.
+    prefix_bans_by_len: BTreeMap<u8, u64>,
+    /// Ends of prefix bans the kernel reported.
+    prefix_expiries: u64,
+    /// Source bans of class `connection` (a SYN flood) the kernel reported.
+    connection_bans: u64,
+    /// Prefix bans of class `connection` (a SYN flood spread over a prefix).
+    prefix_connection_bans: u64,
+    /// Prefixes brought back from `PREFIX_BANS` after an eviction.
+    prefix_restores: u64,
+    /// Prefix ban records removed because their strikes had decayed.
+    prefix_decays: u64,
+    /// Packets of allowlisted, protected and verified sources inside a banned prefix that its
+    /// ban did not drop.
+    allowlisted_in_banned_prefix: u64,
+    protected_in_banned_prefix: u64,
+    verified_in_banned_prefix: u64,
+    /// Banned sources' (or prefixes') garbage, dropped unread instead of as malformed.
+    garbage_unread: u64,
+    /// REGISTERs in TCP segments that passed or met a bucket.
+    tcp_registers: u64,
+}
+
+impl Stats {
+    /// Counts what the kernel's events for one packet show.
+    fn events(&mut self, events: &[BanEvent]) {
+        for e in events {
+            match e.kind {
+                ban_event_kind::BAN | ban_event_kind::WOULD_BAN if e.prefix_len != 0 => {
+                    *self.prefix_bans_by_len.entry(e.prefix_len).or_default() += 1;
+                    if e.limit_class == LimitClass::Connection as u8 {
+                        self.prefix_connection_bans += 1;
+                    }
+                }
+                ban_event_kind::BAN | ban_event_kind::WOULD_BAN
+                    if e.limit_class == LimitClass::Connection as u8 =>
+                {
+                    self.connection_bans += 1;
+                }
+                ban_event_kind::EXPIRED if e.prefix_len != 0 => self.prefix_expiries += 1,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Facts about one packet read from the model before it decides, for [`Stats`].
+struct Before {
+    datagram: Option<model::Datagram>,
+    in_banned_prefix: bool,
+    allowlisted: bool,
+    protected: bool,
+    verified: bool,
+    /// The packet's prefixes that only `PREFIX_BANS` holds (a restore, or a decayed record).
+    restorable: Vec<PrefixKey>,
+}
+
+impl Before {
+    fn of(model: &Model, parsed: &Parsed, now: u64) -> Self {
+        let Parsed::Sip(d) = *parsed else {
+            return Self {
+                datagram: None,
+                in_banned_prefix: false,
+                allowlisted: false,
+                protected: false,
+                verified: false,
+                restorable: Vec::new(),
+            };
+        };
+        let cfg = model.effective_config();
+        let key = model.source_key(&d.src, d.is_ipv4);
+        let verified_until = match model.sources.get(&key) {
+            Some(state) => state.verified_until_ns,
+            None => model.verified.get(&key).map_or(0, |v| v.verified_until_ns),
+        };
+        Self {
+            datagram: Some(d),
+            in_banned_prefix: model.in_banned_prefix(&d.src, d.is_ipv4, now),
+            allowlisted: model.allowlist.lookup(&d.src).is_some(),
+            protected: model.protected.lookup(&d.src).is_some(),
+            verified: cfg.has_flag(flags::ANSWERS) && now < verified_until,
+            restorable: model::prefix_keys(&cfg, &d.src, d.is_ipv4)
+                .into_iter()
+                .filter(|k| !model.prefixes.contains_key(k) && model.prefix_bans.contains_key(k))
+                .collect(),
+        }
+    }
+
+    fn count(&self, model: &Model, outcome: &Outcome, stats: &mut Stats) {
+        let Some(d) = self.datagram else {
+            return;
+        };
+        for key in &self.restorable {
+            if model.prefixes.contains_key(key) {
+                stats.prefix_restores += 1;
+            } else if !model.prefix_bans.contains_key(key) {
+                stats.prefix_decays += 1;
+            }
+        }
+        if self.in_banned_prefix && outcome.verdict != Verdict::DropBanned {
+            if self.allowlisted {
+                stats.allowlisted_in_banned_prefix += 1;
+            } else if self.protected {
+                stats.protected_in_banned_prefix += 1;
+            } else if self.verified {
+                stats.verified_in_banned_prefix += 1;
+            }
+        }
+        if d.class == MethodClass::Malformed && outcome.class == MethodClass::Unread {
+            stats.garbage_unread += 1;
+        }
+        if d.protocol == Protocol::Tcp && outcome.class == MethodClass::Register {
+            stats.tcp_registers += 1;
+        }
+    }
+}
+
+/// A typed second handle on one of the program's hash maps (plain or LRU).
+fn hash_map<K: Pod, V: Pod>(dp: &mut Datapath, name: &str) -> BpfHashMap<MapData, K, V> {
+    let map = dp
+        .open_map(name)
+        .unwrap_or_else(|e| panic!("opening {name}: {e:#}"));
+    BpfHashMap::try_from(map).unwrap_or_else(|e| panic!("{name} is not a hash map: {e}"))
+}
+
+/// What a prefix churn does to one prefix (on both sides).
+#[derive(Clone, Copy, Debug)]
+enum Churn {
+    /// Gone from `PREFIXES`, as the LRU evicts; its ban record stays.
+    Evict,
+    /// Gone from both tables, as lifting its ban does.
+    Forget,
+    /// Its ban record moved to `banned_until_ns` and the prefix evicted: it comes back with
+    /// its ban over (expired, strikes kept) or decayed (the record goes).
+    Age(u64),
+}
+
+/// The churn for a prefix picked by `rng`: an age only for a prefix with a ban record, and only
+/// when `now` is far enough from boot for the record's end to lie that far back.
+fn plan_churn(rng: &mut Rng, model: &Model, now: u64) -> Option<(PrefixKey, Churn)> {
+    let mut keys: Vec<PrefixKey> = model
+        .prefixes
+        .keys()
+        .chain(model.prefix_bans.keys())
+        .copied()
+        .collect();
+    keys.sort_by_key(|k| (k.addr, k.prefix_len));
+    keys.dedup();
+    if keys.is_empty() {
+        return None;
+    }
+    let key = *rng.pick(&keys);
+    let decay = model.effective_config().strike_decay_ns;
+    let churn = match rng.below(100) {
+        0..40 => Churn::Evict,
+        40..55 => Churn::Forget,
+        55..85 if model.prefix_bans.contains_key(&key) && now > 10 * SECOND_NS => {
+            Churn::Age(now - SECOND_NS)
+        }
+        _ if model.prefix_bans.contains_key(&key) && now > decay + 20 * SECOND_NS => {
+            Churn::Age(now - decay - 10 * SECOND_NS)
+        }
+        _ => Churn::Evict,
+    };
+    Some((key, churn))
+}
+
+/// [`Churn`] on the model's side; returns the record written, for an age.
+fn churn_model(model: &mut Model, key: &PrefixKey, churn: Churn) -> Option<DurableBan> {
+    match churn {
+        Churn::Evict => {
+            model.evict_prefix(key);
+            None
+        }
+        Churn::Forget => {
+            model.forget_prefix(key);
+            None
+        }
+        Churn::Age(until) => {
+            model.evict_prefix(key);
+            let record = model.prefix_bans.get_mut(key)?;
+            record.banned_until_ns = until;
+            Some(*record)
+        }
+    }
 }
 
 /// A handle on the datapath's `COUNTERS` map of its own, found through the program's map ids:
@@ -816,9 +1201,13 @@ fn counters_handle(dp: &mut Datapath) -> PerCpuArray<MapData, u64> {
 }
 
 impl Run {
-    fn new(name: &'static str, first: &Config, seed: u64, packets: u64) -> Self {
+    fn new(name: &'static str, first: &Config, seed: u64, packets: u64, mutant: Mutant) -> Self {
         let mut dp = Datapath::load(first).expect("load the XDP program");
         let counters = counters_handle(&mut dp);
+        let prefixes = hash_map(&mut dp, map_names::PREFIXES);
+        let prefix_bans = hash_map(&mut dp, map_names::PREFIX_BANS);
+        let mut verified: BpfHashMap<MapData, SourceKey, VerifiedSource> =
+            hash_map(&mut dp, map_names::VERIFIED);
         let ban_events = RingBuf::try_from(
             dp.ebpf()
                 .take_map(map_names::BAN_EVENTS)
@@ -840,6 +1229,19 @@ impl Run {
             dp.maps.protect(net(n)).unwrap();
             model.protect(net(n));
         }
+        for a in VERIFIED {
+            let key = key_of(a.parse().unwrap());
+            let record = VerifiedSource {
+                verified_until_ns: now + 10 * HOUR_NS,
+                verified_since_ns: now,
+                successes: 1,
+            };
+            verified
+                .insert(SourceKey { addr: key }, record, 0)
+                .expect("write VERIFIED");
+            model.verified.insert(key, record);
+        }
+        model.mutant = mutant;
         let core_keys = V4_SOURCES
             .iter()
             .chain(V6_SOURCES.iter())
@@ -864,6 +1266,10 @@ impl Run {
             core_keys,
             edited_deny: None,
             banned_while_denied: 0,
+            prefixes,
+            prefix_bans,
+            stats: Stats::default(),
+            expect_mismatch: mutant != Mutant::None,
         }
     }
 
@@ -919,6 +1325,9 @@ impl Run {
 
     fn record(&mut self, report: String) {
         self.mismatches.push(report);
+        if self.expect_mismatch {
+            return;
+        }
         if self.mismatches.len() >= self.max_mismatches {
             self.fail();
         }
@@ -979,7 +1388,9 @@ impl Run {
         let parsed = model::parse(&packet.bytes, &cfg);
         let before =
             parsed_key(&self.model, &parsed).and_then(|k| self.model.sources.get(&k).copied());
+        let facts = Before::of(&self.model, &parsed, self.now);
         let expected = self.model.process(&packet.bytes, self.now);
+        facts.count(&self.model, &expected, &mut self.stats);
         if expected.verdict == Verdict::DropBanned
             && matches!(parsed, Parsed::Sip(d)
                 if Some(IpAddr::from(d.src).to_canonical()) == self.edited_deny)
@@ -991,6 +1402,7 @@ impl Run {
         let counted = self.kernel_slot(slot) == self.model_slot(slot) + self.adjust[slot];
         let model_events = std::mem::take(&mut self.model.ban_events);
         let kernel_events = self.drain_kernel_events();
+        self.stats.events(&kernel_events);
         let events = if model_events.is_empty() && kernel_events.is_empty() {
             None
         } else {
@@ -1064,6 +1476,50 @@ impl Run {
                 }
                 None => {
                     self.model.sources.remove(&k);
+                }
+            }
+        }
+        if let Parsed::Sip(d) = parsed {
+            let cfg = self.model.effective_config();
+            for prefix in model::prefix_keys(&cfg, &d.src, d.is_ipv4) {
+                let kernel_state = self.prefixes.get(&prefix, 0).ok();
+                let kernel_record = self.prefix_bans.get(&prefix, 0).ok();
+                let model_state = self.model.prefixes.peek(&prefix).copied();
+                if model_state != kernel_state
+                    || self.model.prefix_bans.get(&prefix) != kernel_record.as_ref()
+                {
+                    let _ = writeln!(report, "  prefix {}:", fmt_prefix(&prefix));
+                    let _ = writeln!(
+                        report,
+                        "    model after:  {}",
+                        fmt_state(model_state.as_ref())
+                    );
+                    let _ = writeln!(
+                        report,
+                        "    kernel after: {}",
+                        fmt_state(kernel_state.as_ref())
+                    );
+                    let _ = writeln!(
+                        report,
+                        "    ban records: model {:?}, kernel {kernel_record:?}",
+                        self.model.prefix_bans.get(&prefix)
+                    );
+                }
+                match kernel_state {
+                    Some(s) => {
+                        self.model.prefixes.insert(prefix, s);
+                    }
+                    None => {
+                        self.model.prefixes.remove(&prefix);
+                    }
+                }
+                match kernel_record {
+                    Some(r) => {
+                        self.model.prefix_bans.insert(prefix, r);
+                    }
+                    None => {
+                        self.model.prefix_bans.remove(&prefix);
+                    }
                 }
             }
         }
@@ -1149,14 +1605,11 @@ impl Run {
             ));
         }
         if self.mismatches.is_empty() {
-            for e in [
-                EventCounter::BansIssued,
-                EventCounter::WouldBans,
-                EventCounter::TrackFailures,
-                EventCounter::BanTableFull,
-                EventCounter::BansRestored,
-                EventCounter::ProtectedDrops,
-            ] {
+            // Every event counter (lost events are checked above: none may be lost).
+            for e in EventCounter::ALL
+                .into_iter()
+                .filter(|&e| e != EventCounter::EventsLost)
+            {
                 let (k, m) = (kernel.event(e), self.model.event(e));
                 if k != m {
                     problems.push(format!("event counter {e:?}: kernel {k}, model {m}"));
@@ -1185,19 +1638,68 @@ impl Run {
         ban_keys.extend(self.model.bans.keys().copied());
         for key in &ban_keys {
             let (m, k) = (self.model.bans.get(key), kernel_bans.get(key));
-            let same = match (m, k) {
-                (Some(m), Some(k)) => {
-                    timestamps_close(m.banned_until_ns, k.banned_until_ns, elapsed)
-                        && (m.ban_duration_ns, m.strikes, m.ban_class, m.ban_flags)
-                            == (k.ban_duration_ns, k.strikes, k.ban_class, k.ban_flags)
-                }
-                (None, None) => true,
-                _ => false,
-            };
-            if !same {
+            if !records_agree(m, k, elapsed) {
                 problems.push(format!(
                     "ban record {}: kernel {k:?}, model {m:?}",
                     fmt_key(key)
+                ));
+            }
+        }
+
+        let kernel_prefixes: BTreeMap<([u8; 16], u8), (PrefixKey, SourceState)> = self
+            .prefixes
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.expect("read PREFIXES");
+                ((k.addr, k.prefix_len), (k, v))
+            })
+            .collect();
+        let mut prefix_keys: BTreeSet<([u8; 16], u8)> = kernel_prefixes.keys().copied().collect();
+        prefix_keys.extend(self.model.prefixes.keys().map(|k| (k.addr, k.prefix_len)));
+        for (addr, prefix_len) in &prefix_keys {
+            let key = prefix_key(*addr, *prefix_len);
+            let model = self.model.prefixes.peek(&key);
+            let kernel = kernel_prefixes.get(&(*addr, *prefix_len)).map(|(_, s)| s);
+            let diff = match (model, kernel) {
+                (Some(m), Some(k)) => state_diff(m, k, elapsed),
+                (None, None) => None,
+                _ => Some("present on one side only".to_owned()),
+            };
+            if let Some(diff) = diff {
+                problems.push(format!(
+                    "prefix {}: {diff}\n    model:  {}\n    kernel: {}",
+                    fmt_prefix(&key),
+                    fmt_state(model),
+                    fmt_state(kernel)
+                ));
+            }
+        }
+        let kernel_prefix_bans: BTreeMap<([u8; 16], u8), DurableBan> = self
+            .prefix_bans
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.expect("read PREFIX_BANS");
+                ((k.addr, k.prefix_len), v)
+            })
+            .collect();
+        let mut record_keys: BTreeSet<([u8; 16], u8)> =
+            kernel_prefix_bans.keys().copied().collect();
+        record_keys.extend(
+            self.model
+                .prefix_bans
+                .keys()
+                .map(|k| (k.addr, k.prefix_len)),
+        );
+        for (addr, prefix_len) in &record_keys {
+            let key = prefix_key(*addr, *prefix_len);
+            let (m, k) = (
+                self.model.prefix_bans.get(&key),
+                kernel_prefix_bans.get(&(*addr, *prefix_len)),
+            );
+            if !records_agree(m, k, elapsed) {
+                problems.push(format!(
+                    "prefix ban record {}: kernel {k:?}, model {m:?}",
+                    fmt_prefix(&key)
                 ));
             }
         }
@@ -1248,6 +1750,14 @@ impl Run {
                 kernel_sources.iter().map(|(k, _)| k.addr).collect();
             self.model.sources.retain(|k, _| kernel_keys.contains(k));
             self.model.bans = kernel_bans.clone().into_iter().collect();
+            self.model.prefixes.clear();
+            for (k, s) in kernel_prefixes.values() {
+                self.model.prefixes.insert(*k, *s);
+            }
+            self.model.prefix_bans = kernel_prefix_bans
+                .iter()
+                .map(|(&(addr, len), r)| (prefix_key(addr, len), *r))
+                .collect();
             self.model.fragments = kernel_fragments
                 .iter()
                 .map(|(k, f)| ((k.src, k.id), f.dropped != 0))
@@ -1269,6 +1779,13 @@ impl Run {
                 self.dp.maps.forget_source(k).expect("forget source");
                 self.model.sources.remove(&k);
                 self.model.bans.remove(&k);
+            }
+        }
+        if self.model.prefixes.len() > MAX_MODEL_PREFIXES {
+            let keys: Vec<PrefixKey> = self.model.prefixes.keys().copied().collect();
+            for k in keys {
+                let _ = self.prefixes.remove(&k);
+                self.model.evict_prefix(&k);
             }
         }
         if self.model.fragments.len() > MAX_MODEL_FRAGMENTS {
@@ -1309,6 +1826,95 @@ impl Run {
             self.model.sources.remove(&key);
             self.model.bans.remove(&key);
         }
+    }
+}
+
+impl Run {
+    /// Compares one prefix's state and ban record; `None` when they agree.
+    fn compare_prefix(&self, key: &PrefixKey, elapsed: u64) -> Option<String> {
+        let kernel = self.prefixes.get(key, 0).ok();
+        let model = self.model.prefixes.peek(key);
+        let state = match (model, kernel.as_ref()) {
+            (None, None) => None,
+            (Some(m), Some(k)) => state_diff(m, k, elapsed),
+            _ => Some("present on one side only".to_owned()),
+        };
+        let kernel_record = self.prefix_bans.get(key, 0).ok();
+        let model_record = self.model.prefix_bans.get(key);
+        let record = (!records_agree(model_record, kernel_record.as_ref(), elapsed))
+            .then(|| format!("ban record: model {model_record:?}, kernel {kernel_record:?}"));
+        if state.is_none() && record.is_none() {
+            return None;
+        }
+        Some(format!(
+            "prefix {}: {}\n    model:  {}\n    kernel: {}",
+            fmt_prefix(key),
+            [state, record]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join("; "),
+            fmt_state(model),
+            fmt_state(kernel.as_ref())
+        ))
+    }
+
+    /// Compares a random prefix, then evicts, forgets or ages it on both sides.
+    fn churn_prefix(&mut self, rng: &mut Rng, index: u64) {
+        let Some((key, churn)) = plan_churn(rng, &self.model, self.now) else {
+            return;
+        };
+        let elapsed = monotonic_now_ns() - self.now + CLOCK_SLACK_NS;
+        if let Some(p) = self.compare_prefix(&key, elapsed) {
+            let report = format!(
+                "[{}] STATE MISMATCH before {churn:?} of a prefix, packet #{index}: {p}",
+                self.name
+            );
+            self.record(report);
+        }
+        let record = churn_model(&mut self.model, &key, churn);
+        let _ = self.prefixes.remove(&key);
+        match churn {
+            Churn::Evict => {}
+            Churn::Forget => {
+                let _ = self.prefix_bans.remove(&key);
+            }
+            Churn::Age(_) => {
+                let record = record.expect("aged prefixes have a record");
+                self.prefix_bans
+                    .insert(key, record, 0)
+                    .expect("rewrite a PREFIX_BANS record");
+            }
+        }
+    }
+}
+
+fn prefix_key(addr: [u8; 16], prefix_len: u8) -> PrefixKey {
+    PrefixKey {
+        addr,
+        prefix_len,
+        _pad: [0; 7],
+    }
+}
+
+/// Two durable ban records (of a source or a prefix) agree: facts equal, ends close.
+fn records_agree(m: Option<&DurableBan>, k: Option<&DurableBan>, elapsed: u64) -> bool {
+    match (m, k) {
+        (Some(m), Some(k)) => {
+            timestamps_close(m.banned_until_ns, k.banned_until_ns, elapsed)
+                && (m.ban_duration_ns, m.strikes, m.ban_class, m.ban_flags)
+                    == (k.ban_duration_ns, k.strikes, k.ban_class, k.ban_flags)
+        }
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// A prefix as `ban list` names it: IPv4 `a.b.c.0/24`, IPv6 `2001:db8::/64`.
+fn fmt_prefix(key: &PrefixKey) -> String {
+    match IpAddr::from(key.addr).to_canonical() {
+        IpAddr::V4(v4) if key.prefix_len >= 96 => format!("{v4}/{}", key.prefix_len - 96),
+        _ => format!("{}/{}", Ipv6Addr::from(key.addr), key.prefix_len),
     }
 }
 
@@ -1408,9 +2014,13 @@ fn fmt_event(e: &BanEvent) -> String {
         ban_event_kind::EXPIRED => "expired",
         _ => "?",
     };
+    let who = if e.prefix_len == 0 {
+        fmt_key(&e.addr)
+    } else {
+        fmt_prefix(&prefix_key(e.addr, e.prefix_len))
+    };
     format!(
-        "{kind} {} class={} strikes={} duration={}s banned_until={} now={} window={}ns/{} packets",
-        fmt_key(&e.addr),
+        "{kind} {who} class={} strikes={} duration={}s banned_until={} now={} window={}ns/{} packets",
         LimitClass::from_index(e.limit_class as usize).map_or("?", LimitClass::name),
         e.strikes,
         e.duration_ns / SECOND_NS,
@@ -1436,17 +2046,21 @@ fn events_diff(model: &[BanEvent], kernel: &[BanEvent], elapsed: u64) -> Option<
     for (i, (m, k)) in model.iter().zip(kernel).enumerate() {
         let same_facts = (
             m.addr,
+            m.prefix_len,
             m.kind,
             m.limit_class,
             m.strikes,
             m.duration_ns,
+            m.port,
             m._pad,
         ) == (
             k.addr,
+            k.prefix_len,
             k.kind,
             k.limit_class,
             k.strikes,
             k.duration_ns,
+            k.port,
             k._pad,
         );
         let window_ok = k.window_ns < RATE_WINDOW_NS
@@ -1472,15 +2086,21 @@ fn events_diff(model: &[BanEvent], kernel: &[BanEvent], elapsed: u64) -> Option<
     Some(d.join("\n    "))
 }
 
-/// Runs one scenario; returns how many ban events of each `ban_event_kind` the kernel sent.
-fn run_scenario(name: &'static str, index: u64, phases: Phases) -> [u64; 3] {
-    let packets = env_u64("SIP_XDP_DIFF_PACKETS", DEFAULT_PACKETS);
+/// The scenario's generator seed.
+fn scenario_seed(index: u64) -> u64 {
+    env_u64("SIP_XDP_DIFF_SEED", DEFAULT_SEED) ^ index.wrapping_mul(0xa076_1d64_78bd_642f)
+}
+
+/// Feeds `packets` generated packets to the kernel and the model, with the phase changes, list
+/// edits, forgets and prefix churns of a run. With a mutant planted, stops at the first
+/// mismatch.
+fn drive(name: &'static str, index: u64, phases: &Phases, packets: u64, mutant: Mutant) -> Run {
     let seed = env_u64("SIP_XDP_DIFF_SEED", DEFAULT_SEED);
-    let scenario_seed = seed ^ index.wrapping_mul(0xa076_1d64_78bd_642f);
-    let started = Instant::now();
-    let mut run = Run::new(name, &phases[0].1, seed, packets);
+    let scenario_seed = scenario_seed(index);
+    let mut run = Run::new(name, &phases[0].1, seed, packets, mutant);
     let mut generator = Gen::new(scenario_seed);
     let mut side = Rng::new(scenario_seed ^ 0xf0f0_f0f0);
+    let mut churn = Rng::new(scenario_seed ^ 0x0f0f_0f0f);
     let mut next_phase = 1;
     let mut next_edit = 0;
     for i in 0..packets {
@@ -1500,11 +2120,181 @@ fn run_scenario(name: &'static str, index: u64, phases: Phases) -> [u64; 3] {
         if (i + 1) % FORGET_EVERY == 0 {
             run.forget_one(&mut side, i);
         }
+        if (i + 1) % PREFIX_CHURN_EVERY == 0 {
+            run.churn_prefix(&mut churn, i);
+        }
         if (i + 1) % CHECK_EVERY == 0 {
             run.check_all(i);
         }
+        if run.expect_mismatch && !run.mismatches.is_empty() {
+            return run;
+        }
     }
     run.check_all(packets);
+    run
+}
+
+/// The model alone on the same generated traffic, with the same side actions on its own
+/// tables (what `drive` does to both): for the rootless coverage check.
+fn drive_model(index: u64, phases: &Phases, packets: u64) -> (Model, Stats) {
+    let scenario_seed = scenario_seed(index);
+    let now = 10 * HOUR_NS;
+    let mut model = Model::new(phases[0].1);
+    let (allow, deny) = list_setup(now);
+    allow.into_iter().for_each(|n| model.allow(n));
+    deny.into_iter().for_each(|(n, e)| model.deny(n, e));
+    PROTECTED.iter().for_each(|n| model.protect(net(n)));
+    for a in VERIFIED {
+        model.verified.insert(
+            key_of(a.parse().unwrap()),
+            VerifiedSource {
+                verified_until_ns: now + 10 * HOUR_NS,
+                verified_since_ns: now,
+                successes: 1,
+            },
+        );
+    }
+    let core: Vec<([u8; 16], bool)> = V4_SOURCES
+        .iter()
+        .chain(V6_SOURCES.iter())
+        .map(|s| {
+            let a: IpAddr = s.parse().unwrap();
+            (key_of(a), a.is_ipv4())
+        })
+        .collect();
+    let mut stats = Stats::default();
+    let mut generator = Gen::new(scenario_seed);
+    let mut side = Rng::new(scenario_seed ^ 0xf0f0_f0f0);
+    let mut churn = Rng::new(scenario_seed ^ 0x0f0f_0f0f);
+    let mut next_phase = 1;
+    let mut next_edit = 0;
+    for i in 0..packets {
+        if next_phase < phases.len() && i as f64 >= phases[next_phase].0 * packets as f64 {
+            model.config = phases[next_phase].1;
+            next_phase += 1;
+        }
+        if next_edit < LIST_EDITS.len() && i as f64 >= LIST_EDITS[next_edit].0 * packets as f64 {
+            for n in EDITED_ALLOW.map(net) {
+                if LIST_EDITS[next_edit].1 {
+                    model.allow(n);
+                    model.forget_sources_in(n);
+                } else {
+                    model.unallow(n);
+                }
+            }
+            next_edit += 1;
+        }
+        let packet = generator.next_packet();
+        let parsed = model::parse(&packet.bytes, &model.effective_config());
+        let facts = Before::of(&model, &parsed, now);
+        let outcome = model.process(&packet.bytes, now);
+        facts.count(&model, &outcome, &mut stats);
+        stats.events(&std::mem::take(&mut model.ban_events));
+        if (i + 1) % FORGET_EVERY == 0 {
+            let (k, v4) = *side.pick(&core);
+            let key = model.source_key(&k, v4);
+            if side.percent(60) {
+                model.evict(&key);
+            } else {
+                model.sources.remove(&key);
+                model.bans.remove(&key);
+            }
+        }
+        if (i + 1) % PREFIX_CHURN_EVERY == 0
+            && let Some((key, what)) = plan_churn(&mut churn, &model, now)
+        {
+            churn_model(&mut model, &key, what);
+        }
+    }
+    (model, stats)
+}
+
+/// Whether any phase turns `flag` on.
+fn any_phase(phases: &Phases, flag: u32) -> bool {
+    phases.iter().any(|(_, cfg)| cfg.has_flag(flag))
+}
+
+/// The prefix mechanisms a scenario must reach, from the model's counters and the run's
+/// statistics.
+fn prefix_coverage(name: &str, model: &Model, stats: &Stats, phases: &Phases) {
+    let bans_v4 = stats
+        .prefix_bans_by_len
+        .iter()
+        .filter(|(len, _)| **len > 96)
+        .map(|(_, n)| n)
+        .sum::<u64>();
+    let bans_v6 = stats
+        .prefix_bans_by_len
+        .iter()
+        .filter(|(len, _)| **len <= 96)
+        .map(|(_, n)| n)
+        .sum::<u64>();
+    let drop_prefix: u64 = MethodClass::ALL
+        .iter()
+        .map(|&c| model.packets(Verdict::DropPrefix, c))
+        .sum();
+    let mut reached = vec![
+        ("drop_prefix verdicts", drop_prefix),
+        ("prefix_bans counter", model.event(EventCounter::PrefixBans)),
+        (
+            "prefix_banned_drops counter",
+            model.event(EventCounter::PrefixBannedDrops),
+        ),
+        ("IPv4 prefix bans", bans_v4),
+        ("IPv6 prefix bans", bans_v6),
+        ("prefix ban expiries", stats.prefix_expiries),
+        ("prefixes restored from PREFIX_BANS", stats.prefix_restores),
+        ("decayed prefix records removed", stats.prefix_decays),
+        ("garbage dropped unread", stats.garbage_unread),
+        ("REGISTERs over TCP", stats.tcp_registers),
+        (
+            "allowlisted sources passing a banned prefix",
+            stats.allowlisted_in_banned_prefix,
+        ),
+        (
+            "protected sources passing a banned prefix",
+            stats.protected_in_banned_prefix,
+        ),
+    ];
+    let connections_limited = phases
+        .iter()
+        .any(|(_, cfg)| !cfg.limits[LimitClass::Connection as usize].is_unlimited());
+    if connections_limited {
+        reached.push(("connection (SYN flood) bans", stats.connection_bans));
+    }
+    let prefix_connections_limited = phases
+        .iter()
+        .any(|(_, cfg)| !cfg.prefix_limits[LimitClass::Connection as usize].is_unlimited());
+    if prefix_connections_limited {
+        reached.push((
+            "prefix bans of class connection",
+            stats.prefix_connection_bans,
+        ));
+    }
+    if any_phase(phases, flags::ANSWERS) {
+        reached.push((
+            "verified sources passing a banned prefix",
+            stats.verified_in_banned_prefix,
+        ));
+    }
+    eprintln!(
+        "  [{name}] prefix and TCP mechanisms: {reached:?}; prefix bans by length {:?}",
+        stats.prefix_bans_by_len
+    );
+    for (what, n) in reached {
+        assert!(
+            n > 0,
+            "[{name}] the run never reached {what}: the generator misses it"
+        );
+    }
+}
+
+/// Runs one scenario; returns how many ban events of each `ban_event_kind` the kernel sent.
+fn run_scenario(name: &'static str, index: u64, phases: Phases) -> [u64; 3] {
+    let packets = env_u64("SIP_XDP_DIFF_PACKETS", DEFAULT_PACKETS);
+    let seed = env_u64("SIP_XDP_DIFF_SEED", DEFAULT_SEED);
+    let started = Instant::now();
+    let run = drive(name, index, &phases, packets, Mutant::None);
     if !run.mismatches.is_empty() {
         run.fail();
     }
@@ -1564,6 +2354,9 @@ fn run_scenario(name: &'static str, index: u64, phases: Phases) -> [u64; 3] {
         run.banned_while_denied > 0 || packets < DEFAULT_PACKETS,
         "[{name}] no banned source was denylisted: banned-before-denylisted went untested"
     );
+    if packets >= DEFAULT_PACKETS {
+        prefix_coverage(name, &run.model, &run.stats, &phases);
+    }
     run.events_by_kind
 }
 
@@ -1645,10 +2438,91 @@ fn model_sanity() {
         (later, 2 * HOUR_NS, later)
     );
     assert_eq!(m.sources[&key_of(src)].ban_flags, 0);
-    let tcp = {
-        let mut f = Frame::sip(src, dst, b"x");
-        f.protocol = IPPROTO_TCP;
-        f.build()
-    };
-    assert_eq!(m.process(&tcp, now).class, MethodClass::NotSip);
+    // TCP to a SIP TCP port from the banned source: dropped on its flags alone.
+    let syn = Frame::tcp(src, dst, 5061, tcp_flags::SYN, b"").build();
+    let o = m.process(&syn, now);
+    assert_eq!(
+        (o.verdict, o.class),
+        (Verdict::DropBanned, MethodClass::TcpSyn)
+    );
+    let other = Frame::tcp(src, dst, 443, tcp_flags::SYN, b"").build();
+    assert_eq!(m.process(&other, now).class, MethodClass::NotSip);
+}
+
+/// The model alone reaches every prefix and TCP mechanism on the generated traffic of each
+/// scenario (no BPF needed): a generator that stopped reaching one fails here first.
+#[test]
+fn model_reaches_every_prefix_mechanism() {
+    let packets = env_u64("SIP_XDP_DIFF_MODEL_PACKETS", DEFAULT_PACKETS);
+    for (name, index, phases) in [
+        ("enforcing", 0, phases_enforcing()),
+        ("permissive", 1, phases_permissive()),
+        ("monitor_flips", 2, phases_monitor_flips()),
+    ] {
+        let (model, stats) = drive_model(index, &phases, packets);
+        let mut summary = String::new();
+        for v in Verdict::ALL {
+            for c in MethodClass::ALL {
+                let n = model.packets(v, c);
+                if n > 0 {
+                    let _ = write!(summary, " {}/{}={n}", v.name(), c.name());
+                }
+            }
+        }
+        eprintln!("[{name}] model alone, {packets} packets:{summary}");
+        for v in [
+            Verdict::Pass,
+            Verdict::PassNotSip,
+            Verdict::PassAllowlisted,
+            Verdict::DropDenylisted,
+            Verdict::DropRate,
+            Verdict::DropBanned,
+            Verdict::DropFragment,
+            Verdict::DropPrefix,
+        ] {
+            let n: u64 = MethodClass::ALL.iter().map(|&c| model.packets(v, c)).sum();
+            assert!(n > 0, "[{name}] no packet got {v:?} in the model");
+        }
+        for e in [EventCounter::BansRestored, EventCounter::ProtectedDrops] {
+            assert!(
+                model.event(e) > 0 || packets < DEFAULT_PACKETS,
+                "[{name}] the model never reached {e:?}"
+            );
+        }
+        for c in MethodClass::ALL {
+            let n: u64 = Verdict::ALL.iter().map(|&v| model.packets(v, c)).sum();
+            assert!(
+                n > 0 || packets < DEFAULT_PACKETS,
+                "[{name}] no packet classified {c:?}"
+            );
+        }
+        prefix_coverage(name, &model, &stats, &phases);
+    }
+}
+
+/// Each of the model's deliberate bugs makes the comparison fail: the differential test can tell
+/// a wrong model (or a kernel that differs from it the same way) from a right one.
+#[test]
+fn catches_planted_bugs() {
+    sip_xdp_tests::needs_root!();
+    let packets = env_u64("SIP_XDP_DIFF_PACKETS", DEFAULT_PACKETS).min(60_000);
+    for mutant in [
+        Mutant::ExtendFromRegister,
+        Mutant::PrefixBanIgnoresAllowlist,
+        Mutant::PrefixBansDoNotEscalate,
+    ] {
+        let run = drive("planted_bug", 0, &phases_enforcing(), packets, mutant);
+        assert!(
+            !run.mismatches.is_empty(),
+            "{mutant:?} planted in the model went unnoticed in {packets} packets"
+        );
+        eprintln!(
+            "{mutant:?} caught:\n{}",
+            run.mismatches[0]
+                .lines()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
 }

@@ -4,7 +4,9 @@
 //!
 //! Each request's XDP action and (verdict, class) counter, each answer's TC action, every event
 //! counter and every ban event must match the model; every few hundred steps (and at the end)
-//! the per-source state, the verified table, the answer states and the flows are compared whole.
+//! the per-source state, the verified table, the answer states, the flows and the prefix tables
+//! (`PREFIXES`, `PREFIX_BANS`: the clients and the forged flood share a /24, whose bucket the
+//! verified clients do not draw from) are compared whole.
 //!
 //! Time: buckets refill one token per hour and windows, verifications and open challenges last
 //! minutes to hours, so nothing either side decides during a run depends on how fast it goes.
@@ -18,12 +20,12 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use aya::maps::{MapData, RingBuf};
+use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
 use ipnet::IpNet;
 use sip_xdp::time::monotonic_now_ns;
 use sip_xdp_common::{
-    BanEvent, Config, EventCounter, LimitClass, MethodClass, RateLimit, Verdict, flags, map_names,
-    packet_counter_index,
+    BanEvent, Config, DurableBan, EventCounter, LimitClass, MethodClass, PrefixKey, RateLimit,
+    SourceState, Verdict, flags, map_names, packet_counter_index,
 };
 use sip_xdp_tests::{
     harness::Datapath,
@@ -89,8 +91,14 @@ fn config(monitor: bool) -> Config {
     cfg.auth_max_unanswered = 5;
     cfg.flow_ban_ns = HOUR_NS;
     cfg.ipv6_source_mask = [0xff; 16];
+    // Unverified sources' requests spread over 198.51.100.0/24 run its buckets dry late in the
+    // run; verified ones never draw from them.
+    cfg.prefix_limits = [slow(PREFIX_BURST); LimitClass::COUNT];
     cfg
 }
+
+/// The prefix buckets' burst in [`config`].
+const PREFIX_BURST: u64 = 90;
 
 /// One generated step.
 enum Step {
@@ -211,6 +219,8 @@ struct Run {
     dp: Datapath,
     model: Model,
     events: RingBuf<MapData>,
+    prefixes: BpfHashMap<MapData, PrefixKey, SourceState>,
+    prefix_bans: BpfHashMap<MapData, PrefixKey, DurableBan>,
     now: u64,
     mismatches: Vec<String>,
 }
@@ -219,6 +229,9 @@ impl Run {
     fn new(cfg: &Config) -> Self {
         let mut dp = Datapath::load(cfg).expect("load both programs");
         let events = RingBuf::try_from(dp.ebpf().take_map(map_names::BAN_EVENTS).unwrap()).unwrap();
+        let prefixes = BpfHashMap::try_from(dp.open_map(map_names::PREFIXES).unwrap()).unwrap();
+        let prefix_bans =
+            BpfHashMap::try_from(dp.open_map(map_names::PREFIX_BANS).unwrap()).unwrap();
         let mut model = Model::new(*cfg);
         let allowed: IpNet = "198.51.100.4/32".parse().unwrap();
         let protected: IpNet = "198.51.100.5/32".parse().unwrap();
@@ -230,6 +243,8 @@ impl Run {
             dp,
             model,
             events,
+            prefixes,
+            prefix_bans,
             now: monotonic_now_ns(),
             mismatches: Vec::new(),
         }
@@ -400,6 +415,55 @@ impl Run {
             fmt_key,
             &mut d,
         );
+        let by_prefix = |key: &PrefixKey| (key.addr, key.prefix_len);
+        let kernel_prefixes = self
+            .prefixes
+            .iter()
+            .map(|kv| kv.unwrap())
+            .map(|(k, v)| (by_prefix(&k), v))
+            .collect();
+        let model_prefixes = model
+            .prefixes
+            .iter()
+            .map(|(k, v)| (by_prefix(k), *v))
+            .collect();
+        compare(
+            "PREFIXES",
+            &model_prefixes,
+            &kernel_prefixes,
+            |m, k| {
+                (m.packets, m.dropped, m.strikes, m.ban_class, m.ban_flags)
+                    == (k.packets, k.dropped, k.strikes, k.ban_class, k.ban_flags)
+                    && m.ban_duration_ns == k.ban_duration_ns
+                    && close(m.banned_until_ns, k.banned_until_ns)
+                    && m.tat_ns.iter().zip(k.tat_ns).all(|(&m, k)| close(m, k))
+            },
+            fmt_prefix,
+            &mut d,
+        );
+        let kernel_records = self
+            .prefix_bans
+            .iter()
+            .map(|kv| kv.unwrap())
+            .map(|(k, v)| (by_prefix(&k), v))
+            .collect();
+        let model_records = model
+            .prefix_bans
+            .iter()
+            .map(|(k, v)| (by_prefix(k), *v))
+            .collect();
+        compare(
+            "PREFIX_BANS",
+            &model_records,
+            &kernel_records,
+            |m, k| {
+                (m.ban_duration_ns, m.strikes, m.ban_class, m.ban_flags)
+                    == (k.ban_duration_ns, k.strikes, k.ban_class, k.ban_flags)
+                    && close(m.banned_until_ns, k.banned_until_ns)
+            },
+            fmt_prefix,
+            &mut d,
+        );
         if !d.is_empty() {
             self.mismatches
                 .push(format!("tables after step #{index}:\n  {}", d.join("\n  ")));
@@ -434,12 +498,20 @@ fn fmt_key(key: &[u8; 16]) -> String {
     IpAddr::from(*key).to_canonical().to_string()
 }
 
+fn fmt_prefix((addr, prefix_len): &([u8; 16], u8)) -> String {
+    match IpAddr::from(*addr).to_canonical() {
+        IpAddr::V4(v4) if *prefix_len >= 96 => format!("{v4}/{}", prefix_len - 96),
+        _ => format!("{}/{prefix_len}", Ipv6Addr::from(*addr)),
+    }
+}
+
 fn events_diff(model: &[BanEvent], kernel: &[BanEvent], elapsed: u64) -> Option<String> {
     let close = |m: u64, k: u64| k + CLOCK_SLACK_NS >= m && k <= m + elapsed;
     let same = model.len() == kernel.len()
         && model.iter().zip(kernel).all(|(m, k)| {
             (
                 m.addr,
+                m.prefix_len,
                 m.kind,
                 m.limit_class,
                 m.strikes,
@@ -447,6 +519,7 @@ fn events_diff(model: &[BanEvent], kernel: &[BanEvent], elapsed: u64) -> Option<
                 m.port,
             ) == (
                 k.addr,
+                k.prefix_len,
                 k.kind,
                 k.limit_class,
                 k.strikes,
@@ -481,8 +554,11 @@ fn run(monitor: bool, seed_offset: u64) {
         "kernel and model differ (seed {seed:#x}, monitor {monitor}):\n{}",
         run.mismatches.join("\n")
     );
-    // Every mechanism was exercised, or the run proved little.
-    let m = &run.model;
+    exercised(&run.model, steps, monitor);
+}
+
+/// Every mechanism was exercised, or the run proved little.
+fn exercised(m: &Model, steps: u64, monitor: bool) {
     let exercised = [
         ("verifications", m.event(EventCounter::Verifications)),
         ("rechallenged", m.event(EventCounter::FailuresRechallenged)),
@@ -503,6 +579,15 @@ fn run(monitor: bool, seed_offset: u64) {
                 .map(|&c| m.packets(Verdict::DropAdmission, c))
                 .sum(),
         ),
+        ("prefix bans", m.event(EventCounter::PrefixBans)),
+        (
+            "prefix drops",
+            MethodClass::ALL
+                .iter()
+                .map(|&c| m.packets(Verdict::DropPrefix, c))
+                .sum::<u64>()
+                + m.event(EventCounter::PrefixBannedDrops),
+        ),
     ];
     eprintln!("answers differential (monitor {monitor}, {steps} steps): {exercised:?}");
     for (name, n) in exercised {
@@ -512,6 +597,33 @@ fn run(monitor: bool, seed_offset: u64) {
         );
     }
     let _ = key_of;
+}
+
+/// The model alone on the generated steps reaches every mechanism (no BPF needed).
+#[test]
+fn model_reaches_every_answer_mechanism() {
+    let steps = env_u64("SIP_XDP_DIFF_ANSWER_STEPS", DEFAULT_STEPS);
+    for (monitor, seed_offset) in [(false, 0), (true, 0x77)] {
+        let seed = env_u64("SIP_XDP_DIFF_SEED", DEFAULT_SEED) ^ seed_offset;
+        let mut model = Model::new(config(monitor));
+        model.allow("198.51.100.4/32".parse().unwrap());
+        model.protect("198.51.100.5/32".parse().unwrap());
+        let mut generator = Gen {
+            rng: Rng::new(seed),
+        };
+        let now = 10 * HOUR_NS;
+        for _ in 0..steps {
+            match generator.next() {
+                Step::Request(frame) => {
+                    model.process(&frame, now);
+                }
+                Step::Answer(frame) => {
+                    model.answer(&frame, now);
+                }
+            }
+        }
+        exercised(&model, steps, monitor);
+    }
 }
 
 #[test]

@@ -89,12 +89,15 @@ impl Rig {
         self.maps.counters().expect("reading COUNTERS")
     }
 
-    /// Waits until the program has counted `total` packets of `class` (whatever the verdict).
-    fn wait_for_class(&self, class: MethodClass, total: u64) -> Counters {
+    /// Waits until the program has counted `total` REGISTERs (whatever the verdict): read and
+    /// classified, or dropped unread (a banned source's datagrams are dropped on their addresses
+    /// alone, counted as `unread`).
+    fn wait_for_registers(&self, total: u64) -> Counters {
+        let class = MethodClass::Register;
         let deadline = Instant::now() + SETTLE;
         loop {
             let counters = self.counters();
-            let seen = counters.by_class(class);
+            let seen = registers_seen(&counters);
             if seen >= total {
                 assert_eq!(
                     seen, total,
@@ -150,6 +153,12 @@ fn drain(socket: &UdpSocket) -> Vec<SocketAddr> {
     from
 }
 
+/// The REGISTERs the program counted: read, or (from a banned source) dropped unread. Only
+/// REGISTERs are sent to the SIP port in these tests.
+fn registers_seen(counters: &Counters) -> u64 {
+    counters.by_class(MethodClass::Register) + counters.by_class(MethodClass::Unread)
+}
+
 fn count_from(received: &[SocketAddr], source: IpAddr) -> usize {
     received.iter().filter(|peer| peer.ip() == source).count()
 }
@@ -167,7 +176,8 @@ fn send_registers(socket: &UdpSocket, to: SocketAddr, first_seq: u32, count: u32
 /// 1. a legitimate client (B) registers a few times, well under the burst: all arrive;
 /// 2. source A floods: exactly `BURST` arrive, A is banned, the rest are counted as banned drops;
 /// 3. while A is banned, B still registers fine;
-/// 4. A's non-SIP UDP (even SIP-looking, to other ports) and its TCP to port 5060 still pass.
+/// 4. A's non-SIP UDP (even SIP-looking, to other ports) and its TCP to a port that is not a
+///    SIP TCP port still pass; its TCP to port 5060 (a SIP TCP port) is dropped.
 fn flood_scenario(server: IpAddr, source_a: IpAddr, source_b: IpAddr) {
     let started = Instant::now();
     let rig = Rig::new(&config());
@@ -181,7 +191,7 @@ fn flood_scenario(server: IpAddr, source_a: IpAddr, source_b: IpAddr) {
     const LEGIT: u32 = 3;
     send_registers(&client_b, sip, 1, LEGIT);
     registers_sent += u64::from(LEGIT);
-    rig.wait_for_class(MethodClass::Register, registers_sent);
+    rig.wait_for_registers(registers_sent);
     let received = drain(&server_sip);
     assert_eq!(
         count_from(&received, source_b),
@@ -195,7 +205,7 @@ fn flood_scenario(server: IpAddr, source_a: IpAddr, source_b: IpAddr) {
     let flood_started = Instant::now();
     send_registers(&client_a, sip, 1000, FLOOD);
     registers_sent += u64::from(FLOOD);
-    let counters = rig.wait_for_class(MethodClass::Register, registers_sent);
+    let counters = rig.wait_for_registers(registers_sent);
     let flood_took = flood_started.elapsed();
     let received = drain(&server_sip);
     let from_a = count_from(&received, source_a) as u64;
@@ -217,9 +227,9 @@ fn flood_scenario(server: IpAddr, source_a: IpAddr, source_b: IpAddr) {
     );
     assert_eq!(reg(Verdict::DropRate), 1, "one packet trips the bucket");
     assert_eq!(
-        reg(Verdict::DropBanned),
+        counters.packets(Verdict::DropBanned, MethodClass::Unread),
         u64::from(FLOOD) - from_a - 1,
-        "the rest meet the ban"
+        "the rest meet the ban, before their payload is read"
     );
     assert_eq!(counters.event(EventCounter::BansIssued), 1);
     assert_eq!(counters.event(EventCounter::TrackFailures), 0);
@@ -249,7 +259,7 @@ fn flood_scenario(server: IpAddr, source_a: IpAddr, source_b: IpAddr) {
     // 3. While A is banned, B registers fine.
     send_registers(&client_b, sip, 100, LEGIT);
     registers_sent += u64::from(LEGIT);
-    let counters = rig.wait_for_class(MethodClass::Register, registers_sent);
+    let counters = rig.wait_for_registers(registers_sent);
     let received = drain(&server_sip);
     assert_eq!(
         count_from(&received, source_b),
@@ -264,15 +274,16 @@ fn flood_scenario(server: IpAddr, source_a: IpAddr, source_b: IpAddr) {
     // And A is still shut out on the SIP port.
     send_registers(&client_a, sip, 2000, 1);
     registers_sent += 1;
-    let counters = rig.wait_for_class(MethodClass::Register, registers_sent);
+    let counters = rig.wait_for_registers(registers_sent);
     assert!(drain(&server_sip).is_empty(), "a banned source got through");
     assert_eq!(
-        counters.packets(Verdict::DropBanned, MethodClass::Register),
+        counters.packets(Verdict::DropBanned, MethodClass::Unread),
         u64::from(FLOOD) - from_a
     );
 
     // 4. Non-SIP traffic from the banned source is never touched: UDP to other ports (even
-    // carrying a REGISTER), and TCP to the SIP port.
+    // carrying a REGISTER), and TCP to a port that is not a SIP TCP port. Its TCP to 5060 is
+    // dropped: a ban holds on every transport.
     const OTHER: u32 = 20;
     let not_sip_before = rig.counters().by_class(MethodClass::NotSip);
     for port in [5353u16, 10000] {
@@ -288,7 +299,7 @@ fn flood_scenario(server: IpAddr, source_a: IpAddr, source_b: IpAddr) {
     }
     let counters = rig.counters();
     assert_eq!(
-        counters.by_class(MethodClass::Register),
+        registers_seen(&counters),
         registers_sent,
         "datagrams to non-SIP ports must not be classified"
     );
@@ -297,14 +308,36 @@ fn flood_scenario(server: IpAddr, source_a: IpAddr, source_b: IpAddr) {
         "{counters:?}"
     );
 
+    let sip_listener = rig
+        .net
+        .server
+        .run(|| TcpListener::bind(sip).expect("binding TCP 5060"));
+    let syns_before = counters.packets(Verdict::DropBanned, MethodClass::TcpSyn);
+    let refused = rig.net.client.run(|| {
+        // The client's routes prefer A as source (see netns.rs).
+        TcpStream::connect_timeout(&sip, Duration::from_millis(700))
+    });
+    assert!(
+        refused.is_err(),
+        "a TCP connection to 5060 from the banned source was made"
+    );
+    assert!(
+        rig.counters()
+            .packets(Verdict::DropBanned, MethodClass::TcpSyn)
+            > syns_before,
+        "the banned source's SYN to 5060 was not counted as a banned drop"
+    );
+    drop(sip_listener);
+    let other_tcp = SocketAddr::new(server, 5062);
     let listener = rig.net.server.run(|| {
-        let listener = TcpListener::bind(sip).expect("binding the TCP listener");
+        let listener = TcpListener::bind(other_tcp).expect("binding the TCP listener");
         listener.set_nonblocking(true).unwrap();
         listener
     });
     let mut stream = rig.net.client.run(|| {
         // The client's routes prefer A as source (see netns.rs); checked below.
-        TcpStream::connect_timeout(&sip, SETTLE).expect("TCP connect from the banned source")
+        TcpStream::connect_timeout(&other_tcp, SETTLE)
+            .expect("TCP connect from the banned source to a port that is not SIP's")
     });
     stream.set_write_timeout(Some(SETTLE)).unwrap();
     assert_eq!(stream.local_addr().unwrap().ip(), source_a);
@@ -334,7 +367,7 @@ fn flood_scenario(server: IpAddr, source_a: IpAddr, source_b: IpAddr) {
     assert_eq!(&reply, b"ok");
 
     let counters = rig.counters();
-    assert_eq!(counters.by_class(MethodClass::Register), registers_sent);
+    assert_eq!(registers_seen(&counters), registers_sent);
     assert_eq!(counters.event(EventCounter::BansIssued), 1);
     assert!(
         started.elapsed() < Duration::from_secs(20),

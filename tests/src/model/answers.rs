@@ -49,9 +49,13 @@ fn parse_sent(frame: &[u8], cfg: &Config) -> Option<Sent> {
         0x86dd => ipv6_far_end(frame, l3, true)?,
         _ => return None,
     };
-    let Network::Udp(t) = network else {
+    // Only UDP: the server's answers over TCP are not read.
+    let Network::L4(t) = network else {
         return None;
     };
+    if t.protocol != super::PROTO_UDP {
+        return None;
+    }
     if !present(frame, t.l4, 8) {
         return None;
     }
