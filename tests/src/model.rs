@@ -959,8 +959,8 @@ impl Model {
                 self.sources.get_mut(&key).expect("tracked").dropped += 1;
                 return Verdict::DropAdmission;
             }
+            // A prefix's drop counts against the prefix, not the source.
             if !verified && self.prefix_buckets_dry(cfg, d, limit, now) {
-                self.sources.get_mut(&key).expect("tracked").dropped += 1;
                 return Verdict::DropPrefix;
             }
             return Verdict::Pass;
@@ -976,7 +976,7 @@ impl Model {
     }
 
     /// First packet from a source with no state and no saved ban: only a limited class that
-    /// passes admission and its prefixes' buckets makes state.
+    /// passes admission makes state; its prefixes' buckets are drawn after.
     fn new_source(
         &mut self,
         cfg: &Config,
@@ -997,12 +997,14 @@ impl Model {
         if Self::needs_admission(cfg, d.class, verified) && !self.admitted(cfg, &d.src, now) {
             return Verdict::DropAdmission;
         }
-        // Nor does one whose prefix ran dry.
-        if !verified && self.prefix_buckets_dry(cfg, d, limit, now) {
-            return Verdict::DropPrefix;
-        }
+        // The prefixes' buckets are drawn after the source's state is made (the kernel draws
+        // them from the program's own frame, after the policy's call returns): a new source
+        // whose prefix runs dry keeps its entry.
         let rate = Self::limits_for(cfg, verified)[limit as usize];
         if rate.interval_ns == 0 {
+            if !verified && self.prefix_buckets_dry(cfg, d, limit, now) {
+                return Verdict::DropPrefix;
+            }
             return Verdict::Pass;
         }
         let mut state = SourceState {
@@ -1015,6 +1017,9 @@ impl Model {
         // A burst is at least one packet, so the first always conforms.
         state.tat_ns[limit as usize] = now + rate.interval_ns;
         self.sources.insert(key, state);
+        if !verified && self.prefix_buckets_dry(cfg, d, limit, now) {
+            return Verdict::DropPrefix;
+        }
         Verdict::Pass
     }
 

@@ -98,7 +98,13 @@ impl Model {
         key: &[u8; 16],
         now: u64,
     ) -> bool {
-        if self.verified_for_prefixes(cfg, key, now) {
+        // A tracked verified source skips the prefixes; an untracked one has them looked up
+        // (and restored) like any other, and is exempt only from a ban that holds.
+        if self
+            .sources
+            .get(key)
+            .is_some_and(|state| Self::is_verified(cfg, state.verified_until_ns, now))
+        {
             return false;
         }
         for prefix in prefix_keys(cfg, &d.src, d.is_ipv4) {
@@ -110,8 +116,9 @@ impl Model {
             if !banned {
                 continue;
             }
-            let exempt = (self.mutant != Mutant::PrefixBanIgnoresAllowlist
-                && self.allowlist.lookup(&d.src).is_some())
+            let exempt = self.verified_for_prefixes(cfg, key, now)
+                || (self.mutant != Mutant::PrefixBanIgnoresAllowlist
+                    && self.allowlist.lookup(&d.src).is_some())
                 || self.protected.lookup(&d.src).is_some();
             if exempt {
                 continue;
