@@ -546,6 +546,9 @@ fn reload(shared: &Shared, settings: &mut Settings, path: Option<&Path>) {
         error!(error = %e, "could not apply the reloaded config; the running config stays in force");
         return;
     }
+    for warning in new.warnings() {
+        warn!(config = %path.display(), "{warning}");
+    }
     lock(&shared.logger).set_config(limiter_config(&new));
     if new.metrics != settings.metrics {
         warn!("metrics settings changed; they take effect at the next restart");

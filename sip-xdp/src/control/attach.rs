@@ -48,6 +48,7 @@ impl Control {
         };
         let recovered = !recovery.warnings.is_empty();
         let mut warnings = recovery.warnings;
+        warnings.extend(settings.warnings());
         let options = LoadOptions {
             max_sources: settings.datapath.max_sources,
             egress: settings.answers.enabled,

@@ -94,12 +94,16 @@ impl Crowdsec {
         let mut tasks = vec![tokio::spawn(run_bouncer(ctx.clone(), stop_rx.clone()))];
         let signals = match ctx.cfg.machine.clone() {
             None => None,
-            Some(_) if !ctx.cfg.push_rate_bans && !ctx.cfg.push_auth_bans => {
+            Some(_)
+                if !ctx.cfg.push_rate_bans
+                    && !ctx.cfg.push_auth_bans
+                    && !ctx.cfg.push_prefix_bans =>
+            {
                 info!(
-                    "crowdsec.signals.rate_bans and auth_bans are off: this node's own bans are \
-                     not pushed to the Local API (a forged UDP flood would otherwise ban a real \
-                     peer on the whole fleet); set them to true where forged sources cannot \
-                     reach this node"
+                    "crowdsec.signals.rate_bans, auth_bans and prefix_bans are off: this node's \
+                     own bans are not pushed to the Local API (a forged UDP flood would \
+                     otherwise ban a real peer on the whole fleet); set them to true where \
+                     forged sources cannot reach this node"
                 );
                 None
             }
@@ -150,6 +154,7 @@ impl Crowdsec {
             return;
         };
         let wanted = match record.cause {
+            _ if record.prefix_len.is_some() => self.config.push_prefix_bans,
             sip_xdp_common::BanCause::Rate(_) => self.config.push_rate_bans,
             sip_xdp_common::BanCause::Auth(_) => self.config.push_auth_bans,
         };
@@ -243,6 +248,7 @@ mod tests {
             kind,
             source: source.parse().unwrap(),
             port,
+            prefix_len: None,
             cause,
             rate_per_sec: 3.0,
             window_packets: 5,
