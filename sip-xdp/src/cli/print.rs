@@ -193,17 +193,24 @@ pub(super) fn bans(bans: &[BanEntry], output: OutputFormat) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(bans)?);
         return Ok(());
     }
+    print!("{}", bans_text(bans));
+    Ok(())
+}
+
+/// `ban list` as text: one line per ban (a prefix ban's source is its CIDR).
+fn bans_text(bans: &[BanEntry]) -> String {
+    use std::fmt::Write as _;
     if bans.is_empty() {
-        println!("no bans in force");
-        return Ok(());
+        return "no bans in force\n".to_owned();
     }
-    println!(
-        "{:<43} {:<8} {:<9} {:>10} {:>7}  reason",
+    let mut text = format!(
+        "{:<43} {:<8} {:<10} {:>10} {:>7}  reason\n",
         "source", "origin", "class", "remaining", "strikes"
     );
     for b in bans {
-        println!(
-            "{:<43} {:<8} {:<9} {:>10} {:>7}  {}",
+        let _ = writeln!(
+            text,
+            "{:<43} {:<8} {:<10} {:>10} {:>7}  {}",
             b.source,
             b.origin,
             b.class.unwrap_or("-"),
@@ -214,5 +221,67 @@ pub(super) fn bans(bans: &[BanEntry], output: OutputFormat) -> Result<()> {
             b.reason.as_deref().unwrap_or("")
         );
     }
-    Ok(())
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(source: &str, origin: &'static str, class: Option<&'static str>) -> BanEntry {
+        BanEntry {
+            source: source.to_owned(),
+            origin,
+            class,
+            remaining_s: 75,
+            expires_at: 1_900_000_075,
+            strikes: Some(2),
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn prefix_bans_list_as_cidrs_beside_source_bans() {
+        let bans = [
+            entry("198.51.100.0/24", "prefix", Some("register")),
+            entry("2001:db8:1::/64", "prefix", Some("connection")),
+            entry("203.0.113.9", "rate", Some("connection")),
+        ];
+        let text = bans_text(&bans);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(lines[0].starts_with("source "), "{text}");
+        let columns =
+            |line: &str| -> Vec<String> { line.split_whitespace().map(str::to_owned).collect() };
+        assert_eq!(
+            columns(lines[1]),
+            ["198.51.100.0/24", "prefix", "register", "1m", "15s", "2"]
+        );
+        assert_eq!(
+            columns(lines[2])[..3],
+            ["2001:db8:1::/64", "prefix", "connection"]
+        );
+        assert_eq!(
+            columns(lines[3])[..3],
+            ["203.0.113.9", "rate", "connection"]
+        );
+        // The columns line up however long the class name.
+        let origin_at = lines[0].find("origin").unwrap();
+        let remaining_end = lines[0].find("remaining").unwrap() + "remaining".len();
+        for line in &lines[1..] {
+            assert_eq!(
+                line.find("prefix").or(line.find("rate")),
+                Some(origin_at),
+                "{text}"
+            );
+            assert_eq!(&line[remaining_end - 2..remaining_end], "5s", "{text}");
+        }
+        // JSON names the prefix the same way.
+        let json = serde_json::to_value(&bans[0]).unwrap();
+        assert_eq!(json["source"], "198.51.100.0/24");
+        assert_eq!(json["origin"], "prefix");
+        assert_eq!(json["class"], "register");
+        assert_eq!(json["strikes"], 2);
+        assert_eq!(bans_text(&[]), "no bans in force\n");
+    }
 }
