@@ -229,7 +229,7 @@ async fn serve(
             *lock(&event_shared.stats)
                 .ban_events
                 .entry((
-                    record.kind.name().to_owned(),
+                    record.metric_kind().to_owned(),
                     record.cause.name().to_owned(),
                 ))
                 .or_insert(0) += 1;

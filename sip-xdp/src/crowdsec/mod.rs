@@ -347,6 +347,66 @@ mod tests {
         }
     }
 
+    #[test]
+    fn prefix_bans_are_signalled_only_with_their_own_switch() {
+        let prefix = |rate_bans: bool| {
+            let mut r = record(
+                BanEventKind::Ban,
+                "198.51.100.0",
+                None,
+                BanCause::Rate(LimitClass::Register),
+            );
+            r.prefix_len = Some(24);
+            if !rate_bans {
+                r.source = "203.0.113.0".parse().unwrap();
+            }
+            r
+        };
+        for (rate_bans, prefix_bans) in [(false, false), (false, true), (true, false), (true, true)]
+        {
+            let mut section = machine_section(rate_bans);
+            section.signals.prefix_bans = prefix_bans;
+            let cfg = ClientConfig::from_settings(&section, None)
+                .unwrap()
+                .unwrap();
+            assert_eq!(cfg.push_prefix_bans, prefix_bans);
+            let (tx, mut rx) = mpsc::channel(SIGNAL_QUEUE);
+            let (stop, _) = watch::channel(false);
+            let client = Crowdsec {
+                stop,
+                tasks: Vec::new(),
+                signals: Some(tx),
+                ipv6_prefix: AtomicU8::new(128),
+                stats: Arc::default(),
+                last_full_warn_ms: AtomicU64::new(0),
+                config: cfg,
+            };
+            client.on_ban(&prefix(rate_bans));
+            // A would-ban of a prefix (monitor mode) is never pushed.
+            let mut would = prefix(rate_bans);
+            would.kind = BanEventKind::WouldBan;
+            client.on_ban(&would);
+            let mut queued = Vec::new();
+            while let Ok(signal) = rx.try_recv() {
+                queued.push((signal.net().to_string(), signal.scenario()));
+            }
+            let expected: Vec<(String, &str)> = if prefix_bans {
+                let net = if rate_bans {
+                    "198.51.100.0/24"
+                } else {
+                    "203.0.113.0/24"
+                };
+                vec![(net.to_owned(), "sip-xdp/sip-prefix-flood")]
+            } else {
+                Vec::new()
+            };
+            assert_eq!(
+                queued, expected,
+                "rate_bans = {rate_bans}, prefix_bans = {prefix_bans}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn auth_bans_alone_start_the_pusher() {
         let dir = tempfile::tempdir().unwrap();

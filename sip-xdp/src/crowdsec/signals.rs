@@ -515,6 +515,49 @@ mod tests {
     }
 
     #[test]
+    fn prefix_bans_become_range_alerts_of_their_own_scenario() {
+        let mut record = ban_record(BanEventKind::Ban, "198.51.100.0");
+        record.prefix_len = Some(24);
+        let signal = signal_of(&record, 128).unwrap();
+        assert_eq!(signal.net, net("198.51.100.0/24"));
+        assert_eq!(signal.scenario(), PREFIX_SCENARIO);
+        let mut v6 = ban_record(BanEventKind::Ban, "2001:db8:1::");
+        v6.prefix_len = Some(48);
+        v6.cause = BanCause::Rate(LimitClass::Connection);
+        // The source-key prefix does not matter for a prefix's ban: its own length does.
+        let v6 = signal_of(&v6, 128).unwrap();
+        assert_eq!(v6.net, net("2001:db8:1::/48"));
+        let clocks = Clocks {
+            wall_ns: 1_700_000_000_400_000_000,
+            mono_ns: 50_000_000_000,
+        };
+        let alerts = build_alerts(&[signal, v6], clocks);
+        assert_eq!(alerts.len(), 2, "{alerts:#?}");
+        for (alert, value) in alerts.iter().zip(["198.51.100.0/24", "2001:db8:1::/48"]) {
+            assert_eq!(alert["scenario"], "sip-xdp/sip-prefix-flood");
+            assert_eq!(alert["source"]["scope"], "Range");
+            assert_eq!(alert["source"]["range"], value);
+            assert_eq!(alert["decisions"][0]["scope"], "Range");
+            assert_eq!(alert["decisions"][0]["value"], value);
+            assert_eq!(
+                alert["decisions"][0]["scenario"],
+                "sip-xdp/sip-prefix-flood"
+            );
+            assert_eq!(alert["decisions"][0]["duration"], "11s");
+        }
+        let message = alerts[0]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("sip-xdp: the unverified sources of 198.51.100.0/24 together sent"),
+            "{message}"
+        );
+        // A connection flood of one source has a scenario of its own.
+        assert_eq!(
+            scenario(BanCause::Rate(LimitClass::Connection)),
+            "sip-xdp/sip-tcp-flood"
+        );
+    }
+
+    #[test]
     fn own_bans_become_alerts_with_decisions() {
         let clocks = Clocks {
             wall_ns: 1_700_000_000_400_000_000,

@@ -173,6 +173,20 @@ impl BanRecord {
         }
     }
 
+    /// The `kind` label of `sip_xdp_ban_events_total`: the event's kind, or for a prefix's ban
+    /// `prefix_ban`, `would_prefix_ban` and `prefix_expired`, so that prefix bans are told
+    /// apart from the bans of single sources.
+    pub fn metric_kind(&self) -> &'static str {
+        if self.prefix_len.is_none() {
+            return self.kind.name();
+        }
+        match self.kind {
+            BanEventKind::Expired => "prefix_expired",
+            BanEventKind::WouldBan | BanEventKind::WouldFlowBan => "would_prefix_ban",
+            BanEventKind::Ban | BanEventKind::FlowBan => "prefix_ban",
+        }
+    }
+
     /// `rate`, `auth` or, for a prefix's ban, `prefix`.
     pub fn origin(&self) -> &'static str {
         if self.prefix_len.is_some() {
