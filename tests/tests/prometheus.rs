@@ -84,6 +84,17 @@ const ANSWERS_METRICS: &[&str] = &[
     "sip_xdp_admission_drops_total",
 ];
 
+/// The series of SIP over TCP (method tcp_syn) and of the prefix buckets: their rules and panels
+/// need a SYN flood and a flood spread over one prefix, which the core flood test does not send.
+const TCP_AND_PREFIX_METRICS: &[&str] = &[
+    "sip_xdp_prefix_bans_total",
+    "sip_xdp_prefix_banned_drops_total",
+    "sip_xdp_prefix_track_failures_total",
+    "sip_xdp_banned_prefixes",
+    "sip_xdp_tracked_prefixes",
+    "sip_xdp_prefixes_capacity",
+];
+
 fn repo_file(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
@@ -219,9 +230,17 @@ fn is_answers(expr: &str) -> bool {
         .any(|n| ANSWERS_METRICS.contains(&n.as_str()))
 }
 
-/// Neither CrowdSec's nor the answers': the parts the flood test checks.
+fn is_tcp_or_prefix(expr: &str) -> bool {
+    expr.contains("tcp_syn")
+        || expr.contains("kind=~\"prefix_ban")
+        || metric_names(expr)
+            .iter()
+            .any(|n| TCP_AND_PREFIX_METRICS.contains(&n.as_str()))
+}
+
+/// Neither CrowdSec's, the answers' nor TCP's and the prefixes': the parts the flood test checks.
 fn is_core(expr: &str) -> bool {
-    !is_crowdsec(expr) && !is_answers(expr)
+    !is_crowdsec(expr) && !is_answers(expr) && !is_tcp_or_prefix(expr)
 }
 
 /// A sample's value; Prometheus writes NaN and infinities as "NaN", "+Inf", "-Inf".
