@@ -18,7 +18,9 @@ use sip_xdp_tests::{
         BURST, Daemon, Host, TEST_CONFIG, ban_sources, has_xdp, packets, register_burst, scrape,
         sip_xdp_bin,
     },
-    netns::{CLIENT_V4_A, CLIENT_V4_B, SERVER_IF},
+    netns::{CLIENT_V4_A, CLIENT_V4_B, SERVER_IF, SERVER_V4},
+    packet::{self, Frame},
+    raw::RawSender,
     registrar::Registrar,
 };
 
@@ -1250,4 +1252,154 @@ fn auth_and_phone_bans_from_real_answers_are_listed_and_lifted() {
             .all(|e| e["origin"] != "auth"),
         "{bans:#}"
     );
+}
+
+/// The prefix a flood spread over 198.51.100.0/24 gets banned as, real clients A and B in it.
+const FLOODED_PREFIX: &str = "198.51.100.0/24";
+/// Spoofed sources of the spread: 198.51.100.100 onwards, clear of the real clients.
+const SPREAD_HOSTS: u8 = 100;
+/// OPTIONS per spoofed source: far below its own bucket (burst 30), 300 together against the
+/// prefix's burst of 200.
+const SPREAD_FRAMES: u32 = 3;
+
+/// The prefix ban of `ban list --output json`, if listed.
+fn listed_prefix_ban(host: &Host) -> Option<Value> {
+    let bans: Value =
+        serde_json::from_str(&host.ok(&["ban", "list", "--output", "json"])).expect("ban JSON");
+    bans.as_array()
+        .expect("ban list is an array")
+        .iter()
+        .find(|b| b["source"] == FLOODED_PREFIX)
+        .cloned()
+}
+
+#[test]
+fn a_flood_spread_over_a_24_is_banned_as_the_prefix_listed_kept_and_lifted() {
+    sip_xdp_tests::needs_root!();
+    let host = Host::new(TEST_CONFIG);
+    let a = IpAddr::V4(CLIENT_V4_A);
+    let mut daemon = Daemon::start(&host, &["--no-metrics"]);
+    daemon.wait_for(&["sip-xdp running"]);
+    let server = host.server_socket();
+
+    // Every spoofed source stays within its own limit; together they run the /24's OPTIONS
+    // bucket dry.
+    let sender = RawSender::new(&host);
+    for seq in 1..=SPREAD_FRAMES {
+        for i in 0..SPREAD_HOSTS {
+            let source = std::net::Ipv4Addr::new(198, 51, 100, 100 + i);
+            let payload = packet::request("OPTIONS", "sip:1000@example.com", seq);
+            sender.send_addressed(&Frame::sip(source.into(), SERVER_V4.into(), &payload).build());
+            if i % 32 == 31 {
+                // Paced so the veth's XDP ring never overflows.
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+    let line = daemon.wait_for(&[
+        "\"event\":\"ban\"",
+        &format!("\"source\":\"{FLOODED_PREFIX}\""),
+    ]);
+    let event: Value = serde_json::from_str(&line).expect("a JSON log line");
+    assert_eq!(event["origin"], "prefix", "{line}");
+    assert_eq!(event["class"], "options", "{line}");
+    assert_eq!(event["prefix_len"], 24, "{line}");
+    assert_eq!(event["strikes"], 1, "{line}");
+    assert!(
+        event["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("banned prefix 198.51.100.0/24 (options) for 1m, strike 1"),
+        "{line}"
+    );
+
+    let ban = listed_prefix_ban(&host).expect("the prefix ban in `ban list`");
+    assert_eq!(ban["origin"], "prefix", "{ban}");
+    assert_eq!(ban["class"], "options", "{ban}");
+    assert_eq!(ban["strikes"], 1, "{ban}");
+    let remaining = ban["remaining_s"].as_u64().unwrap();
+    assert!((1..=60).contains(&remaining), "{ban}");
+    // No source of the spread was banned on its own.
+    assert!(
+        ban_sources(&host)
+            .iter()
+            .all(|(_, origin)| origin == "prefix"),
+        "{:?}",
+        ban_sources(&host)
+    );
+    let text = host.ok(&["ban", "list"]);
+    assert!(
+        text.lines().any(|l| l.starts_with(FLOODED_PREFIX)
+            && l.contains(" prefix ")
+            && l.contains("options")),
+        "{text}"
+    );
+    // A real client inside the prefix (unverified, never over its own limit) is dropped with it.
+    assert_eq!(
+        host.registers_through(&server, a, 3),
+        0,
+        "A is in the banned /24"
+    );
+    let status = host.status();
+    assert_eq!(status["tables"]["banned_prefixes"], 1, "{status}");
+    assert_eq!(status["events"]["prefix_bans"], 1, "{status}");
+    assert!(
+        status["events"]["prefix_banned_drops"].as_u64().unwrap() >= 3,
+        "{status}"
+    );
+    assert!(packets(&status, "drop_prefix", "options") >= 1, "{status}");
+    let text = host.ok(&["status"]);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("prefixes:  /24 /64 /48; ")
+                && l.contains("1 prefix bans in force")),
+        "{text}"
+    );
+
+    // The daemon saves it at its exit; a purge drops the pinned tables; the next attach puts it
+    // back with its strike, and A is still dropped.
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait_exit().success());
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(host.state_dir.path().join("state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["prefix_bans"][0]["net"], FLOODED_PREFIX, "{state}");
+    host.ok(&["detach", "--all", "--purge"]);
+    assert!(!host.pin_dir.join("PREFIX_BANS").exists());
+    host.attach();
+    let ban = listed_prefix_ban(&host).expect("the prefix ban restored after a purge");
+    assert_eq!(
+        (ban["origin"].as_str(), ban["strikes"].as_u64()),
+        (Some("prefix"), Some(1))
+    );
+    assert_eq!(
+        host.registers_through(&server, a, 3),
+        0,
+        "the prefix ban came back"
+    );
+
+    // Lifting one address of the prefix lifts nothing, and says which ban stays.
+    let out = host.run(&["ban", "del", &a.to_string()]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        said.contains("still banned by the prefix ban of 198.51.100.0/24"),
+        "{said}"
+    );
+    assert!(listed_prefix_ban(&host).is_some());
+    // Its CIDR lifts it, strikes and saved record with it.
+    let said = host.ok(&["ban", "del", FLOODED_PREFIX]);
+    assert!(
+        said.contains("lifted prefix ban of 198.51.100.0/24"),
+        "{said}"
+    );
+    assert!(listed_prefix_ban(&host).is_none());
+    assert_eq!(host.registers_through(&server, a, 3), 3, "A passes again");
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(host.state_dir.path().join("state.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(state.get("prefix_bans").is_none(), "{state}");
+    let said = host.ok(&["ban", "del", "--origin", "prefix"]);
+    assert!(said.contains("no prefix ban in force"), "{said}");
 }
