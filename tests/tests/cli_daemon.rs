@@ -1403,3 +1403,63 @@ fn a_flood_spread_over_a_24_is_banned_as_the_prefix_listed_kept_and_lifted() {
     let said = host.ok(&["ban", "del", "--origin", "prefix"]);
     assert!(said.contains("no prefix ban in force"), "{said}");
 }
+
+#[test]
+fn a_syn_flood_bans_its_source_as_connection_on_udp_too() {
+    sip_xdp_tests::needs_root!();
+    let host = Host::new(TEST_CONFIG);
+    let a = IpAddr::V4(CLIENT_V4_A);
+    host.attach();
+    let server = host.server_socket();
+    let status = host.status();
+    let connection = status["config"]["limits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["class"] == "connection")
+        .cloned()
+        .expect("a connection limit in status");
+    let burst = connection["burst"].as_u64().unwrap();
+    assert_eq!(
+        status["config"]["tcp_ports"],
+        serde_json::json!([5060, 5061])
+    );
+
+    // SYNs from A's address to the SIP TLS port, past the connection bucket's burst.
+    let sender = RawSender::new(&host);
+    for i in 0..burst + 30 {
+        let mut frame = Frame::udp(a, SERVER_V4.into(), 5061, &[]);
+        frame.protocol = packet::IPPROTO_TCP;
+        frame.src_port = 40_000 + i as u16;
+        sender.send_addressed(&frame.build());
+        if i % 32 == 31 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let bans: Value =
+        serde_json::from_str(&host.ok(&["ban", "list", "--output", "json"])).expect("ban JSON");
+    let ban = bans
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["source"] == a.to_string())
+        .unwrap_or_else(|| panic!("no ban of {a}: {bans}"));
+    assert_eq!(ban["origin"], "rate", "{ban}");
+    assert_eq!(ban["class"], "connection", "{ban}");
+    let text = host.ok(&["ban", "list"]);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&a.to_string()) && l.contains(" connection ")),
+        "{text}"
+    );
+    let status = host.status();
+    assert!(packets(&status, "drop_rate", "tcp_syn") >= 1, "{status}");
+    assert!(packets(&status, "pass", "tcp_syn") >= burst, "{status}");
+    // Banned over TCP, dropped over UDP: the ban covers every transport.
+    assert_eq!(
+        host.registers_through(&server, a, 3),
+        0,
+        "A's REGISTERs after its SYN flood"
+    );
+    assert!(packets(&host.status(), "drop_banned", "unread") >= 3);
+}
