@@ -158,6 +158,12 @@ pub struct Config {
     pub prefix_limits: [RateLimit; LimitClass::COUNT],
 }
 
+// The program reads these masks a word at a time: they must sit at 8-byte offsets of the
+// (8-byte aligned) config.
+const _: () = assert!(core::mem::offset_of!(Config, ipv6_source_mask) % 8 == 0);
+const _: () = assert!(core::mem::offset_of!(Config, prefix_masks) % 8 == 0);
+const _: () = assert!(core::mem::align_of::<Config>() == 8);
+
 /// The mask of a prefix of `prefix_len` bits (128-bit form): ones then zeros.
 pub const fn prefix_mask(prefix_len: u8) -> [u8; 16] {
     let mut mask = [0u8; 16];

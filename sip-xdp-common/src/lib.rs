@@ -61,7 +61,10 @@ mod tests {
             8 * LimitClass::COUNT + 8 * 5 + 4 + 4 + 1 + 1 + 6 + 8 * 2
         );
         assert_eq!(size_of::<DurableBan>(), 8 + 8 + 4 + 1 + 1 + 2);
-        assert_eq!(size_of::<BanEvent>(), 16 + 8 * 4 + 4 + 4 + 1 + 1 + 2 + 1 + 3);
+        assert_eq!(
+            size_of::<BanEvent>(),
+            16 + 8 * 4 + 4 + 4 + 1 + 1 + 2 + 1 + 3
+        );
         assert_eq!(size_of::<PrefixKey>(), 24);
         assert_eq!(size_of::<FragmentKey>(), 24);
         assert_eq!(size_of::<VerifiedSource>(), 24);

@@ -15,13 +15,15 @@ use sip_xdp_common::{
 use aya_ebpf::{helpers::bpf_skb_load_bytes, macros::map, maps::PerCpuArray, programs::TcContext};
 
 use crate::{
+    bans::impose_ban,
+    buckets::conforms,
     maps::opaque,
     maps::{
         ANSWERS, BAN_EVENTS, FLOWS, GLOBAL_BUCKETS_REFLECTION, NEW_SOURCE, SOURCES, VERIFIED, bump,
         global_bucket,
     },
-    parse::{Answer, byte_flags, lowest_flag_index},
-    policy::{conforms, impose_ban, is_allowlisted, is_protected, key_is_address, masked_key},
+    parse::{Addr16, Answer, byte_flags, lowest_flag_index},
+    policy::{is_allowlisted, is_protected, key_is_address, masked_key},
 };
 
 /// The method a response answers, from its CSeq header.
@@ -261,14 +263,15 @@ pub fn answer_verdict(
     bump(event_counter_index(EventCounter::Answers));
     let masked;
     let key = if key_is_address(cfg, answer.ipv4 == 1) {
-        // SAFETY: `SourceKey` is `repr(C)` around exactly this `[u8; 16]`.
-        unsafe { &*(&answer.dst as *const [u8; 16] as *const SourceKey) }
+        // SAFETY: `SourceKey` is `repr(C, align(8))` around exactly these 16 bytes, and
+        // `Addr16` is 8-byte aligned too: no copy needed.
+        unsafe { &*(&answer.dst as *const Addr16 as *const SourceKey) }
     } else {
-        masked = masked_key(cfg, &answer.dst);
+        masked = masked_key(cfg, &answer.dst.0);
         &masked
     };
     let flow_key = FlowKey {
-        addr: answer.dst,
+        addr: answer.dst.0,
         port: answer.port,
         _pad: [0; 6],
     };

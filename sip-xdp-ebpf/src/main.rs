@@ -1,10 +1,11 @@
 //! sip-xdp's XDP program: per-source SIP rate limiting at the NIC.
 //!
-//! One packet's walk: [`parse`] reads Ethernet/VLAN/IP/UDP and, for UDP to a configured SIP
-//! port, classifies the first line of the payload; [`policy`] then checks the source's ban (first
-//! where the source is keyed by its whole address), the allowlist, the denylist and the source's
-//! token bucket; the verdict is counted in `COUNTERS` and turned into XDP_PASS or XDP_DROP
-//! (always XDP_PASS in monitor mode).
+//! One packet's walk: [`parse`] reads Ethernet/VLAN/IP and the UDP or TCP header of a packet to
+//! a configured SIP port; [`policy`] drops a banned source (keyed by its whole address) or a
+//! banned prefix ([`prefixes`]) right there, before any payload is read; for the others the
+//! payload's first line is classified, then the allowlist, the denylist, the source's token
+//! bucket, the admission budget and the prefixes' buckets decide; the verdict is counted in
+//! `COUNTERS` and turned into XDP_PASS or XDP_DROP (always XDP_PASS in monitor mode).
 //!
 //! Its companion at TC egress, `sip_xdp_egress`, reads the server's answers ([`answers`]): it
 //! verifies clients that authenticate, counts failed authentication and bans for it, and caps
@@ -13,9 +14,12 @@
 #![no_main]
 
 mod answers;
+mod bans;
+mod buckets;
 mod maps;
 mod parse;
 mod policy;
+mod prefixes;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
@@ -23,11 +27,14 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use sip_xdp_common::{CONFIG_VERSION, Config, MethodClass, Verdict, flags, packet_counter_index};
+use sip_xdp_common::{
+    CONFIG_VERSION, Config, LimitClass, MethodClass, Verdict, flags, packet_counter_index,
+};
 
 use crate::{
-    maps::{ACTIVE_CONFIG, CONFIG, bump},
-    parse::Parsed,
+    buckets::{NO_LIMIT, limit_index},
+    maps::{ACTIVE_CONFIG, CONFIG, bump, opaque},
+    parse::{Parsed, SipPacket},
 };
 
 /// Used until user space writes `CONFIG`, so a program loaded by hand is still safe to attach.
@@ -57,31 +64,106 @@ pub fn sip_xdp(ctx: XdpContext) -> u32 {
         ));
         return xdp_action::XDP_PASS;
     }
-    let (verdict, class) = match parse::parse(&ctx, cfg) {
-        Parsed::NotSip => (Verdict::PassNotSip, MethodClass::NotSip),
+    // Matched by reference: moving the packet out would copy it to another stack slot, and the
+    // program's combined stack (this frame, the parser's, the policy's) is capped at 512 bytes.
+    let mut parsed = parse::parse(&ctx, cfg);
+    let outcome = match &mut parsed {
+        Parsed::NotSip => outcome(Verdict::PassNotSip, MethodClass::NotSip),
         Parsed::Unparsed if cfg.has_flag(flags::PASS_UNPARSED) => {
-            (Verdict::PassNotSip, MethodClass::Unparsed)
+            outcome(Verdict::PassNotSip, MethodClass::Unparsed)
         }
-        Parsed::Unparsed => (Verdict::DropUnparsed, MethodClass::Unparsed),
-        Parsed::Fragment { src, id } => policy::fragment_verdict(cfg, &src, id),
-        Parsed::Sip(datagram) => {
-            // Coarse time (jiffies resolution) costs a memory read, not a clock read; bans and
-            // buckets work in milliseconds and up, so the resolution is plenty.
-            // SAFETY: helper without arguments.
-            let now_ns = unsafe { bpf_ktime_get_coarse_ns() };
-            let verdict = policy::sip_verdict(cfg, &datagram, now_ns);
-            if let Some(id) = datagram.first_fragment_id {
-                policy::record_first_fragment(&datagram.src, id, verdict);
-            }
-            (verdict, datagram.class)
+        Parsed::Unparsed => outcome(Verdict::DropUnparsed, MethodClass::Unparsed),
+        Parsed::Fragment { src, id } => {
+            let (verdict, class) = policy::fragment_verdict(cfg, src, *id);
+            outcome(verdict, class)
         }
+        Parsed::Sip(packet) => sip_outcome(&ctx, cfg, packet),
     };
-    bump(packet_counter_index(verdict, class));
-    if verdict.is_drop() && !cfg.has_flag(flags::MONITOR) {
+    bump(outcome as u32);
+    if is_drop(outcome) && !cfg.has_flag(flags::MONITOR) {
         xdp_action::XDP_DROP
     } else {
         xdp_action::XDP_PASS
     }
+}
+
+/// A packet's fate as `COUNTERS` indexes it: its (verdict, class) slot.
+#[inline(always)]
+fn outcome(verdict: Verdict, class: MethodClass) -> usize {
+    packet_counter_index(verdict, class) as usize
+}
+
+/// [`outcome`] with the class as an index.
+#[inline(always)]
+fn outcome_index(verdict: Verdict, class: usize) -> usize {
+    verdict as usize * MethodClass::COUNT + (class & 0xff)
+}
+
+/// Whether an outcome's verdict drops, without turning the number back into a `Verdict`.
+#[inline(always)]
+fn is_drop(outcome: usize) -> bool {
+    const DROPS: u64 = {
+        let mut bits = 0u64;
+        let mut i = 0;
+        while i < Verdict::COUNT {
+            if Verdict::ALL[i].is_drop() {
+                bits |= 1 << i;
+            }
+            i += 1;
+        }
+        bits
+    };
+    let verdict = outcome / MethodClass::COUNT;
+    verdict < 64 && (DROPS >> verdict) & 1 != 0
+}
+
+/// A UDP datagram to a SIP port or a TCP segment to a SIP TCP port.
+#[inline(always)]
+fn sip_outcome(ctx: &XdpContext, cfg: &Config, packet: &mut SipPacket) -> usize {
+    // Coarse time (jiffies resolution) costs a memory read, not a clock read; bans and
+    // buckets work in milliseconds and up, so the resolution is plenty.
+    // SAFETY: helper without arguments.
+    let now_ns = unsafe { bpf_ktime_get_coarse_ns() };
+    // A banned source or prefix is dropped on its addresses alone; only the others' payloads
+    // are read.
+    let mut known = policy::Known::EMPTY;
+    let outcome = match policy::early(cfg, packet, &mut known, now_ns) {
+        Some(verdict) => outcome(verdict, packet.unread_class()),
+        None => {
+            packet.launder();
+            known.launder_key();
+            let class = parse::classify_packet(ctx, packet) as usize;
+            packet.class_index = opaque(3, class);
+            let verdict = policy::listed_or_limited(cfg, packet, &mut known, now_ns);
+            let limit = if verdict == Verdict::Pass && known.draw_prefixes {
+                limit_index(packet.class_index)
+            } else {
+                NO_LIMIT
+            };
+            // Every verdict and class reaches the prefixes' draw as one unknown number, with the
+            // packet's flags that the walk so far has branched on (the verifier narrows the
+            // caller's copies too): it then walks the draw once, not once per combination.
+            let packed = opaque(
+                2,
+                outcome_index(verdict, packet.class_index)
+                    | limit << 16
+                    | (packet.is_ipv4 as usize) << 24
+                    | (packet.first_fragment as usize) << 25,
+            );
+            let (outcome, limit) = (packed & 0xffff, (packed >> 16) & 0xff);
+            packet.is_ipv4 = packed & (1 << 24) != 0;
+            packet.first_fragment = packed & (1 << 25) != 0;
+            if limit < LimitClass::COUNT && prefixes::draw(cfg, packet, limit, now_ns) {
+                Verdict::DropPrefix as usize * MethodClass::COUNT + outcome % MethodClass::COUNT
+            } else {
+                outcome
+            }
+        }
+    };
+    if packet.first_fragment {
+        policy::record_first_fragment(&packet.src.0, packet.fragment_id, is_drop(outcome));
+    }
+    outcome
 }
 
 /// The server's answers, at TC egress. It never drops what it cannot read: only the reflection

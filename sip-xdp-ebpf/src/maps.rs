@@ -6,8 +6,9 @@ use aya_ebpf::{
 use sip_xdp_common::{
     AllowEntry, AnswerState, BAN_EVENTS_BYTES, COUNTER_SLOTS, Config, DEFAULT_MAX_BANS,
     DEFAULT_MAX_SOURCES, DEFAULT_MAX_VERIFIED, DenyEntry, DurableBan, FlowKey, FlowState,
-    FragmentFate, FragmentKey, MAX_ANSWERED_CLIENTS, MAX_LIST_ENTRIES, MAX_TRACKED_FRAGMENTS,
-    SourceKey, SourceState, VerifiedSource, global_buckets, list_presence,
+    FragmentFate, FragmentKey, MAX_ANSWERED_CLIENTS, MAX_LIST_ENTRIES, MAX_PREFIX_BANS,
+    MAX_PREFIXES, MAX_TRACKED_FRAGMENTS, PrefixKey, SourceKey, SourceState, VerifiedSource,
+    global_buckets, list_presence,
 };
 
 /// Two slots, so user space can fill one completely while packets read the other.
@@ -29,6 +30,17 @@ pub static SOURCES: LruHashMap<SourceKey, SourceState> =
 /// strikes decay (the program on the source's next packet, user space in its sweeps).
 #[map(name = "BANS")]
 pub static BANS: HashMap<SourceKey, DurableBan> = HashMap::with_max_entries(DEFAULT_MAX_BANS, 0);
+
+/// Prefix buckets and bans (`sip_xdp_common::PrefixKey`): an LRU, so a prefix gone quiet
+/// makes room; its ban is also kept in `PREFIX_BANS`, out of reach of the eviction.
+#[map(name = "PREFIXES")]
+pub static PREFIXES: LruHashMap<PrefixKey, SourceState> =
+    LruHashMap::with_max_entries(MAX_PREFIXES, 0);
+
+/// Prefix bans and strike histories, durable like `BANS`.
+#[map(name = "PREFIX_BANS")]
+pub static PREFIX_BANS: HashMap<PrefixKey, DurableBan> =
+    HashMap::with_max_entries(MAX_PREFIX_BANS, 0);
 
 /// Clients the server answered with a success after challenging them, keyed like `SOURCES`.
 /// Written by the egress program only, so no forged flood can fill or churn it; an LRU so that
@@ -117,7 +129,7 @@ pub fn bump(index: u32) {
 
 /// Per-CPU scratch slots used by [`opaque`].
 #[map(name = "SCRATCH")]
-static SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(3, 0);
+static SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(6, 0);
 
 /// Returns `value`, laundered through a map so the verifier sees an unknown scalar.
 ///

@@ -1,23 +1,25 @@
-//! Per-source policy: allowlist, denylist, bans, the protected list and token buckets.
+//! Per-source policy: the ban read before the payload, then the allowlist, denylist, protected
+//! list, the source's token buckets, the admission budget and its prefixes' buckets.
 use aya_ebpf::maps::lpm_trie::Key;
 use sip_xdp_common::{
-    BAN_DURATION_CEILING_NS, BAN_EXTEND_GRANULARITY_NS, BanEvent, Config, DurableBan, EventCounter,
-    FragmentFate, FragmentKey, LimitClass, MethodClass, RATE_WINDOW_NS, RateLimit, SourceKey,
-    SourceState, Verdict, allow_flags, ban_event_kind, ban_flags, event_counter_index, flags,
-    list_presence,
+    Config, EventCounter, FlowKey, FragmentFate, FragmentKey, LimitClass, MethodClass, RateLimit,
+    SourceKey, SourceState, Verdict, allow_flags, event_counter_index, flags, list_presence,
 };
 
 use crate::{
-    maps::{
-        ALLOWLIST, BAN_EVENTS, BANS, DENYLIST, FLOWS, FRAGMENTS, GLOBAL_BUCKETS_ADMISSION,
-        NEW_SOURCE, PROTECTED, SOURCES, VERIFIED, bump, global_bucket, list_may_have_entries,
+    bans::{
+        BanKey, count_packet, drop_banned, impose_ban, is_banned, new_state, report_if_expired,
+        restore_ban,
     },
-    parse::SipDatagram,
+    buckets::{NO_LIMIT, draw, limit_index},
+    maps::opaque,
+    maps::{
+        ALLOWLIST, DENYLIST, FLOWS, FRAGMENTS, GLOBAL_BUCKETS_ADMISSION, PROTECTED, VERIFIED, bump,
+        global_bucket, list_may_have_entries,
+    },
+    parse::SipPacket,
+    prefixes,
 };
-use sip_xdp_common::FlowKey;
-
-/// Escalation factors above this are clamped so `duration * factor` cannot overflow.
-const MAX_BAN_FACTOR: u64 = sip_xdp_common::MAX_BAN_FACTOR as u64;
 
 #[inline(always)]
 fn list_key(src: &[u8; 16]) -> Key<[u8; 16]> {
@@ -53,35 +55,6 @@ fn is_denylisted(src: &[u8; 16], now_ns: u64) -> bool {
     }
 }
 
-/// Which bucket a class draws from: every SIP class has one, so no packet shape reaches the
-/// server at line rate (a bucket whose rate is "unlimited" lets its class through).
-#[inline(always)]
-fn limit_class(class: MethodClass) -> Option<LimitClass> {
-    match class {
-        MethodClass::Register => Some(LimitClass::Register),
-        MethodClass::Invite => Some(LimitClass::Invite),
-        MethodClass::Options => Some(LimitClass::Options),
-        MethodClass::Subscribe
-        | MethodClass::Notify
-        | MethodClass::Message
-        | MethodClass::Prack
-        | MethodClass::Update
-        | MethodClass::Info
-        | MethodClass::Refer
-        | MethodClass::Publish => Some(LimitClass::Other),
-        MethodClass::Ack | MethodClass::Bye | MethodClass::Cancel => Some(LimitClass::InDialog),
-        MethodClass::Response => Some(LimitClass::Response),
-        MethodClass::KeepAlive => Some(LimitClass::KeepAlive),
-        MethodClass::Malformed => Some(LimitClass::Malformed),
-        MethodClass::TcpSyn => Some(LimitClass::Connection),
-        MethodClass::Fragment
-        | MethodClass::NotSip
-        | MethodClass::Unparsed
-        | MethodClass::Tcp
-        | MethodClass::Unread => None,
-    }
-}
-
 /// Per-source key of an IPv6 source grouped by prefix: the address masked to it.
 #[inline(always)]
 pub fn masked_key(cfg: &Config, src: &[u8; 16]) -> SourceKey {
@@ -102,33 +75,16 @@ pub fn key_is_address(cfg: &Config, is_ipv4: bool) -> bool {
     is_ipv4 || cfg.ipv6_source_mask[15] == 0xff
 }
 
-// Constant indices only: an index the optimizer cannot bound becomes a panic branch, and the
-// verifier rejects the program for it.
-#[inline(always)]
-fn bucket(limits: &[RateLimit; LimitClass::COUNT], limit: LimitClass) -> &RateLimit {
-    match limit {
-        LimitClass::Register => &limits[0],
-        LimitClass::Invite => &limits[1],
-        LimitClass::Options => &limits[2],
-        LimitClass::Other => &limits[3],
-        LimitClass::InDialog => &limits[4],
-        LimitClass::Response => &limits[5],
-        LimitClass::KeepAlive => &limits[6],
-        LimitClass::Malformed => &limits[7],
-        LimitClass::Connection => &limits[8],
-    }
-}
-
 /// Whether the source counts as verified now: only while the egress program is attached
 /// (`ANSWERS`), so that a stale verification cannot loosen limits nobody refreshes.
 #[inline(always)]
-fn is_verified(cfg: &Config, verified_until_ns: u64, now_ns: u64) -> bool {
+pub fn is_verified(cfg: &Config, verified_until_ns: u64, now_ns: u64) -> bool {
     cfg.has_flag(flags::ANSWERS) && now_ns < verified_until_ns
 }
 
 /// The buckets a source draws from: a verified source's looser ones, or the defaults.
 #[inline(always)]
-fn limits_for(cfg: &Config, verified: bool) -> &[RateLimit; LimitClass::COUNT] {
+pub fn limits_for(cfg: &Config, verified: bool) -> &[RateLimit; LimitClass::COUNT] {
     if verified {
         &cfg.verified_limits
     } else {
@@ -139,7 +95,7 @@ fn limits_for(cfg: &Config, verified: bool) -> &[RateLimit; LimitClass::COUNT] {
 /// Expiry of the source's verification in `VERIFIED`, 0 when it has none. Read when a source's
 /// entry is made or rebuilt; the egress program keeps the entry's copy current after that.
 #[inline(always)]
-fn verified_until(cfg: &Config, key: &SourceKey) -> u64 {
+pub fn verified_until(cfg: &Config, key: &SourceKey) -> u64 {
     if !cfg.has_flag(flags::ANSWERS) {
         return 0;
     }
@@ -150,12 +106,12 @@ fn verified_until(cfg: &Config, key: &SourceKey) -> u64 {
     }
 }
 
-/// REGISTER and INVITE from unverified sources draw from the admission budget.
+/// REGISTER and INVITE (class indices) from unverified sources draw from the admission budget.
 #[inline(always)]
-fn needs_admission(cfg: &Config, class: MethodClass, verified: bool) -> bool {
+fn needs_admission(cfg: &Config, class: usize, verified: bool) -> bool {
     cfg.has_flag(flags::ANSWERS)
         && !verified
-        && matches!(class, MethodClass::Register | MethodClass::Invite)
+        && (class == MethodClass::Register as usize || class == MethodClass::Invite as usize)
 }
 
 /// One more unverified REGISTER or INVITE within the admission budget? A protected source (a
@@ -167,7 +123,7 @@ fn admitted(cfg: &Config, src: &[u8; 16], now_ns: u64) -> bool {
         return true;
     }
     match global_bucket(GLOBAL_BUCKETS_ADMISSION) {
-        Some(tat) => conforms(tat, &cfg.admission, now_ns) || is_protected(src),
+        Some(tat) => crate::buckets::conforms(tat, &cfg.admission, now_ns) || is_protected(src),
         None => true,
     }
 }
@@ -187,279 +143,98 @@ fn flow_banned(src: &[u8; 16], port: u16, now_ns: u64) -> bool {
     }
 }
 
+/// What the walk of one packet knows about its source before its payload is read.
+/// The per-source key of the packet's source.
+///
+/// Byte by byte, as `masked_key` builds it: the verifier then holds the key's stack bytes as
+/// plain data, the same on every path, where word copies would carry each path's known bits
+/// (an IPv4 source's constant prefix) and split the walk of everything after it in two.
 #[inline(always)]
-fn tat_mut(state: &mut SourceState, limit: LimitClass) -> &mut u64 {
-    match limit {
-        LimitClass::Register => &mut state.tat_ns[0],
-        LimitClass::Invite => &mut state.tat_ns[1],
-        LimitClass::Options => &mut state.tat_ns[2],
-        LimitClass::Other => &mut state.tat_ns[3],
-        LimitClass::InDialog => &mut state.tat_ns[4],
-        LimitClass::Response => &mut state.tat_ns[5],
-        LimitClass::KeepAlive => &mut state.tat_ns[6],
-        LimitClass::Malformed => &mut state.tat_ns[7],
-        LimitClass::Connection => &mut state.tat_ns[8],
-    }
-}
-
-/// GCRA: does one more packet fit the bucket? Updates the bucket when it does.
-#[inline(always)]
-pub fn conforms(tat_ns: &mut u64, limit: &RateLimit, now_ns: u64) -> bool {
-    let tat = if *tat_ns > now_ns { *tat_ns } else { now_ns };
-    if tat - now_ns > limit.burst_tolerance_ns {
-        return false;
-    }
-    *tat_ns = tat + limit.interval_ns;
-    true
-}
-
-#[inline(always)]
-fn is_banned(cfg: &Config, state: &SourceState, now_ns: u64) -> bool {
-    now_ns < state.banned_until_ns
-        && (state.ban_flags & ban_flags::MONITOR_ONLY == 0 || cfg.has_flag(flags::MONITOR))
-}
-
-/// Writes the source's ban to the durable `BANS` table, where no flood of new sources can evict
-/// it. Not inlined: it runs once per ban or extension, and its record stays off the caller's
-/// stack.
-#[inline(never)]
-fn persist_ban(key: &SourceKey, state: &SourceState) {
-    let record = DurableBan::of(state);
-    // Replacing an existing key always succeeds in a preallocated hash; a new key fails only
-    // when the table is full.
-    if BANS.insert(key, &record, 0).is_err() {
-        bump(event_counter_index(EventCounter::BanTableFull));
-    }
-}
-
-/// Bans the source, escalating from its strikes, and reports it. `ban_class` is the
-/// [`LimitClass`] that ran dry, or `BAN_CLASS_AUTH` with the failure kind (egress program).
-#[inline(always)]
-pub fn impose_ban(
-    cfg: &Config,
-    src: &SourceKey,
-    state: &mut SourceState,
-    ban_class: u8,
-    now_ns: u64,
-) {
-    let quiet_since_last = state.banned_until_ns == 0
-        || now_ns.saturating_sub(state.banned_until_ns) > cfg.strike_decay_ns;
-    if quiet_since_last {
-        state.strikes = 0;
-    }
-    let factor = if (cfg.ban_factor as u64) < MAX_BAN_FACTOR {
-        cfg.ban_factor as u64
+fn source_key(cfg: &Config, packet: &SipPacket) -> SourceKey {
+    if key_is_address(cfg, packet.is_ipv4) {
+        SourceKey { addr: packet.src.0 }
     } else {
-        MAX_BAN_FACTOR
-    };
-    let mut duration_ns = if state.strikes == 0 {
-        cfg.ban_base_ns
-    } else {
-        state.ban_duration_ns * factor
-    };
-    if duration_ns > cfg.ban_max_ns {
-        duration_ns = cfg.ban_max_ns;
+        masked_key(cfg, &packet.src.0)
     }
-    if duration_ns > BAN_DURATION_CEILING_NS {
-        duration_ns = BAN_DURATION_CEILING_NS;
-    }
-    let monitor = cfg.has_flag(flags::MONITOR);
-    state.strikes += 1;
-    state.ban_duration_ns = duration_ns;
-    state.banned_until_ns = now_ns + duration_ns;
-    state.ban_class = ban_class;
-    // A new ban replaces the previous one, reported or not: user space hears of its end once.
-    state.ban_flags = ban_flags::EXPIRY_PENDING | if monitor { ban_flags::MONITOR_ONLY } else { 0 };
-    persist_ban(src, state);
-
-    bump(event_counter_index(if monitor {
-        EventCounter::WouldBans
-    } else {
-        EventCounter::BansIssued
-    }));
-    let Some(mut entry) = BAN_EVENTS.reserve::<BanEvent>(0) else {
-        bump(event_counter_index(EventCounter::EventsLost));
-        return;
-    };
-    // Written in place in the ring buffer: no stack copy of the event.
-    entry.write(BanEvent {
-        addr: src.addr,
-        now_ns,
-        banned_until_ns: state.banned_until_ns,
-        duration_ns,
-        window_ns: now_ns - state.window_start_ns,
-        window_packets: state.window_packets,
-        strikes: state.strikes,
-        kind: if monitor {
-            ban_event_kind::WOULD_BAN
-        } else {
-            ban_event_kind::BAN
-        },
-        limit_class: ban_class,
-        port: 0,
-        prefix_len: 0,
-        _pad: [0; 3],
-    });
-    entry.submit(0);
 }
 
-/// Reports the end of the source's last ban (or would-be ban), once. Not inlined: as a call of
-/// its own, the verifier prunes its repeated walks of the ring-buffer code (about 1k verified
-/// instructions for the whole feature, against 3k inlined).
-#[inline(never)]
-fn report_expiry(src: &SourceKey, state: &mut SourceState, now_ns: u64) {
-    // Cleared before reserving: with the ring buffer full, retrying on every later packet of
-    // the source would only count more lost events. Cleared in the durable copy too, or a
-    // source evicted and restored would report the same end twice.
-    state.ban_flags &= !ban_flags::EXPIRY_PENDING;
-    if let Some(record) = BANS.get_ptr_mut(src) {
-        // SAFETY: pointer from a successful lookup; a lost race only repeats one report.
-        unsafe { (*record).ban_flags &= !ban_flags::EXPIRY_PENDING };
-    }
-    let Some(mut entry) = BAN_EVENTS.reserve::<BanEvent>(0) else {
-        bump(event_counter_index(EventCounter::EventsLost));
-        return;
-    };
-    entry.write(BanEvent {
-        addr: src.addr,
-        now_ns,
-        banned_until_ns: state.banned_until_ns,
-        duration_ns: state.ban_duration_ns,
-        window_ns: now_ns.wrapping_sub(state.window_start_ns),
-        window_packets: state.window_packets,
-        strikes: state.strikes,
-        kind: ban_event_kind::EXPIRED,
-        limit_class: state.ban_class,
-        port: 0,
-        prefix_len: 0,
-        _pad: [0; 3],
-    });
-    entry.submit(0);
+/// Made once per packet and filled in place (never moved: a copy the verifier cannot follow
+/// would turn its pointers into plain numbers).
+pub struct Known {
+    /// The per-source key: the address, or an IPv6 address masked to `ipv6_source_mask`.
+    pub key: SourceKey,
+    pub tracked: Option<&'static mut SourceState>,
+    /// Set with a `Pass` verdict when the packet still draws from its prefixes' buckets (an
+    /// unverified source's limited class): the caller draws them, from its own frame, so that
+    /// the deepest call chain stays inside the 512-byte BPF stack.
+    pub draw_prefixes: bool,
 }
 
-/// Decides the fate of a datagram to a SIP port. Inlined into the program, so that a banned
-/// source, which a flood makes the common case, is dropped without a BPF-to-BPF call (a call
-/// and a return cost more than the rest of this path) and without either list lookup (a trie
-/// walk each).
+impl Known {
+    /// The key's words laundered, for the reason and with the slots of `SipPacket::launder`.
+    #[inline(always)]
+    pub fn launder_key(&mut self) {
+        let words = &mut self.key as *mut SourceKey as *mut u64;
+        // SAFETY: `SourceKey` is 16 bytes, 8-byte aligned.
+        unsafe {
+            *words = opaque(4, *words as usize) as u64;
+            *words.add(1) = opaque(5, *words.add(1) as usize) as u64;
+        }
+    }
+
+    pub const EMPTY: Known = Known {
+        key: SourceKey { addr: [0; 16] },
+        tracked: None,
+        draw_prefixes: false,
+    };
+}
+
+/// The ban, decided from the addresses alone, before the payload is read: a flood from a banned
+/// source, which a flood makes the common case, costs a header parse and one lookup. Inlined
+/// into the program: a BPF-to-BPF call and its return cost more than the rest of this path.
 ///
 /// Reading the ban before the lists is sound only where the key is the address itself: an
 /// allowlisted address never gets an entry of its own (it passes before one is made, and user
 /// space forgets the entries inside a CIDR it allowlists), while a masked IPv6 key is shared
-/// with the other addresses of its prefix, one of which may be allowlisted.
+/// with the other addresses of its prefix, one of which may be allowlisted. A banned prefix
+/// checks the lists itself (`prefixes::early`).
 #[inline(always)]
-pub fn sip_verdict(cfg: &Config, datagram: &SipDatagram, now_ns: u64) -> Verdict {
-    let whole = key_is_address(cfg, datagram.is_ipv4);
-    let masked;
-    let key = if whole {
-        // SAFETY: `SourceKey` is `repr(C)` around exactly this `[u8; 16]`: no copy needed.
-        unsafe { &*(&datagram.src as *const [u8; 16] as *const SourceKey) }
-    } else {
-        masked = masked_key(cfg, &datagram.src);
-        &masked
-    };
-    // SAFETY: the pointer comes from a successful lookup; concurrent updates from other CPUs can
-    // at worst lose an increment, which a rate limiter tolerates.
-    let mut tracked = SOURCES.get_ptr_mut(key).map(|state| unsafe { &mut *state });
+pub fn early(cfg: &Config, packet: &SipPacket, known: &mut Known, now_ns: u64) -> Option<Verdict> {
+    let whole = key_is_address(cfg, packet.is_ipv4);
+    known.key = source_key(cfg, packet);
+    known.tracked = known.key.state();
     if whole
-        && let Some(state) = tracked.as_deref_mut()
+        && let Some(state) = known.tracked.as_deref_mut()
         && is_banned(cfg, state, now_ns)
     {
         count_packet(state, now_ns);
-        return drop_banned(cfg, key, state, datagram.class, now_ns);
+        let verified = is_verified(cfg, state.verified_until_ns, now_ns);
+        return Some(drop_banned(
+            cfg,
+            &known.key,
+            state,
+            limits_for(cfg, verified),
+            now_ns,
+        ));
     }
-    listed_or_limited(cfg, datagram, key, tracked, now_ns)
+    prefixes::early(cfg, packet, known, now_ns)
 }
 
-#[inline(always)]
-fn count_packet(state: &mut SourceState, now_ns: u64) {
-    state.packets += 1;
-    if now_ns.wrapping_sub(state.window_start_ns) >= RATE_WINDOW_NS {
-        state.window_start_ns = now_ns;
-        state.window_packets = 0;
-    }
-    state.window_packets += 1;
-}
-
-/// A banned source's packet. The packet still meets its class's bucket: the ban is extended
-/// only while the source keeps exceeding it, so a burst forged in a real peer's name cannot
-/// keep that peer banned while it sends at its normal rate.
-#[inline(always)]
-fn drop_banned(
-    cfg: &Config,
-    key: &SourceKey,
-    state: &mut SourceState,
-    class: MethodClass,
-    now_ns: u64,
-) -> Verdict {
-    state.dropped += 1;
-    if !cfg.has_flag(flags::EXTEND_WHILE_ACTIVE) {
-        return Verdict::DropBanned;
-    }
-    let Some(limit) = limit_class(class) else {
-        return Verdict::DropBanned;
-    };
-    let verified = is_verified(cfg, state.verified_until_ns, now_ns);
-    let bucket = bucket(limits_for(cfg, verified), limit);
-    if bucket.is_unlimited() || conforms(tat_mut(state, limit), bucket, now_ns) {
-        return Verdict::DropBanned;
-    }
-    let until = now_ns + cfg.ban_extend_ns;
-    if until > state.banned_until_ns + BAN_EXTEND_GRANULARITY_NS {
-        state.banned_until_ns = until;
-        persist_ban(key, state);
-    }
-    Verdict::DropBanned
-}
-
-/// A source missing from `SOURCES` (new, or evicted by the LRU) whose ban or strikes are still
-/// in `BANS`: its entry is rebuilt from the record, with full buckets, so the ban holds and the
-/// next one escalates. A record whose strikes have decayed is removed instead.
-#[inline(always)]
-fn restore_ban(cfg: &Config, key: &SourceKey, now_ns: u64) -> Option<&'static mut SourceState> {
-    // SAFETY: a plain copy out of a value that concurrent writers replace whole or in place.
-    let record = unsafe { *BANS.get_ptr(key)? };
-    if now_ns > record.banned_until_ns && now_ns - record.banned_until_ns > cfg.strike_decay_ns {
-        let _ = BANS.remove(key);
-        return None;
-    }
-    let staged = NEW_SOURCE.get_ptr_mut(0)?;
-    // SAFETY: per-CPU scratch entry, used by this packet only.
-    let staged = unsafe { &mut *staged };
-    staged.tat_ns = [0; LimitClass::COUNT];
-    staged.banned_until_ns = record.banned_until_ns;
-    staged.ban_duration_ns = record.ban_duration_ns;
-    staged.window_start_ns = now_ns;
-    staged.packets = 0;
-    staged.dropped = 0;
-    staged.window_packets = 0;
-    staged.strikes = record.strikes;
-    staged.ban_class = record.ban_class;
-    staged.ban_flags = record.ban_flags;
-    staged.verified_until_ns = verified_until(cfg, key);
-    staged.flow_bans_until_ns = 0;
-    if SOURCES.insert(key, &*staged, 0).is_err() {
-        bump(event_counter_index(EventCounter::TrackFailures));
-        return None;
-    }
-    bump(event_counter_index(EventCounter::BansRestored));
-    // SAFETY: as for every SOURCES lookup.
-    SOURCES.get_ptr_mut(key).map(|state| unsafe { &mut *state })
-}
-
-/// [`sip_verdict`] for a source not known to be banned: lists, then its bucket. Not inlined: the
-/// verifier then walks it once per class rather than once per combination of the caller's
-/// registers, and its stack frame is its own (inlining all of the policy took the program past
-/// the 512-byte stack).
+/// The classified packet of a source not known to be banned: lists, then its bucket and the
+/// admission budget; `known.draw_prefixes` says whether its prefixes' buckets are drawn next. Not inlined: the verifier then walks it once per
+/// class rather than once per combination of the caller's registers, and its stack frame is its
+/// own (inlining all of the policy took the program past the 512-byte stack).
 #[inline(never)]
-fn listed_or_limited(
+pub fn listed_or_limited(
     cfg: &Config,
-    datagram: &SipDatagram,
-    key: &SourceKey,
-    tracked: Option<&mut SourceState>,
+    packet: &SipPacket,
+    known: &mut Known,
     now_ns: u64,
 ) -> Verdict {
-    let src = &datagram.src;
-    let class = datagram.class;
+    let src = &packet.src.0;
+    // The class as an index the verifier does not know (`SipPacket::class_index`): one walk of
+    // this function serves every class.
+    let class = packet.class_index;
     if is_allowlisted(src) {
         return Verdict::PassAllowlisted;
     }
@@ -467,111 +242,106 @@ fn listed_or_limited(
         return Verdict::DropDenylisted;
     }
     let drop_malformed = cfg.has_flag(flags::DROP_MALFORMED);
-    let limit = limit_class(class);
+    let malformed = class == MethodClass::Malformed as usize;
+    let limit = limit_index(class);
 
-    let state = match tracked {
+    let state = match known.tracked.take() {
         Some(state) => state,
         // A garbage flood from new sources is dropped before the ban table is read: dropped
         // either way, it need not pay the lookup.
-        None if class == MethodClass::Malformed && drop_malformed => {
+        None if malformed && drop_malformed => {
             return Verdict::DropMalformed;
         }
-        None => match restore_ban(cfg, key, now_ns) {
+        None => match restore_ban(cfg, &known.key, || verified_until(cfg, &known.key), now_ns) {
             Some(state) => state,
-            None => return new_source(cfg, key, src, class, limit, now_ns),
+            None => return new_source(cfg, packet, known, limit, now_ns),
         },
     };
+    let key = &known.key;
 
     count_packet(state, now_ns);
     // A masked key's ban, or a restored one, is read here, after the lists.
     if is_banned(cfg, state, now_ns) {
-        return drop_banned(cfg, key, state, class, now_ns);
+        let verified = is_verified(cfg, state.verified_until_ns, now_ns);
+        return drop_banned(cfg, key, state, limits_for(cfg, verified), now_ns);
     }
-    // Not `!is_banned`: a monitor-only ban that enforcing mode ignores has not run out yet.
-    if state.ban_flags & ban_flags::EXPIRY_PENDING != 0 && now_ns >= state.banned_until_ns {
-        report_expiry(key, state, now_ns);
-    }
-    if class == MethodClass::Malformed && drop_malformed {
+    report_if_expired(key, state, now_ns);
+    if malformed && drop_malformed {
         state.dropped += 1;
         return Verdict::DropMalformed;
     }
-    // The egress program bans one phone of a verified address by its flow; only while such a
-    // ban lies ahead does a packet pay the lookup.
-    if state.flow_bans_until_ns > now_ns && flow_banned(src, datagram.port, now_ns) {
+    // The egress program bans one phone of a verified address by its UDP flow; only while such
+    // a ban lies ahead does a packet pay the lookup.
+    if !packet.is_tcp()
+        && state.flow_bans_until_ns > now_ns
+        && flow_banned(src, packet.port, now_ns)
+    {
         state.dropped += 1;
         bump(event_counter_index(EventCounter::FlowBannedDrops));
         return Verdict::DropBanned;
     }
-    let Some(limit) = limit else {
-        return Verdict::Pass;
-    };
-    let verified = is_verified(cfg, state.verified_until_ns, now_ns);
-    let bucket = bucket(limits_for(cfg, verified), limit);
-    if bucket.is_unlimited() || conforms(tat_mut(state, limit), bucket, now_ns) {
-        if needs_admission(cfg, class, verified) && !admitted(cfg, src, now_ns) {
-            state.dropped += 1;
-            return Verdict::DropAdmission;
-        }
+    if limit == NO_LIMIT {
         return Verdict::Pass;
     }
-    state.dropped += 1;
-    // A protected source (a trunk, a registrar peer) is held to its buckets but never banned:
-    // looked up here only, when a bucket runs dry, so it costs nothing on the common path.
-    if is_protected(src) {
-        bump(event_counter_index(EventCounter::ProtectedDrops));
+    let verified = is_verified(cfg, state.verified_until_ns, now_ns);
+    if !draw(state, limits_for(cfg, verified), limit, now_ns) {
+        state.dropped += 1;
+        // A protected source (a trunk, a registrar peer) is held to its buckets but never
+        // banned: looked up here only, when a bucket runs dry, so it costs nothing on the common
+        // path.
+        if is_protected(src) {
+            bump(event_counter_index(EventCounter::ProtectedDrops));
+            return Verdict::DropRate;
+        }
+        impose_ban(cfg, key, state, limit as u8, now_ns);
         return Verdict::DropRate;
     }
-    impose_ban(cfg, key, state, limit as u8, now_ns);
-    Verdict::DropRate
+    if needs_admission(cfg, class, verified) && !admitted(cfg, src, now_ns) {
+        state.dropped += 1;
+        return Verdict::DropAdmission;
+    }
+    known.draw_prefixes = !verified;
+    Verdict::Pass
 }
 
 /// First packet from a source with no state and no saved ban: only a limited class needs state.
 #[inline(always)]
 fn new_source(
     cfg: &Config,
-    key: &SourceKey,
-    src: &[u8; 16],
-    class: MethodClass,
-    limit: Option<LimitClass>,
+    packet: &SipPacket,
+    known: &mut Known,
+    limit: usize,
     now_ns: u64,
 ) -> Verdict {
-    if class == MethodClass::Malformed && cfg.has_flag(flags::DROP_MALFORMED) {
+    if packet.class_index == MethodClass::Malformed as usize && cfg.has_flag(flags::DROP_MALFORMED)
+    {
         return Verdict::DropMalformed;
     }
-    let Some(limit) = limit else {
+    let Some(bucket) = limits_for(cfg, false).get(limit) else {
         return Verdict::Pass;
     };
-    let verified_until_ns = verified_until(cfg, key);
+    let _ = bucket;
+    let verified_until_ns = verified_until(cfg, &known.key);
     let verified = is_verified(cfg, verified_until_ns, now_ns);
-    // Beyond the budget, an unverified request makes no state: a forged flood with a new
-    // source every packet cannot churn the source table faster than the budget admits.
-    if needs_admission(cfg, class, verified) && !admitted(cfg, src, now_ns) {
+    // Beyond the budget, or its prefix's, an unverified request makes no state: a forged flood
+    // with a new source every packet cannot churn the source table faster than they admit.
+    if needs_admission(cfg, packet.class_index, verified) && !admitted(cfg, &packet.src.0, now_ns) {
         return Verdict::DropAdmission;
     }
-    let bucket = bucket(limits_for(cfg, verified), limit);
+    known.draw_prefixes = !verified;
+    let Some(bucket) = limits_for(cfg, verified).get(limit) else {
+        return Verdict::Pass;
+    };
     if bucket.is_unlimited() {
         return Verdict::Pass;
     }
-    let Some(staged) = NEW_SOURCE.get_ptr_mut(0) else {
-        return Verdict::Pass;
-    };
-    // SAFETY: per-CPU scratch entry, used by this packet only.
-    let staged = unsafe { &mut *staged };
-    staged.tat_ns = [0; LimitClass::COUNT];
-    // A burst is at least one packet, so the first always conforms.
-    *tat_mut(staged, limit) = now_ns + bucket.interval_ns;
-    staged.banned_until_ns = 0;
-    staged.ban_duration_ns = 0;
-    staged.window_start_ns = now_ns;
-    staged.packets = 1;
-    staged.dropped = 0;
-    staged.window_packets = 1;
-    staged.strikes = 0;
-    staged.ban_class = 0;
-    staged.ban_flags = 0;
-    staged.verified_until_ns = verified_until_ns;
-    staged.flow_bans_until_ns = 0;
-    if SOURCES.insert(key, &*staged, 0).is_err() {
+    if !new_state(
+        &known.key,
+        limit,
+        bucket.interval_ns,
+        verified_until_ns,
+        now_ns,
+    ) {
         bump(event_counter_index(EventCounter::TrackFailures));
     }
     Verdict::Pass
@@ -579,14 +349,14 @@ fn new_source(
 
 /// Remembers what happened to a first fragment so its followers share its fate.
 #[inline(always)]
-pub fn record_first_fragment(src: &[u8; 16], id: u32, verdict: Verdict) {
+pub fn record_first_fragment(src: &[u8; 16], id: u32, dropped: bool) {
     let key = FragmentKey {
         src: *src,
         id,
         _pad: 0,
     };
     let fate = FragmentFate {
-        dropped: verdict.is_drop() as u32,
+        dropped: dropped as u32,
         _pad: 0,
     };
     // Losing this entry only means a follower is treated as unknown: nothing to count.
