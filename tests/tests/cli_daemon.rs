@@ -18,7 +18,7 @@ use sip_xdp_tests::{
         BURST, Daemon, Host, TEST_CONFIG, ban_sources, has_xdp, packets, register_burst, scrape,
         sip_xdp_bin,
     },
-    netns::{CLIENT_V4_A, CLIENT_V4_B, SERVER_IF, SERVER_V4},
+    netns::{CLIENT_V4_A, CLIENT_V4_B, SERVER_IF, SERVER_V4, SERVER_V6},
     packet::{self, Frame},
     raw::RawSender,
     registrar::Registrar,
@@ -1464,4 +1464,69 @@ fn a_syn_flood_bans_its_source_as_connection_on_udp_too() {
         "A's REGISTERs after its SYN flood"
     );
     assert!(packets(&host.status(), "drop_banned", "unread") >= 3);
+}
+
+#[test]
+fn an_ipv6_spread_is_banned_as_its_64_and_the_ban_covers_tcp() {
+    sip_xdp_tests::needs_root!();
+    let host = Host::new(TEST_CONFIG);
+    host.attach();
+    let sender = RawSender::new(&host);
+    // 100 addresses of one /64 (each its own source: sip.ipv6_source_prefix is 128), 3 OPTIONS
+    // each: within every source's limit, past the /64's burst of 200.
+    let source = |i: u16| std::net::Ipv6Addr::new(0x2001, 0xdb8, 0xc633, 0x6400, 0, 0, 0x77, i);
+    for seq in 1..=SPREAD_FRAMES {
+        for i in 0..u16::from(SPREAD_HOSTS) {
+            let payload = packet::request("OPTIONS", "sip:1000@example.com", seq);
+            sender
+                .send_addressed(&Frame::sip(source(i).into(), SERVER_V6.into(), &payload).build());
+            if i % 32 == 31 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+    let bans: Value =
+        serde_json::from_str(&host.ok(&["ban", "list", "--output", "json"])).expect("ban JSON");
+    let listed: Vec<(&str, &str)> = bans
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["source"].as_str().unwrap(), b["origin"].as_str().unwrap()))
+        .collect();
+    // The /64 is drawn from first and banned; the /48 above it is not.
+    assert_eq!(listed, [("2001:db8:c633:6400::/64", "prefix")], "{bans}");
+    assert_eq!(bans[0]["class"], "options", "{bans}");
+    let status = host.status();
+    assert_eq!(status["tables"]["banned_prefixes"], 1, "{status}");
+    assert!(
+        status["tables"]["tracked_prefixes"].as_u64().unwrap() >= 2,
+        "{status}"
+    );
+
+    // A new address of the /64 opening a TCP connection is dropped by the prefix's ban.
+    let before = packets(&status, "drop_banned", "tcp_syn");
+    let mut syn = Frame::udp(source(4000).into(), SERVER_V6.into(), 5060, &[]);
+    syn.protocol = packet::IPPROTO_TCP;
+    syn.src_port = 40_001;
+    for _ in 0..3 {
+        sender.send_addressed(&syn.build());
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let status = host.status();
+    assert_eq!(
+        packets(&status, "drop_banned", "tcp_syn"),
+        before + 3,
+        "{status}"
+    );
+    assert!(
+        status["events"]["prefix_banned_drops"].as_u64().unwrap() >= 3,
+        "{status}"
+    );
+    // `ban del` of a wider net lifts it.
+    let said = host.ok(&["ban", "del", "2001:db8:c633::/48"]);
+    assert!(
+        said.contains("lifted prefix ban of 2001:db8:c633:6400::/64"),
+        "{said}"
+    );
+    assert_eq!(host.status()["tables"]["banned_prefixes"], 0);
 }

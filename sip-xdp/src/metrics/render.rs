@@ -171,7 +171,8 @@ pub fn render(snapshot: &Snapshot) -> Result<String, MetricsError> {
     let bans = scrape.counter_vec(
         "sip_xdp_bans_total",
         "Rate-limit bans the XDP program imposed (mode=enforce) or would have imposed in monitor \
-         mode (mode=monitor).",
+         mode (mode=monitor), of single sources and of whole prefixes (these also in \
+         sip_xdp_prefix_bans_total).",
         &["mode"],
     )?;
     bans.add(&["enforce"], counters.event(EventCounter::BansIssued))?;
