@@ -255,15 +255,21 @@ fn daemon_adopts_logs_serves_metrics_reloads_and_detaches() {
     let line = daemon.wait_for(&["config reload rejected"]);
     assert!(line.contains(":3:"), "the error names the line: {line}");
     assert_eq!(register_burst(&host.status()), 10);
-    // A valid one applies.
+    // A valid one applies, TCP ports and prefix levels included (an empty TCP list is said).
     std::fs::write(
         &host.config,
-        "[limits.register]\nrate = \"2/s\"\nburst = 25\n",
+        "[limits.register]\nrate = \"2/s\"\nburst = 25\n\
+         [datapath]\ntcp_ports = []\n[prefixes]\nipv4 = 16\nipv6 = [56]\n",
     )
     .unwrap();
     daemon.signal(libc::SIGHUP);
+    daemon.wait_for(&["datapath.tcp_ports is empty"]);
     daemon.wait_for(&["config reloaded"]);
-    assert_eq!(register_burst(&host.status()), 25);
+    let status = host.status();
+    assert_eq!(register_burst(&status), 25);
+    assert_eq!(status["config"]["tcp_ports"], serde_json::json!([]));
+    assert_eq!(status["config"]["prefix_ipv4"], 16);
+    assert_eq!(status["config"]["prefix_ipv6"], serde_json::json!([56]));
 
     // SIGTERM: a clean exit that detaches, with the maps kept.
     daemon.signal(libc::SIGTERM);
