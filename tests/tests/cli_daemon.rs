@@ -1356,6 +1356,14 @@ fn a_flood_spread_over_a_24_is_banned_as_the_prefix_listed_kept_and_lifted() {
         "{status}"
     );
     assert!(packets(&status, "drop_prefix", "options") >= 1, "{status}");
+    eprintln!(
+        "prefix: {} of {} OPTIONS from {SPREAD_HOSTS} addresses of {FLOODED_PREFIX} passed, then \
+         the /24 was banned ({} drop_prefix, {} dropped as banned)",
+        packets(&status, "pass", "options"),
+        u32::from(SPREAD_HOSTS) * SPREAD_FRAMES,
+        packets(&status, "drop_prefix", "options"),
+        status["events"]["prefix_banned_drops"]
+    );
     let text = host.ok(&["status"]);
     assert!(
         text.lines()
