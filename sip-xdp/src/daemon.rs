@@ -229,7 +229,7 @@ async fn serve(
             *lock(&event_shared.stats)
                 .ban_events
                 .entry((
-                    record.kind.name().to_owned(),
+                    record.metric_kind().to_owned(),
                     record.cause.name().to_owned(),
                 ))
                 .or_insert(0) += 1;
@@ -545,6 +545,9 @@ fn reload(shared: &Shared, settings: &mut Settings, path: Option<&Path>) {
         stats.config_reload_failures += 1;
         error!(error = %e, "could not apply the reloaded config; the running config stays in force");
         return;
+    }
+    for warning in new.warnings() {
+        warn!(config = %path.display(), "{warning}");
     }
     lock(&shared.logger).set_config(limiter_config(&new));
     if new.metrics != settings.metrics {

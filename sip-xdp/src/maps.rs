@@ -1,4 +1,8 @@
 //! Typed access to the program's maps, shared by the daemon, the CLI and the tests.
+//!
+//! `prefixes.rs`: the prefix buckets (`PREFIXES`) and prefix bans (`PREFIX_BANS`).
+mod prefixes;
+
 use std::net::{IpAddr, Ipv6Addr};
 
 use aya::{
@@ -8,13 +12,15 @@ use aya::{
 use ipnet::IpNet;
 use sip_xdp_common::{
     AllowEntry, AnswerState, Config, DENY_HOLE_EXPIRES_AT_NS, DenyEntry, DurableBan, EventCounter,
-    FlowKey, FlowState, MAPPED_HOLE_PREFIX, MethodClass, SourceKey, SourceState, Verdict,
-    VerifiedSource, allow_flags, event_counter_index, ipv4_mapped, list_presence, map_names,
-    packet_counter_index,
+    FlowKey, FlowState, MAPPED_HOLE_PREFIX, MethodClass, PrefixKey, SourceKey, SourceState,
+    Verdict, VerifiedSource, allow_flags, event_counter_index, ipv4_mapped, list_presence,
+    map_names, packet_counter_index,
 };
 use thiserror::Error;
 
 use crate::loader::PinDir;
+
+pub use prefixes::{prefix_key, prefix_net};
 
 #[derive(Debug, Error)]
 pub enum MapsError {
@@ -187,6 +193,10 @@ pub struct SipMaps {
     answers: HashMap<MapData, SourceKey, AnswerState>,
     flows: HashMap<MapData, FlowKey, FlowState>,
     verified_capacity: u32,
+    prefixes: HashMap<MapData, PrefixKey, SourceState>,
+    prefixes_capacity: u32,
+    prefix_bans: HashMap<MapData, PrefixKey, DurableBan>,
+    prefix_bans_capacity: u32,
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, MapsError> {
@@ -238,7 +248,15 @@ impl SipMaps {
         let bans_capacity = capacity(&bans);
         let verified = take(map_names::VERIFIED)?;
         let verified_capacity = capacity(&verified);
+        let prefixes = take(map_names::PREFIXES)?;
+        let prefixes_capacity = capacity(&prefixes);
+        let prefix_bans = take(map_names::PREFIX_BANS)?;
+        let prefix_bans_capacity = capacity(&prefix_bans);
         let mut maps = Self {
+            prefixes: HashMap::try_from(prefixes).map_err(map_err(map_names::PREFIXES))?,
+            prefixes_capacity,
+            prefix_bans: HashMap::try_from(prefix_bans).map_err(map_err(map_names::PREFIX_BANS))?,
+            prefix_bans_capacity,
             verified_capacity,
             verified: HashMap::try_from(verified).map_err(map_err(map_names::VERIFIED))?,
             answers: HashMap::try_from(take(map_names::ANSWERS)?)

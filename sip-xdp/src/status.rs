@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use anyhow::{Result, bail};
 use serde::Serialize;
 use sip_xdp_common::{
-    EventCounter, MethodClass, SourceKey, SourceState, Verdict, ban_flags, flags,
+    EventCounter, MethodClass, PrefixKey, SourceKey, SourceState, Verdict, ban_flags, flags,
 };
 
 use std::path::Path;
@@ -51,6 +51,15 @@ pub struct TableFill {
     pub verified_capacity: u64,
     /// Phones (address and port) of verified addresses banned for failed authentication.
     pub banned_flows: u64,
+    /// Prefix buckets in `PREFIXES` (`[prefixes]`), and its capacity.
+    pub tracked_prefixes: u64,
+    pub prefixes_capacity: u64,
+    /// Prefixes banned now (enforced), and would-bans in monitor mode.
+    pub banned_prefixes: u64,
+    pub would_banned_prefixes: u64,
+    /// Records in the durable prefix ban table, and its capacity.
+    pub prefix_ban_records: u64,
+    pub prefix_bans_capacity: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -101,6 +110,7 @@ pub fn table_fill_with(maps: &SipMaps, sources: &[(SourceKey, SourceState)]) -> 
             }
         }
     }
+    count_prefixes(maps, &mut fill, now_ns, monitor)?;
     fill.verified_capacity = u64::from(maps.verified_capacity());
     fill.verified_sources = maps
         .verified()?
@@ -122,6 +132,42 @@ pub fn table_fill_with(maps: &SipMaps, sources: &[(SourceKey, SourceState)]) -> 
         }
     }
     Ok(fill)
+}
+
+/// The prefix buckets and bans: a prefix is banned while its record (or its bucket, which the
+/// program updates first) says so.
+fn count_prefixes(maps: &SipMaps, fill: &mut TableFill, now_ns: u64, monitor: bool) -> Result<()> {
+    fill.prefixes_capacity = u64::from(maps.prefixes_capacity());
+    fill.prefix_bans_capacity = u64::from(maps.prefix_bans_capacity());
+    let mut until: BTreeMap<[u8; 17], (u64, u8)> = BTreeMap::new();
+    let key_of = |key: &PrefixKey| {
+        let mut k = [0u8; 17];
+        k[..16].copy_from_slice(&key.addr);
+        k[16] = key.prefix_len;
+        k
+    };
+    for (key, ban) in maps.prefix_bans()? {
+        fill.prefix_ban_records += 1;
+        until.insert(key_of(&key), (ban.banned_until_ns, ban.ban_flags));
+    }
+    for (key, state) in maps.prefixes()? {
+        fill.tracked_prefixes += 1;
+        let entry = until.entry(key_of(&key)).or_insert((0, 0));
+        if state.banned_until_ns > entry.0 {
+            *entry = (state.banned_until_ns, state.ban_flags);
+        }
+    }
+    for (banned_until_ns, flags) in until.into_values() {
+        if banned_until_ns <= now_ns {
+            continue;
+        }
+        if flags & ban_flags::MONITOR_ONLY == 0 {
+            fill.banned_prefixes += 1;
+        } else if monitor {
+            fill.would_banned_prefixes += 1;
+        }
+    }
+    Ok(())
 }
 
 fn packet_table(counters: &Counters) -> BTreeMap<String, BTreeMap<String, u64>> {

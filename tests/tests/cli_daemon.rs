@@ -18,7 +18,9 @@ use sip_xdp_tests::{
         BURST, Daemon, Host, TEST_CONFIG, ban_sources, has_xdp, packets, register_burst, scrape,
         sip_xdp_bin,
     },
-    netns::{CLIENT_V4_A, CLIENT_V4_B, SERVER_IF},
+    netns::{CLIENT_V4_A, CLIENT_V4_B, SERVER_IF, SERVER_V4, SERVER_V6},
+    packet::{self, Frame},
+    raw::RawSender,
     registrar::Registrar,
 };
 
@@ -44,8 +46,9 @@ fn attach_keeps_filtering_without_a_process_and_detach_keeps_state() {
     assert!(status["attached"][0]["program_id"].as_u64().unwrap() > 0);
     assert_eq!(packets(&status, "pass", "register"), BURST as u64);
     assert_eq!(packets(&status, "drop_rate", "register"), 1);
+    // A banned source's datagrams are dropped on their addresses, before the payload is read.
     assert_eq!(
-        packets(&status, "drop_banned", "register"),
+        packets(&status, "drop_banned", "unread"),
         50 - BURST as u64 - 1
     );
     assert_eq!(status["tables"]["active_bans"], 1);
@@ -66,7 +69,7 @@ fn attach_keeps_filtering_without_a_process_and_detach_keeps_state() {
     assert_eq!(host.registers_through(&server, a, 5), 0);
     let status = host.status();
     assert_eq!(
-        packets(&status, "drop_banned", "register"),
+        packets(&status, "drop_banned", "unread"),
         50 - BURST as u64 - 1 + 5
     );
 }
@@ -205,7 +208,8 @@ fn daemon_adopts_logs_serves_metrics_reloads_and_detaches() {
         program_before
     );
     assert!(
-        packets(&status, "drop_banned", "register") >= packets(&before, "drop_banned", "register"),
+        packets(&status, "drop_banned", "unread") >= packets(&before, "drop_banned", "unread")
+            && packets(&before, "drop_banned", "unread") > 0,
         "counters survived the adoption"
     );
     assert_eq!(
@@ -224,7 +228,7 @@ fn daemon_adopts_logs_serves_metrics_reloads_and_detaches() {
 
     let metrics = scrape(&host);
     assert!(
-        metrics.contains("sip_xdp_packets_total{method=\"register\",verdict=\"drop_banned\"}"),
+        metrics.contains("sip_xdp_packets_total{method=\"unread\",verdict=\"drop_banned\"}"),
         "{metrics}"
     );
     assert!(metrics.contains("sip_xdp_attached{interface=\"sxdp-srv\",mode=\"native\"} 1"));
@@ -251,15 +255,21 @@ fn daemon_adopts_logs_serves_metrics_reloads_and_detaches() {
     let line = daemon.wait_for(&["config reload rejected"]);
     assert!(line.contains(":3:"), "the error names the line: {line}");
     assert_eq!(register_burst(&host.status()), 10);
-    // A valid one applies.
+    // A valid one applies, TCP ports and prefix levels included (an empty TCP list is said).
     std::fs::write(
         &host.config,
-        "[limits.register]\nrate = \"2/s\"\nburst = 25\n",
+        "[limits.register]\nrate = \"2/s\"\nburst = 25\n\
+         [datapath]\ntcp_ports = []\n[prefixes]\nipv4 = 16\nipv6 = [56]\n",
     )
     .unwrap();
     daemon.signal(libc::SIGHUP);
+    daemon.wait_for(&["datapath.tcp_ports is empty"]);
     daemon.wait_for(&["config reloaded"]);
-    assert_eq!(register_burst(&host.status()), 25);
+    let status = host.status();
+    assert_eq!(register_burst(&status), 25);
+    assert_eq!(status["config"]["tcp_ports"], serde_json::json!([]));
+    assert_eq!(status["config"]["prefix_ipv4"], 16);
+    assert_eq!(status["config"]["prefix_ipv6"], serde_json::json!([56]));
 
     // SIGTERM: a clean exit that detaches, with the maps kept.
     daemon.signal(libc::SIGTERM);
@@ -1250,4 +1260,287 @@ fn auth_and_phone_bans_from_real_answers_are_listed_and_lifted() {
             .all(|e| e["origin"] != "auth"),
         "{bans:#}"
     );
+}
+
+/// The prefix a flood spread over 198.51.100.0/24 gets banned as, real clients A and B in it.
+const FLOODED_PREFIX: &str = "198.51.100.0/24";
+/// Spoofed sources of the spread: 198.51.100.100 onwards, clear of the real clients.
+const SPREAD_HOSTS: u8 = 100;
+/// OPTIONS per spoofed source: far below its own bucket (burst 30), 300 together against the
+/// prefix's burst of 200.
+const SPREAD_FRAMES: u32 = 3;
+
+/// The prefix ban of `ban list --output json`, if listed.
+fn listed_prefix_ban(host: &Host) -> Option<Value> {
+    let bans: Value =
+        serde_json::from_str(&host.ok(&["ban", "list", "--output", "json"])).expect("ban JSON");
+    bans.as_array()
+        .expect("ban list is an array")
+        .iter()
+        .find(|b| b["source"] == FLOODED_PREFIX)
+        .cloned()
+}
+
+#[test]
+fn a_flood_spread_over_a_24_is_banned_as_the_prefix_listed_kept_and_lifted() {
+    sip_xdp_tests::needs_root!();
+    let host = Host::new(TEST_CONFIG);
+    let a = IpAddr::V4(CLIENT_V4_A);
+    let mut daemon = Daemon::start(&host, &["--no-metrics"]);
+    daemon.wait_for(&["sip-xdp running"]);
+    let server = host.server_socket();
+
+    // Every spoofed source stays within its own limit; together they run the /24's OPTIONS
+    // bucket dry.
+    let sender = RawSender::new(&host);
+    for seq in 1..=SPREAD_FRAMES {
+        for i in 0..SPREAD_HOSTS {
+            let source = std::net::Ipv4Addr::new(198, 51, 100, 100 + i);
+            let payload = packet::request("OPTIONS", "sip:1000@example.com", seq);
+            sender.send_addressed(&Frame::sip(source.into(), SERVER_V4.into(), &payload).build());
+            if i % 32 == 31 {
+                // Paced so the veth's XDP ring never overflows.
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+    let line = daemon.wait_for(&[
+        "\"event\":\"ban\"",
+        &format!("\"source\":\"{FLOODED_PREFIX}\""),
+    ]);
+    let event: Value = serde_json::from_str(&line).expect("a JSON log line");
+    assert_eq!(event["origin"], "prefix", "{line}");
+    assert_eq!(event["class"], "options", "{line}");
+    assert_eq!(event["prefix_len"], 24, "{line}");
+    assert_eq!(event["strikes"], 1, "{line}");
+    assert!(
+        event["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("banned prefix 198.51.100.0/24 (options) for 1m, strike 1"),
+        "{line}"
+    );
+
+    let ban = listed_prefix_ban(&host).expect("the prefix ban in `ban list`");
+    assert_eq!(ban["origin"], "prefix", "{ban}");
+    assert_eq!(ban["class"], "options", "{ban}");
+    assert_eq!(ban["strikes"], 1, "{ban}");
+    let remaining = ban["remaining_s"].as_u64().unwrap();
+    assert!((1..=60).contains(&remaining), "{ban}");
+    // No source of the spread was banned on its own.
+    assert!(
+        ban_sources(&host)
+            .iter()
+            .all(|(_, origin)| origin == "prefix"),
+        "{:?}",
+        ban_sources(&host)
+    );
+    let text = host.ok(&["ban", "list"]);
+    assert!(
+        text.lines().any(|l| l.starts_with(FLOODED_PREFIX)
+            && l.contains(" prefix ")
+            && l.contains("options")),
+        "{text}"
+    );
+    // A real client inside the prefix (unverified, never over its own limit) is dropped with it.
+    assert_eq!(
+        host.registers_through(&server, a, 3),
+        0,
+        "A is in the banned /24"
+    );
+    let status = host.status();
+    assert_eq!(status["tables"]["banned_prefixes"], 1, "{status}");
+    assert_eq!(status["events"]["prefix_bans"], 1, "{status}");
+    assert!(
+        status["events"]["prefix_banned_drops"].as_u64().unwrap() >= 3,
+        "{status}"
+    );
+    assert!(packets(&status, "drop_prefix", "options") >= 1, "{status}");
+    eprintln!(
+        "prefix: {} of {} OPTIONS from {SPREAD_HOSTS} addresses of {FLOODED_PREFIX} passed, then \
+         the /24 was banned ({} drop_prefix, {} dropped as banned)",
+        packets(&status, "pass", "options"),
+        u32::from(SPREAD_HOSTS) * SPREAD_FRAMES,
+        packets(&status, "drop_prefix", "options"),
+        status["events"]["prefix_banned_drops"]
+    );
+    let text = host.ok(&["status"]);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("prefixes:  /24 /64 /48; ")
+                && l.contains("1 prefix bans in force")),
+        "{text}"
+    );
+
+    // The daemon saves it at its exit; a purge drops the pinned tables; the next attach puts it
+    // back with its strike, and A is still dropped.
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait_exit().success());
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(host.state_dir.path().join("state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["prefix_bans"][0]["net"], FLOODED_PREFIX, "{state}");
+    host.ok(&["detach", "--all", "--purge"]);
+    assert!(!host.pin_dir.join("PREFIX_BANS").exists());
+    host.attach();
+    let ban = listed_prefix_ban(&host).expect("the prefix ban restored after a purge");
+    assert_eq!(
+        (ban["origin"].as_str(), ban["strikes"].as_u64()),
+        (Some("prefix"), Some(1))
+    );
+    assert_eq!(
+        host.registers_through(&server, a, 3),
+        0,
+        "the prefix ban came back"
+    );
+
+    // Lifting one address of the prefix lifts nothing, and says which ban stays.
+    let out = host.run(&["ban", "del", &a.to_string()]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        said.contains("still banned by the prefix ban of 198.51.100.0/24"),
+        "{said}"
+    );
+    assert!(listed_prefix_ban(&host).is_some());
+    // Its CIDR lifts it, strikes and saved record with it.
+    let said = host.ok(&["ban", "del", FLOODED_PREFIX]);
+    assert!(
+        said.contains("lifted prefix ban of 198.51.100.0/24"),
+        "{said}"
+    );
+    assert!(listed_prefix_ban(&host).is_none());
+    assert_eq!(host.registers_through(&server, a, 3), 3, "A passes again");
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(host.state_dir.path().join("state.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(state.get("prefix_bans").is_none(), "{state}");
+    let said = host.ok(&["ban", "del", "--origin", "prefix"]);
+    assert!(said.contains("no prefix ban in force"), "{said}");
+}
+
+#[test]
+fn a_syn_flood_bans_its_source_as_connection_on_udp_too() {
+    sip_xdp_tests::needs_root!();
+    let host = Host::new(TEST_CONFIG);
+    let a = IpAddr::V4(CLIENT_V4_A);
+    host.attach();
+    let server = host.server_socket();
+    let status = host.status();
+    let connection = status["config"]["limits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["class"] == "connection")
+        .cloned()
+        .expect("a connection limit in status");
+    let burst = connection["burst"].as_u64().unwrap();
+    assert_eq!(
+        status["config"]["tcp_ports"],
+        serde_json::json!([5060, 5061])
+    );
+
+    // SYNs from A's address to the SIP TLS port, past the connection bucket's burst.
+    let sender = RawSender::new(&host);
+    for i in 0..burst + 30 {
+        let mut frame = Frame::udp(a, SERVER_V4.into(), 5061, &[]);
+        frame.protocol = packet::IPPROTO_TCP;
+        frame.src_port = 40_000 + i as u16;
+        sender.send_addressed(&frame.build());
+        if i % 32 == 31 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let bans: Value =
+        serde_json::from_str(&host.ok(&["ban", "list", "--output", "json"])).expect("ban JSON");
+    let ban = bans
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["source"] == a.to_string())
+        .unwrap_or_else(|| panic!("no ban of {a}: {bans}"));
+    assert_eq!(ban["origin"], "rate", "{ban}");
+    assert_eq!(ban["class"], "connection", "{ban}");
+    let text = host.ok(&["ban", "list"]);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&a.to_string()) && l.contains(" connection ")),
+        "{text}"
+    );
+    let status = host.status();
+    assert!(packets(&status, "drop_rate", "tcp_syn") >= 1, "{status}");
+    assert!(packets(&status, "pass", "tcp_syn") >= burst, "{status}");
+    // Banned over TCP, dropped over UDP: the ban covers every transport.
+    assert_eq!(
+        host.registers_through(&server, a, 3),
+        0,
+        "A's REGISTERs after its SYN flood"
+    );
+    assert!(packets(&host.status(), "drop_banned", "unread") >= 3);
+}
+
+#[test]
+fn an_ipv6_spread_is_banned_as_its_64_and_the_ban_covers_tcp() {
+    sip_xdp_tests::needs_root!();
+    let host = Host::new(TEST_CONFIG);
+    host.attach();
+    let sender = RawSender::new(&host);
+    // 100 addresses of one /64 (each its own source: sip.ipv6_source_prefix is 128), 3 OPTIONS
+    // each: within every source's limit, past the /64's burst of 200.
+    let source = |i: u16| std::net::Ipv6Addr::new(0x2001, 0xdb8, 0xc633, 0x6400, 0, 0, 0x77, i);
+    for seq in 1..=SPREAD_FRAMES {
+        for i in 0..u16::from(SPREAD_HOSTS) {
+            let payload = packet::request("OPTIONS", "sip:1000@example.com", seq);
+            sender
+                .send_addressed(&Frame::sip(source(i).into(), SERVER_V6.into(), &payload).build());
+            if i % 32 == 31 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+    let bans: Value =
+        serde_json::from_str(&host.ok(&["ban", "list", "--output", "json"])).expect("ban JSON");
+    let listed: Vec<(&str, &str)> = bans
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["source"].as_str().unwrap(), b["origin"].as_str().unwrap()))
+        .collect();
+    // The /64 is drawn from first and banned; the /48 above it is not.
+    assert_eq!(listed, [("2001:db8:c633:6400::/64", "prefix")], "{bans}");
+    assert_eq!(bans[0]["class"], "options", "{bans}");
+    let status = host.status();
+    assert_eq!(status["tables"]["banned_prefixes"], 1, "{status}");
+    assert!(
+        status["tables"]["tracked_prefixes"].as_u64().unwrap() >= 2,
+        "{status}"
+    );
+
+    // A new address of the /64 opening a TCP connection is dropped by the prefix's ban.
+    let before = packets(&status, "drop_banned", "tcp_syn");
+    let mut syn = Frame::udp(source(4000).into(), SERVER_V6.into(), 5060, &[]);
+    syn.protocol = packet::IPPROTO_TCP;
+    syn.src_port = 40_001;
+    for _ in 0..3 {
+        sender.send_addressed(&syn.build());
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let status = host.status();
+    assert_eq!(
+        packets(&status, "drop_banned", "tcp_syn"),
+        before + 3,
+        "{status}"
+    );
+    assert!(
+        status["events"]["prefix_banned_drops"].as_u64().unwrap() >= 3,
+        "{status}"
+    );
+    // `ban del` of a wider net lifts it.
+    let said = host.ok(&["ban", "del", "2001:db8:c633::/48"]);
+    assert!(
+        said.contains("lifted prefix ban of 2001:db8:c633:6400::/64"),
+        "{said}"
+    );
+    assert_eq!(host.status()["tables"]["banned_prefixes"], 0);
 }

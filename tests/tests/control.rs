@@ -267,6 +267,11 @@ fn an_upgrade_carries_bans_and_lists_over_maps_of_an_older_layout() {
         (until, 1800 * SECOND_NS, 3, 2)
     );
     assert!(load.created_bans);
+    // An old pin set has no prefix tables: the load creates and pins them, empty.
+    assert!(load.created_prefix_bans);
+    for name in [map_names::PREFIXES, map_names::PREFIX_BANS] {
+        assert!(pins.map_path(name).exists(), "{name} not pinned");
+    }
     // The allowlist is the old map itself, entry and all.
     let mut maps = sip_xdp::maps::SipMaps::take_from(&mut load.ebpf).unwrap();
     assert_eq!(maps.allowlist().unwrap(), vec![office]);
@@ -275,9 +280,13 @@ fn an_upgrade_carries_bans_and_lists_over_maps_of_an_older_layout() {
     }
     assert_eq!(maps.bans().unwrap().len(), 1);
     assert_eq!(maps.sources_capacity(), sip_xdp_common::DEFAULT_MAX_SOURCES);
+    assert!(maps.prefix_bans().unwrap().is_empty());
+    assert_eq!(maps.prefixes_capacity(), sip_xdp_common::MAX_PREFIXES);
+    assert_eq!(maps.prefix_bans_capacity(), sip_xdp_common::MAX_PREFIX_BANS);
     // A second load adopts the new pins as they are.
     drop(maps);
     drop(load);
     let again = loader::load_pinned(&LoadOptions::default(), &pins).unwrap();
     assert!(again.migration.replaced.is_empty() && again.adopted_maps && !again.created_bans);
+    assert!(!again.created_prefix_bans);
 }

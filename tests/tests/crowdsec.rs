@@ -328,7 +328,7 @@ fn crowdsec_fleet_shares_bans_and_survives_an_outage() {
     // 1b. Node B keeps the default: its own rate ban (of evidence a forged source could make)
     // goes nowhere.
     b.daemon.wait_for(&[
-        "crowdsec.signals.rate_bans and auth_bans are off",
+        "crowdsec.signals.rate_bans, auth_bans and prefix_bans are off",
         "not pushed",
     ]);
     let flooder = b.host.client(v4_b);

@@ -10,7 +10,7 @@
 use std::{
     fs::File,
     io::Write as _,
-    net::IpAddr,
+    net::{IpAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -454,6 +454,20 @@ fn asterisk_jail_bans_at_the_nic_and_unbans_only_its_own() {
     let status = host.status();
     assert_eq!(packets(&status, "drop_denylisted", "register"), 5);
     assert_eq!(status["tables"]["list_bans"], 1);
+    // Over TCP too (SIP over TCP and TLS, the ports of [datapath] tcp_ports): the client
+    // namespace connects from A, and A's SYNs get no answer.
+    let sip = host.sip;
+    let _listener = host
+        .net
+        .server
+        .run(move || TcpListener::bind(sip).expect("binding the SIP TCP listener"));
+    let tcp_from_a = || {
+        host.net
+            .client
+            .run(move || TcpStream::connect_timeout(&sip, Duration::from_secs(2)).is_ok())
+    };
+    assert!(!tcp_from_a(), "A connected over TCP while banned");
+    assert!(packets(&host.status(), "drop_denylisted", "tcp_syn") >= 1);
 
     // An operator's own ban of A outlives fail2ban's unban.
     host.ok(&[
@@ -480,6 +494,7 @@ fn asterisk_jail_bans_at_the_nic_and_unbans_only_its_own() {
         3,
         "A registers again"
     );
+    assert!(tcp_from_a(), "A connects over TCP again");
     assert!(bans(&host).is_empty());
     assert_eq!(
         packets(&host.status(), "drop_denylisted", "register"),

@@ -84,6 +84,11 @@ const ANSWERS_METRICS: &[&str] = &[
     "sip_xdp_admission_drops_total",
 ];
 
+/// Series whose alert needs what the core flood does not send: a prefix table of 65,536 entries
+/// filled past 90%. (The core flood's IPv4 sources share one /24 and get it banned, and its
+/// sustained part carries SYNs: the other prefix and TCP series are checked with the rest.)
+const PREFIX_TABLE_METRICS: &[&str] = &["sip_xdp_tracked_prefixes", "sip_xdp_prefixes_capacity"];
+
 fn repo_file(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
@@ -219,9 +224,15 @@ fn is_answers(expr: &str) -> bool {
         .any(|n| ANSWERS_METRICS.contains(&n.as_str()))
 }
 
-/// Neither CrowdSec's nor the answers': the parts the flood test checks.
+fn is_prefix_table(expr: &str) -> bool {
+    metric_names(expr)
+        .iter()
+        .any(|n| PREFIX_TABLE_METRICS.contains(&n.as_str()))
+}
+
+/// Neither CrowdSec's, the answers' nor the prefix table's: the parts the flood test checks.
 fn is_core(expr: &str) -> bool {
-    !is_crowdsec(expr) && !is_answers(expr)
+    !is_crowdsec(expr) && !is_answers(expr) && !is_prefix_table(expr)
 }
 
 /// A sample's value; Prometheus writes NaN and infinities as "NaN", "+Inf", "-Inf".
@@ -533,11 +544,15 @@ fn flood_source(i: u8) -> Ipv4Addr {
 /// The first flood: one OPTIONS from each of [`SPREAD_SOURCES`] IPv6 addresses, more than the
 /// table holds (a REGISTER flood of new sources no longer fills it: the admission budget drops
 /// unverified REGISTERs beyond it before they make state; OPTIONS do not draw from it), then [`FLOOD_SOURCES`] IPv4 sources in turn send [`FRAMES_PER_SOURCE`]
-/// REGISTERs, run their bucket dry and are banned. Returns the frames sent.
+/// REGISTERs: the first ones run their bucket dry and are banned, until their /24's bucket
+/// (drawn from by every REGISTER within a source's limit) runs dry too and the prefix is banned
+/// with the rest. Returns the frames sent.
 fn fill_the_table(sender: &RawSender) -> u64 {
     let mut sent = 0;
     for i in 0..SPREAD_SOURCES {
-        let source = Ipv6Addr::new(0x2001, 0xdb8, 0xdead, 0, 0, 0, (i >> 16) as u16, i as u16);
+        // Each from a /48 of its own: one prefix's sources together would run its bucket dry
+        // and get it banned before the table fills.
+        let source = Ipv6Addr::new(0x2001, 0xdb8, i as u16, 0, 0, 0, 0, 1);
         let payload = packet::request("OPTIONS", "sip:1000@example.com", 1);
         let mut frame = Frame::sip(source.into(), SERVER_V6.into(), &payload).build();
         frame[0..6].copy_from_slice(&mac(SERVER_MAC));
@@ -560,8 +575,8 @@ fn fill_the_table(sender: &RawSender) -> u64 {
     sent
 }
 
-/// A sustained REGISTER flood from the last (banned, still tracked) sources of the first
-/// flood, at [`SUSTAINED_PPS`], on its own thread. It stops when dropped, and by itself after
+/// A sustained REGISTER flood from the last (banned, by their prefix) sources of the first
+/// flood, one frame in four a SYN to the SIP TLS port (a banned source trying TCP), at [`SUSTAINED_PPS`], on its own thread. It stops when dropped, and by itself after
 /// [`SUSTAINED_MAX_TIME`] or [`SUSTAINED_MAX_FRAMES`].
 struct SustainedFlood {
     stop: Arc<AtomicBool>,
@@ -571,7 +586,19 @@ struct SustainedFlood {
 impl SustainedFlood {
     fn start(sender: RawSender) -> Self {
         let frames: Vec<Vec<u8>> = (FLOOD_SOURCES - 32..FLOOD_SOURCES)
-            .map(|i| register_frame(flood_source(i), 1000))
+            .map(|i| {
+                if i % 4 == 0 {
+                    let mut syn = Frame::udp(flood_source(i).into(), SERVER_V4.into(), 5061, &[]);
+                    syn.protocol = packet::IPPROTO_TCP;
+                    syn.src_port = 40_000 + u16::from(i);
+                    let mut frame = syn.build();
+                    frame[0..6].copy_from_slice(&mac(SERVER_MAC));
+                    frame[6..12].copy_from_slice(&mac(CLIENT_MAC));
+                    frame
+                } else {
+                    register_frame(flood_source(i), 1000)
+                }
+            })
             .collect();
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
@@ -658,15 +685,16 @@ fn alert_rules_and_dashboard_queries_return_data_from_a_real_prometheus() {
     let prometheus = Prometheus::start(&host);
     let rules = prometheus.loaded_rules();
     prometheus.wait_scraped();
-    let (flood_rule, table_rule, detached_rule, down_rule) = (
+    let (flood_rule, table_rule, detached_rule, down_rule, syn_rule) = (
         rule(&rules, "SipXdpFloodInProgress"),
         rule(&rules, "SipXdpSourceTableNearlyFull"),
         rule(&rules, "SipXdpNotAttached"),
         rule(&rules, "SipXdpMetricsDown"),
+        rule(&rules, "SipXdpTcpConnectionFlood"),
     );
     assert_eq!(
         rules.values().filter(|q| is_core(q)).count(),
-        4,
+        5,
         "the test creates the condition of each core alert; a new one needs its own"
     );
     // Nothing is wrong yet: no alert expression has data.
@@ -712,6 +740,11 @@ fn alert_rules_and_dashboard_queries_return_data_from_a_real_prometheus() {
         CONDITION_DEADLINE,
     );
     let drop_rate = sample_value(&flooding[0]);
+    prometheus.wait_for_data(
+        "SipXdpTcpConnectionFlood while banned sources send SYNs",
+        syn_rule,
+        CONDITION_DEADLINE,
+    );
 
     // Every dashboard query returns data, and every panel shows something non-zero.
     let dashboard = dashboard();
@@ -823,7 +856,7 @@ fn alert_rules_and_dashboard_queries_return_data_from_a_real_prometheus() {
 
     eprintln!(
         "prometheus: {} rules and {} dashboard queries returned data; {first_flood} + \
-         {sustained} spoofed REGISTERs over {:.1?}: table {:.0}% full ({CAPACITY} entries), \
+         {sustained} spoofed frames (REGISTERs, one in four of the second a SYN) over {:.1?}: table {:.0}% full ({CAPACITY} entries), \
          {drop_rate:.0} packets/s dropped; whole test {:.1?}",
         rules.values().filter(|q| is_core(q)).count(),
         queries.iter().filter(|q| is_core(&q.expr)).count(),

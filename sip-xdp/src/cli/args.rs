@@ -229,6 +229,8 @@ pub enum DelOrigin {
     Rate,
     /// The bans for failed authentication (address and phone bans) inside it.
     Auth,
+    /// The bans of prefixes (`[prefixes]`) inside it; with no address, every prefix ban.
+    Prefix,
     Of(BanOrigin),
     /// Every origin.
     All,
@@ -238,7 +240,7 @@ impl ValueEnum for DelOrigin {
     fn value_variants<'a>() -> &'a [Self] {
         static VARIANTS: std::sync::OnceLock<Vec<DelOrigin>> = std::sync::OnceLock::new();
         VARIANTS.get_or_init(|| {
-            [DelOrigin::Rate, DelOrigin::Auth]
+            [DelOrigin::Rate, DelOrigin::Auth, DelOrigin::Prefix]
                 .into_iter()
                 .chain(BanOrigin::ALL.into_iter().map(DelOrigin::Of))
                 .chain(std::iter::once(DelOrigin::All))
@@ -252,6 +254,8 @@ impl ValueEnum for DelOrigin {
                 .help("the rate limiter's bans of sources inside the address or CIDR"),
             DelOrigin::Auth => PossibleValue::new("auth")
                 .help("the bans for failed authentication (of addresses and of phones) inside it"),
+            DelOrigin::Prefix => PossibleValue::new("prefix")
+                .help("the bans of whole prefixes inside it; without an address, every prefix ban"),
             DelOrigin::Of(origin) => PossibleValue::new(origin.name()),
             DelOrigin::All => PossibleValue::new("all").help("every origin"),
         })
@@ -268,12 +272,14 @@ pub fn lift_for(origins: &[DelOrigin]) -> Lift {
     }
     let mut lift = Lift {
         rate: false,
+        prefix: false,
         origins: Vec::new(),
     };
     for origin in origins {
         match *origin {
             // The kernel's own bans, rate and auth alike: one table holds them.
             DelOrigin::Rate | DelOrigin::Auth => lift.rate = true,
+            DelOrigin::Prefix => lift.prefix = true,
             DelOrigin::Of(origin) => lift.origins.push(origin),
             DelOrigin::All => {}
         }
@@ -308,12 +314,14 @@ pub enum BanAction {
         require_enforced: bool,
     },
     /// Lift bans of these addresses. Without --origin: the bans this node made itself (manual,
-    /// and the rate limiter's with their strike history); fail2ban's and CrowdSec's stay.
+    /// the rate limiter's and the prefix bans inside them, with their strike history);
+    /// fail2ban's and CrowdSec's stay.
     #[command(
-        after_help = "Examples:\n  sudo sip-xdp ban del 203.0.113.7\n  sudo sip-xdp ban del 203.0.113.7 --origin fail2ban --missing-ok\n  sudo sip-xdp ban del 203.0.113.7 --origin all"
+        after_help = "Examples:\n  sudo sip-xdp ban del 203.0.113.7\n  sudo sip-xdp ban del 198.51.100.0/24   (a prefix ban, as `ban list` shows it)\n  sudo sip-xdp ban del --origin prefix   (every prefix ban)\n  sudo sip-xdp ban del 203.0.113.7 --origin fail2ban --missing-ok\n  sudo sip-xdp ban del 203.0.113.7 --origin all"
     )]
     Del {
-        #[arg(value_name = "ADDR", required = true, value_parser = parse_net)]
+        /// Addresses or CIDRs; may be left out with `--origin prefix` alone (every prefix ban).
+        #[arg(value_name = "ADDR", value_parser = parse_net)]
         nets: Vec<IpNet>,
         /// Which origins to lift (repeat or comma-separate). A CrowdSec ban lifted here comes
         /// back while its decision lives: delete it with `cscli decisions delete`.

@@ -39,10 +39,22 @@ pub(super) fn ban(cli: &Cli, action: &BanAction) -> Result<()> {
             origin,
             missing_ok,
         } => {
+            let lift = lift_for(origin);
+            let every_prefix = nets.is_empty();
+            if every_prefix && (!lift.prefix || lift.rate || !lift.origins.is_empty()) {
+                anyhow::bail!(
+                    "name the addresses or CIDRs whose bans to lift (`sip-xdp ban list` shows \
+                     them); only `--origin prefix` alone lifts every prefix ban without one"
+                );
+            }
             require_privileges("ban")?;
-            let report = control.ban_del(nets, &lift_for(origin))?;
+            let report = if every_prefix {
+                control.lift_every_prefix_ban()?
+            } else {
+                control.ban_del(nets, &lift)?
+            };
             print::edit_report(&report);
-            if !missing_ok {
+            if !missing_ok && !every_prefix {
                 report.fail_if_missing("ban")?;
             }
         }

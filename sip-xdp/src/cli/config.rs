@@ -7,7 +7,10 @@ use crate::config::Settings;
 pub(super) fn config(action: &ConfigAction) -> Result<()> {
     match action {
         ConfigAction::Check { file } => {
-            Settings::load(file)?;
+            let settings = Settings::load(file)?;
+            for warning in settings.warnings() {
+                eprintln!("sip-xdp: warning: {}: {warning}", file.display());
+            }
             println!("{}: OK", file.display());
         }
         ConfigAction::Show { config } => {

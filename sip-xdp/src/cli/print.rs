@@ -25,24 +25,38 @@ pub(super) fn status_text(status: &Status, output: OutputFormat) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(status)?);
         return Ok(());
     }
-    println!("sip-xdp {}", status.version);
+    print!("{}", status_lines(status));
+    Ok(())
+}
+
+/// `status` as text, one line per fact.
+fn status_lines(status: &Status) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    macro_rules! say {
+        ($($arg:tt)*) => {{
+            let _ = writeln!(out, $($arg)*);
+        }};
+    }
+    say!("sip-xdp {}", status.version);
     for warning in &status.state_warnings {
-        println!("WARNING:   {warning}");
+        say!("WARNING:   {warning}");
     }
     match status.daemon_pid {
-        Some(pid) => println!("daemon:    running (pid {pid})"),
-        None => println!("daemon:    not running"),
+        Some(pid) => say!("daemon:    running (pid {pid})"),
+        None => say!("daemon:    not running"),
     }
     if !status.pinned {
-        println!(
+        say!(
             "state:     nothing pinned in {} (run `sip-xdp attach --iface IFACE`)",
             status.pin_dir
         );
-        return Ok(());
+        return out;
     }
-    println!("pinned:    {}", status.pin_dir);
+    say!("pinned:    {}", status.pin_dir);
     if status.attached.is_empty() {
-        println!("attached:  none (maps kept; `sip-xdp attach --iface IFACE` resumes filtering)");
+        say!("attached:  none (maps kept; `sip-xdp attach --iface IFACE` resumes filtering)");
     }
     for a in &status.attached {
         let ids = match (a.program_id, a.link_id) {
@@ -56,11 +70,12 @@ pub(super) fn status_text(status: &Status, output: OutputFormat) -> Result<()> {
             " (interface missing in this network namespace)"
         };
         if a.hook == "xdp" {
-            println!("attached:  {} ({} mode), {ids}{gone}", a.iface, a.mode);
+            say!("attached:  {} ({} mode), {ids}{gone}", a.iface, a.mode);
         } else {
-            println!(
+            say!(
                 "answers:   {} (TC egress by {}), {ids}{gone}",
-                a.iface, a.mode
+                a.iface,
+                a.mode
             );
         }
     }
@@ -77,7 +92,7 @@ pub(super) fn status_text(status: &Status, output: OutputFormat) -> Result<()> {
             .iter()
             .any(|a| a.hook != "xdp" && a.iface == *iface);
         if answers_on && !has_egress {
-            println!(
+            say!(
                 "WARNING:   answers are on but {iface} has no egress program: nobody there is \
                  verified and every REGISTER and INVITE draws from the admission budget; run \
                  `sip-xdp attach --iface {iface}` again"
@@ -85,38 +100,79 @@ pub(super) fn status_text(status: &Status, output: OutputFormat) -> Result<()> {
         }
     }
     if status.monitor_mode {
-        println!("mode:      MONITOR (counting and logging would-bans, dropping nothing)");
+        say!("mode:      MONITOR (counting and logging would-bans, dropping nothing)");
+    }
+    let e = |name: &str| status.events.get(name).copied().unwrap_or(0);
+    if let Some(config) = &status.config {
+        let list = |ports: &[u16]| -> String {
+            let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+            ports.join(", ")
+        };
+        let tcp = if config.tcp_ports.is_empty() {
+            "none (SIP over TCP and TLS not inspected)".to_owned()
+        } else {
+            format!("{} (SIP over TCP, TLS, WebSocket)", list(&config.tcp_ports))
+        };
+        say!(
+            "datapath:  udp ports {}; tcp ports {tcp}",
+            list(&config.ports)
+        );
     }
     let t = &status.tables;
+    if let Some(config) = &status.config {
+        let would = if t.would_banned_prefixes > 0 {
+            format!(", {} would-bans (monitor)", t.would_banned_prefixes)
+        } else {
+            String::new()
+        };
+        say!(
+            "prefixes:  {}; {} prefix buckets tracked of {}, {} prefix bans in force{would}; \
+             issued {}, drops {}, untracked {}",
+            config.prefix_levels(),
+            thousands(t.tracked_prefixes),
+            thousands(t.prefixes_capacity),
+            t.banned_prefixes,
+            e("prefix_bans"),
+            e("prefix_banned_drops"),
+            e("prefix_track_failures")
+        );
+    }
     let fill = if t.sources_capacity > 0 {
         100.0 * t.tracked_sources as f64 / t.sources_capacity as f64
     } else {
         0.0
     };
-    println!(
+    say!(
         "sources:   {} tracked of {} ({fill:.1}% of the LRU table)",
-        t.tracked_sources, t.sources_capacity
+        t.tracked_sources,
+        t.sources_capacity
     );
-    println!(
+    say!(
         "bans:      {} kernel bans (rate and auth), {} list bans (manual, fail2ban, crowdsec), {} \
          would-bans (monitor)",
-        t.active_bans, t.list_bans, t.active_would_bans
+        t.active_bans,
+        t.list_bans,
+        t.active_would_bans
     );
-    println!(
+    say!(
         "ban table: {} records (bans and strike histories) of {}",
-        t.ban_records, t.bans_capacity
+        t.ban_records,
+        t.bans_capacity
     );
-    println!(
+    say!(
         "lists:     {} allowlist, {} denylist, {} protected entries",
-        t.allowlist_entries, t.denylist_entries, t.protected_entries
+        t.allowlist_entries,
+        t.denylist_entries,
+        t.protected_entries
     );
     if answers_on {
-        let e = |name: &str| status.events.get(name).copied().unwrap_or(0);
-        println!(
+        say!(
             "verified:  {} sources of {} (a success after a challenge), {} phones banned",
-            t.verified_sources, t.verified_capacity, t.banned_flows
+            t.verified_sources,
+            t.verified_capacity,
+            t.banned_flows
         );
-        println!(
+        say!(
             "failures:  forbidden={} not_found={} rechallenged={} unanswered={}; auth bans {}, \
              phone bans {}",
             e("failures_forbidden"),
@@ -130,7 +186,7 @@ pub(super) fn status_text(status: &Status, output: OutputFormat) -> Result<()> {
             .packets
             .get("drop_admission")
             .map_or(0, |m| m.values().sum());
-        println!(
+        say!(
             "guards:    reflection drops {} (per destination) + {} (total), admission drops {}",
             e("reflection_destination_drops"),
             e("reflection_total_drops"),
@@ -138,26 +194,39 @@ pub(super) fn status_text(status: &Status, output: OutputFormat) -> Result<()> {
         );
     }
     if let Some(config) = &status.config {
-        println!("config in force:");
+        say!("config in force:");
         for line in config.to_string().lines() {
-            println!("  {line}");
+            say!("  {line}");
         }
     }
-    println!("packets (verdict / method):");
+    say!("packets (verdict / method):");
     if status.packets.is_empty() {
-        println!("  none yet");
+        say!("  none yet");
     }
     for (verdict, methods) in &status.packets {
         let parts: Vec<String> = methods.iter().map(|(m, n)| format!("{m}={n}")).collect();
-        println!("  {verdict:<17} {}", parts.join(" "));
+        say!("  {verdict:<17} {}", parts.join(" "));
     }
     let events: Vec<String> = status
         .events
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    println!("events:    {}", events.join(" "));
-    Ok(())
+    say!("events:    {}", events.join(" "));
+    out
+}
+
+/// 65536 as `65,536`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 pub(super) fn list(kind: ListKind, entries: &[ListEntry], output: OutputFormat) -> Result<()> {
@@ -193,17 +262,24 @@ pub(super) fn bans(bans: &[BanEntry], output: OutputFormat) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(bans)?);
         return Ok(());
     }
+    print!("{}", bans_text(bans));
+    Ok(())
+}
+
+/// `ban list` as text: one line per ban (a prefix ban's source is its CIDR).
+fn bans_text(bans: &[BanEntry]) -> String {
+    use std::fmt::Write as _;
     if bans.is_empty() {
-        println!("no bans in force");
-        return Ok(());
+        return "no bans in force\n".to_owned();
     }
-    println!(
-        "{:<43} {:<8} {:<9} {:>10} {:>7}  reason",
+    let mut text = format!(
+        "{:<43} {:<8} {:<10} {:>10} {:>7}  reason\n",
         "source", "origin", "class", "remaining", "strikes"
     );
     for b in bans {
-        println!(
-            "{:<43} {:<8} {:<9} {:>10} {:>7}  {}",
+        let _ = writeln!(
+            text,
+            "{:<43} {:<8} {:<10} {:>10} {:>7}  {}",
             b.source,
             b.origin,
             b.class.unwrap_or("-"),
@@ -214,5 +290,135 @@ pub(super) fn bans(bans: &[BanEntry], output: OutputFormat) -> Result<()> {
             b.reason.as_deref().unwrap_or("")
         );
     }
-    Ok(())
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(source: &str, origin: &'static str, class: Option<&'static str>) -> BanEntry {
+        BanEntry {
+            source: source.to_owned(),
+            origin,
+            class,
+            remaining_s: 75,
+            expires_at: 1_900_000_075,
+            strikes: Some(2),
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn status_shows_tcp_ports_and_prefixes() {
+        use crate::status::TableFill;
+        use sip_xdp_common::{Config, EventCounter};
+        let mut events = std::collections::BTreeMap::new();
+        for counter in EventCounter::ALL {
+            events.insert(counter.name().to_owned(), 0);
+        }
+        events.insert("prefix_bans".to_owned(), 3);
+        events.insert("prefix_banned_drops".to_owned(), 4_000);
+        events.insert("prefix_track_failures".to_owned(), 1);
+        let status = Status {
+            version: "0.0.0",
+            pin_dir: "/sys/fs/bpf/test".to_owned(),
+            pinned: true,
+            daemon_pid: None,
+            attached: Vec::new(),
+            config: Some(crate::config::describe_kernel(&Config::DEFAULT)),
+            monitor_mode: false,
+            tables: TableFill {
+                tracked_prefixes: 1_234,
+                prefixes_capacity: 65_536,
+                banned_prefixes: 2,
+                ..TableFill::default()
+            },
+            packets: std::collections::BTreeMap::new(),
+            events,
+            state_warnings: Vec::new(),
+        };
+        let text = status_lines(&status);
+        for line in [
+            "datapath:  udp ports 5060; tcp ports 5060, 5061 (SIP over TCP, TLS, WebSocket)",
+            "prefixes:  /24 /64 /48; 1,234 prefix buckets tracked of 65,536, 2 prefix bans in \
+             force; issued 3, drops 4000, untracked 1",
+            "  tcp ports               5060, 5061",
+            "  limit connection        5/s, burst 50",
+            "  prefix register         20/s, burst 200",
+            "  prefix keepalive        unlimited",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        assert!(text.contains("prefix_track_failures=1"), "{text}");
+
+        let off = Config {
+            tcp_ports: [0; 8],
+            prefix_lens: [0; 3],
+            ..Config::DEFAULT
+        };
+        let status = Status {
+            config: Some(crate::config::describe_kernel(&off)),
+            ..status
+        };
+        let text = status_lines(&status);
+        assert!(
+            text.contains("tcp ports none (SIP over TCP and TLS not inspected)"),
+            "{text}"
+        );
+        assert!(text.contains("prefixes:  off; "), "{text}");
+    }
+
+    #[test]
+    fn counts_read_with_thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(65_536), "65,536");
+        assert_eq!(thousands(16_777_216), "16,777,216");
+    }
+
+    #[test]
+    fn prefix_bans_list_as_cidrs_beside_source_bans() {
+        let bans = [
+            entry("198.51.100.0/24", "prefix", Some("register")),
+            entry("2001:db8:1::/64", "prefix", Some("connection")),
+            entry("203.0.113.9", "rate", Some("connection")),
+        ];
+        let text = bans_text(&bans);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(lines[0].starts_with("source "), "{text}");
+        let columns =
+            |line: &str| -> Vec<String> { line.split_whitespace().map(str::to_owned).collect() };
+        assert_eq!(
+            columns(lines[1]),
+            ["198.51.100.0/24", "prefix", "register", "1m", "15s", "2"]
+        );
+        assert_eq!(
+            columns(lines[2])[..3],
+            ["2001:db8:1::/64", "prefix", "connection"]
+        );
+        assert_eq!(
+            columns(lines[3])[..3],
+            ["203.0.113.9", "rate", "connection"]
+        );
+        // The columns line up however long the class name.
+        let origin_at = lines[0].find("origin").unwrap();
+        let remaining_end = lines[0].find("remaining").unwrap() + "remaining".len();
+        for line in &lines[1..] {
+            assert_eq!(
+                line.find("prefix").or(line.find("rate")),
+                Some(origin_at),
+                "{text}"
+            );
+            assert_eq!(&line[remaining_end - 2..remaining_end], "5s", "{text}");
+        }
+        // JSON names the prefix the same way.
+        let json = serde_json::to_value(&bans[0]).unwrap();
+        assert_eq!(json["source"], "198.51.100.0/24");
+        assert_eq!(json["origin"], "prefix");
+        assert_eq!(json["class"], "register");
+        assert_eq!(json["strikes"], 2);
+        assert_eq!(bans_text(&[]), "no bans in force\n");
+    }
 }

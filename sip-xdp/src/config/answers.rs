@@ -7,7 +7,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use sip_xdp_common::Config;
 
 use super::{
-    limits::{Limit, LimitsSection, de_limit, de_limits},
+    limits::{Limit, LimitsSection, de_limit, de_limits, limit_of, limits_of},
     parse::{CrossFieldProblem, int_in_range},
     units::{de_positive_duration, ser_duration},
 };
@@ -67,30 +67,13 @@ fn de_count<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     int_in_range(d, 1, 1_000_000, " (1 bans on the first failure)")
 }
 
-const fn limit_of(limit: &sip_xdp_common::RateLimit) -> Limit {
-    Limit::per_second(
-        sip_xdp_common::NS_PER_SEC / limit.interval_ns,
-        limit.burst() as u32,
-    )
-}
-
 const DEFAULT_ADMISSION: Limit = limit_of(&Config::DEFAULT.admission);
 const DEFAULT_REFLECTION_PER_DESTINATION: Limit =
     limit_of(&Config::DEFAULT.reflection_per_destination);
 const DEFAULT_REFLECTION_TOTAL: Limit = limit_of(&Config::DEFAULT.reflection_total);
 
 fn default_verified_limits() -> LimitsSection {
-    let l = &Config::DEFAULT.verified_limits;
-    LimitsSection {
-        register: limit_of(&l[0]),
-        invite: limit_of(&l[1]),
-        options: limit_of(&l[2]),
-        other: limit_of(&l[3]),
-        in_dialog: limit_of(&l[4]),
-        response: limit_of(&l[5]),
-        keepalive: limit_of(&l[6]),
-        malformed: limit_of(&l[7]),
-    }
+    limits_of(&Config::DEFAULT.verified_limits)
 }
 
 fn de_admission<'de, D: Deserializer<'de>>(d: D) -> Result<Limit, D::Error> {

@@ -79,6 +79,10 @@ pub struct SignalsSection {
     /// same reason: a forged REGISTER is answered to the address it names, so 404s and
     /// unanswered challenges can be made to pile up against a victim.
     pub auth_bans: bool,
+    /// Push the kernel's prefix bans (`[prefixes]`) as Range decisions (scenario
+    /// sip-xdp/sip-prefix-flood). Off by default, like `rate_bans`: forged sources spread over
+    /// a prefix make its ban as easily as a real flood.
+    pub prefix_bans: bool,
     /// cscli's local_api_credentials.yaml format (`url`, `login`, `password`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credentials_file: Option<PathBuf>,

@@ -5,11 +5,12 @@ use std::{fmt, time::Duration};
 
 use serde::Serialize;
 use sip_xdp_common::{
-    BAN_DURATION_CEILING_NS, CONFIG_VERSION, Config, LimitClass, MAX_SIP_PORTS, flags,
+    BAN_DURATION_CEILING_NS, CONFIG_VERSION, Config, LimitClass, MAX_SIP_PORTS, PREFIX_LEVEL_IPV4,
+    flags,
 };
 
 use super::{
-    sections::{MAX_BAN_FACTOR, mask_prefix_len, prefix_mask},
+    sections::{MAX_BAN_FACTOR, mask_prefix_len, nonzero_ports, prefix_mask},
     settings::Settings,
     units::{describe_rate, format_duration},
 };
@@ -19,6 +20,10 @@ impl Settings {
     pub fn kernel_config(&self) -> Config {
         let mut sip_ports = [0u16; MAX_SIP_PORTS];
         for (slot, &port) in sip_ports.iter_mut().zip(&self.sip.ports) {
+            *slot = port;
+        }
+        let mut tcp_ports = [0u16; MAX_SIP_PORTS];
+        for (slot, &port) in tcp_ports.iter_mut().zip(&self.datapath.tcp_ports) {
             *slot = port;
         }
         let datapath = &self.datapath;
@@ -64,7 +69,11 @@ impl Settings {
             auth_max_flow_failures: answers.max_flow_failures,
             auth_max_unanswered: answers.max_unanswered,
             flow_ban_ns: duration_ns(answers.flow_ban),
-            ..Config::DEFAULT // TEMP(lead): replaced by the user-space helper's merge
+            tcp_ports,
+            prefix_lens: self.prefixes.prefix_lens(),
+            _pad1: [0; 5],
+            prefix_masks: self.prefixes.prefix_masks(),
+            prefix_limits: self.prefixes.rate_limits(),
         }
     }
 }
@@ -95,6 +104,8 @@ pub struct KernelConfigView {
     /// then ignores it and runs on [`Config::DEFAULT`], which is what the fields below show.
     pub using_builtin_defaults: bool,
     pub ports: Vec<u16>,
+    /// TCP ports inspected (SIP over TCP, TLS, WebSocket); empty: TCP is not inspected.
+    pub tcp_ports: Vec<u16>,
     /// `None` when the mask is not a contiguous prefix (never written by this crate).
     pub ipv6_source_prefix: Option<u8>,
     pub monitor: bool,
@@ -121,6 +132,29 @@ pub struct KernelConfigView {
     pub auth_max_flow_failures: u32,
     pub auth_max_unanswered: u32,
     pub flow_ban: String,
+    /// The IPv4 prefix of a prefix bucket (24 for a /24), `None` when that level is off.
+    pub prefix_ipv4: Option<u8>,
+    /// The IPv6 prefixes of prefix buckets, in the order they are drawn.
+    pub prefix_ipv6: Vec<u8>,
+    /// The buckets every prefix has (shared by its unverified sources).
+    pub prefix_limits: Vec<LimitView>,
+}
+
+impl KernelConfigView {
+    /// The prefix levels as `status` names them: `/24 /64 /48`, or `off`.
+    pub fn prefix_levels(&self) -> String {
+        let levels: Vec<String> = self
+            .prefix_ipv4
+            .iter()
+            .chain(&self.prefix_ipv6)
+            .map(|len| format!("/{len}"))
+            .collect();
+        if levels.is_empty() {
+            "off".to_owned()
+        } else {
+            levels.join(" ")
+        }
+    }
 }
 
 fn limit_views(limits: &[sip_xdp_common::RateLimit]) -> Vec<LimitView> {
@@ -152,12 +186,8 @@ pub fn describe_kernel(cfg: &Config) -> KernelConfigView {
     KernelConfigView {
         stored_version: cfg.version,
         using_builtin_defaults,
-        ports: in_force
-            .sip_ports
-            .iter()
-            .copied()
-            .filter(|&port| port != 0)
-            .collect(),
+        ports: nonzero_ports(&in_force.sip_ports),
+        tcp_ports: nonzero_ports(&in_force.tcp_ports),
         ipv6_source_prefix: mask_prefix_len(&in_force.ipv6_source_mask),
         monitor: in_force.has_flag(flags::MONITOR),
         drop_malformed: in_force.has_flag(flags::DROP_MALFORMED),
@@ -185,6 +215,18 @@ pub fn describe_kernel(cfg: &Config) -> KernelConfigView {
         auth_max_flow_failures: in_force.auth_max_flow_failures,
         auth_max_unanswered: in_force.auth_max_unanswered,
         flow_ban: human(in_force.flow_ban_ns),
+        prefix_ipv4: match in_force.prefix_lens[PREFIX_LEVEL_IPV4] {
+            0 => None,
+            len => Some(len.saturating_sub(96)),
+        },
+        prefix_ipv6: in_force
+            .prefix_lens
+            .iter()
+            .enumerate()
+            .filter(|&(level, &len)| level != PREFIX_LEVEL_IPV4 && len != 0)
+            .map(|(_, &len)| len)
+            .collect(),
+        prefix_limits: limit_views(&in_force.prefix_limits),
     }
 }
 
@@ -201,6 +243,15 @@ impl fmt::Display for KernelConfigView {
         }
         let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
         writeln!(f, "sip ports               {}", ports.join(", "))?;
+        if self.tcp_ports.is_empty() {
+            writeln!(
+                f,
+                "tcp ports               none (SIP over TCP and TLS not inspected)"
+            )?;
+        } else {
+            let tcp: Vec<String> = self.tcp_ports.iter().map(u16::to_string).collect();
+            writeln!(f, "tcp ports               {}", tcp.join(", "))?;
+        }
         match self.ipv6_source_prefix {
             Some(len) => writeln!(f, "ipv6 source prefix      /{len}")?,
             None => writeln!(f, "ipv6 source prefix      (non-contiguous mask)")?,
@@ -224,6 +275,12 @@ impl fmt::Display for KernelConfigView {
                 )?;
             }
         }
+        writeln!(f, "prefix buckets          {}", self.prefix_levels())?;
+        if self.prefix_ipv4.is_some() || !self.prefix_ipv6.is_empty() {
+            for limit in &self.prefix_limits {
+                writeln!(f, "prefix {:<16} {}", limit.class, bucket_text(limit))?;
+            }
+        }
         writeln!(f, "ban base                {}", self.ban_base)?;
         writeln!(f, "ban factor              {}", self.ban_factor)?;
         writeln!(f, "ban max                 {}", self.ban_max)?;
@@ -240,13 +297,7 @@ impl fmt::Display for KernelConfigView {
         if !self.answers_enabled {
             return write!(f, "answers                 off (no egress program)");
         }
-        let bucket = |l: &LimitView| {
-            if l.rate == "unlimited" {
-                "unlimited".to_owned()
-            } else {
-                format!("{}, burst {}", l.rate, l.burst)
-            }
-        };
+        let bucket = bucket_text;
         writeln!(
             f,
             "answers                 on (verified for {} after a success)",
@@ -273,6 +324,14 @@ impl fmt::Display for KernelConfigView {
             self.flow_ban,
             self.auth_max_unanswered
         )
+    }
+}
+
+fn bucket_text(l: &LimitView) -> String {
+    if l.rate == "unlimited" {
+        "unlimited".to_owned()
+    } else {
+        format!("{}, burst {}", l.rate, l.burst)
     }
 }
 
@@ -317,7 +376,8 @@ mod tests {
                 "100/s",
                 "100/s",
                 "50/s",
-                "10/s"
+                "10/s",
+                "5/s"
             ]
         );
         assert_eq!(view.limits[0].burst, 3);

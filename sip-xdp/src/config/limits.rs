@@ -20,6 +20,7 @@ pub struct LimitsSection {
     pub response: Limit,
     pub keepalive: Limit,
     pub malformed: Limit,
+    pub connection: Limit,
 }
 
 impl LimitsSection {
@@ -33,7 +34,7 @@ impl LimitsSection {
             LimitClass::Response => &self.response,
             LimitClass::KeepAlive => &self.keepalive,
             LimitClass::Malformed => &self.malformed,
-            LimitClass::Connection => &self.malformed, // TEMP(lead)
+            LimitClass::Connection => &self.connection,
         }
     }
 }
@@ -71,6 +72,39 @@ pub(super) const DEFAULT_IN_DIALOG_LIMIT: Limit = Limit::per_second(100, 200);
 pub(super) const DEFAULT_RESPONSE_LIMIT: Limit = Limit::per_second(100, 200);
 pub(super) const DEFAULT_KEEPALIVE_LIMIT: Limit = Limit::per_second(50, 100);
 pub(super) const DEFAULT_MALFORMED_LIMIT: Limit = Limit::per_second(10, 20);
+pub(super) const DEFAULT_CONNECTION_LIMIT: Limit = Limit::per_second(5, 50);
+
+/// The operator form of a kernel bucket whose interval is a whole fraction of a second (every
+/// default is): `UNLIMITED` comes back as "unlimited" with a burst of 1, which it ignores.
+pub(super) const fn limit_of(limit: &RateLimit) -> Limit {
+    if limit.is_unlimited() {
+        return Limit {
+            rate: Rate::Unlimited,
+            burst: 1,
+        };
+    }
+    Limit::per_second(
+        sip_xdp_common::NS_PER_SEC / limit.interval_ns,
+        limit.burst() as u32,
+    )
+}
+
+/// A limits table holding the kernel buckets `limits` (one per [`LimitClass`]), for defaults
+/// taken from `Config::DEFAULT`.
+pub(super) fn limits_of(limits: &[RateLimit; LimitClass::COUNT]) -> LimitsSection {
+    let at = |class: LimitClass| limit_of(&limits[class as usize]);
+    LimitsSection {
+        register: at(LimitClass::Register),
+        invite: at(LimitClass::Invite),
+        options: at(LimitClass::Options),
+        other: at(LimitClass::Other),
+        in_dialog: at(LimitClass::InDialog),
+        response: at(LimitClass::Response),
+        keepalive: at(LimitClass::KeepAlive),
+        malformed: at(LimitClass::Malformed),
+        connection: at(LimitClass::Connection),
+    }
+}
 
 impl LimitsSection {
     /// The buckets in kernel form, indexed by [`LimitClass`].
@@ -90,6 +124,7 @@ impl Default for LimitsSection {
             response: DEFAULT_RESPONSE_LIMIT,
             keepalive: DEFAULT_KEEPALIVE_LIMIT,
             malformed: DEFAULT_MALFORMED_LIMIT,
+            connection: DEFAULT_CONNECTION_LIMIT,
         }
     }
 }
@@ -144,6 +179,7 @@ struct PartialLimits {
     response: Option<PartialLimit>,
     keepalive: Option<PartialLimit>,
     malformed: Option<PartialLimit>,
+    connection: Option<PartialLimit>,
 }
 
 /// Reads a limits table; a class left out, or a key left out of a class's table, keeps that
@@ -166,6 +202,7 @@ pub(super) fn de_limits<'de, D: Deserializer<'de>>(
         response: pick(p.response, defaults.response),
         keepalive: pick(p.keepalive, defaults.keepalive),
         malformed: pick(p.malformed, defaults.malformed),
+        connection: pick(p.connection, defaults.connection),
     })
 }
 

@@ -8,6 +8,7 @@
 //!
 //! The rooms: `settings` (the whole file, [`Settings`]), `sections` (`[sip]`, `[bans]`,
 //! `[datapath]`, `[metrics]`, `[log]`), `limits` (`[limits.*]`), `answers` (`[answers]`), `crowdsec` (`[crowdsec]`),
+//! `prefixes` (`[prefixes]`),
 //! `parse` (located errors, key paths), `units` (rates and durations) and `kernel` (the kernel
 //! config and its description).
 //! Nothing here imports the rest of the crate.
@@ -16,6 +17,7 @@ mod crowdsec;
 mod kernel;
 mod limits;
 mod parse;
+mod prefixes;
 mod sections;
 mod settings;
 #[cfg(test)]
@@ -28,6 +30,7 @@ pub use self::{
     kernel::{KernelConfigView, LimitView, describe_kernel},
     limits::{Limit, LimitsSection},
     parse::{ConfigError, Location},
+    prefixes::{MAX_IPV6_PREFIX_LEVELS, PrefixesSection},
     sections::{
         BansSection, DatapathSection, LogFormat, LogSection, MAX_BAN_FACTOR, MetricsSection,
         SipSection,

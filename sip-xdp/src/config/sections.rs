@@ -77,6 +77,10 @@ pub struct DatapathSection {
     /// Capacity of the per-source LRU map (1..=[`MAX_SOURCES_LIMIT`]); fixed at program load.
     #[serde(deserialize_with = "de_max_sources")]
     pub max_sources: u32,
+    /// TCP destination ports inspected (SIP over TCP, TLS, WebSocket): 0 to [`MAX_SIP_PORTS`],
+    /// non-zero, distinct. Empty turns TCP inspection off (and bans then leave TCP alone).
+    #[serde(deserialize_with = "de_tcp_ports")]
+    pub tcp_ports: Vec<u16>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,12 +130,7 @@ impl fmt::Display for LogFormat {
 impl Default for SipSection {
     fn default() -> Self {
         Self {
-            ports: Config::DEFAULT
-                .sip_ports
-                .iter()
-                .copied()
-                .filter(|&port| port != 0)
-                .collect(),
+            ports: nonzero_ports(&Config::DEFAULT.sip_ports),
             ipv6_source_prefix: mask_prefix_len(&Config::DEFAULT.ipv6_source_mask).unwrap_or(128),
         }
     }
@@ -163,6 +162,7 @@ impl Default for DatapathSection {
             limit_in_dialog: None,
             limit_responses: None,
             max_sources: DEFAULT_MAX_SOURCES,
+            tcp_ports: nonzero_ports(&d.tcp_ports),
         }
     }
 }
@@ -230,6 +230,11 @@ fn de_ban_lines<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     int_in_range(d, 1, u32::MAX, " (no ban would ever be logged)")
 }
 
+/// The ports of a kernel port table (0 marks an unused slot).
+pub(super) fn nonzero_ports(ports: &[u16]) -> Vec<u16> {
+    ports.iter().copied().filter(|&port| port != 0).collect()
+}
+
 /// One port inside `ports`, checked in its own visitor so the error points at the element.
 struct PortValue(u16);
 
@@ -249,14 +254,22 @@ impl<'de> Deserialize<'de> for PortValue {
     }
 }
 
-struct PortsVisitor;
+/// A list of ports of one transport: distinct, non-zero, at most [`MAX_SIP_PORTS`]; empty only
+/// where that turns the transport's inspection off.
+struct PortsVisitor {
+    transport: &'static str,
+    example: &'static str,
+    allow_empty: bool,
+}
 
 impl<'de> Visitor<'de> for PortsVisitor {
     type Value = Vec<u16>;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let least = if self.allow_empty { 0 } else { 1 };
         write!(
             f,
-            "a list of 1 to {MAX_SIP_PORTS} UDP ports, such as [5060, 5080]"
+            "a list of {least} to {MAX_SIP_PORTS} {} ports, such as {}",
+            self.transport, self.example
         )
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u16>, A::Error> {
@@ -269,7 +282,7 @@ impl<'de> Visitor<'de> for PortsVisitor {
             }
             ports.push(port);
         }
-        if ports.is_empty() {
+        if ports.is_empty() && !self.allow_empty {
             return Err(de::Error::custom(
                 "must list at least one port (the program would inspect nothing)",
             ));
@@ -285,7 +298,19 @@ impl<'de> Visitor<'de> for PortsVisitor {
 }
 
 fn de_ports<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::Error> {
-    d.deserialize_seq(PortsVisitor)
+    d.deserialize_seq(PortsVisitor {
+        transport: "UDP",
+        example: "[5060, 5080]",
+        allow_empty: false,
+    })
+}
+
+fn de_tcp_ports<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::Error> {
+    d.deserialize_seq(PortsVisitor {
+        transport: "TCP",
+        example: "[5060, 5061] (or [] to inspect no TCP)",
+        allow_empty: true,
+    })
 }
 
 struct ListenVisitor;

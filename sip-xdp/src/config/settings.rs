@@ -9,6 +9,7 @@ use super::{
     crowdsec::CrowdsecSection,
     limits::{LimitsSection, de_default_limits},
     parse::{ConfigError, CrossFieldProblem, invalid_across_fields, invalid_toml},
+    prefixes::PrefixesSection,
     sections::{BansSection, DatapathSection, LogSection, MetricsSection, SipSection},
 };
 
@@ -32,6 +33,7 @@ pub struct Settings {
     pub log: LogSection,
     pub crowdsec: CrowdsecSection,
     pub answers: AnswersSection,
+    pub prefixes: PrefixesSection,
 }
 
 /// Equal to parsing [`EMBEDDED_DEFAULT_TOML`] (a test holds the two together).
@@ -46,6 +48,7 @@ impl Default for Settings {
             log: LogSection::default(),
             crowdsec: CrowdsecSection::default(),
             answers: AnswersSection::default(),
+            prefixes: PrefixesSection::default(),
         }
     }
 }
@@ -80,6 +83,31 @@ impl Settings {
     /// Duration of a manual ban when the operator gives none.
     pub fn manual_ban_default(&self) -> Duration {
         self.bans.manual_default
+    }
+
+    /// What a valid configuration may still do that the operator should hear of (logged by
+    /// `attach`, `run` and every reload, printed by `config check`): one sentence each.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.datapath.tcp_ports.is_empty() {
+            warnings.push(
+                "datapath.tcp_ports is empty: SIP over TCP and TLS is not inspected, no SYN is \
+                 rate-limited, and a source banned on UDP can carry on over TCP; list the SIP \
+                 TCP ports (default [5060, 5061]) to cover them"
+                    .to_owned(),
+            );
+        }
+        for &len in &self.prefixes.ipv6 {
+            if len >= self.sip.ipv6_source_prefix {
+                warnings.push(format!(
+                    "prefixes.ipv6 lists /{len}, which is no wider than sip.ipv6_source_prefix \
+                     (/{}): every such prefix holds a single source, so its bucket only adds \
+                     to the source's own; list shorter prefixes (such as 64 and 48)",
+                    self.sip.ipv6_source_prefix
+                ));
+            }
+        }
+        warnings
     }
 
     fn check_across_fields(&self) -> Result<(), CrossFieldProblem> {

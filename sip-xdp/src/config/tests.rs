@@ -68,7 +68,14 @@ fn embedded_file_sets_every_key() {
     want.sort();
     have.sort();
     assert_eq!(have, want);
-    assert_eq!(want.len(), 47 + 1 + 8 + 3 * 2 + 8 * 2);
+    let before_tcp_and_prefixes = 47 + 1 + 8 + 3 * 2 + 8 * 2;
+    // datapath.tcp_ports; limits.connection and answers.verified_limits.connection (rate and
+    // burst each); prefixes.ipv4 and ipv6; prefixes.limits.* (9 classes, rate and burst);
+    // crowdsec.signals.prefix_bans.
+    assert_eq!(
+        want.len(),
+        before_tcp_and_prefixes + 1 + 2 * 2 + 2 + 9 * 2 + 1
+    );
 }
 
 #[test]

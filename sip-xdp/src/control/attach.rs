@@ -6,7 +6,8 @@ use anyhow::Result;
 use sip_xdp_common::{Config, DurableBan, ban_flags};
 
 use super::{
-    AttachReport, Control, check_interface, forget_sources_in, reconcile::reconcile_locked,
+    AttachReport, Control, check_interface, forget_sources_in, prefixes::restore_prefix_bans,
+    reconcile::reconcile_locked,
 };
 use crate::{
     config::Settings,
@@ -48,6 +49,7 @@ impl Control {
         };
         let recovered = !recovery.warnings.is_empty();
         let mut warnings = recovery.warnings;
+        warnings.extend(settings.warnings());
         let options = LoadOptions {
             max_sources: settings.datapath.max_sources,
             egress: settings.answers.enabled,
@@ -80,6 +82,9 @@ impl Control {
             }
             if !load.adopted_maps || load.created_bans {
                 restore_auto_bans(&state, &mut maps)?;
+            }
+            if !load.adopted_maps || load.created_prefix_bans {
+                restore_prefix_bans(&state, &mut maps)?;
             }
             // Restored bans of allowlisted addresses, and entries pinned by a build that read the
             // allowlist first, would otherwise drop allowlisted sources.

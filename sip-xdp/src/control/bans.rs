@@ -8,7 +8,11 @@ use anyhow::{Context as _, Result, bail};
 use ipnet::IpNet;
 use sip_xdp_common::{BanCause, DurableBan, SourceKey, ban_flags};
 
-use super::{BanEntry, Control, EditReport, Lift, quotas::check_quota};
+use super::{
+    BanEntry, Control, EditReport, Lift,
+    prefixes::{covering_prefix_bans, lift_prefix_bans, prefix_ban_entries, prefix_bans},
+    quotas::check_quota,
+};
 use crate::{
     maps::{SipMaps, key_addr},
     state::{BanOrigin, Clocks, StateFile},
@@ -153,6 +157,34 @@ impl Control {
                         lifted.push("saved rate ban".to_owned());
                     }
                 }
+                // Prefix bans: lifted when the net covers the prefix; one that covers the net
+                // (an address of a banned /24) stays, and the report says how to lift it.
+                let mut prefix_remaining = Vec::new();
+                if lift.prefix {
+                    let prefix = lift_prefix_bans(state, maps.as_mut(), net, now_ns)?;
+                    if prefix.forgotten_saved > 0 && prefix.lifted.is_empty() && lifted.is_empty() {
+                        lifted.push("saved prefix ban".to_owned());
+                    }
+                    lifted.extend(prefix.lifted);
+                } else if let Some(maps) = maps.as_ref() {
+                    for b in prefix_bans(maps)? {
+                        let live = b.ban.banned_until_ns > now_ns
+                            && b.ban.ban_flags & ban_flags::MONITOR_ONLY == 0;
+                        if live && net.contains(&b.net) {
+                            prefix_remaining.push(format!(
+                                "the prefix ban of {} (lift with --origin prefix)",
+                                b.net
+                            ));
+                        }
+                    }
+                }
+                if let Some(maps) = maps.as_ref() {
+                    for covering in covering_prefix_bans(maps, net, now_ns)? {
+                        prefix_remaining.push(format!(
+                            "the prefix ban of {covering} (lift with `sip-xdp ban del {covering}`)"
+                        ));
+                    }
+                }
                 let mut remaining: Vec<String> = state
                     .bans_of(net, now_wall)
                     .iter()
@@ -168,6 +200,7 @@ impl Control {
                 if let Some(origin) = still_kernel {
                     remaining.push(format!("the {origin} ban (lift with --origin {origin})"));
                 }
+                remaining.extend(prefix_remaining);
                 let still = if remaining.is_empty() {
                     String::new()
                 } else {
@@ -186,6 +219,35 @@ impl Control {
                         .push(format!("ban {net}: lifted {}{still}", lifted.join(", ")));
                 }
             }
+            Ok(())
+        })
+    }
+
+    /// `ban del --origin prefix` without an address: lifts every prefix ban (and forgets every
+    /// prefix's strikes), IPv4 and IPv6.
+    pub fn lift_every_prefix_ban(&self) -> Result<EditReport> {
+        self.edit(|state, maps, report| {
+            let now_ns = monotonic_now_ns();
+            let mut lifted = Vec::new();
+            let mut forgotten = 0;
+            for net in ["0.0.0.0/0", "::/0"] {
+                let net: IpNet = net.parse().expect("a valid CIDR");
+                let prefix = lift_prefix_bans(state, maps.as_mut(), net, now_ns)?;
+                lifted.extend(prefix.lifted);
+                forgotten += prefix.forgotten_saved;
+            }
+            report.lines.push(if lifted.is_empty() {
+                format!(
+                    "no prefix ban in force{}",
+                    if forgotten > 0 {
+                        format!("; forgot {forgotten} saved prefix strike histories")
+                    } else {
+                        String::new()
+                    }
+                )
+            } else {
+                format!("lifted {}", lifted.join(", "))
+            });
             Ok(())
         })
     }
@@ -237,6 +299,7 @@ impl Control {
                     reason: None,
                 });
             }
+            entries.extend(prefix_ban_entries(&maps, clocks, monitor)?);
             // One phone of a verified address, banned by its address and port alone.
             for (flow, state) in maps.flows()? {
                 if state.banned_until_ns <= clocks.mono_ns {

@@ -10,6 +10,7 @@ mod attach;
 mod bans;
 mod lists;
 mod origins;
+mod prefixes;
 mod quotas;
 mod reconcile;
 mod snapshot;
@@ -95,7 +96,8 @@ pub struct BanEntry {
     /// The banned address or CIDR (IPv6 sources may be a prefix, per `sip.ipv6_source_prefix`).
     pub source: String,
     /// Who imposed it: "manual", "fail2ban", "crowdsec" (the ban list), "rate" (the kernel's rate
-    /// limit) or "would" (monitor mode, not enforced).
+    /// limit), "auth" (failed authentication), "prefix" (a whole prefix's bucket ran dry; the
+    /// source is then a CIDR) or "would" (monitor mode, not enforced).
     pub origin: &'static str,
     /// The limit class whose bucket ran dry (automatic bans).
     pub class: Option<&'static str>,
@@ -112,6 +114,8 @@ pub struct BanEntry {
 pub struct Lift {
     /// The rate limiter's own bans (and their strike history) of sources inside the net.
     pub rate: bool,
+    /// The kernel's bans of prefixes inside the net (`[prefixes]`), with their strikes.
+    pub prefix: bool,
     /// Ban-list origins.
     pub origins: Vec<BanOrigin>,
 }
@@ -121,6 +125,7 @@ impl Lift {
     pub fn local() -> Self {
         Self {
             rate: true,
+            prefix: true,
             origins: vec![BanOrigin::Manual],
         }
     }
@@ -128,6 +133,7 @@ impl Lift {
     pub fn all() -> Self {
         Self {
             rate: true,
+            prefix: true,
             origins: BanOrigin::ALL.to_vec(),
         }
     }
@@ -135,6 +141,7 @@ impl Lift {
     pub fn only(origin: BanOrigin) -> Self {
         Self {
             rate: false,
+            prefix: false,
             origins: vec![origin],
         }
     }

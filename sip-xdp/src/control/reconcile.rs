@@ -6,7 +6,12 @@ use anyhow::{Context as _, Result};
 use ipnet::IpNet;
 use sip_xdp_common::{Config, SourceKey, SourceState, ban_flags};
 
-use super::{Control, bans::rate_bans, forget_sources_in};
+use super::{
+    Control,
+    bans::rate_bans,
+    forget_sources_in,
+    prefixes::{gc_prefix_bans, prefix_ban_records},
+};
 use crate::{
     maps::{SipMaps, key_addr},
     state::{self, AutoBanRecord, BanOrigin, Clocks, SavedClock, StateFile},
@@ -33,15 +38,17 @@ impl Control {
         Ok(())
     }
 
-    /// Saves the automatic bans (and their strike history) so a reboot or a purge keeps
-    /// escalation going. Returns how many were saved.
+    /// Saves the automatic bans of sources and of prefixes (and their strike history) so a
+    /// reboot or a purge keeps escalation going. Returns how many were saved.
     pub fn save_auto_bans(&self, maps: &SipMaps) -> Result<usize> {
         let records = auto_ban_records(maps)?;
-        let count = records.len();
+        let prefix_records = prefix_ban_records(maps)?;
+        let count = records.len() + prefix_records.len();
         let _lock = state::lock(&self.state_dir)?;
         let mut state = StateFile::load(&self.state_dir)?;
-        if state.auto_bans != records {
+        if state.auto_bans != records || state.prefix_bans != prefix_records {
             state.set_auto_bans(records);
+            state.set_prefix_bans(prefix_records);
             state.save(&self.state_dir)?;
         }
         Ok(count)
@@ -167,8 +174,13 @@ pub(super) fn reconcile_locked(state: &mut StateFile, maps: &mut SipMaps) -> Res
 }
 
 /// Removes ban records whose strikes have decayed (the ban ended more than the strike decay
-/// ago): they would be ignored, and the table must keep room for new bans. Returns how many.
+/// ago), of sources and of prefixes: they would be ignored, and the tables must keep room for
+/// new bans. Returns how many.
 pub fn gc_bans(maps: &mut SipMaps) -> Result<usize> {
+    Ok(gc_source_bans(maps)? + gc_prefix_bans(maps)?)
+}
+
+fn gc_source_bans(maps: &mut SipMaps) -> Result<usize> {
     let now_ns = monotonic_now_ns();
     let config = maps.read_config().unwrap_or(Config::DEFAULT);
     let mut removed = 0;

@@ -94,12 +94,16 @@ impl Crowdsec {
         let mut tasks = vec![tokio::spawn(run_bouncer(ctx.clone(), stop_rx.clone()))];
         let signals = match ctx.cfg.machine.clone() {
             None => None,
-            Some(_) if !ctx.cfg.push_rate_bans && !ctx.cfg.push_auth_bans => {
+            Some(_)
+                if !ctx.cfg.push_rate_bans
+                    && !ctx.cfg.push_auth_bans
+                    && !ctx.cfg.push_prefix_bans =>
+            {
                 info!(
-                    "crowdsec.signals.rate_bans and auth_bans are off: this node's own bans are \
-                     not pushed to the Local API (a forged UDP flood would otherwise ban a real \
-                     peer on the whole fleet); set them to true where forged sources cannot \
-                     reach this node"
+                    "crowdsec.signals.rate_bans, auth_bans and prefix_bans are off: this node's \
+                     own bans are not pushed to the Local API (a forged UDP flood would \
+                     otherwise ban a real peer on the whole fleet); set them to true where \
+                     forged sources cannot reach this node"
                 );
                 None
             }
@@ -150,6 +154,7 @@ impl Crowdsec {
             return;
         };
         let wanted = match record.cause {
+            _ if record.prefix_len.is_some() => self.config.push_prefix_bans,
             sip_xdp_common::BanCause::Rate(_) => self.config.push_rate_bans,
             sip_xdp_common::BanCause::Auth(_) => self.config.push_auth_bans,
         };
@@ -243,6 +248,7 @@ mod tests {
             kind,
             source: source.parse().unwrap(),
             port,
+            prefix_len: None,
             cause,
             rate_per_sec: 3.0,
             window_packets: 5,
@@ -337,6 +343,66 @@ mod tests {
             assert_eq!(
                 queued, expected,
                 "rate_bans = {rate_bans}, auth_bans = {auth_bans}"
+            );
+        }
+    }
+
+    #[test]
+    fn prefix_bans_are_signalled_only_with_their_own_switch() {
+        let prefix = |rate_bans: bool| {
+            let mut r = record(
+                BanEventKind::Ban,
+                "198.51.100.0",
+                None,
+                BanCause::Rate(LimitClass::Register),
+            );
+            r.prefix_len = Some(24);
+            if !rate_bans {
+                r.source = "203.0.113.0".parse().unwrap();
+            }
+            r
+        };
+        for (rate_bans, prefix_bans) in [(false, false), (false, true), (true, false), (true, true)]
+        {
+            let mut section = machine_section(rate_bans);
+            section.signals.prefix_bans = prefix_bans;
+            let cfg = ClientConfig::from_settings(&section, None)
+                .unwrap()
+                .unwrap();
+            assert_eq!(cfg.push_prefix_bans, prefix_bans);
+            let (tx, mut rx) = mpsc::channel(SIGNAL_QUEUE);
+            let (stop, _) = watch::channel(false);
+            let client = Crowdsec {
+                stop,
+                tasks: Vec::new(),
+                signals: Some(tx),
+                ipv6_prefix: AtomicU8::new(128),
+                stats: Arc::default(),
+                last_full_warn_ms: AtomicU64::new(0),
+                config: cfg,
+            };
+            client.on_ban(&prefix(rate_bans));
+            // A would-ban of a prefix (monitor mode) is never pushed.
+            let mut would = prefix(rate_bans);
+            would.kind = BanEventKind::WouldBan;
+            client.on_ban(&would);
+            let mut queued = Vec::new();
+            while let Ok(signal) = rx.try_recv() {
+                queued.push((signal.net().to_string(), signal.scenario()));
+            }
+            let expected: Vec<(String, &str)> = if prefix_bans {
+                let net = if rate_bans {
+                    "198.51.100.0/24"
+                } else {
+                    "203.0.113.0/24"
+                };
+                vec![(net.to_owned(), "sip-xdp/sip-prefix-flood")]
+            } else {
+                Vec::new()
+            };
+            assert_eq!(
+                queued, expected,
+                "rate_bans = {rate_bans}, prefix_bans = {prefix_bans}"
             );
         }
     }

@@ -64,9 +64,13 @@ pub const fn scenario(cause: BanCause) -> &'static str {
         LimitClass::Response => "sip-xdp/response-flood",
         LimitClass::KeepAlive => "sip-xdp/keepalive-flood",
         LimitClass::Malformed => "sip-xdp/malformed-flood",
-        LimitClass::Connection => "sip-xdp/tcp-flood", // TEMP(lead)
+        LimitClass::Connection => "sip-xdp/sip-tcp-flood",
     }
 }
+
+/// The scenario a prefix's ban is pushed under (as a Range decision), whatever its class: the
+/// unverified sources of one prefix flooded together, each within its own limit.
+pub const PREFIX_SCENARIO: &str = "sip-xdp/sip-prefix-flood";
 
 /// An own ban waiting to be pushed.
 #[derive(Clone, Copy, Debug)]
@@ -77,6 +81,18 @@ pub(super) struct Signal {
     packets: u32,
     rate_per_sec: f64,
     strikes: u32,
+    /// The ban of a prefix (`net` is that prefix), not of one source.
+    prefix: bool,
+}
+
+impl Signal {
+    pub(super) fn scenario(&self) -> &'static str {
+        if self.prefix {
+            PREFIX_SCENARIO
+        } else {
+            scenario(self.cause)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -84,19 +100,16 @@ impl Signal {
     pub(super) fn net(&self) -> IpNet {
         self.net
     }
-
-    pub(super) fn scenario(&self) -> &'static str {
-        scenario(self.cause)
-    }
 }
 
 /// The signal for a ban event: bans only (not would-bans or expiries); an IPv6 source covers
-/// the prefix the kernel tracks it by.
+/// the prefix the kernel tracks it by, a prefix's ban the prefix.
 pub(super) fn signal_of(record: &BanRecord, ipv6_prefix: u8) -> Option<Signal> {
     if record.kind != BanEventKind::Ban {
         return None;
     }
     let net = match record.source {
+        _ if record.prefix_len.is_some() => record.prefix()?,
         IpAddr::V4(v4) => IpNet::from(IpAddr::V4(v4)),
         IpAddr::V6(v6) => IpNet::new(IpAddr::V6(v6), ipv6_prefix.min(128))
             .map(|n| n.trunc())
@@ -109,6 +122,7 @@ pub(super) fn signal_of(record: &BanRecord, ipv6_prefix: u8) -> Option<Signal> {
         packets: record.window_packets,
         rate_per_sec: record.rate_per_sec,
         strikes: record.strikes,
+        prefix: record.prefix_len.is_some(),
     })
 }
 
@@ -271,8 +285,16 @@ fn build_alerts(batch: &[Signal], clocks: Clocks) -> Vec<Value> {
         } else {
             ("Range", signal.net.to_string())
         };
-        let scenario = scenario(signal.cause);
+        let scenario = signal.scenario();
         let message = match signal.cause {
+            BanCause::Rate(class) if signal.prefix => format!(
+                "sip-xdp: the unverified sources of {value} together sent {:.0} {} requests/s; \
+                 the prefix is banned for {} (strike {})",
+                signal.rate_per_sec,
+                class.name(),
+                format_duration(Duration::from_secs(secs)),
+                signal.strikes
+            ),
             BanCause::Rate(class) => format!(
                 "sip-xdp: {value} sent {:.0} {} requests/s; banned for {} (strike {})",
                 signal.rate_per_sec,
@@ -384,6 +406,7 @@ async fn login(ctx: &Ctx, machine: &Machine) -> Result<String, PushError> {
                 .iter()
                 .map(|&k| scenario(BanCause::Auth(k))),
         )
+        .chain(std::iter::once(PREFIX_SCENARIO))
         .collect();
     scenarios.dedup();
     let response = ctx
@@ -440,6 +463,7 @@ mod tests {
             kind,
             source: source.parse().unwrap(),
             port: None,
+            prefix_len: None,
             cause: BanCause::Rate(LimitClass::Register),
             rate_per_sec: 400.0,
             window_packets: 41,
@@ -491,6 +515,49 @@ mod tests {
     }
 
     #[test]
+    fn prefix_bans_become_range_alerts_of_their_own_scenario() {
+        let mut record = ban_record(BanEventKind::Ban, "198.51.100.0");
+        record.prefix_len = Some(24);
+        let signal = signal_of(&record, 128).unwrap();
+        assert_eq!(signal.net, net("198.51.100.0/24"));
+        assert_eq!(signal.scenario(), PREFIX_SCENARIO);
+        let mut v6 = ban_record(BanEventKind::Ban, "2001:db8:1::");
+        v6.prefix_len = Some(48);
+        v6.cause = BanCause::Rate(LimitClass::Connection);
+        // The source-key prefix does not matter for a prefix's ban: its own length does.
+        let v6 = signal_of(&v6, 128).unwrap();
+        assert_eq!(v6.net, net("2001:db8:1::/48"));
+        let clocks = Clocks {
+            wall_ns: 1_700_000_000_400_000_000,
+            mono_ns: 50_000_000_000,
+        };
+        let alerts = build_alerts(&[signal, v6], clocks);
+        assert_eq!(alerts.len(), 2, "{alerts:#?}");
+        for (alert, value) in alerts.iter().zip(["198.51.100.0/24", "2001:db8:1::/48"]) {
+            assert_eq!(alert["scenario"], "sip-xdp/sip-prefix-flood");
+            assert_eq!(alert["source"]["scope"], "Range");
+            assert_eq!(alert["source"]["range"], value);
+            assert_eq!(alert["decisions"][0]["scope"], "Range");
+            assert_eq!(alert["decisions"][0]["value"], value);
+            assert_eq!(
+                alert["decisions"][0]["scenario"],
+                "sip-xdp/sip-prefix-flood"
+            );
+            assert_eq!(alert["decisions"][0]["duration"], "11s");
+        }
+        let message = alerts[0]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("sip-xdp: the unverified sources of 198.51.100.0/24 together sent"),
+            "{message}"
+        );
+        // A connection flood of one source has a scenario of its own.
+        assert_eq!(
+            scenario(BanCause::Rate(LimitClass::Connection)),
+            "sip-xdp/sip-tcp-flood"
+        );
+    }
+
+    #[test]
     fn own_bans_become_alerts_with_decisions() {
         let clocks = Clocks {
             wall_ns: 1_700_000_000_400_000_000,
@@ -503,6 +570,7 @@ mod tests {
             packets: 41,
             rate_per_sec: 412.4,
             strikes: 1,
+            prefix: false,
         };
         let alerts = build_alerts(
             &[

@@ -14,6 +14,7 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
+use ipnet::IpNet;
 use sip_xdp_common::{BanCause, BanEvent, ban_event_kind};
 use thiserror::Error;
 use tokio::io::{Interest, unix::AsyncFd};
@@ -114,6 +115,9 @@ pub struct BanRecord {
     pub source: IpAddr,
     /// The flow's port, for flow bans.
     pub port: Option<u16>,
+    /// For the ban of a prefix (`[prefixes]`), its length as the operator writes it (24 for an
+    /// IPv4 /24, 64 for an IPv6 /64); `source` is then the prefix's first address.
+    pub prefix_len: Option<u8>,
     /// The bucket that ran dry, or the failure kind of an auth ban.
     pub cause: BanCause,
     pub rate_per_sec: f64,
@@ -127,12 +131,21 @@ pub struct BanRecord {
 }
 
 impl BanRecord {
-    /// `None` for an unknown kind or limit class (a kernel built from other sources).
+    /// `None` for an unknown kind or limit class, or a prefix length no key can have (a kernel
+    /// built from other sources).
     pub fn decode(event: &BanEvent) -> Option<BanRecord> {
+        let source = key_addr(event.addr);
+        let prefix_len = match (event.prefix_len, source) {
+            (0, _) => None,
+            (len @ 96..=128, IpAddr::V4(_)) => Some(len - 96),
+            (len @ 1..=128, IpAddr::V6(_)) => Some(len),
+            _ => return None,
+        };
         Some(BanRecord {
             kind: BanEventKind::from_raw(event.kind)?,
-            source: key_addr(event.addr),
+            source,
             port: (event.port != 0).then_some(event.port),
+            prefix_len,
             cause: BanCause::from_ban_class(event.limit_class)?,
             rate_per_sec: rate_per_sec(event.window_packets, event.window_ns),
             window_packets: event.window_packets,
@@ -142,6 +155,45 @@ impl BanRecord {
             banned_until_mono_ns: event.banned_until_ns,
             at_mono_ns: event.now_ns,
         })
+    }
+}
+
+impl BanRecord {
+    /// The banned prefix, for a prefix ban.
+    pub fn prefix(&self) -> Option<IpNet> {
+        let len = self.prefix_len?;
+        IpNet::new(self.source, len).ok().map(|net| net.trunc())
+    }
+
+    /// What was banned as `ban list` names it: an address, or a prefix as a CIDR.
+    pub fn subject(&self) -> String {
+        match self.prefix() {
+            Some(net) => net.to_string(),
+            None => self.source.to_string(),
+        }
+    }
+
+    /// The `kind` label of `sip_xdp_ban_events_total`: the event's kind, or for a prefix's ban
+    /// `prefix_ban`, `would_prefix_ban` and `prefix_expired`, so that prefix bans are told
+    /// apart from the bans of single sources.
+    pub fn metric_kind(&self) -> &'static str {
+        if self.prefix_len.is_none() {
+            return self.kind.name();
+        }
+        match self.kind {
+            BanEventKind::Expired => "prefix_expired",
+            BanEventKind::WouldBan | BanEventKind::WouldFlowBan => "would_prefix_ban",
+            BanEventKind::Ban | BanEventKind::FlowBan => "prefix_ban",
+        }
+    }
+
+    /// `rate`, `auth` or, for a prefix's ban, `prefix`.
+    pub fn origin(&self) -> &'static str {
+        if self.prefix_len.is_some() {
+            "prefix"
+        } else {
+            self.cause.origin()
+        }
     }
 }
 
@@ -204,9 +256,37 @@ fn rate_phrase(record: &BanRecord) -> String {
     }
 }
 
+/// The human part of a prefix ban's event line: the prefix, its class, and what its sources
+/// sent together.
+fn prefix_message(record: &BanRecord, net: IpNet, duration: &str) -> String {
+    let class = record.cause.name();
+    let together = format!(
+        "its unverified sources together sent {}",
+        rate_phrase(record)
+    );
+    match record.kind {
+        BanEventKind::Expired => format!(
+            "ban on prefix {net} ({class}) expired after {duration}, strike {}",
+            record.strikes
+        ),
+        BanEventKind::WouldBan | BanEventKind::WouldFlowBan => format!(
+            "would ban prefix {net} ({class}) for {duration} (monitor mode), strike {} \
+             ({together})",
+            record.strikes
+        ),
+        BanEventKind::Ban | BanEventKind::FlowBan => format!(
+            "banned prefix {net} ({class}) for {duration}, strike {} ({together})",
+            record.strikes
+        ),
+    }
+}
+
 /// The human part of a ban event line.
 pub fn message(record: &BanRecord) -> String {
     let duration = crate::time::human_duration_ns(record.duration_ns);
+    if let Some(net) = record.prefix() {
+        return prefix_message(record, net, &duration);
+    }
     match record.kind {
         BanEventKind::Ban => format!(
             "banned {} for {duration}: {}, strike {}",
@@ -253,13 +333,15 @@ fn emit(record: &BanRecord, until: &str) {
     let rate_per_sec = (record.rate_per_sec * 10.0).round() / 10.0;
     let duration_s = record.duration_ns as f64 / 1e9;
     let window_ms = record.window_ns / 1_000_000;
+    let subject = record.subject();
     macro_rules! line {
         ($level:ident) => {
             tracing::$level!(
                 event = record.kind.name(),
-                source = %record.source,
+                source = %subject,
                 port = record.port.unwrap_or(0),
-                origin = record.cause.origin(),
+                prefix_len = record.prefix_len.unwrap_or(0),
+                origin = record.origin(),
                 class = record.cause.name(),
                 rate_per_sec,
                 window_packets = record.window_packets,
@@ -295,7 +377,8 @@ struct Suppressed {
     total: u64,
     by_kind: [u64; BanEventKind::COUNT],
     by_cause: HashMap<BanCause, u64>,
-    by_source: HashMap<IpAddr, u64>,
+    /// By what was banned: an address, or a prefix as (first address, length).
+    by_source: HashMap<(IpAddr, Option<u8>), u64>,
     /// Events from sources that arrived after `by_source` was full.
     untracked: u64,
 }
@@ -305,22 +388,33 @@ impl Suppressed {
         self.total += 1;
         self.by_kind[record.kind.index()] += 1;
         *self.by_cause.entry(record.cause).or_default() += 1;
-        if let Some(count) = self.by_source.get_mut(&record.source) {
+        let key = (record.source, record.prefix_len);
+        if let Some(count) = self.by_source.get_mut(&key) {
             *count += 1;
         } else if self.by_source.len() < MAX_TRACKED_SOURCES {
-            self.by_source.insert(record.source, 1);
+            self.by_source.insert(key, 1);
         } else {
             self.untracked += 1;
         }
     }
 
-    fn top_sources(&self) -> Vec<(IpAddr, u64)> {
-        let mut sources: Vec<(IpAddr, u64)> =
+    /// The sources (or prefixes, as CIDRs) with the most suppressed lines.
+    fn top_sources(&self) -> Vec<(String, u64)> {
+        let mut sources: Vec<((IpAddr, Option<u8>), u64)> =
             self.by_source.iter().map(|(&a, &n)| (a, n)).collect();
         // Address as tie-breaker so the same counts always give the same line.
         sources.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         sources.truncate(TOP_SOURCES);
         sources
+            .into_iter()
+            .map(|((addr, len), n)| {
+                let name = match len.and_then(|len| IpNet::new(addr, len).ok()) {
+                    Some(net) => net.trunc().to_string(),
+                    None => addr.to_string(),
+                };
+                (name, n)
+            })
+            .collect()
     }
 
     fn summary(&self, period: Duration) -> String {

@@ -39,6 +39,7 @@ fn record_from(addr: [u8; 4], kind: BanEventKind, class: LimitClass) -> BanRecor
         kind,
         source: IpAddr::V4(Ipv4Addr::from(addr)),
         port: None,
+        prefix_len: None,
         cause: BanCause::Rate(class),
         rate_per_sec: 100.0,
         window_packets: 100,
@@ -71,6 +72,7 @@ fn decodes_a_ban_event() {
             kind: BanEventKind::Ban,
             source: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)),
             port: None,
+            prefix_len: None,
             cause: BanCause::Rate(LimitClass::Register),
             rate_per_sec: 812.0,
             window_packets: 406,
@@ -350,4 +352,112 @@ fn auth_and_phone_bans_decode_and_read_as_such() {
     // An auth byte this build does not know is refused, as an unknown class is.
     ev.limit_class = sip_xdp_common::BAN_CLASS_AUTH | 0x3f;
     assert!(BanRecord::decode(&ev).is_none());
+}
+
+fn prefix_event(kind: u8, addr: [u8; 16], prefix_len: u8) -> BanEvent {
+    BanEvent {
+        addr,
+        prefix_len,
+        ..event(kind)
+    }
+}
+
+#[test]
+fn prefix_bans_decode_as_cidrs() {
+    let ev = prefix_event(ban_event_kind::BAN, ipv4_mapped([198, 51, 100, 0]), 96 + 24);
+    let record = BanRecord::decode(&ev).expect("valid event");
+    assert_eq!(record.prefix_len, Some(24));
+    assert_eq!(record.source, IpAddr::V4(Ipv4Addr::new(198, 51, 100, 0)));
+    assert_eq!(record.prefix(), Some("198.51.100.0/24".parse().unwrap()));
+    assert_eq!(record.subject(), "198.51.100.0/24");
+    assert_eq!(record.origin(), "prefix");
+    assert_eq!(record.metric_kind(), "prefix_ban");
+    // The same bytes through the ring buffer's decoder.
+    assert_eq!(decode_bytes(&bytes_of(&ev)), Some(record));
+
+    let v6: Ipv6Addr = "2001:db8:1::".parse().unwrap();
+    let record =
+        BanRecord::decode(&prefix_event(ban_event_kind::EXPIRED, v6.octets(), 64)).unwrap();
+    assert_eq!(record.subject(), "2001:db8:1::/64");
+    assert_eq!(record.metric_kind(), "prefix_expired");
+    let record =
+        BanRecord::decode(&prefix_event(ban_event_kind::WOULD_BAN, v6.octets(), 48)).unwrap();
+    assert_eq!(record.subject(), "2001:db8:1::/48");
+    assert_eq!(record.metric_kind(), "would_prefix_ban");
+
+    // A source's ban is no prefix's.
+    let record = BanRecord::decode(&event(ban_event_kind::BAN)).unwrap();
+    assert_eq!((record.prefix_len, record.origin()), (None, "rate"));
+    assert_eq!(record.subject(), "198.51.100.7");
+    assert_eq!(record.metric_kind(), "ban");
+
+    // Lengths no key has: an IPv4 prefix below 96 (the mapped block) or past 128.
+    for (addr, len) in [
+        (ipv4_mapped([198, 51, 100, 0]), 24),
+        (ipv4_mapped([198, 51, 100, 0]), 129),
+        (v6.octets(), 200),
+    ] {
+        assert_eq!(
+            BanRecord::decode(&prefix_event(ban_event_kind::BAN, addr, len)),
+            None,
+            "{len}"
+        );
+    }
+}
+
+#[test]
+fn prefix_messages_name_the_prefix_class_and_strike() {
+    let ban = BanRecord::decode(&prefix_event(
+        ban_event_kind::BAN,
+        ipv4_mapped([198, 51, 100, 0]),
+        120,
+    ))
+    .unwrap();
+    assert_eq!(
+        message(&ban),
+        "banned prefix 198.51.100.0/24 (register) for 1m, strike 1 (its unverified sources \
+         together sent register at 812/s)"
+    );
+    let mut would = ban.clone();
+    would.kind = BanEventKind::WouldBan;
+    would.cause = BanCause::Rate(LimitClass::Connection);
+    would.strikes = 2;
+    assert_eq!(
+        message(&would),
+        "would ban prefix 198.51.100.0/24 (connection) for 1m (monitor mode), strike 2 (its \
+         unverified sources together sent connection at 812/s)"
+    );
+    let v6: Ipv6Addr = "2001:db8:1::".parse().unwrap();
+    let expired =
+        BanRecord::decode(&prefix_event(ban_event_kind::EXPIRED, v6.octets(), 64)).unwrap();
+    assert_eq!(
+        message(&expired),
+        "ban on prefix 2001:db8:1::/64 (register) expired after 1m, strike 1"
+    );
+}
+
+#[test]
+fn suppressed_prefix_bans_are_summarised_as_cidrs() {
+    let t0 = Instant::now();
+    let mut logger = EventLogger::new(cfg(0, 0, 60));
+    let prefix = BanRecord::decode(&prefix_event(
+        ban_event_kind::BAN,
+        ipv4_mapped([203, 0, 113, 0]),
+        120,
+    ))
+    .unwrap();
+    for _ in 0..3 {
+        assert!(!logger.log(&prefix, t0));
+    }
+    // The /24's first address as a source of its own is another line of the summary.
+    let mut host = prefix.clone();
+    host.prefix_len = None;
+    assert!(!logger.log(&host, t0));
+    let text = logger
+        .tick(t0 + Duration::from_secs(61))
+        .expect("a summary");
+    assert!(
+        text.contains("top sources: 203.0.113.0/24 (3), 203.0.113.0 (1)"),
+        "{text}"
+    );
 }

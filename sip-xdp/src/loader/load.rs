@@ -131,6 +131,9 @@ pub struct PinnedLoad {
     pub migration: Migration,
     /// True when this load created the ban table: saved automatic bans go back into it.
     pub created_bans: bool,
+    /// The same for the prefix ban table (created anew, or for the first time over a pin set
+    /// an older build left): saved prefix bans go back into it.
+    pub created_prefix_bans: bool,
     created_pins: Vec<PathBuf>,
 }
 
@@ -161,6 +164,7 @@ pub fn load_pinned(options: &LoadOptions, pins: &PinDir) -> Result<PinnedLoad, P
     pins.ensure()?;
     let migration = pins.migrate_incompatible()?;
     let created_bans = !pins.map_path(map_names::BANS).exists();
+    let created_prefix_bans = !pins.map_path(map_names::PREFIX_BANS).exists();
     let adopted_maps =
         pins.map_path(map_names::SOURCES).exists() && pins.map_path(map_names::ALLOWLIST).exists();
     let created_pins: Vec<PathBuf> = PINNED_MAPS
@@ -182,6 +186,7 @@ pub fn load_pinned(options: &LoadOptions, pins: &PinDir) -> Result<PinnedLoad, P
             adopted_maps,
             migration,
             created_bans,
+            created_prefix_bans,
             created_pins,
         }),
         Err(e) => {

@@ -292,6 +292,19 @@ pub(super) const PINNED: &[Layout] = &[
         Some(sip_xdp_common::global_buckets::SLOTS),
         true,
     ),
+    // The prefix buckets are rebuilt from PREFIX_BANS (bans and strikes) at a prefix's next
+    // packet, so a layout change loses nothing that matters; the ban records are kept like
+    // BANS. An older pin set without them gets both created by the next load.
+    layout::<sip_xdp_common::PrefixKey, sip_xdp_common::SourceState>(
+        map_names::PREFIXES,
+        None,
+        true,
+    ),
+    layout::<sip_xdp_common::PrefixKey, sip_xdp_common::DurableBan>(
+        map_names::PREFIX_BANS,
+        None,
+        false,
+    ),
 ];
 
 /// The names of `PINNED`, in its order: the maps a load pins and a purge removes.

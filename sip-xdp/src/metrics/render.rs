@@ -32,6 +32,11 @@ fn expected_ban_event_labels() -> Vec<(&'static str, &'static str)> {
             labels.push((kind, failure.name()));
         }
     }
+    for kind in ["prefix_ban", "would_prefix_ban", "prefix_expired"] {
+        for class in LimitClass::ALL {
+            labels.push((kind, class.name()));
+        }
+    }
     for kind in ["flow_ban", "would_flow_ban"] {
         for failure in AuthFailure::ALL {
             labels.push((kind, failure.name()));
@@ -166,7 +171,8 @@ pub fn render(snapshot: &Snapshot) -> Result<String, MetricsError> {
     let bans = scrape.counter_vec(
         "sip_xdp_bans_total",
         "Rate-limit bans the XDP program imposed (mode=enforce) or would have imposed in monitor \
-         mode (mode=monitor).",
+         mode (mode=monitor), of single sources and of whole prefixes (these also in \
+         sip_xdp_prefix_bans_total).",
         &["mode"],
     )?;
     bans.add(&["enforce"], counters.event(EventCounter::BansIssued))?;
@@ -204,13 +210,15 @@ pub fn render(snapshot: &Snapshot) -> Result<String, MetricsError> {
         counters.event(EventCounter::ProtectedDrops),
     )?;
 
+    render_prefixes(&scrape, snapshot)?;
     render_answers(&scrape, snapshot)?;
 
     let ban_events = scrape.counter_vec(
         "sip_xdp_ban_events_total",
-        "Ban events the daemon read from the programs, by kind (ban, would_ban, expired, \
-         flow_ban, would_flow_ban) and class (the limit class of a rate ban, the failure kind of \
-         an auth ban).",
+        "Ban events the daemon read from the programs, by kind (ban, would_ban, expired; \
+         prefix_ban, would_prefix_ban, prefix_expired for whole prefixes; flow_ban, \
+         would_flow_ban) and class (the limit class of a rate or prefix ban, the failure kind \
+         of an auth ban).",
         &["kind", "class"],
     )?;
     for (kind, class) in expected_ban_event_labels() {
@@ -348,6 +356,60 @@ pub fn render(snapshot: &Snapshot) -> Result<String, MetricsError> {
     String::from_utf8(body).map_err(|e| {
         MetricsError::Encode(prometheus::Error::Msg(format!("output is not UTF-8: {e}")))
     })
+}
+
+/// The prefix buckets (`[prefixes]`): bans of whole prefixes and the tables behind them.
+fn render_prefixes(scrape: &ScrapeRegistry, snapshot: &Snapshot) -> Result<(), MetricsError> {
+    let counters = &snapshot.counters;
+    let tables = &snapshot.tables;
+    scrape.counter(
+        "sip_xdp_prefix_bans_total",
+        "Prefixes (IPv4 /24, IPv6 /64 and /48 by default) banned because the unverified sources \
+         in them together ran a prefix bucket dry; monitor-mode would-bans included.",
+        counters.event(EventCounter::PrefixBans),
+    )?;
+    scrape.counter(
+        "sip_xdp_prefix_banned_drops_total",
+        "Packets dropped because their source's prefix was banned (also in \
+         sip_xdp_packets_total{verdict=\"drop_banned\"}).",
+        counters.event(EventCounter::PrefixBannedDrops),
+    )?;
+    scrape.counter(
+        "sip_xdp_prefix_track_failures_total",
+        "Prefix buckets the XDP program could not create (inserting into the prefix map \
+         failed); their packets drew from no prefix bucket.",
+        counters.event(EventCounter::PrefixTrackFailures),
+    )?;
+    let banned = scrape.gauge_vec(
+        "sip_xdp_banned_prefixes",
+        "Prefixes under a ban now (mode=enforce), or under a monitor-mode would-be ban \
+         (mode=monitor).",
+        &["mode"],
+    )?;
+    banned.set(&["enforce"], tables.banned_prefixes)?;
+    banned.set(&["monitor"], tables.would_banned_prefixes)?;
+    scrape.gauge(
+        "sip_xdp_tracked_prefixes",
+        "Prefixes with a bucket in the prefix map.",
+        tables.tracked_prefixes,
+    )?;
+    scrape.gauge(
+        "sip_xdp_prefixes_capacity",
+        "Capacity of the prefix map; once full, the least recently seen prefixes are evicted.",
+        tables.prefixes_capacity,
+    )?;
+    scrape.gauge(
+        "sip_xdp_prefix_ban_records",
+        "Records in the durable prefix ban table: prefix bans in force and strike histories not \
+         yet decayed.",
+        tables.prefix_ban_records,
+    )?;
+    scrape.gauge(
+        "sip_xdp_prefix_bans_capacity",
+        "Capacity of the durable prefix ban table.",
+        tables.prefix_bans_capacity,
+    )?;
+    Ok(())
 }
 
 /// What the egress program learnt from the server's answers.

@@ -24,8 +24,9 @@ pub struct Snapshot {
     /// `[answers]` is on in the config the programs run on: each XDP attachment should have
     /// the egress program beside it.
     pub answers_enabled: bool,
-    /// (kind `"ban"` | `"would_ban"` | `"expired"`, limit class `"register"` | `"invite"` |
-    /// `"options"` | `"other"`) -> events the daemon read from the XDP program.
+    /// (kind `"ban"` | `"would_ban"` | `"expired"` | `"prefix_ban"` | `"would_prefix_ban"` |
+    /// `"prefix_expired"` | `"flow_ban"` | `"would_flow_ban"`, class: the limit class or the
+    /// failure kind) -> events the daemon read from the XDP program.
     pub ban_events: BTreeMap<(String, String), u64>,
     pub log_lines_suppressed: u64,
     pub config_reloads: u64,

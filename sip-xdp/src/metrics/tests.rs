@@ -28,6 +28,7 @@ fn sample_snapshot() -> Snapshot {
     let mut ban_events = BTreeMap::new();
     ban_events.insert(("ban".to_string(), "register".to_string()), 4);
     ban_events.insert(("expired".to_string(), "invite".to_string()), 2);
+    ban_events.insert(("prefix_ban".to_string(), "register".to_string()), 6);
     Snapshot {
         counters: counters(
             &[
@@ -45,6 +46,9 @@ fn sample_snapshot() -> Snapshot {
                 (EventCounter::FlowBans, 1),
                 (EventCounter::ReflectionTotalDrops, 23),
                 (EventCounter::Verifications, 31),
+                (EventCounter::PrefixBans, 6),
+                (EventCounter::PrefixBannedDrops, 700),
+                (EventCounter::PrefixTrackFailures, 8),
             ],
         ),
         tables: TableFill {
@@ -61,6 +65,12 @@ fn sample_snapshot() -> Snapshot {
             verified_sources: 19,
             verified_capacity: 65_536,
             banned_flows: 1,
+            tracked_prefixes: 321,
+            prefixes_capacity: 65_536,
+            banned_prefixes: 2,
+            would_banned_prefixes: 0,
+            prefix_ban_records: 5,
+            prefix_bans_capacity: 16_384,
         },
         list_bans: [("manual".to_string(), 2), ("crowdsec".to_string(), 5)].into(),
         list_bans_added: [("fail2ban".to_string(), 7)].into(),
@@ -104,6 +114,20 @@ fn renders_every_metric_from_the_snapshot() {
         "sip_xdp_source_track_failures_total 11",
         r#"sip_xdp_ban_events_total{class="register",kind="ban"} 4"#,
         r#"sip_xdp_ban_events_total{class="invite",kind="expired"} 2"#,
+        r#"sip_xdp_ban_events_total{class="register",kind="prefix_ban"} 6"#,
+        r#"sip_xdp_ban_events_total{class="connection",kind="ban"} 0"#,
+        r#"sip_xdp_ban_events_total{class="connection",kind="would_prefix_ban"} 0"#,
+        "sip_xdp_prefix_bans_total 6",
+        "sip_xdp_prefix_banned_drops_total 700",
+        "sip_xdp_prefix_track_failures_total 8",
+        r#"sip_xdp_banned_prefixes{mode="enforce"} 2"#,
+        r#"sip_xdp_banned_prefixes{mode="monitor"} 0"#,
+        "sip_xdp_tracked_prefixes 321",
+        "sip_xdp_prefixes_capacity 65536",
+        "sip_xdp_prefix_ban_records 5",
+        "sip_xdp_prefix_bans_capacity 16384",
+        "# TYPE sip_xdp_banned_prefixes gauge",
+        "# TYPE sip_xdp_prefix_bans_total counter",
         r#"sip_xdp_active_bans{mode="enforce"} 3"#,
         r#"sip_xdp_active_bans{mode="monitor"} 1"#,
         r#"sip_xdp_list_bans{origin="manual"} 2"#,
@@ -202,6 +226,48 @@ fn default_snapshot_has_zero_series_for_dashboards() {
 }
 
 #[test]
+fn tcp_classes_and_the_prefix_verdict_appear_without_being_listed() {
+    let snapshot = Snapshot {
+        counters: counters(
+            &[
+                (Verdict::DropRate, MethodClass::TcpSyn, 9),
+                (Verdict::Pass, MethodClass::Tcp, 40),
+                (Verdict::DropBanned, MethodClass::Unread, 5),
+                (Verdict::DropPrefix, MethodClass::Register, 12),
+            ],
+            &[],
+        ),
+        ..Snapshot::default()
+    };
+    let text = render(&snapshot).expect("render");
+    let lines = lines(&text);
+    for expected in [
+        r#"sip_xdp_packets_total{method="tcp_syn",verdict="drop_rate"} 9"#,
+        r#"sip_xdp_packets_total{method="tcp",verdict="pass"} 40"#,
+        r#"sip_xdp_packets_total{method="unread",verdict="drop_banned"} 5"#,
+        r#"sip_xdp_packets_total{method="register",verdict="drop_prefix"} 12"#,
+        // Zero series for dashboards: the new verdict for the always-reported methods, and
+        // ban events of the connection class and of prefixes.
+        r#"sip_xdp_packets_total{method="invite",verdict="drop_prefix"} 0"#,
+        r#"sip_xdp_ban_events_total{class="connection",kind="ban"} 0"#,
+        r#"sip_xdp_ban_events_total{class="register",kind="prefix_ban"} 0"#,
+        r#"sip_xdp_ban_events_total{class="connection",kind="prefix_expired"} 0"#,
+        "sip_xdp_prefix_bans_total 0",
+        r#"sip_xdp_banned_prefixes{mode="enforce"} 0"#,
+    ] {
+        assert!(
+            lines.contains(&expected),
+            "missing line {expected:?} in:\n{text}"
+        );
+    }
+    // Zero TCP series are left out, like every zero pair of a method not always reported.
+    assert!(
+        !text.contains(r#"method="tcp_syn",verdict="pass""#),
+        "{text}"
+    );
+}
+
+#[test]
 fn every_metric_has_help_text() {
     let text = render(&sample_snapshot()).expect("render");
     let lines = lines(&text);
@@ -218,7 +284,9 @@ fn every_metric_has_help_text() {
             .unwrap_or("");
         assert!(help.len() > 10, "metric {name} lacks a help text");
     }
-    assert_eq!(families, 24 + 13, "{text}");
+    // + 8: the prefix families (bans, banned drops, track failures, banned prefixes, the two
+    // tables' fill and capacity).
+    assert_eq!(families, 24 + 13 + 8, "{text}");
 }
 
 #[test]
@@ -261,7 +329,7 @@ fn crowdsec_series_only_when_enabled() {
         );
     }
     let families = lines.iter().filter(|l| l.starts_with("# TYPE ")).count();
-    assert_eq!(families, 24 + 13 + 7, "{text}");
+    assert_eq!(families, 24 + 13 + 8 + 7, "{text}");
 }
 
 #[test]

@@ -76,12 +76,21 @@ impl StateFile {
                 shortened += 1;
             }
         }
-        for ban in &mut self.auto_bans {
-            let end_ns = ban.banned_until.saturating_mul(NS_PER_SEC);
-            let left_ns = end_ns.saturating_sub(now_ns).min(ban.ban_duration_ns);
+        let automatic = self
+            .auto_bans
+            .iter_mut()
+            .map(|b| (&mut b.banned_until, b.ban_duration_ns))
+            .chain(
+                self.prefix_bans
+                    .iter_mut()
+                    .map(|b| (&mut b.banned_until, b.ban_duration_ns)),
+            );
+        for (banned_until, ban_duration_ns) in automatic {
+            let end_ns = banned_until.saturating_mul(NS_PER_SEC);
+            let left_ns = end_ns.saturating_sub(now_ns).min(ban_duration_ns);
             let current_ns = end_ns.saturating_sub(now.wall_ns);
             if current_ns > left_ns.saturating_add(CLAMP_TOLERANCE_NS) {
-                ban.banned_until = end_for(left_ns);
+                *banned_until = end_for(left_ns);
                 shortened += 1;
             }
         }

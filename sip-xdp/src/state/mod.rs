@@ -26,7 +26,9 @@ use thiserror::Error;
 pub use crate::time::now_wall_secs;
 pub use clock::{Clocks, SavedClock, boot_id, mono_to_wall_secs, wall_to_mono_ns};
 pub use lock::{LOCK_FILE, LOCK_TIMEOUT, StateLock, lock, lock_with_timeout};
-pub use records::{AllowRecord, AutoBanRecord, BanOrigin, DenyRecord, ListBan, StateFile};
+pub use records::{
+    AllowRecord, AutoBanRecord, BanOrigin, DenyRecord, ListBan, PrefixBanRecord, StateFile,
+};
 pub use store::{Recovery, rejected_files};
 
 /// Name of the state file inside the state directory.

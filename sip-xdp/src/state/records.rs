@@ -99,6 +99,22 @@ pub struct AutoBanRecord {
     pub monitor_only: bool,
 }
 
+/// A ban the program imposed on a whole prefix (`[prefixes]`), saved like [`AutoBanRecord`] so
+/// its escalation survives a reboot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrefixBanRecord {
+    /// The banned prefix (`198.51.100.0/24`, `2001:db8:1::/64`).
+    #[serde(deserialize_with = "de_net")]
+    pub net: IpNet,
+    /// Unix seconds the ban ends.
+    pub banned_until: u64,
+    pub ban_duration_ns: u64,
+    pub strikes: u32,
+    pub limit_class: u8,
+    pub monitor_only: bool,
+}
+
 /// Contents of `state.json`.
 #[derive(Clone, Debug, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -118,6 +134,10 @@ pub struct StateFile {
     pub bans_added: BTreeMap<BanOrigin, u64>,
     #[serde(default)]
     pub auto_bans: Vec<AutoBanRecord>,
+    /// Prefix bans and their strikes; left out of the file while there are none, so a file
+    /// without them still reads in a sip-xdp that knows no prefix bans.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prefix_bans: Vec<PrefixBanRecord>,
     /// The clocks when the file was saved (written by every save): lets a restore tell how much
     /// time can have passed since, whatever the wall clock says now (see
     /// [`StateFile::clamp_restored_bans`]).
@@ -135,6 +155,7 @@ impl PartialEq for StateFile {
             && self.bans == other.bans
             && self.bans_added == other.bans_added
             && self.auto_bans == other.auto_bans
+            && self.prefix_bans == other.prefix_bans
     }
 }
 
@@ -148,6 +169,7 @@ impl Default for StateFile {
             bans: Vec::new(),
             bans_added: BTreeMap::new(),
             auto_bans: Vec::new(),
+            prefix_bans: Vec::new(),
             saved: None,
         }
     }
@@ -285,6 +307,19 @@ impl StateFile {
 
     pub fn set_auto_bans(&mut self, auto_bans: Vec<AutoBanRecord>) {
         self.auto_bans = auto_bans;
+    }
+
+    pub fn set_prefix_bans(&mut self, prefix_bans: Vec<PrefixBanRecord>) {
+        self.prefix_bans = prefix_bans;
+    }
+
+    /// Forgets the saved prefix bans inside `net` (lifted by `ban del`, so that a restore does
+    /// not bring them back); returns how many.
+    pub fn remove_prefix_bans_in(&mut self, net: IpNet) -> usize {
+        let net = net.trunc();
+        let before = self.prefix_bans.len();
+        self.prefix_bans.retain(|b| !net.contains(&b.net));
+        before - self.prefix_bans.len()
     }
 
     /// The kernel DENYLIST entry `net` must have: `Some(expires_at_ns)` (monotonic, 0 = never)

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     AllowRecord, AutoBanRecord, BanOrigin, DenyRecord, FILE_MODE, ListBan, PREV_FILE,
-    REJECTED_PREFIX, STATE_FILE, STATE_VERSION, SavedClock, StateError, StateFile, create_dir,
-    lock,
+    PrefixBanRecord, REJECTED_PREFIX, STATE_FILE, STATE_VERSION, SavedClock, StateError, StateFile,
+    create_dir, lock,
 };
 use crate::time::now_wall_secs;
 
@@ -33,6 +33,8 @@ struct SaveView<'a> {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     bans_added: &'a BTreeMap<BanOrigin, u64>,
     auto_bans: &'a [AutoBanRecord],
+    #[serde(skip_serializing_if = "<[PrefixBanRecord]>::is_empty")]
+    prefix_bans: &'a [PrefixBanRecord],
     saved: SavedClock,
 }
 
@@ -157,13 +159,15 @@ impl StateFile {
                         .map(|d| humantime::format_rfc3339_seconds(UNIX_EPOCH + d).to_string())
                         .unwrap_or_else(|| "an unknown time".to_owned());
                     recovery.warnings.push(format!(
-                        "restored {} allow, {} deny, {} ban and {} rate-ban entries from {} \
+                        "restored {} allow, {} deny, {} ban, {} rate-ban and {} prefix-ban \
+                         entries from {} \
                         (the version saved before it, written at {when}); changes made after \
                         that were NOT restored",
                         state.allow.len(),
                         state.deny.len(),
                         state.bans.len(),
                         state.auto_bans.len(),
+                        state.prefix_bans.len(),
                         prev_path.display()
                     ));
                     state
@@ -218,6 +222,7 @@ impl StateFile {
             bans: &self.bans,
             bans_added: &self.bans_added,
             auto_bans: &self.auto_bans,
+            prefix_bans: &self.prefix_bans,
             saved: SavedClock::now(),
         };
         let mut json = serde_json::to_string_pretty(&view).map_err(StateError::Encode)?;

@@ -609,3 +609,93 @@ fn clock_conversions() {
     assert!(mono_to_wall_secs(mono + 60 * NS_PER_SEC).abs_diff(wall + 60) <= 1);
     assert!(wall_to_mono_ns(wall.saturating_sub(10)) >= mono);
 }
+
+fn prefix_record(cidr: &str, banned_until: u64, strikes: u32) -> PrefixBanRecord {
+    PrefixBanRecord {
+        net: net(cidr),
+        banned_until,
+        ban_duration_ns: 120 * NS_PER_SEC,
+        strikes,
+        limit_class: sip_xdp_common::LimitClass::Register as u8,
+        monitor_only: false,
+    }
+}
+
+#[test]
+fn prefix_bans_round_trip_and_stay_out_of_files_without_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // No prefix bans: the file has no key for them, so an older sip-xdp still reads it.
+    let state = sample();
+    state.save(dir.path()).expect("save");
+    let text = fs::read_to_string(dir.path().join(STATE_FILE)).expect("read");
+    assert!(!text.contains("prefix_bans"), "{text}");
+    assert!(StateFile::load(dir.path()).unwrap().prefix_bans.is_empty());
+
+    let mut state = sample();
+    state.set_prefix_bans(vec![
+        prefix_record("198.51.100.0/24", 1_900_000_000, 2),
+        prefix_record("2001:db8:1::/64", 1_900_000_100, 1),
+    ]);
+    state.save(dir.path()).expect("save");
+    let text = fs::read_to_string(dir.path().join(STATE_FILE)).expect("read");
+    assert!(text.contains("\"prefix_bans\""), "{text}");
+    assert!(text.contains("\"198.51.100.0/24\""), "{text}");
+    assert!(text.contains("\"2001:db8:1::/64\""), "{text}");
+    let loaded = StateFile::load(dir.path()).expect("load");
+    assert_eq!(loaded, state);
+    assert_eq!(loaded.prefix_bans[0].strikes, 2);
+    // A save with the prefix bans changed is a change (the daemon saves only then).
+    let mut fewer = loaded.clone();
+    fewer.set_prefix_bans(vec![prefix_record("198.51.100.0/24", 1_900_000_000, 2)]);
+    assert_ne!(fewer, loaded);
+
+    // `ban del` of a net forgets the saved prefix bans inside it, and only those.
+    let mut s = loaded.clone();
+    assert_eq!(s.remove_prefix_bans_in(net("198.51.100.7/32")), 0);
+    assert_eq!(s.remove_prefix_bans_in(net("198.51.0.0/16")), 1);
+    assert_eq!(s.prefix_bans.len(), 1);
+    assert_eq!(s.remove_prefix_bans_in(net("2001:db8:1::/64")), 1);
+    assert!(s.prefix_bans.is_empty());
+}
+
+#[test]
+fn a_hand_written_prefix_ban_is_read_and_a_bad_one_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(STATE_FILE);
+    fs::write(
+        &path,
+        r#"{"version": 1, "prefix_bans": [{"net": "203.0.113.0/24", "banned_until": 5,
+            "ban_duration_ns": 60000000000, "strikes": 1, "limit_class": 0,
+            "monitor_only": false}]}"#,
+    )
+    .unwrap();
+    let state = StateFile::load(dir.path()).expect("load");
+    assert_eq!(state.prefix_bans[0].net, net("203.0.113.0/24"));
+    fs::write(
+        &path,
+        r#"{"version": 1, "prefix_bans": [{"net": "a /24", "banned_until": 5,
+            "ban_duration_ns": 1, "strikes": 1, "limit_class": 0, "monitor_only": false}]}"#,
+    )
+    .unwrap();
+    let err = StateFile::load(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("neither a CIDR"), "{err}");
+}
+
+#[test]
+fn restored_prefix_bans_are_clamped_like_source_bans() {
+    let mut state = StateFile::default();
+    state.set_prefix_bans(vec![prefix_record("198.51.100.0/24", 10_000 + 120, 1)]);
+    state.saved = Some(SavedClock {
+        boot_id: Some("boot-a".into()),
+        wall_ns: 10_000 * NS_PER_SEC,
+        mono_ns: 50 * NS_PER_SEC,
+    });
+    // Another boot, the wall clock 900 s behind: at most its duration is left, not 1020 s.
+    let now = SavedClock {
+        boot_id: Some("boot-b".into()),
+        wall_ns: 9_100 * NS_PER_SEC,
+        mono_ns: 5 * NS_PER_SEC,
+    };
+    assert_eq!(state.clamp_restored_bans(&now), 1);
+    assert_eq!(state.prefix_bans[0].banned_until - 9_100, 120);
+}

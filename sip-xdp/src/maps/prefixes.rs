@@ -1,0 +1,144 @@
+//! The prefix buckets (`PREFIXES`, an LRU hash of [`SourceState`] per prefix) and the durable
+//! prefix bans (`PREFIX_BANS`, like `BANS` for sources), keyed by [`PrefixKey`]: the masked
+//! address in the 16-byte form of source keys and the prefix length in that form.
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use sip_xdp_common::{DurableBan, PrefixKey, SourceState, map_names, prefix_mask};
+
+use super::{MapsError, SipMaps, absent_is_false, addr_key, key_addr, map_err};
+
+/// The key of a prefix: its address masked to its length, the length in the 128-bit form
+/// (an IPv4 /24 is 120).
+pub fn prefix_key(net: IpNet) -> PrefixKey {
+    let net = net.trunc();
+    let prefix_len = match net {
+        IpNet::V4(v4) => 96 + v4.prefix_len(),
+        IpNet::V6(v6) => v6.prefix_len(),
+    };
+    let mask = prefix_mask(prefix_len);
+    let mut addr = addr_key(net.addr());
+    for (byte, mask) in addr.iter_mut().zip(mask) {
+        *byte &= mask;
+    }
+    PrefixKey {
+        addr,
+        prefix_len,
+        _pad: [0; 7],
+    }
+}
+
+/// The CIDR a prefix key stands for (`198.51.100.0/24`, `2001:db8:1::/64`); `None` for a length
+/// no key of this build has (an IPv4 key shorter than /0, a length past 128).
+pub fn prefix_net(key: &PrefixKey) -> Option<IpNet> {
+    let len = key.prefix_len;
+    match key_addr(key.addr) {
+        IpAddr::V4(v4) if (96..=128).contains(&len) => IpNet::new(IpAddr::V4(v4), len - 96).ok(),
+        IpAddr::V4(_) => None,
+        addr @ IpAddr::V6(_) => IpNet::new(addr, len).ok(),
+    }
+    .map(|net| net.trunc())
+}
+
+impl SipMaps {
+    /// Every prefix bucket the program tracks, with its ban fields.
+    pub fn prefixes(&self) -> Result<Vec<(PrefixKey, SourceState)>, MapsError> {
+        self.prefixes
+            .iter()
+            .map(|kv| kv.map_err(map_err(map_names::PREFIXES)))
+            .collect()
+    }
+
+    /// Capacity of `PREFIXES`.
+    pub fn prefixes_capacity(&self) -> u32 {
+        self.prefixes_capacity
+    }
+
+    /// The durable prefix bans and strike histories.
+    pub fn prefix_bans(&self) -> Result<Vec<(PrefixKey, DurableBan)>, MapsError> {
+        self.prefix_bans
+            .iter()
+            .map(|kv| kv.map_err(map_err(map_names::PREFIX_BANS)))
+            .collect()
+    }
+
+    /// Capacity of `PREFIX_BANS`.
+    pub fn prefix_bans_capacity(&self) -> u32 {
+        self.prefix_bans_capacity
+    }
+
+    /// Writes a prefix's ban record (restoring saved bans after a reboot).
+    pub fn set_prefix_ban(
+        &mut self,
+        key: &PrefixKey,
+        record: &DurableBan,
+    ) -> Result<(), MapsError> {
+        self.prefix_bans
+            .insert(key, record, 0)
+            .map_err(map_err(map_names::PREFIX_BANS))
+    }
+
+    /// Removes a prefix's ban record only; `false` when there was none.
+    pub fn forget_prefix_ban(&mut self, key: &PrefixKey) -> Result<bool, MapsError> {
+        absent_is_false(self.prefix_bans.remove(key), map_names::PREFIX_BANS)
+    }
+
+    /// Removes a prefix's bucket only (its ban record stays, and the program rebuilds the
+    /// bucket from it at the prefix's next packet).
+    pub fn forget_prefix_tracked(&mut self, key: &PrefixKey) -> Result<bool, MapsError> {
+        absent_is_false(self.prefixes.remove(key), map_names::PREFIXES)
+    }
+
+    /// Lifts a prefix's ban and forgets its strikes: its record in `PREFIX_BANS` and its bucket
+    /// in `PREFIXES`. True when either existed.
+    pub fn forget_prefix(&mut self, key: &PrefixKey) -> Result<bool, MapsError> {
+        let banned = self.forget_prefix_ban(key)?;
+        let tracked = self.forget_prefix_tracked(key)?;
+        Ok(banned || tracked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn prefix_keys_round_trip_as_cidrs() {
+        let key = prefix_key(net("198.51.100.77/24"));
+        assert_eq!(key.prefix_len, 120);
+        assert_eq!(key.addr, sip_xdp_common::ipv4_mapped([198, 51, 100, 0]));
+        assert_eq!(prefix_net(&key), Some(net("198.51.100.0/24")));
+
+        let key = prefix_key(net("2001:db8:1:0:abcd::1/64"));
+        assert_eq!(key.prefix_len, 64);
+        assert_eq!(&key.addr[8..], &[0; 8]);
+        assert_eq!(prefix_net(&key), Some(net("2001:db8:1::/64")));
+        let key = prefix_key(net("2001:db8:1:ff00::/48"));
+        assert_eq!(prefix_net(&key), Some(net("2001:db8:1::/48")));
+
+        // A key the program masked itself: host bits of the address already clear.
+        let mut addr = sip_xdp_common::ipv4_mapped([203, 0, 113, 0]);
+        addr[15] = 0;
+        let kernel = PrefixKey {
+            addr,
+            prefix_len: 120,
+            _pad: [0; 7],
+        };
+        assert_eq!(prefix_net(&kernel), Some(net("203.0.113.0/24")));
+        // Lengths no key has.
+        let bad = PrefixKey {
+            prefix_len: 129,
+            ..kernel
+        };
+        assert_eq!(prefix_net(&bad), None);
+        let bad = PrefixKey {
+            prefix_len: 64,
+            ..kernel
+        };
+        assert_eq!(prefix_net(&bad), None);
+    }
+}
