@@ -45,7 +45,12 @@ const REGISTRAR: &str = "203.0.113.1:5060";
 
 const DEFAULTS: &str = "";
 /// The XDP filter alone: no egress program, nobody verified, no admission budget.
-const ANSWERS_OFF: &str = "[answers]\nenabled = false\n";
+/// The XDP filter as sip-xdp 0.1 had it: no answers, no prefix buckets.
+const ANSWERS_OFF: &str = "[answers]\nenabled = false\n[prefixes]\nipv4 = 0\nipv6 = []\n";
+/// The defaults without the prefix buckets, for the scenarios that measure another mechanism
+/// under a flood from one /24 (or /48), which the prefix buckets would cut first
+/// (`sipp_tcp_prefix.rs` measures those).
+const NO_PREFIXES: &str = "[prefixes]\nipv4 = 0\nipv6 = []\n";
 /// `[answers]` defaults (README, etc/sip-xdp.toml).
 const MAX_FAILURES: u64 = 5;
 const REFLECTION_DESTINATION_BURST: u64 = 10;
@@ -373,7 +378,7 @@ fn an_office_power_cut_without_allowlist_or_answers_registers_20_phones_and_is_b
     assert_eq!(
         packets(&status, "pass", "register")
             + packets(&status, "drop_rate", "register")
-            + packets(&status, "drop_banned", "register"),
+            + packets(&status, "drop_banned", "unread"),
         registers_sent(&cut, 100, challenged),
         "every REGISTER the phones sent got a verdict\n{cut}"
     );
@@ -394,7 +399,7 @@ fn an_office_power_cut_without_allowlist_or_answers_registers_20_phones_and_is_b
         "power cut, answers off: {passed} REGISTERs passed, {} of 100 phones registered, \
          {} REGISTERs dropped, ban {remaining_s} s left after {cut_s:.1} s",
         cut.successful(),
-        packets(&status, "drop_rate", "register") + packets(&status, "drop_banned", "register"),
+        packets(&status, "drop_rate", "register") + packets(&status, "drop_banned", "unread"),
     );
 }
 
@@ -494,7 +499,7 @@ fn a_register_flood_is_cut_at_its_burst_while_a_phone_keeps_registering() {
     assert_eq!(packets(&status, "pass", "register"), reached + phone_sent);
     let rate = packets(&status, "drop_rate", "register");
     assert_eq!(
-        rate + packets(&status, "drop_banned", "register"),
+        rate + packets(&status, "drop_banned", "unread"),
         20000 - reached,
         "every REGISTER of the flood after the ban was dropped: {status}"
     );
@@ -602,10 +607,11 @@ fn an_invite_flood_and_an_options_sweep_each_meet_their_own_bucket() {
     let status = host.status();
     assert_eq!(packets(&status, "pass", "invite"), invites);
     let invite_rate = packets(&status, "drop_rate", "invite");
-    assert_eq!(
-        invite_rate + packets(&status, "drop_banned", "invite"),
-        5000 - invites
-    );
+    // Both floods' packets after their bans are dropped before their payload is read: counted
+    // together as drop_banned/unread, checked below.
+    let invites_banned = (5000 - invites)
+        .checked_sub(invite_rate)
+        .expect("invite drops");
     let flood_ban = ban_of(&host, OFFICE).expect("the INVITE flooder is banned");
     match flood_ban["origin"].as_str() {
         Some("rate") => {
@@ -618,8 +624,8 @@ fn an_invite_flood_and_an_options_sweep_each_meet_their_own_bucket() {
     assert_eq!(packets(&status, "pass", "options"), probed);
     assert_eq!(packets(&status, "drop_rate", "options"), 1);
     assert_eq!(
-        packets(&status, "drop_banned", "options"),
-        1000 - probed - 1
+        packets(&status, "drop_banned", "unread"),
+        invites_banned + (1000 - probed - 1)
     );
     rate_ban(&host, ELSEWHERE, "options");
     // The sweep's 404s the scanner never got were dropped at egress, as were most of the
@@ -716,7 +722,10 @@ fn a_spoofed_source_flood_keeps_the_source_table_bounded_and_phones_registered()
     const CAPACITY: u64 = 4096;
     const FRAMES: usize = 50_000;
     let _serial = serial();
-    let host = Host::new(&format!("[datapath]\nmax_sources = {CAPACITY}\n"));
+    // The prefix buckets off: the flood comes from one /24, whose bucket would cut it first.
+    let host = Host::new(&format!(
+        "[datapath]\nmax_sources = {CAPACITY}\n{NO_PREFIXES}"
+    ));
     host.attach();
     host.ok(&[
         "allow",
@@ -783,7 +792,7 @@ fn a_spoofed_source_flood_keeps_the_source_table_bounded_and_phones_registered()
     let passed = packets(&status, "pass", "register");
     let (rate, banned, admission) = (
         packets(&status, "drop_rate", "register"),
-        packets(&status, "drop_banned", "register"),
+        packets(&status, "drop_banned", "unread"),
         packets(&status, "drop_admission", "register"),
     );
     assert_eq!(
@@ -859,7 +868,7 @@ fn a_phone_with_a_wrong_password_retrying_twice_a_second_is_banned_for_failed_au
     let reached = uas.received_requests("REGISTER", &OFFICE.to_string()) as u64;
     assert_eq!(reached, 6, "two REGISTERs per answered attempt\n{uas}");
     assert_eq!(packets(&status, "pass", "register"), reached);
-    let dropped = packets(&status, "drop_banned", "register");
+    let dropped = packets(&status, "drop_banned", "unread");
     assert_eq!(
         dropped,
         registers_sent(&phone, 20, forbidden) - reached,
@@ -1084,7 +1093,7 @@ fn guesser_banned(style: Style, words: u64) {
     // Each guess's first REGISTER reached the registrar, or was dropped as banned.
     let reached = uas.received_requests("REGISTER", &source) as u64;
     assert_eq!(packets(&status, "pass", "register"), reached, "{style:?}");
-    let dropped = packets(&status, "drop_banned", "register");
+    let dropped = packets(&status, "drop_banned", "unread");
     let first_registers = reached - guesses;
     assert_eq!(
         dropped,
@@ -1199,7 +1208,7 @@ fn a_slow_extension_scan_is_banned_before_it_lists_20_extensions() {
         );
         assert_eq!(packets(&status, "pass", "register"), reached, "{case}");
         assert_eq!(
-            packets(&status, "drop_banned", "register"),
+            packets(&status, "drop_banned", "unread"),
             EXTENSIONS - reached,
             "{case}: every REGISTER after the ban was dropped: {status}"
         );
@@ -1598,7 +1607,10 @@ fn a_natd_office_keeps_every_phone_while_one_with_a_wrong_password_is_banned_by_
         broken_sent - challenged - forbidden,
         "every REGISTER of the broken phone after its ban was dropped: {status}"
     );
+    // The phone ban is read after the payload (class register), the flood's address ban
+    // before it (class unread).
     let other_drops = packets(&status, "drop_banned", "register")
+        + packets(&status, "drop_banned", "unread")
         + packets(&status, "drop_rate", "register")
         + packets(&status, "drop_admission", "register")
         - dropped;

@@ -6,7 +6,7 @@ use sip_xdp::reference::{REF_LRU_PROGRAM, REF_PASS_PROGRAM};
 use sip_xdp_common::{Config, LimitClass, MethodClass, RateLimit, Verdict, flags};
 use sip_xdp_tests::{
     harness::{TC_ACT_OK, XDP_DROP, XDP_PASS},
-    packet::{self, Frame, IPPROTO_TCP},
+    packet::{self, Frame, tcp_flags},
 };
 
 pub(super) const SECOND_NS: u64 = sip_xdp_common::NS_PER_SEC;
@@ -113,6 +113,13 @@ pub(super) const SRC_SPENDER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 110);
 pub(super) const SRC_VERIFIED: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 80);
 pub(super) const SRC_GUESSER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 90);
 const SRC_FORGED: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 100);
+const SRC_HEADERS: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 120);
+const SRC_TCP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 130);
+/// Sources of the banned prefix (203.0.113.0/24, banned in setup): the two that ban it, and the
+/// untracked one each measured packet comes from.
+pub(super) const SRC_PREFIX_FIRST: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+pub(super) const SRC_PREFIX_SECOND: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
+const SRC_IN_BANNED_PREFIX: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
 const SRC_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x51, 0, 0, 0, 0, 0x10);
 const DST_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 const DST_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x71, 0, 0, 0, 0, 1);
@@ -123,6 +130,13 @@ const DST_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x71, 0, 0, 0, 0, 1);
 pub(super) fn budget_config() -> Config {
     let mut config = Config::DEFAULT;
     config.limits = [RateLimit::per_second(u32::MAX as u64, 1 << 40); LimitClass::COUNT];
+    never_dry_prefixes(config)
+}
+
+/// `config` with prefix buckets that no run can drain: every packet of an unverified source
+/// still draws from its /24 (the prefix path), and no case's prefix gets banned by another's.
+fn never_dry_prefixes(mut config: Config) -> Config {
+    config.prefix_limits = [RateLimit::per_second(u32::MAX as u64, 1 << 40); LimitClass::COUNT];
     config
 }
 
@@ -165,16 +179,25 @@ pub(super) fn answer_frame(client: Ipv4Addr, code: u16, reason: &str, method: &s
 
 /// REGISTER at 1/s with a burst of 1 and a one-hour first ban: the second REGISTER bans.
 pub(super) fn ban_config() -> Config {
-    let mut config = Config::DEFAULT;
+    let mut config = never_dry_prefixes(Config::DEFAULT);
     config.limits[LimitClass::Register as usize] = RateLimit::per_second(1, 1);
     config.ban_base_ns = 3600 * SECOND_NS;
     config.ban_max_ns = 24 * 3600 * SECOND_NS;
     config
 }
 
+/// [`ban_config`] for prefixes: a /24's REGISTER bucket of 1/s with a burst of 1 (sources
+/// unlimited), so the second source's REGISTER bans the prefix, for an hour.
+pub(super) fn prefix_ban_config() -> Config {
+    let mut config = ban_config();
+    config.limits[LimitClass::Register as usize] = RateLimit::UNLIMITED;
+    config.prefix_limits[LimitClass::Register as usize] = RateLimit::per_second(1, 1);
+    config
+}
+
 /// REGISTER not limited at all: the program keeps no per-source state for it.
 fn unlimited_register_config() -> Config {
-    let mut config = Config::DEFAULT;
+    let mut config = never_dry_prefixes(Config::DEFAULT);
     config.limits[LimitClass::Register as usize] = RateLimit::UNLIMITED;
     config
 }
@@ -187,14 +210,56 @@ pub(super) fn register_frame(src: Ipv4Addr) -> Vec<u8> {
     Frame::sip(v4(src), v4(DST_V4), &packet::register("100", 1)).build()
 }
 
+/// A REGISTER whose header block (everything after the request line) is `header_bytes` long,
+/// as a desk phone's is: Via, From, To, Contact with instance id, Allow, Supported, User-Agent,
+/// Expires, padded with an X- header to the exact size.
+fn register_frame_with_headers(src: Ipv4Addr, header_bytes: usize) -> Vec<u8> {
+    let line = "REGISTER sip:example.com SIP/2.0\r\n";
+    let mut headers = String::from(
+        "Via: SIP/2.0/UDP 198.51.100.120:5062;branch=z9hG4bK-524287-1---9bc1d2e3f4a5b6c7;rport\r\n\
+         Max-Forwards: 70\r\n\
+         Contact: <sip:100@198.51.100.120:5062;transport=udp>;+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-0004f2a1b2c3>\"\r\n\
+         To: \"Front Desk\" <sip:100@example.com>\r\n\
+         From: \"Front Desk\" <sip:100@example.com>;tag=8f2a91c4\r\n\
+         Call-ID: 5b0a2c1e-9d7f4e3a@198.51.100.120\r\n\
+         CSeq: 2 REGISTER\r\n\
+         Expires: 3600\r\n\
+         Allow: INVITE, ACK, CANCEL, BYE, NOTIFY, REFER, MESSAGE, OPTIONS, INFO, SUBSCRIBE\r\n\
+         Supported: replaces, path, timer, eventlist\r\n\
+         User-Agent: Yealink SIP-T46S 66.86.0.15\r\n\
+         Content-Length: 0\r\n",
+    );
+    let fixed = headers.len() + "X-Pad: \r\n\r\n".len();
+    assert!(
+        fixed <= header_bytes,
+        "the header block is {fixed} B before padding"
+    );
+    headers.push_str(&format!(
+        "X-Pad: {}\r\n\r\n",
+        "x".repeat(header_bytes - fixed)
+    ));
+    let payload = format!("{line}{headers}");
+    assert_eq!(payload.len() - line.len(), header_bytes);
+    Frame::sip(v4(src), v4(DST_V4), payload.as_bytes()).build()
+}
+
 pub(super) fn cases() -> Vec<Case> {
     let register = packet::register("100", 1);
     let register_v4 = register_frame(SRC_BUDGET);
     let register_desc = format!("IPv4/UDP 5060, REGISTER, {} B frame", register_v4.len());
     let dns = Frame::udp(v4(SRC_BUDGET), v4(DST_V4), 53, &[0x5a; 40]).build();
-    let mut tcp = Frame::sip(v4(SRC_BUDGET), v4(DST_V4), &[]);
-    tcp.protocol = IPPROTO_TCP;
-    let tcp = tcp.build();
+    let https_syn = Frame::tcp(v4(SRC_BUDGET), v4(DST_V4), 443, tcp_flags::SYN, &[]).build();
+    let sip_syn = Frame::tcp(v4(SRC_TCP), v4(DST_V4), 5060, tcp_flags::SYN, &[]).build();
+    let banned_syn = Frame::tcp(v4(SRC_BANNED), v4(DST_V4), 5060, tcp_flags::SYN, &[]).build();
+    let register_tcp = Frame::tcp(
+        v4(SRC_TCP),
+        v4(DST_V4),
+        5060,
+        tcp_flags::PSH | tcp_flags::ACK,
+        &packet::stream_request("REGISTER", "sip:example.com", 1, "TCP"),
+    )
+    .build();
+    let register_headers = register_frame_with_headers(SRC_HEADERS, 600);
     let malformed_payload = b"XYZZY sip:100@example.com SIP/2.0\r\nVia: SIP/2.0/UDP x\r\n\r\n";
     let malformed = Frame::sip(v4(SRC_MALFORMED), v4(DST_V4), malformed_payload).build();
     let binary: Vec<u8> = (0..200u32).map(|i| (i * 7 + 0x41) as u8 | 0x80).collect();
@@ -309,12 +374,49 @@ pub(super) fn cases() -> Vec<Case> {
         ),
         case(
             "banned drop",
-            "as ref frame, source banned for 1 h".to_owned(),
+            "as ref frame, source banned for 1 h: dropped on its addresses, payload unread"
+                .to_owned(),
             register_frame(SRC_BANNED),
             ban_config(),
             XDP_DROP,
-            (Verdict::DropBanned, MethodClass::Register),
+            (Verdict::DropBanned, MethodClass::Unread),
+            vs_pass(2.5),
+        ),
+        case(
+            "REGISTER within budget, 600 B header block",
+            format!(
+                "a desk phone's REGISTER, 600 B of headers after the request line, {} B frame, \
+                 tracked source",
+                register_headers.len()
+            ),
+            register_headers,
+            budget_config(),
+            XDP_PASS,
+            (Verdict::Pass, MethodClass::Register),
+            vs_pass(6.5),
+        ),
+        case(
+            "TCP SYN to 5060 (connection bucket)",
+            format!(
+                "IPv4/TCP SYN to port 5060, tracked source, {} B frame",
+                sip_syn.len()
+            ),
+            sip_syn,
+            budget_config(),
+            XDP_PASS,
+            (Verdict::Pass, MethodClass::TcpSyn),
             vs_lru(1.5),
+        ),
+        case(
+            "forged-source flood inside a banned /24",
+            "as ref frame, a source never seen in a prefix banned for 1 h: dropped by the \
+             prefix's ban before the payload"
+                .to_owned(),
+            register_frame(SRC_IN_BANNED_PREFIX),
+            prefix_ban_config(),
+            XDP_DROP,
+            (Verdict::DropBanned, MethodClass::Unread),
+            vs_lru(1.0),
         ),
         case(
             "malformed drop",
@@ -371,8 +473,10 @@ pub(super) fn cases() -> Vec<Case> {
             vs_lru(1.5),
         ),
         case(
-            "forged REGISTER beyond the admission budget",
-            "as ref frame, untracked unverified source, budget spent: no state made".to_owned(),
+            "forged-source flood beyond the admission budget",
+            "as ref frame, a new unverified source every packet (untracked, its /24 not \
+             banned), budget spent: no state made"
+                .to_owned(),
             register_frame(SRC_FORGED),
             spent_admission_config(),
             XDP_DROP,
@@ -400,11 +504,33 @@ pub(super) fn cases() -> Vec<Case> {
         ),
         variant(
             "non-SIP TCP",
-            format!("IPv4/TCP SYN to port 5060, {} B frame", tcp.len()),
-            tcp,
+            format!("IPv4/TCP SYN to port 443, {} B frame", https_syn.len()),
+            https_syn,
             budget_config(),
             XDP_PASS,
             (Verdict::PassNotSip, MethodClass::NotSip),
+        ),
+        variant(
+            "banned source's TCP SYN",
+            format!(
+                "IPv4/TCP SYN to port 5060 from the banned source, {} B frame",
+                banned_syn.len()
+            ),
+            banned_syn,
+            ban_config(),
+            XDP_DROP,
+            (Verdict::DropBanned, MethodClass::TcpSyn),
+        ),
+        variant(
+            "REGISTER over TCP",
+            format!(
+                "IPv4/TCP 5060, a segment starting with a REGISTER, tracked source, {} B frame",
+                register_tcp.len()
+            ),
+            register_tcp,
+            budget_config(),
+            XDP_PASS,
+            (Verdict::Pass, MethodClass::Register),
         ),
         variant(
             "non-IP (ARP)",

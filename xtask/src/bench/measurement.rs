@@ -18,9 +18,9 @@ use sip_xdp_common::{Config, map_names};
 use sip_xdp_tests::harness::XDP_DROP;
 
 use super::cases::{
-    Case, Lists, SECOND_NS, SRC_ALLOWED, SRC_BANNED, SRC_GUESSER, SRC_SPENDER, SRC_VERIFIED,
-    Sample, Subject, answer_frame, answers_config, ban_config, budget_config, register_frame,
-    spent_admission_config, v4,
+    Case, Lists, SECOND_NS, SRC_ALLOWED, SRC_BANNED, SRC_GUESSER, SRC_PREFIX_FIRST,
+    SRC_PREFIX_SECOND, SRC_SPENDER, SRC_VERIFIED, Sample, Subject, answer_frame, answers_config,
+    ban_config, budget_config, prefix_ban_config, register_frame, spent_admission_config, v4,
 };
 
 pub(super) const MIN_REPEAT: u32 = 1_000_000;
@@ -235,6 +235,14 @@ impl Bench {
         ensure!(
             state.banned_until_ns > monotonic_now_ns() + 3000 * SECOND_NS,
             "banned source's ban is shorter than expected: {state:?}"
+        );
+        // And the banned prefix: its bucket of one REGISTER, spent by two sources.
+        self.set_config(&prefix_ban_config())?;
+        self.test_run(Subject::SipXdp, &register_frame(SRC_PREFIX_FIRST), 1)?;
+        let (action, _) = self.test_run(Subject::SipXdp, &register_frame(SRC_PREFIX_SECOND), 1)?;
+        ensure!(
+            action == XDP_DROP,
+            "could not get the prefix of {SRC_PREFIX_SECOND} banned"
         );
         Ok(())
     }
