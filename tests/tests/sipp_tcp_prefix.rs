@@ -1,0 +1,725 @@
+//! SIP over TCP and TLS, and prefix aggregates, against real SIP software (issue 13, parts A-C):
+//! sipp plays the registrar and the phones over UDP and TCP (`-t t1`), openssl's `s_client`
+//! plays a TLS client on 5061, the kernel's own TCP stack in the server namespace answers (or
+//! does not answer) the SYNs, and raw frames play the floods no real client could send (a SYN
+//! flood, a /24 of sources, a /64 of rotating /128s).
+//!
+//! The registrar runs in the server namespace on 203.0.113.1:5060 (UDP, TCP or both: one sipp
+//! per transport) or on the server's IPv6 address. sip-xdp runs with its defaults: TCP ports
+//! 5060 and 5061, prefix levels /24, /64 and /48 with `Config::DEFAULT.prefix_limits`, the
+//! connection bucket read back from `status` (the program's config in force).
+//!
+//! Every scenario checks what the SIP software saw (sipp's message log and statistics, the
+//! bytes a listener read, the SYNs the server's stack queued) against sip-xdp's counters and
+//! bans. The scenarios run one at a time (a lock): they time bursts and floods on a 2-core
+//! machine.
+use std::{
+    collections::BTreeSet,
+    io::Read as _,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    process::{Command, Stdio},
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use aya::maps::{HashMap as BpfHashMap, Map, MapData, MapInfo};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use serde_json::Value;
+use sip_xdp_common::{Config, DurableBan, LimitClass, PrefixKey, map_names};
+use sip_xdp_tests::{
+    host::{Host, packets},
+    netns::{
+        CLIENT_MAC, CLIENT_V4_A, CLIENT_V4_B, CLIENT_V6_A, Netns, SERVER_IF, SERVER_MAC,
+        SERVER_V4, SERVER_V6,
+    },
+    packet::Frame,
+    raw::{RawSender, mac},
+    sipp::{Sipp, SippRun, scenario},
+};
+
+/// The office's address, also the flooder's.
+const OFFICE: Ipv4Addr = CLIENT_V4_A;
+/// A phone at a second address of the same /24.
+const ELSEWHERE: Ipv4Addr = CLIENT_V4_B;
+/// A phone in another /24 (203.0.113.0/24, added to the client side by the scenario).
+const OTHER_NET_PHONE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 50);
+const REGISTRAR: &str = "203.0.113.1:5060";
+const SIP_PORT: u16 = 5060;
+const SIP_TLS_PORT: u16 = 5061;
+
+const DEFAULTS: &str = "";
+/// The defaults' REGISTER bucket (README, etc/sip-xdp.toml).
+const REGISTER_BURST: u64 = 40;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// How a sipp talks SIP: UDP (one socket) or TCP (one connection, sipp's `-t t1`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    fn args(self) -> [&'static str; 2] {
+        match self {
+            Transport::Udp => ["-t", "u1"],
+            Transport::Tcp => ["-t", "t1"],
+        }
+    }
+}
+
+/// The registrar (tests/sipp/registrar.xml, the Kamailio way: 404 for unknown users, a 401
+/// challenge, 200 OK for the right password) on `ip`:5060 over `transport`, listening before
+/// this returns, keeping its message log.
+fn registrar(host: &Host, ip: &str, transport: Transport) -> Sipp {
+    let sf = scenario("registrar.xml");
+    let mut args = vec!["-sf", &sf, "-i", ip, "-p", "5060", "-m", "500000", "-trace_msg"];
+    args.extend_from_slice(&transport.args());
+    let mut uas = Sipp::spawn(
+        &host.net.server,
+        &format!("registrar {transport:?}"),
+        &args,
+        secs(110),
+    );
+    uas.wait_ready();
+    uas
+}
+
+/// `calls` registrations (tests/sipp/phone.xml, users from injection file `csv`) from
+/// `source` to `remote`, paced by `rate` (sipp's `-r`/`-rp`). Over UDP from port 5061, over TCP
+/// on one connection. sipp retransmits over UDP only.
+fn phones(
+    host: &Host,
+    label: &str,
+    source: IpAddr,
+    remote: &str,
+    transport: Transport,
+    (csv, calls): (&str, u32),
+    rate: &[&str],
+) -> Sipp {
+    let (sf, inf, source, m) = (
+        scenario("phone.xml"),
+        scenario(csv),
+        source.to_string(),
+        calls.to_string(),
+    );
+    let mut args = vec![
+        remote,
+        "-sf",
+        &sf,
+        "-inf",
+        &inf,
+        "-i",
+        &source,
+        "-m",
+        &m,
+        "-default_behaviors",
+        "all,-bye",
+    ];
+    args.extend_from_slice(&transport.args());
+    if transport == Transport::Udp {
+        args.extend_from_slice(&["-p", "5061"]);
+    }
+    args.extend_from_slice(rate);
+    Sipp::spawn(&host.net.client, label, &args, secs(60))
+}
+
+/// A phone run that must have registered every time.
+fn assert_registered(run: &SippRun, calls: u64) {
+    assert_eq!(
+        (run.successful(), run.failed()),
+        (calls, 0),
+        "{}: every registration should have succeeded\n{run}",
+        run.label
+    );
+}
+
+/// REGISTERs a phone run sent: two per challenged call, plus the retransmissions.
+fn registers_sent(run: &SippRun, calls: u64, challenged: u64) -> u64 {
+    calls + challenged + run.retransmissions()
+}
+
+fn event(status: &Value, name: &str) -> u64 {
+    status["events"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("status has no events.{name}: {status}"))
+}
+
+/// The burst of the per-source bucket of `class` in force (`status`' kernel config).
+fn source_burst(status: &Value, class: &str) -> u64 {
+    status["config"]["limits"]
+        .as_array()
+        .expect("status config.limits")
+        .iter()
+        .find(|l| l["class"] == class)
+        .and_then(|l| l["burst"].as_u64())
+        .unwrap_or_else(|| panic!("no {class} limit in status: {}", status["config"]))
+}
+
+/// The default prefix bucket of `class` as (burst, rate per second).
+fn prefix_bucket(class: LimitClass) -> (u64, u64) {
+    let limit = Config::DEFAULT.prefix_limits[class as usize];
+    (limit.burst(), 1_000_000_000 / limit.interval_ns)
+}
+
+/// The most a bucket of `burst` and `rate_per_sec` can admit in `elapsed`, with slack for what
+/// the test cannot time exactly: 50 ms more of refill (frames still queued on the veth when
+/// the sender returns) and 5 packets for the races between the two CPUs' updates of one
+/// bucket.
+fn bucket_budget(burst: u64, rate_per_sec: u64, elapsed: Duration) -> u64 {
+    burst + (rate_per_sec as f64 * (elapsed.as_secs_f64() + 0.05)).ceil() as u64 + 5
+}
+
+fn bans(host: &Host) -> Vec<Value> {
+    let list: Value = serde_json::from_str(&host.ok(&["ban", "list", "--output", "json"]))
+        .expect("ban list JSON");
+    list.as_array().expect("ban list is an array").clone()
+}
+
+fn ban_of(host: &Host, source: &str) -> Option<Value> {
+    bans(host).into_iter().find(|b| b["source"] == source)
+}
+
+/// The automatic ban of `source`, which must be for running its `class` bucket dry.
+fn rate_ban(host: &Host, source: &str, class: &str) -> Value {
+    let ban = ban_of(host, source).unwrap_or_else(|| {
+        panic!(
+            "{source} should be banned for its {class} rate; bans: {:?}",
+            bans(host)
+        )
+    });
+    assert_eq!(ban["origin"], "rate", "{ban}");
+    assert_eq!(ban["class"], class, "{ban}");
+    ban
+}
+
+/// Requests with `method` the registrar received from a top Via host not in `except`.
+fn received_except(uas: &SippRun, method: &str, except: &[String]) -> u64 {
+    uas.messages
+        .iter()
+        .filter(|m| m.received && m.method() == Some(method))
+        .filter(|m| m.via_host.as_ref().is_none_or(|h| !except.contains(h)))
+        .count() as u64
+}
+
+/// One durable prefix ban of the program.
+#[derive(Debug)]
+struct PrefixBan {
+    net: IpNet,
+    record: DurableBan,
+}
+
+/// The program's durable prefix bans (`PREFIX_BANS`): pinned in the host's pin directory when
+/// user space pins it, else found among the maps of the program attached to the server's
+/// interface.
+fn prefix_bans(host: &Host) -> Vec<PrefixBan> {
+    let pin = host.pin_dir.join(map_names::PREFIX_BANS);
+    let data = if pin.exists() {
+        MapData::from_pin(&pin).unwrap_or_else(|e| panic!("opening {}: {e}", pin.display()))
+    } else {
+        MapData::from_id(attached_map_id(host, map_names::PREFIX_BANS))
+            .expect("opening the attached program's PREFIX_BANS")
+    };
+    let map: BpfHashMap<_, PrefixKey, DurableBan> =
+        BpfHashMap::try_from(Map::HashMap(data)).expect("PREFIX_BANS is a hash of PrefixKey");
+    map.iter()
+        .map(|entry| {
+            let (key, record) = entry.expect("reading PREFIX_BANS");
+            PrefixBan {
+                net: prefix_net(&key),
+                record,
+            }
+        })
+        .collect()
+}
+
+/// The id of the map `name` of the XDP program attached to the server's interface.
+fn attached_map_id(host: &Host, name: &str) -> u32 {
+    let link = host
+        .net
+        .server
+        .ip(&["-d", "link", "show", SERVER_IF])
+        .unwrap();
+    let prog_id: u32 = link
+        .split_once("prog/xdp id ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no XDP program attached to {SERVER_IF}: {link}"));
+    let program = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == prog_id)
+        .unwrap_or_else(|| panic!("program {prog_id} is not loaded"));
+    program
+        .map_ids()
+        .expect("the program's map ids")
+        .expect("this kernel reports a program's map ids")
+        .into_iter()
+        .find(|&id| MapInfo::from_id(id).is_ok_and(|info| info.name_as_str() == Some(name)))
+        .unwrap_or_else(|| panic!("program {prog_id} has no map {name}"))
+}
+
+/// A prefix key as a network: IPv4 mapped keys as IPv4 (a /24 is 120 in keys).
+fn prefix_net(key: &PrefixKey) -> IpNet {
+    let a = key.addr;
+    if a[..10] == [0; 10] && a[10..12] == [0xff, 0xff] && key.prefix_len >= 96 {
+        let v4 = Ipv4Addr::new(a[12], a[13], a[14], a[15]);
+        IpNet::V4(Ipv4Net::new(v4, key.prefix_len - 96).unwrap())
+    } else {
+        IpNet::V6(Ipv6Net::new(Ipv6Addr::from(a), key.prefix_len).unwrap())
+    }
+}
+
+/// The prefix `net` is banned: in the program's durable table for running its `class` bucket
+/// dry, on its first strike, and in `ban list` as the CIDR with origin `prefix` once user space
+/// lists prefix bans (it does when `status` counts banned prefixes).
+fn assert_prefix_banned(host: &Host, status: &Value, net: IpNet, class: LimitClass) {
+    let all = prefix_bans(host);
+    let ban = all
+        .iter()
+        .find(|b| b.net == net)
+        .unwrap_or_else(|| panic!("{net} should be banned; PREFIX_BANS holds {all:?}"));
+    assert_eq!(ban.record.ban_class, class as u8, "{ban:?}");
+    assert_eq!(ban.record.strikes, 1, "{ban:?}");
+    let listed = ban_of(host, &net.to_string());
+    if status["tables"].get("banned_prefixes").is_some() {
+        let listed = listed.unwrap_or_else(|| {
+            panic!("`ban list` should show {net}; it shows {:?}", bans(host))
+        });
+        assert_eq!(listed["origin"], "prefix", "{listed}");
+        assert_eq!(listed["class"], class.name(), "{listed}");
+    } else {
+        assert!(
+            listed.is_none(),
+            "user space lists prefix bans but status does not count them: {listed:?}"
+        );
+        eprintln!("(`ban list` does not list prefix bans yet; {net} read from PREFIX_BANS)");
+    }
+}
+
+/// A TCP connection from `source` (a port the kernel picks) to `to`, made in `ns` without
+/// waiting past `timeout`: `TimedOut` when no SYN-ACK came, the connect error otherwise.
+fn connect_from(
+    ns: &Netns,
+    source: Ipv4Addr,
+    to: SocketAddrV4,
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
+    let sockaddr = |addr: SocketAddrV4| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: addr.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*addr.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    ns.run(move || {
+        let error = std::io::Error::last_os_error;
+        // SAFETY: plain socket creation.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_INET,
+                libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
+        };
+        if fd < 0 {
+            return Err(error());
+        }
+        // SAFETY: a fresh descriptor we own.
+        let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+        let local = sockaddr(SocketAddrV4::new(source, 0));
+        // SAFETY: a valid sockaddr_in and its size.
+        if unsafe { libc::bind(socket.as_raw_fd(), (&raw const local).cast(), len) } != 0 {
+            return Err(error());
+        }
+        let remote = sockaddr(to);
+        // SAFETY: as above.
+        if unsafe { libc::connect(socket.as_raw_fd(), (&raw const remote).cast(), len) } != 0 {
+            let e = error();
+            if e.raw_os_error() != Some(libc::EINPROGRESS) {
+                return Err(e);
+            }
+        }
+        let mut poll = libc::pollfd {
+            fd: socket.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        match unsafe { libc::poll(&mut poll, 1, timeout.as_millis() as libc::c_int) } {
+            0 => return Err(std::io::ErrorKind::TimedOut.into()),
+            n if n < 0 => return Err(error()),
+            _ => {}
+        }
+        let mut so_error: libc::c_int = 0;
+        let mut so_len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: an int option with its size.
+        if unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                (&raw mut so_error).cast(),
+                &mut so_len,
+            )
+        } != 0
+        {
+            return Err(error());
+        }
+        if so_error != 0 {
+            return Err(std::io::Error::from_raw_os_error(so_error));
+        }
+        let stream = TcpStream::from(socket);
+        stream.set_nonblocking(false)?;
+        Ok(stream)
+    })
+}
+
+/// A plain TCP listener in the server namespace that records every connection it accepts and
+/// the first bytes each sent (a TLS ClientHello starts 0x16 0x03).
+struct Listener {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Vec<(SocketAddr, Vec<u8>)>>>,
+}
+
+impl Listener {
+    fn on(ns: &Netns, at: SocketAddr) -> Self {
+        let listener = ns.run(move || {
+            TcpListener::bind(at).unwrap_or_else(|e| panic!("listening on {at}: {e}"))
+        });
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut accepted = Vec::new();
+            while !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut stream, peer)) => {
+                        stream.set_nonblocking(false).unwrap();
+                        stream
+                            .set_read_timeout(Some(Duration::from_millis(1000)))
+                            .unwrap();
+                        let mut first = vec![0u8; 512];
+                        let n = stream.read(&mut first).unwrap_or(0);
+                        first.truncate(n);
+                        accepted.push((peer, first));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+            accepted
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The connections accepted so far, and the first bytes each sent.
+    fn stop(mut self) -> Vec<(SocketAddr, Vec<u8>)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().expect("the listener thread")
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// `openssl s_client` from `source` to the server's TLS port, given `limit` to finish by
+/// itself, then killed (by its pid). Returns what it printed.
+fn tls_client(host: &Host, source: Ipv4Addr, limit: Duration) -> String {
+    let (to, bind) = (
+        format!("{SERVER_V4}:{SIP_TLS_PORT}"),
+        format!("{source}:0"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("s_client.txt");
+    let out = std::fs::File::create(&out_path).unwrap();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", host.net.client.name(), "openssl", "s_client"])
+        .args(["-connect", &to, "-bind", &bind, "-servername", "sip-xdp.test"])
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("starting openssl s_client (apt-get install openssl)");
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if child.try_wait().unwrap().is_none() {
+        // Our child, by its pid.
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    std::fs::read_to_string(&out_path).unwrap_or_default()
+}
+
+/// Reads `/proc/net/netstat` and `/proc/net/snmp` in the server namespace: `Group.Name` → value.
+fn server_tcp_counters(host: &Host) -> std::collections::BTreeMap<String, u64> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", host.net.server.name(), "cat"])
+        .args(["/proc/net/netstat", "/proc/net/snmp"])
+        .output()
+        .expect("reading the server namespace's TCP counters");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut counters = std::collections::BTreeMap::new();
+    for pair in lines.chunks(2) {
+        let [names, values] = pair else { continue };
+        let (Some((group, names)), Some((_, values))) =
+            (names.split_once(':'), values.split_once(':'))
+        else {
+            continue;
+        };
+        for (name, value) in names.split_whitespace().zip(values.split_whitespace()) {
+            if let Ok(value) = value.parse() {
+                counters.insert(format!("{group}.{name}"), value);
+            }
+        }
+    }
+    counters
+}
+
+/// The connections in SYN-RECV at the server from `peer`: the SYNs its listener queued.
+fn syn_recv_from(host: &Host, peer: Ipv4Addr) -> usize {
+    let out = Command::new("ip")
+        .args(["netns", "exec", host.net.server.name(), "ss", "-Htn", "state"])
+        .arg("syn-recv")
+        .output()
+        .expect("running ss in the server namespace");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&format!(" {peer}:")))
+        .count()
+}
+
+/// The Internet checksum of `bytes`.
+fn checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// A TCP SYN from `src:src_port` to `dst`, with valid IP and TCP checksums (the server's stack
+/// answers it), addressed from the client's veth to the server's.
+fn syn_frame(src: Ipv4Addr, src_port: u16, dst: SocketAddrV4, seq: u32) -> Vec<u8> {
+    let mut tcp = vec![0u8; 20];
+    tcp[0..2].copy_from_slice(&src_port.to_be_bytes());
+    tcp[2..4].copy_from_slice(&dst.port().to_be_bytes());
+    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x02; // SYN
+    tcp[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    let mut pseudo = Vec::with_capacity(32);
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&dst.ip().octets());
+    pseudo.extend_from_slice(&[0, 6, 0, 20]);
+    pseudo.extend_from_slice(&tcp);
+    let sum = checksum(&pseudo);
+    tcp[16..18].copy_from_slice(&sum.to_be_bytes());
+
+    let mut ip = vec![0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&40u16.to_be_bytes());
+    ip[6] = 0x40; // don't fragment
+    ip[8] = 64;
+    ip[9] = 6;
+    ip[12..16].copy_from_slice(&src.octets());
+    ip[16..20].copy_from_slice(&dst.ip().octets());
+    let sum = checksum(&ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+
+    let mut frame = Vec::with_capacity(60);
+    frame.extend_from_slice(&mac(SERVER_MAC));
+    frame.extend_from_slice(&mac(CLIENT_MAC));
+    frame.extend_from_slice(&0x0800u16.to_be_bytes());
+    frame.extend_from_slice(&ip);
+    frame.extend_from_slice(&tcp);
+    frame.resize(60, 0);
+    frame
+}
+
+/// A REGISTER for an unknown user (the registrar answers 404) whose Via names `src`, so the
+/// registrar's log tells the senders apart.
+fn register_from(src: IpAddr, to: IpAddr, i: u32) -> Vec<u8> {
+    let host = |ip: IpAddr| match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    };
+    let (src, to) = (host(src), host(to));
+    format!(
+        "REGISTER sip:{to} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {src}:5062;branch=z9hG4bK-spread-{i}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:spread{i}@sip-xdp.test>;tag=spread{i}\r\n\
+         To: <sip:spread{i}@sip-xdp.test>\r\n\
+         Call-ID: spread-{i}@sip-xdp.test\r\n\
+         CSeq: 1 REGISTER\r\n\
+         Contact: <sip:spread{i}@{src}:5062>\r\n\
+         Expires: 60\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// A UDP frame from `src` to the registrar's `dst`:5060 (checksummed: IPv6 requires it).
+fn sip_frame(src: IpAddr, dst: IpAddr, payload: &[u8]) -> Vec<u8> {
+    let mut frame = Frame::sip(src, dst, payload).build_checksummed();
+    frame[0..6].copy_from_slice(&mac(SERVER_MAC));
+    frame[6..12].copy_from_slice(&mac(CLIENT_MAC));
+    frame
+}
+
+/// Sends `frames` on the client's veth, frame `k` at `k * spacing` after the start (never
+/// faster than the veth's XDP ring takes them). Returns when each was sent, from the start.
+fn send_paced(host: &Host, frames: &[Vec<u8>], spacing: Duration) -> Vec<Duration> {
+    let sender = RawSender::new(host);
+    let started = Instant::now();
+    frames
+        .iter()
+        .enumerate()
+        .map(|(k, frame)| {
+            let due = spacing * k as u32;
+            let now = started.elapsed();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            sender.send(frame);
+            started.elapsed()
+        })
+        .collect()
+}
+
+/// Scenario 1: SIP over TCP. A registrar listening on TCP 5060 (sipp `-t t1`), a phone
+/// registering over TCP throughout (8 registrations over 4 s, digest auth), and a REGISTER
+/// flood over TCP from another address of the same /24 (sipp `-t t1`, 5,000 REGISTERs asked
+/// at 5,000/s, each a segment that starts with the request line). Outcome: the phone registers
+/// every time; each of its REGISTER segments is counted in the REGISTER bucket; the flood is
+/// cut at its REGISTER burst and its source banned (origin rate, class register); every
+/// later segment of it is dropped before its payload is read (class tcp), nothing more of it
+/// reaches the registrar, and a new TCP connection from it gets no answer.
+#[test]
+fn a_register_flood_over_tcp_is_cut_at_its_burst_while_a_tcp_phone_keeps_registering() {
+    sip_xdp_tests::needs_root!();
+    let _serial = serial();
+    let host = Host::new(DEFAULTS);
+    host.attach();
+    let uas = registrar(&host, "203.0.113.1", Transport::Tcp);
+
+    let phone = phones(
+        &host,
+        "tcp phone",
+        ELSEWHERE.into(),
+        REGISTRAR,
+        Transport::Tcp,
+        ("homeworker.csv", 8),
+        &["-r", "2"],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (sf, office) = (scenario("register_flood.xml"), OFFICE.to_string());
+    let started = Instant::now();
+    let flood = Sipp::spawn(
+        &host.net.client,
+        "tcp register flood",
+        &[
+            REGISTRAR, "-sf", &sf, "-i", &office, "-t", "t1", "-m", "5000", "-r", "5000",
+        ],
+        secs(10),
+    )
+    .wait(secs(20));
+    let flood_time = started.elapsed();
+    let phone = phone.wait(secs(30));
+    // A new connection from the banned source, to the registrar and to the TLS port.
+    let retry = connect_from(
+        &host.net.client,
+        OFFICE,
+        SocketAddrV4::new(SERVER_V4, SIP_PORT),
+        Duration::from_millis(1500),
+    );
+    let uas = uas.stop();
+    let status = host.status();
+
+    assert_registered(&phone, 8);
+    let phone_sent = registers_sent(&phone, 8, 8);
+    assert_eq!(phone.retransmissions(), 0, "sipp retransmits over UDP only");
+    assert_eq!(
+        uas.received_requests("REGISTER", &ELSEWHERE.to_string()) as u64,
+        phone_sent,
+        "{uas}"
+    );
+    let reached = uas.received_requests("REGISTER", &office) as u64;
+    // Each REGISTER segment that passed is one of the phone's or one of the flood's (the flood
+    // may pack several REGISTERs into one segment; only its first is classified).
+    let passed = packets(&status, "pass", "register");
+    let flood_segments = passed - phone_sent;
+    assert!(
+        (REGISTER_BURST..=REGISTER_BURST + 1).contains(&flood_segments),
+        "the flood should have passed its REGISTER burst of {REGISTER_BURST} (+1) segments, \
+         passed {flood_segments}: {}",
+        status["packets"]
+    );
+    assert!(
+        reached >= flood_segments,
+        "the registrar should have received every REGISTER that passed ({flood_segments}), \
+         received {reached}\n{uas}"
+    );
+    assert_eq!(packets(&status, "drop_rate", "register"), 1, "{status}");
+    rate_ban(&host, &office, "register");
+    assert!(
+        ban_of(&host, &ELSEWHERE.to_string()).is_none(),
+        "the TCP phone was banned: {:?}",
+        bans(&host)
+    );
+    // After the ban every segment of the flood's connection (retransmissions, ACKs) and the
+    // new connection's SYNs are dropped on the addresses alone.
+    let banned_tcp = packets(&status, "drop_banned", "tcp");
+    let banned_syn = packets(&status, "drop_banned", "tcp_syn");
+    assert!(
+        banned_tcp > 0,
+        "the flood's segments after its ban should be dropped as banned tcp: {}",
+        status["packets"]
+    );
+    assert!(
+        matches!(&retry, Err(e) if e.kind() == std::io::ErrorKind::TimedOut),
+        "a new connection from the banned source should get no answer, got {retry:?}"
+    );
+    assert!(
+        banned_syn >= 1,
+        "the new connection's SYN should be dropped as banned: {}",
+        status["packets"]
+    );
+    // The phone's connection: one SYN, never limited.
+    assert_eq!(packets(&status, "drop_rate", "tcp_syn"), 0, "{status}");
+    eprintln!(
+        "TCP REGISTER flood: {} REGISTERs sent in {flood_time:.1?} over one connection, \
+         {flood_segments} REGISTER segments passed carrying {reached} REGISTERs to the \
+         registrar, banned (origin rate, register); {banned_tcp} later segments and \
+         {banned_syn} SYNs of it dropped as banned; the TCP phone's 8 registrations \
+         ({phone_sent} REGISTERs) all succeeded",
+        flood.successful(),
+    );
+}
