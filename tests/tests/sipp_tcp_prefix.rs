@@ -723,3 +723,244 @@ fn a_register_flood_over_tcp_is_cut_at_its_burst_while_a_tcp_phone_keeps_registe
         flood.successful(),
     );
 }
+
+/// Scenario 2: a source banned on UDP (a REGISTER flood past its burst) moves to TCP 5060,
+/// where a registrar listens (sipp `-t t1`), and to TLS 5061, where a listener waits for a
+/// ClientHello from `openssl s_client`. Outcome: both connects from the banned source time out
+/// (their SYNs dropped as banned, class tcp_syn), neither listener sees a connection or a byte
+/// of it; an unbanned source of the same /24 registers over TCP and its ClientHello reaches the
+/// TLS port in the same test.
+#[test]
+fn a_source_banned_on_udp_gets_no_answer_on_tcp_5060_or_tls_5061_while_another_connects() {
+    sip_xdp_tests::needs_root!();
+    let _serial = serial();
+    let host = Host::new(DEFAULTS);
+    host.attach();
+    let udp = registrar(&host, "203.0.113.1", Transport::Udp);
+    let tcp = registrar(&host, "203.0.113.1", Transport::Tcp);
+    let tls = Listener::on(
+        &host.net.server,
+        SocketAddr::new(SERVER_V4.into(), SIP_TLS_PORT),
+    );
+
+    let (sf, office) = (scenario("register_flood.xml"), OFFICE.to_string());
+    let flood = Sipp::spawn(
+        &host.net.client,
+        "udp register flood",
+        &[
+            REGISTRAR, "-sf", &sf, "-i", &office, "-p", "5070", "-m", "2000", "-r", "2000",
+        ],
+        secs(20),
+    )
+    .wait(secs(20));
+    flood.assert_code(0);
+    let ban = ban_of(&host, &office).unwrap_or_else(|| {
+        panic!(
+            "the UDP flooder should be banned: {:?}\n{flood}",
+            bans(&host)
+        )
+    });
+    let before = host.status();
+
+    // The banned source moves to TCP and TLS.
+    let started = Instant::now();
+    let banned_tcp = connect_from(
+        &host.net.client,
+        OFFICE,
+        SocketAddrV4::new(SERVER_V4, SIP_PORT),
+        secs(2),
+    );
+    let banned_tls = tls_client(&host, OFFICE, secs(3));
+    let banned_time = started.elapsed();
+    // Another source of the same /24, never banned.
+    let phone = phones(
+        &host,
+        "tcp phone",
+        ELSEWHERE.into(),
+        REGISTRAR,
+        Transport::Tcp,
+        ("homeworker.csv", 2),
+        &["-r", "2"],
+    )
+    .wait(secs(30));
+    let tls_ok = tls_client(&host, ELSEWHERE, secs(3));
+    let plain_ok = connect_from(
+        &host.net.client,
+        ELSEWHERE,
+        SocketAddrV4::new(SERVER_V4, SIP_TLS_PORT),
+        secs(2),
+    );
+    let (udp, tcp) = (udp.stop(), tcp.stop());
+    let accepted = tls.stop();
+    let after = host.status();
+
+    assert!(
+        matches!(&banned_tcp, Err(e) if e.kind() == std::io::ErrorKind::TimedOut),
+        "the banned source's connect to TCP {SIP_PORT} should time out, got {banned_tcp:?}"
+    );
+    assert!(
+        !banned_tls.contains("CONNECTED("),
+        "the banned source's TLS client should never connect:\n{banned_tls}"
+    );
+    assert_eq!(
+        tcp.received_requests("REGISTER", &office),
+        0,
+        "the TCP registrar heard from the banned source\n{tcp}"
+    );
+    assert!(
+        accepted.iter().all(|(peer, _)| peer.ip() == IpAddr::from(ELSEWHERE)),
+        "the TLS listener accepted a connection from someone else than {ELSEWHERE}: \
+         {accepted:?}"
+    );
+    // The unbanned source: registered over TCP, its ClientHello and its plain connect reached
+    // the TLS port.
+    assert_registered(&phone, 2);
+    assert_eq!(
+        tcp.received_requests("REGISTER", &ELSEWHERE.to_string()),
+        4,
+        "{tcp}"
+    );
+    assert!(tls_ok.contains("CONNECTED("), "{tls_ok}");
+    assert!(plain_ok.is_ok(), "{plain_ok:?}");
+    assert_eq!(accepted.len(), 2, "{accepted:?}");
+    assert!(
+        accepted
+            .iter()
+            .any(|(_, first)| first.starts_with(&[0x16, 0x03])),
+        "the TLS client's ClientHello should have reached the listener: {accepted:?}"
+    );
+
+    // Counted: every SYN of the banned source dropped as banned (two attempts, each with at
+    // least one retransmission after 1 s), the unbanned source's three connections passed.
+    let delta = |verdict: &str, class: &str| {
+        packets(&after, verdict, class) - packets(&before, verdict, class)
+    };
+    let banned_syns = delta("drop_banned", "tcp_syn");
+    assert!(
+        banned_syns >= 4,
+        "the banned source's SYNs (2 attempts, at least 2 each) should be dropped as banned, \
+         {banned_syns} were: {}",
+        after["packets"]
+    );
+    assert_eq!(delta("pass", "tcp_syn"), 3, "{}", after["packets"]);
+    assert_eq!(delta("drop_rate", "tcp_syn"), 0, "{}", after["packets"]);
+    assert!(udp.received_requests("REGISTER", &office) as u64 <= REGISTER_BURST + 1);
+    eprintln!(
+        "banned on UDP (origin {}, class {}) after {} of 2000 REGISTERs; then TCP {SIP_PORT} \
+         and TLS {SIP_TLS_PORT} from it: both timed out over {banned_time:.1?}, {banned_syns} \
+         SYNs dropped as banned, no connection accepted; {ELSEWHERE} in the same test: \
+         registered twice over TCP, its ClientHello reached {SIP_TLS_PORT}",
+        ban["origin"].as_str().unwrap_or("?"),
+        ban["class"].as_str().unwrap_or("?"),
+        udp.received_requests("REGISTER", &office),
+    );
+}
+
+/// A spoofed address of the clients' /24 that no host owns: the SYN flooder of scenario 3.
+const SYN_FLOODER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 77);
+const SYN_FLOOD_FRAMES: u16 = 3000;
+
+/// Scenario 3: a bounded SYN flood, 3,000 SYNs from one source (each from a new port) to the
+/// registrar's TCP port in about 60 ms. The server's answers to the spoofed source go to the
+/// client side, which drops them, so every SYN the listener took stays in SYN-RECV. Outcome:
+/// the connection bucket's burst of SYNs passes, the next one bans the source (origin rate,
+/// class connection), the rest are dropped as banned; the server's stack queued exactly the
+/// SYNs that passed, no SYN cookie was needed; a second source's TCP registration works right
+/// after.
+#[test]
+fn a_bounded_syn_flood_bans_its_source_as_connection_after_the_burst() {
+    sip_xdp_tests::needs_root!();
+    let _serial = serial();
+    let host = Host::new(DEFAULTS);
+    host.attach();
+    let uas = registrar(&host, "203.0.113.1", Transport::Tcp);
+    host.net
+        .server
+        .ip(&[
+            "neigh",
+            "replace",
+            &SYN_FLOODER.to_string(),
+            "lladdr",
+            CLIENT_MAC,
+            "dev",
+            SERVER_IF,
+            "nud",
+            "permanent",
+        ])
+        .expect("a neighbour entry for the spoofed source");
+    let burst = source_burst(&host.status(), "connection");
+    let counters_before = server_tcp_counters(&host);
+
+    let to = SocketAddrV4::new(SERVER_V4, SIP_PORT);
+    let frames: Vec<Vec<u8>> = (0..SYN_FLOOD_FRAMES)
+        .map(|k| syn_frame(SYN_FLOODER, 20_000 + k, to, u32::from(k) * 7919))
+        .collect();
+    let sent_at = send_paced(&host, &frames, Duration::from_micros(20));
+    let flood_time = *sent_at.last().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let queued = syn_recv_from(&host, SYN_FLOODER) as u64;
+    let counters_after = server_tcp_counters(&host);
+    let status = host.status();
+
+    let phone = phones(
+        &host,
+        "tcp phone",
+        ELSEWHERE.into(),
+        REGISTRAR,
+        Transport::Tcp,
+        ("homeworker.csv", 2),
+        &["-r", "2"],
+    )
+    .wait(secs(30));
+    let uas = uas.stop();
+    let after = host.status();
+
+    let passed = packets(&status, "pass", "tcp_syn");
+    assert!(
+        (burst..=burst + 1).contains(&passed),
+        "the connection burst of {burst} (+1 refilled) SYNs should have passed, {passed} did: \
+         {}",
+        status["packets"]
+    );
+    assert_eq!(packets(&status, "drop_rate", "tcp_syn"), 1, "{status}");
+    assert_eq!(
+        packets(&status, "drop_banned", "tcp_syn"),
+        u64::from(SYN_FLOOD_FRAMES) - passed - 1,
+        "every SYN after the ban should be dropped as banned: {}",
+        status["packets"]
+    );
+    rate_ban(&host, &SYN_FLOODER.to_string(), "connection");
+    let delta = |name: &str| {
+        counters_after.get(name).copied().unwrap_or(0)
+            - counters_before.get(name).copied().unwrap_or(0)
+    };
+    let cookies = delta("TcpExt.SyncookiesSent");
+    assert_eq!(
+        (queued, cookies),
+        (passed, 0),
+        "the server's SYN queue should hold exactly the {passed} SYNs that passed, without SYN \
+         cookies (listen drops {})",
+        delta("TcpExt.ListenDrops")
+    );
+
+    assert_registered(&phone, 2);
+    assert_eq!(
+        uas.received_requests("REGISTER", &ELSEWHERE.to_string()),
+        4,
+        "{uas}"
+    );
+    assert_eq!(
+        packets(&after, "pass", "tcp_syn") - passed,
+        1,
+        "the phone's one connection: {}",
+        after["packets"]
+    );
+    let ban_at = sent_at[passed as usize];
+    eprintln!(
+        "SYN flood: {SYN_FLOOD_FRAMES} SYNs in {flood_time:.1?}; {passed} passed (burst \
+         {burst}), banned (origin rate, connection) at SYN {} ({ban_at:.1?} in), the server \
+         queued {queued} in SYN-RECV, {cookies} SYN cookies; a TCP phone registered right \
+         after",
+        passed + 1
+    );
+}
