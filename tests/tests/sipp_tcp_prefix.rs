@@ -34,8 +34,8 @@ use sip_xdp_common::{Config, DurableBan, LimitClass, PrefixKey, map_names};
 use sip_xdp_tests::{
     host::{Host, packets},
     netns::{
-        CLIENT_MAC, CLIENT_V4_A, CLIENT_V4_B, CLIENT_V6_A, Netns, SERVER_IF, SERVER_MAC,
-        SERVER_V4, SERVER_V6,
+        CLIENT_MAC, CLIENT_V4_A, CLIENT_V4_B, CLIENT_V6_A, Netns, SERVER_IF, SERVER_MAC, SERVER_V4,
+        SERVER_V6,
     },
     packet::Frame,
     raw::{RawSender, mac},
@@ -87,7 +87,21 @@ impl Transport {
 /// this returns, keeping its message log.
 fn registrar(host: &Host, ip: &str, transport: Transport) -> Sipp {
     let sf = scenario("registrar.xml");
-    let mut args = vec!["-sf", &sf, "-i", ip, "-p", "5060", "-m", "500000", "-trace_msg"];
+    // A 4 MiB socket buffer (sipp's default is 64 KiB): each datagram takes a page behind an
+    // XDP program, and a flood must not overflow the registrar while it writes its log.
+    let mut args = vec![
+        "-sf",
+        &sf,
+        "-i",
+        ip,
+        "-p",
+        "5060",
+        "-m",
+        "500000",
+        "-trace_msg",
+        "-buff_size",
+        "4194304",
+    ];
     args.extend_from_slice(&transport.args());
     let mut uas = Sipp::spawn(
         &host.net.server,
@@ -296,9 +310,8 @@ fn assert_prefix_banned(host: &Host, status: &Value, net: IpNet, class: LimitCla
     assert_eq!(ban.record.strikes, 1, "{ban:?}");
     let listed = ban_of(host, &net.to_string());
     if status["tables"].get("banned_prefixes").is_some() {
-        let listed = listed.unwrap_or_else(|| {
-            panic!("`ban list` should show {net}; it shows {:?}", bans(host))
-        });
+        let listed = listed
+            .unwrap_or_else(|| panic!("`ban list` should show {net}; it shows {:?}", bans(host)));
         assert_eq!(listed["origin"], "prefix", "{listed}");
         assert_eq!(listed["class"], class.name(), "{listed}");
     } else {
@@ -433,7 +446,11 @@ impl Listener {
     /// The connections accepted so far, and the first bytes each sent.
     fn stop(mut self) -> Vec<(SocketAddr, Vec<u8>)> {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().unwrap().join().expect("the listener thread")
+        self.thread
+            .take()
+            .unwrap()
+            .join()
+            .expect("the listener thread")
     }
 }
 
@@ -446,16 +463,26 @@ impl Drop for Listener {
 /// `openssl s_client` from `source` to the server's TLS port, given `limit` to finish by
 /// itself, then killed (by its pid). Returns what it printed.
 fn tls_client(host: &Host, source: Ipv4Addr, limit: Duration) -> String {
-    let (to, bind) = (
-        format!("{SERVER_V4}:{SIP_TLS_PORT}"),
-        format!("{source}:0"),
-    );
+    let (to, bind) = (format!("{SERVER_V4}:{SIP_TLS_PORT}"), format!("{source}:0"));
     let dir = tempfile::tempdir().unwrap();
     let out_path = dir.path().join("s_client.txt");
     let out = std::fs::File::create(&out_path).unwrap();
     let mut child = Command::new("ip")
-        .args(["netns", "exec", host.net.client.name(), "openssl", "s_client"])
-        .args(["-connect", &to, "-bind", &bind, "-servername", "sip-xdp.test"])
+        .args([
+            "netns",
+            "exec",
+            host.net.client.name(),
+            "openssl",
+            "s_client",
+        ])
+        .args([
+            "-connect",
+            &to,
+            "-bind",
+            &bind,
+            "-servername",
+            "sip-xdp.test",
+        ])
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
         .stderr(out)
@@ -473,8 +500,8 @@ fn tls_client(host: &Host, source: Ipv4Addr, limit: Duration) -> String {
     std::fs::read_to_string(&out_path).unwrap_or_default()
 }
 
-/// Reads `/proc/net/netstat` and `/proc/net/snmp` in the server namespace: `Group.Name` → value.
-fn server_tcp_counters(host: &Host) -> std::collections::BTreeMap<String, u64> {
+/// The server namespace's `/proc/net/netstat` and `/proc/net/snmp`: `Group.Name` → value.
+fn server_net_counters(host: &Host) -> std::collections::BTreeMap<String, u64> {
     let out = Command::new("ip")
         .args(["netns", "exec", host.net.server.name(), "cat"])
         .args(["/proc/net/netstat", "/proc/net/snmp"])
@@ -502,7 +529,14 @@ fn server_tcp_counters(host: &Host) -> std::collections::BTreeMap<String, u64> {
 /// The connections in SYN-RECV at the server from `peer`: the SYNs its listener queued.
 fn syn_recv_from(host: &Host, peer: Ipv4Addr) -> usize {
     let out = Command::new("ip")
-        .args(["netns", "exec", host.net.server.name(), "ss", "-Htn", "state"])
+        .args([
+            "netns",
+            "exec",
+            host.net.server.name(),
+            "ss",
+            "-Htn",
+            "state",
+        ])
         .arg("syn-recv")
         .output()
         .expect("running ss in the server namespace");
@@ -808,7 +842,9 @@ fn a_source_banned_on_udp_gets_no_answer_on_tcp_5060_or_tls_5061_while_another_c
         "the TCP registrar heard from the banned source\n{tcp}"
     );
     assert!(
-        accepted.iter().all(|(peer, _)| peer.ip() == IpAddr::from(ELSEWHERE)),
+        accepted
+            .iter()
+            .all(|(peer, _)| peer.ip() == IpAddr::from(ELSEWHERE)),
         "the TLS listener accepted a connection from someone else than {ELSEWHERE}: \
          {accepted:?}"
     );
@@ -889,7 +925,7 @@ fn a_bounded_syn_flood_bans_its_source_as_connection_after_the_burst() {
         ])
         .expect("a neighbour entry for the spoofed source");
     let burst = source_burst(&host.status(), "connection");
-    let counters_before = server_tcp_counters(&host);
+    let counters_before = server_net_counters(&host);
 
     let to = SocketAddrV4::new(SERVER_V4, SIP_PORT);
     let frames: Vec<Vec<u8>> = (0..SYN_FLOOD_FRAMES)
@@ -899,7 +935,7 @@ fn a_bounded_syn_flood_bans_its_source_as_connection_after_the_burst() {
     let flood_time = *sent_at.last().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let queued = syn_recv_from(&host, SYN_FLOODER) as u64;
-    let counters_after = server_tcp_counters(&host);
+    let counters_after = server_net_counters(&host);
     let status = host.status();
 
     let phone = phones(
@@ -962,5 +998,323 @@ fn a_bounded_syn_flood_bans_its_source_as_connection_after_the_burst() {
          queued {queued} in SYN-RECV, {cookies} SYN cookies; a TCP phone registered right \
          after",
         passed + 1
+    );
+}
+
+/// The /24 the spread flood of scenario 4 comes from: the clients' own, so OFFICE (verified)
+/// and ELSEWHERE (not) are inside it.
+const SPREAD_NET: &str = "198.51.100.0/24";
+const SPREAD_SOURCES: usize = 250;
+/// REGISTERs per spread source: 4 over the flood's 2 s, below its own 5/s and burst of 40.
+const SPREAD_PER_SOURCE: usize = 4;
+
+/// The 250 spoofed sources of [`SPREAD_NET`]: every host but the real clients OFFICE and
+/// ELSEWHERE.
+fn spread_sources() -> Vec<IpAddr> {
+    (1..=254u8)
+        .filter(|&h| ![OFFICE.octets()[3], ELSEWHERE.octets()[3]].contains(&h))
+        .take(SPREAD_SOURCES)
+        .map(|h| IpAddr::V4(Ipv4Addr::new(198, 51, 100, h)))
+        .collect()
+}
+
+/// Scenario 4: a REGISTER flood spread over one /24, 250 spoofed sources sending 4 REGISTERs
+/// each (1,000 in 2 s, round robin: every source at 2/s, under its own 5/s limit and burst).
+/// Around it: the office (198.51.100.10, inside the /24) registered with digest auth before the
+/// flood, so the answers verified it, and registers during and after it; a phone of another
+/// /24 (203.0.113.50) registers during it; a phone inside the /24 that never registered
+/// (198.51.100.11) tries after it. Outcome: the prefix's REGISTER burst (200) reaches the
+/// registrar, the next REGISTER bans 198.51.100.0/24 (drop_prefix, then everything of the
+/// prefix dropped before its payload is read), the verified office and the other /24 register
+/// every time, the unverified phone inside the banned /24 is dropped with it.
+#[test]
+fn a_register_flood_spread_over_a_24_is_cut_at_the_prefix_burst_and_the_24_banned() {
+    sip_xdp_tests::needs_root!();
+    let _serial = serial();
+    let host = Host::new(DEFAULTS);
+    host.attach();
+    host.net
+        .client
+        .ip(&[
+            "addr",
+            "add",
+            &format!("{OTHER_NET_PHONE}/32"),
+            "dev",
+            sip_xdp_tests::netns::CLIENT_IF,
+        ])
+        .expect("the other /24's phone address on the client side");
+    host.net
+        .server
+        .ip(&[
+            "neigh",
+            "replace",
+            &OTHER_NET_PHONE.to_string(),
+            "lladdr",
+            CLIENT_MAC,
+            "dev",
+            SERVER_IF,
+            "nud",
+            "permanent",
+        ])
+        .expect("a neighbour entry for the other /24's phone");
+    let uas = registrar(&host, "203.0.113.1", Transport::Udp);
+    let lost_before = server_net_counters(&host)["Udp.RcvbufErrors"];
+    let (burst, rate) = prefix_bucket(LimitClass::Register);
+    let udp_phone = |label: &str, source: Ipv4Addr, user: (&str, u32)| {
+        phones(
+            &host,
+            label,
+            source.into(),
+            REGISTRAR,
+            Transport::Udp,
+            user,
+            &["-r", "2"],
+        )
+    };
+
+    let before = udp_phone("office before", OFFICE, ("office.csv", 2)).wait(secs(30));
+    assert_registered(&before, 2);
+    let verified = host.status();
+    assert_eq!(
+        verified["tables"]["verified_sources"], 1,
+        "the office should be verified by its 200 OK: {}",
+        verified["tables"]
+    );
+
+    let sources = spread_sources();
+    let frames: Vec<Vec<u8>> = (0..SPREAD_SOURCES * SPREAD_PER_SOURCE)
+        .map(|k| {
+            let src = sources[k % SPREAD_SOURCES];
+            sip_frame(
+                src,
+                SERVER_V4.into(),
+                &register_from(src, SERVER_V4.into(), k as u32),
+            )
+        })
+        .collect();
+    let office = udp_phone("office during", OFFICE, ("office.csv", 4));
+    let other_net = udp_phone("other 24", OTHER_NET_PHONE, ("homeworker.csv", 4));
+    std::thread::sleep(Duration::from_millis(300));
+    let sent_at = send_paced(&host, &frames, Duration::from_millis(2));
+    let flood_time = *sent_at.last().unwrap();
+    let (office, other_net) = (office.wait(secs(30)), other_net.wait(secs(30)));
+    let office_after = udp_phone("office after", OFFICE, ("office.csv", 2)).wait(secs(30));
+    let inside = udp_phone("unverified inside", ELSEWHERE, ("homeworker.csv", 1)).wait(secs(30));
+    let uas = uas.stop();
+    let status = host.status();
+
+    let lost = server_net_counters(&host)["Udp.RcvbufErrors"] - lost_before;
+
+    // What the filter passed: the phones' REGISTERs (with their retransmissions) and the
+    // flood's up to its ban; it dropped the rest of the flood and the unverified phone inside
+    // the /24, on the prefix's ban before their payload was read.
+    let office_sent = registers_sent(&before, 2, 2)
+        + registers_sent(&office, 4, 4)
+        + registers_sent(&office_after, 2, 2);
+    let other_sent = registers_sent(&other_net, 4, 4);
+    let inside_sent = registers_sent(&inside, 1, 0);
+    let prefix_dropped = packets(&status, "drop_banned", "unread");
+    let flood_passed = (frames.len() as u64 - 1)
+        .checked_sub(prefix_dropped - inside_sent)
+        .unwrap_or_else(|| panic!("more drops than frames: {}", status["packets"]));
+    assert_eq!(
+        packets(&status, "pass", "register"),
+        flood_passed + office_sent + other_sent,
+        "the filter should have passed every REGISTER of the phones and the flood's up to its          ban: {}",
+        status["packets"]
+    );
+    assert_eq!(
+        event(&status, "prefix_banned_drops"),
+        prefix_dropped,
+        "{status}"
+    );
+    assert_eq!(packets(&status, "drop_rate", "register"), 0, "{status}");
+    assert_eq!(
+        packets(&status, "drop_admission", "register"),
+        0,
+        "{status}"
+    );
+    let ban_at = sent_at[flood_passed as usize];
+    let budget = bucket_budget(burst, rate, ban_at);
+    assert!(
+        (burst..=budget).contains(&flood_passed),
+        "the filter should have passed between the prefix burst of {burst} and {budget}          ({rate}/s over {ban_at:.2?}) of the spread REGISTERs, passed {flood_passed}: {}",
+        status["packets"]
+    );
+    // What the registrar received of them: all, but for what its full socket buffer dropped.
+    let phones_at: Vec<String> = [OFFICE, ELSEWHERE, OTHER_NET_PHONE]
+        .iter()
+        .map(Ipv4Addr::to_string)
+        .collect();
+    let reached = received_except(&uas, "REGISTER", &phones_at);
+    assert!(
+        reached <= flood_passed && flood_passed - reached <= lost,
+        "the registrar received {reached} of the {flood_passed} spread REGISTERs the filter          passed, its socket dropped {lost}\n{uas}"
+    );
+    assert_eq!(packets(&status, "drop_prefix", "register"), 1, "{status}");
+    assert_eq!(event(&status, "prefix_bans"), 1, "{status}");
+    assert_prefix_banned(
+        &host,
+        &status,
+        SPREAD_NET.parse().unwrap(),
+        LimitClass::Register,
+    );
+    for phone in [OFFICE, ELSEWHERE, OTHER_NET_PHONE] {
+        assert!(
+            ban_of(&host, &phone.to_string()).is_none(),
+            "{phone} has a ban of its own: {:?}",
+            bans(&host)
+        );
+    }
+
+    // The verified office and the other /24 registered every time; the unverified phone
+    // inside the banned /24 never reached the registrar.
+    assert_registered(&office, 4);
+    assert_registered(&office_after, 2);
+    assert_registered(&other_net, 4);
+    assert_eq!(inside.successful(), 0, "{inside}");
+    assert_eq!(
+        uas.received_requests("REGISTER", &ELSEWHERE.to_string()),
+        0,
+        "{uas}"
+    );
+    eprintln!(
+        "/24 spread flood: {} REGISTERs from {SPREAD_SOURCES} sources ({SPREAD_PER_SOURCE} \
+         each) in {flood_time:.1?}; {flood_passed} passed (prefix burst {burst}, {rate}/s), \
+         {reached} reached the registrar ({lost} lost in its socket buffer), {SPREAD_NET} \
+         banned at REGISTER {} ({ban_at:.2?} in); the verified office registered 4 + 2 times \
+         through it, the other /24's phone 4 times; the unverified phone inside the /24 lost \
+         its {inside_sent} REGISTERs",
+        frames.len(),
+        flood_passed + 1
+    );
+}
+
+/// The /64 the rotation of scenario 5 comes from, inside the clients' /48 (2001:db8:c633::/48),
+/// routed from the server to the client side.
+const ROTATION_NET: &str = "2001:db8:c633:beef::/64";
+const ROTATION_FRAMES: usize = 3000;
+
+/// Scenario 5: /128 rotation inside one IPv6 /64: 3,000 REGISTERs in 1.5 s, each from a new
+/// /128 of 2001:db8:c633:beef::/64 (IPv6 sources keyed by /128, so every one has a full
+/// bucket of its own), against the registrar on the server's IPv6 address. Outcome: the /64's
+/// REGISTER burst (200) reaches the registrar, the next REGISTER bans the /64, the rest are
+/// dropped before their payload is read; the /48 around it is not banned, and a phone in
+/// another /64 of that /48 (2001:db8:c633:6400::10), not verified yet, registers right after.
+#[test]
+fn a_128_rotation_inside_a_64_is_cut_at_the_prefix_burst_and_the_64_banned() {
+    sip_xdp_tests::needs_root!();
+    let _serial = serial();
+    // Keyed by /128 whatever the default: the rotation then meets the prefix levels.
+    let host = Host::new("[sip]\nipv6_source_prefix = 128\n");
+    host.attach();
+    host.net
+        .server
+        .ip(&[
+            "-6",
+            "route",
+            "add",
+            ROTATION_NET,
+            "via",
+            &CLIENT_V6_A.to_string(),
+            "dev",
+            SERVER_IF,
+        ])
+        .expect("routing the rotation's /64 to the client side");
+    let uas = registrar(&host, &SERVER_V6.to_string(), Transport::Udp);
+    let lost_before = server_net_counters(&host)["Udp.RcvbufErrors"];
+    let (burst, rate) = prefix_bucket(LimitClass::Register);
+
+    let net: Ipv6Net = ROTATION_NET.parse().unwrap();
+    let base = u128::from(net.network());
+    let mut rng = sip_xdp_tests::rng::Rng::new(0x5eed_0128);
+    let mut seen = BTreeSet::new();
+    let frames: Vec<Vec<u8>> = (0..ROTATION_FRAMES)
+        .map(|k| {
+            let src = loop {
+                let host_bits = u128::from(rng.next_u64()) | 1;
+                if seen.insert(host_bits) {
+                    break Ipv6Addr::from(base | host_bits);
+                }
+            };
+            sip_frame(
+                src.into(),
+                SERVER_V6.into(),
+                &register_from(src.into(), SERVER_V6.into(), k as u32),
+            )
+        })
+        .collect();
+    let sent_at = send_paced(&host, &frames, Duration::from_micros(500));
+    let flood_time = *sent_at.last().unwrap();
+    let remote = format!("[{SERVER_V6}]:5060");
+    let phone = phones(
+        &host,
+        "phone in another 64",
+        CLIENT_V6_A.into(),
+        &remote,
+        Transport::Udp,
+        ("homeworker.csv", 2),
+        &["-r", "2"],
+    )
+    .wait(secs(30));
+    let uas = uas.stop();
+    let status = host.status();
+
+    let lost = server_net_counters(&host)["Udp.RcvbufErrors"] - lost_before;
+
+    // What the filter passed: the phone's REGISTERs and the rotation's up to the /64's ban;
+    // the rest of it was dropped on that ban before its payload was read.
+    assert_registered(&phone, 2);
+    let phone_sent = registers_sent(&phone, 2, 2);
+    let flood_passed = packets(&status, "pass", "register") - phone_sent;
+    let banned = ROTATION_FRAMES as u64 - flood_passed - 1;
+    assert_eq!(
+        packets(&status, "drop_banned", "unread"),
+        banned,
+        "every REGISTER of the rotation after the /64's ban should be dropped as banned: {}",
+        status["packets"]
+    );
+    assert_eq!(event(&status, "prefix_banned_drops"), banned, "{status}");
+    assert_eq!(
+        packets(&status, "drop_admission", "register"),
+        0,
+        "{status}"
+    );
+    assert_eq!(packets(&status, "drop_rate", "register"), 0, "{status}");
+    let ban_at = sent_at[flood_passed as usize];
+    let budget = bucket_budget(burst, rate, ban_at);
+    assert!(
+        (burst..=budget).contains(&flood_passed),
+        "the filter should have passed between the /64's burst of {burst} and {budget} \
+         ({rate}/s over {ban_at:.2?}) of the rotation's REGISTERs, passed {flood_passed}: {}",
+        status["packets"]
+    );
+    let phone_via = format!("[{CLIENT_V6_A}]");
+    let reached = received_except(&uas, "REGISTER", std::slice::from_ref(&phone_via));
+    assert!(
+        reached <= flood_passed && flood_passed - reached <= lost,
+        "the registrar received {reached} of the {flood_passed} REGISTERs of the rotation the \
+         filter passed, its socket dropped {lost}\n{uas}"
+    );
+    assert!(
+        uas.received_requests("REGISTER", &phone_via) >= 4,
+        "the phone's 4 REGISTERs should have reached the registrar\n{uas}"
+    );
+    assert_eq!(packets(&status, "drop_prefix", "register"), 1, "{status}");
+    assert_eq!(event(&status, "prefix_bans"), 1, "{status}");
+    assert_prefix_banned(&host, &status, IpNet::V6(net), LimitClass::Register);
+    let around: IpNet = "2001:db8:c633::/48".parse().unwrap();
+    assert!(
+        prefix_bans(&host).iter().all(|b| b.net != around),
+        "the /48 around the rotation should not be banned: {:?}",
+        prefix_bans(&host)
+    );
+    eprintln!(
+        "/128 rotation: {ROTATION_FRAMES} REGISTERs from as many /128s of {ROTATION_NET} in \
+         {flood_time:.1?}; {flood_passed} passed (prefix burst {burst}, {rate}/s), {reached} \
+         reached the registrar ({lost} lost in its socket buffer), the /64 banned at REGISTER \
+         {} ({ban_at:.2?} in), its /48 not; a phone in another /64 of the /48 registered \
+         twice right after",
+        flood_passed + 1
     );
 }
