@@ -10,6 +10,9 @@ pub const MAX_SIP_PORTS: usize = 8;
 /// longer is classified by its method alone: it cannot be proven truncated, and dropping a valid
 /// request with a long Request-URI would hurt more than passing one odd packet.
 pub const MAX_REQUEST_LINE_SCAN: usize = 192;
+/// CR and LF bytes skipped at the start of a TCP segment before its request line is looked for
+/// (keep-alive pings a SIP stream reader skips): a segment with more is not classified (`tcp`).
+pub const MAX_TCP_LEADING_CRLF: usize = 16;
 /// Payloads of at most this many bytes made only of CR, LF, SP, TAB or NUL are keep-alives.
 pub const MAX_KEEPALIVE_LEN: usize = 16;
 /// How many IPv6 extension headers the parser walks. A chain that does not reach its

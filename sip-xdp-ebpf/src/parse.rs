@@ -18,7 +18,7 @@ use network_types::{
 };
 use sip_xdp_common::{
     Config, MAX_ANSWER_SCAN, MAX_IPV6_EXT_HEADERS, MAX_KEEPALIVE_LEN, MAX_L4_OFFSET,
-    MAX_REQUEST_LINE_SCAN, MAX_SIP_PORTS, MethodClass, ipv4_mapped,
+    MAX_REQUEST_LINE_SCAN, MAX_SIP_PORTS, MAX_TCP_LEADING_CRLF, MethodClass, ipv4_mapped,
 };
 
 const ETH_P_IPV4: u16 = 0x0800;
@@ -214,6 +214,7 @@ fn load<T: Copy>(ctx: &impl PacketView, offset: usize) -> Option<T> {
 /// `MAX_ANSWER_SCAN + 72` into a response (its CSeq header and the method after it).
 const MAX_PAYLOAD_READ_OFFSET: usize = MAX_L4_OFFSET
     + TCP_MAX_HEADER_LEN
+    + MAX_TCP_LEADING_CRLF
     + if MAX_REQUEST_LINE_SCAN > MAX_ANSWER_SCAN + 64 {
         MAX_REQUEST_LINE_SCAN
     } else {
@@ -663,8 +664,25 @@ pub fn classify_packet<C: PacketView>(ctx: &C, packet: &SipPacket) -> MethodClas
             return MethodClass::Tcp;
         }
         // Only a segment that starts with a request or status line is counted as one: TLS,
-        // WebSocket frames and the rest of a message are just TCP.
-        return match classify(ctx, payload, len) {
+        // WebSocket frames and the rest of a message are just TCP. CR/LF before a request is
+        // skipped, as a SIP server's stream reader skips it (RFC 3261 7.5; RFC 5626 pings):
+        // otherwise a CRLF in front of each REGISTER would carry them all past the bucket.
+        let mut skip = 0;
+        while skip < MAX_TCP_LEADING_CRLF && skip < len {
+            match load_byte(ctx, payload + skip) {
+                Some(b'\r' | b'\n') => skip += 1,
+                _ => break,
+            }
+        }
+        // Laundered again, so the classifier is walked once, not once per count skipped.
+        let start = opaque(0, payload + skip);
+        let rest = opaque(1, len - skip);
+        if start > MAX_L4_OFFSET + TCP_MAX_HEADER_LEN + MAX_TCP_LEADING_CRLF
+            || rest > u16::MAX as usize
+        {
+            return MethodClass::Tcp;
+        }
+        return match classify(ctx, start, rest) {
             MethodClass::Malformed | MethodClass::KeepAlive => MethodClass::Tcp,
             class => class,
         };

@@ -440,6 +440,32 @@ fn a_register_over_tcp_draws_from_the_register_bucket() {
         Verdict::Pass,
         MethodClass::Response,
     );
+    // CR/LF in front of a request (keep-alive pings a stream reader skips) does not hide it:
+    // up to 16 bytes of it are skipped; a segment with more is not read as a request.
+    let pinger = "198.51.100.42";
+    for (leading, class) in [
+        (2, MethodClass::Register),
+        (4, MethodClass::Register),
+        (16, MethodClass::Register),
+        (17, MethodClass::Tcp),
+    ] {
+        let mut payload = b"\r\n".repeat(leading / 2);
+        if leading % 2 == 1 {
+            payload.push(b'\n');
+        }
+        payload.extend_from_slice(&stream_request("REGISTER", "sip:100@example.com", 9, "TCP"));
+        r.expect(
+            &tcp(pinger, 5060, tcp_flags::PSH | tcp_flags::ACK, &payload),
+            XDP_PASS,
+            Verdict::Pass,
+            class,
+        );
+    }
+    // Three REGISTERs and the unread segment, all counted on the source.
+    assert_eq!(
+        r.source(pinger).expect("its REGISTERs make state").packets,
+        4
+    );
 }
 
 #[test]

@@ -302,8 +302,9 @@ mod tests {
             (o.verdict, o.class),
             (Verdict::DropPrefix, MethodClass::Register)
         );
-        // The new source made no state; the prefix is banned, recorded and reported.
-        assert!(!m.sources.contains_key(&key_of(ip("198.51.100.9"))));
+        // The new source keeps the state it made before its prefix's draw (its drop counts on
+        // the prefix); the prefix is banned, recorded and reported.
+        assert_eq!(m.sources[&key_of(ip("198.51.100.9"))].dropped, 0);
         let key = net24(&cfg, "198.51.100.9");
         assert_eq!(key.prefix_len, 120);
         assert_eq!(key.addr, ipv4_mapped([198, 51, 100, 0]));

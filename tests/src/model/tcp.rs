@@ -9,6 +9,7 @@
 use sip_xdp_common::{Config, MethodClass, ipv4_mapped};
 
 use super::{Datagram, Parsed, Protocol, Transport, byte, classify_payload, present, u16_at};
+use sip_xdp_common::MAX_TCP_LEADING_CRLF;
 
 /// Bytes of a TCP header without options.
 pub const TCP_HLEN: usize = 20;
@@ -69,7 +70,15 @@ fn payload_class(frame: &[u8], t: &Transport, data_offset: usize) -> MethodClass
     if data_offset < 5 || t.ip_end > frame.len() || payload >= t.ip_end {
         return MethodClass::Tcp;
     }
-    match classify_payload(&frame[payload..t.ip_end]) {
+    // Up to MAX_TCP_LEADING_CRLF CR/LF bytes before a request are skipped, as a stream reader
+    // skips them.
+    let bytes = &frame[payload..t.ip_end];
+    let skip = bytes
+        .iter()
+        .take(MAX_TCP_LEADING_CRLF)
+        .take_while(|b| matches!(b, b'\r' | b'\n'))
+        .count();
+    match classify_payload(&bytes[skip..]) {
         class if class <= MethodClass::Publish || class == MethodClass::Response => class,
         _ => MethodClass::Tcp,
     }
