@@ -3,7 +3,8 @@
 # on these machines) and runs there what the host's tests run on the host's kernel:
 #   - `sip-xdp check` (the verifier, with its processed-instruction count),
 #   - the BPF_PROG_TEST_RUN datapath suites (the compiled tests/tests/datapath.rs,
-#     tests/tests/answers.rs and tests/tests/differential_answers.rs, every test),
+#     tests/tests/answers.rs, tests/tests/differential_answers.rs and tests/tests/tcp_prefix.rs,
+#     every test),
 #   - a real attach on veth: `sip-xdp attach` on one end, a REGISTER flood larger than the burst
 #     sent from a second network namespace, `ip -d link show` showing the program, and the
 #     counters read back (`sip-xdp status --output json`): the burst passed, the rest dropped.
@@ -140,6 +141,9 @@ answers=$(cargo test --quiet --package sip-xdp-tests --test answers --no-run --m
 differential_answers=$(cargo test --quiet --package sip-xdp-tests --test differential_answers --no-run \
     --message-format=json | executable differential_answers)
 [ -x "$differential_answers" ] || die "could not find the differential_answers test binary"
+tcp_prefix=$(cargo test --quiet --package sip-xdp-tests --test tcp_prefix --no-run \
+    --message-format=json | executable tcp_prefix)
+[ -x "$tcp_prefix" ] || die "could not find the tcp_prefix test binary"
 
 rootfs=$root/rootfs
 rm -rf "$rootfs"
@@ -156,7 +160,9 @@ strip --strip-debug -o "$rootfs/bin/sip-xdp" "$sip_xdp"
 strip --strip-debug -o "$rootfs/bin/datapath" "$datapath"
 strip --strip-debug -o "$rootfs/bin/answers" "$answers"
 strip --strip-debug -o "$rootfs/bin/differential_answers" "$differential_answers"
-bins=("$rootfs/bin/sip-xdp" "$rootfs/bin/datapath" "$rootfs/bin/answers" "$rootfs/bin/differential_answers")
+strip --strip-debug -o "$rootfs/bin/tcp_prefix" "$tcp_prefix"
+bins=("$rootfs/bin/sip-xdp" "$rootfs/bin/datapath" "$rootfs/bin/answers" "$rootfs/bin/differential_answers"
+    "$rootfs/bin/tcp_prefix")
 for tool in bash ip jq tc; do
     path=$(command -v "$tool")
     cp "$path" "$rootfs/bin/$tool"
