@@ -135,7 +135,8 @@ attach_test() {
     local passed rate banned bans
     passed=$(echo "$status" | jq '.packets.pass.register // 0')
     rate=$(echo "$status" | jq '.packets.drop_rate.register // 0')
-    banned=$(echo "$status" | jq '.packets.drop_banned.register // 0')
+    # A banned source's REGISTERs are dropped before their payload is read: method `unread`.
+    banned=$(echo "$status" | jq '.packets.drop_banned.unread // 0')
     bans=$(echo "$status" | jq '.tables.active_bans')
     # What passed reached this namespace's UDP layer (no socket listens: UDP NoPorts counts it),
     # what was dropped did not.

@@ -167,22 +167,14 @@ fn restore_auto_bans(state: &StateFile, maps: &mut SipMaps) -> Result<usize> {
             IpAddr::V4(v4) => sip_xdp_common::ipv4_mapped(v4.octets()),
             IpAddr::V6(v6) => v6.octets(),
         };
-        let mut flags = 0;
-        if record.monitor_only {
-            flags |= ban_flags::MONITOR_ONLY;
-        }
-        if banned_until_ns > clocks.mono_ns {
-            // As the kernel would have it: the ban's end is still to be reported.
-            flags |= ban_flags::EXPIRY_PENDING;
-        }
-        let ban = DurableBan {
+        let ban = restored_ban(
             banned_until_ns,
-            ban_duration_ns: record.ban_duration_ns,
-            strikes: record.strikes,
-            ban_class: record.limit_class,
-            ban_flags: flags,
-            _pad: [0; 2],
-        };
+            record.ban_duration_ns,
+            record.strikes,
+            record.limit_class,
+            record.monitor_only,
+            clocks.mono_ns,
+        );
         // Into the durable table only: the program rebuilds the source's entry from it at the
         // source's next packet. An entry left in SOURCES would shadow it.
         maps.set_ban(key, &ban)?;
@@ -190,4 +182,32 @@ fn restore_auto_bans(state: &StateFile, maps: &mut SipMaps) -> Result<usize> {
         restored += 1;
     }
     Ok(restored)
+}
+
+/// A saved automatic ban (of a source or a prefix) as its durable table holds it, on the
+/// monotonic clock: its end still to be reported while it lies ahead, as the kernel would have
+/// it.
+pub(super) fn restored_ban(
+    banned_until_ns: u64,
+    ban_duration_ns: u64,
+    strikes: u32,
+    ban_class: u8,
+    monitor_only: bool,
+    now_mono_ns: u64,
+) -> DurableBan {
+    let mut flags = 0;
+    if monitor_only {
+        flags |= ban_flags::MONITOR_ONLY;
+    }
+    if banned_until_ns > now_mono_ns {
+        flags |= ban_flags::EXPIRY_PENDING;
+    }
+    DurableBan {
+        banned_until_ns,
+        ban_duration_ns,
+        strikes,
+        ban_class,
+        ban_flags: flags,
+        _pad: [0; 2],
+    }
 }

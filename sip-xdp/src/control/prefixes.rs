@@ -192,22 +192,14 @@ pub(super) fn restore_prefix_bans(state: &StateFile, maps: &mut SipMaps) -> Resu
         if banned_until_ns.saturating_add(config.strike_decay_ns) <= clocks.mono_ns {
             continue;
         }
-        let mut flags = 0;
-        if record.monitor_only {
-            flags |= ban_flags::MONITOR_ONLY;
-        }
-        if banned_until_ns > clocks.mono_ns {
-            // As the kernel would have it: the ban's end is still to be reported.
-            flags |= ban_flags::EXPIRY_PENDING;
-        }
-        let ban = DurableBan {
+        let ban = super::attach::restored_ban(
             banned_until_ns,
-            ban_duration_ns: record.ban_duration_ns,
-            strikes: record.strikes,
-            ban_class: record.limit_class,
-            ban_flags: flags,
-            _pad: [0; 2],
-        };
+            record.ban_duration_ns,
+            record.strikes,
+            record.limit_class,
+            record.monitor_only,
+            clocks.mono_ns,
+        );
         let key = prefix_key(record.net);
         // Into the durable table only: the program rebuilds the prefix's bucket from it at its
         // next packet. A bucket left in PREFIXES would shadow it.
