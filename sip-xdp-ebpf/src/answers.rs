@@ -17,13 +17,14 @@ use aya_ebpf::{helpers::bpf_skb_load_bytes, macros::map, maps::PerCpuArray, prog
 use crate::{
     bans::impose_ban,
     buckets::conforms,
+    lists::{is_allowlisted, is_protected},
     maps::opaque,
     maps::{
         ANSWERS, BAN_EVENTS, FLOWS, GLOBAL_BUCKETS_REFLECTION, NEW_SOURCE, SOURCES, VERIFIED, bump,
         global_bucket,
     },
     parse::{Addr16, Answer, byte_flags, lowest_flag_index},
-    policy::{is_allowlisted, is_protected, key_is_address, masked_key},
+    sources::{key_is_address, masked_key},
 };
 
 /// The method a response answers, from its CSeq header.

@@ -16,10 +16,12 @@
 mod answers;
 mod bans;
 mod buckets;
+mod lists;
 mod maps;
 mod parse;
 mod policy;
 mod prefixes;
+mod sources;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
@@ -126,7 +128,7 @@ fn sip_outcome(ctx: &XdpContext, cfg: &Config, packet: &mut SipPacket) -> usize 
     let now_ns = unsafe { bpf_ktime_get_coarse_ns() };
     // A banned source or prefix is dropped on its addresses alone; only the others' payloads
     // are read.
-    let mut known = policy::Known::EMPTY;
+    let mut known = sources::Known::EMPTY;
     packet.launder();
     let outcome = match policy::early(cfg, packet, &mut known, now_ns) {
         Some(verdict) => outcome(verdict, packet.unread_class()),

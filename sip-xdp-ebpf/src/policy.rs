@@ -1,9 +1,8 @@
 //! Per-source policy: the ban read before the payload, then the allowlist, denylist, protected
-//! list, the source's token buckets, the admission budget and its prefixes' buckets.
-use aya_ebpf::maps::lpm_trie::Key;
+//! list, the source's token buckets, the admission budget; the prefixes' buckets follow.
 use sip_xdp_common::{
-    Config, EventCounter, FlowKey, FragmentFate, FragmentKey, LimitClass, MethodClass, RateLimit,
-    SourceKey, SourceState, Verdict, allow_flags, event_counter_index, flags, list_presence,
+    Config, EventCounter, FlowKey, FragmentFate, FragmentKey, MethodClass, Verdict,
+    event_counter_index, flags,
 };
 
 use crate::{
@@ -12,99 +11,12 @@ use crate::{
         restore_ban,
     },
     buckets::{NO_LIMIT, draw, limit_index},
-    maps::opaque,
-    maps::{
-        ALLOWLIST, DENYLIST, FLOWS, FRAGMENTS, GLOBAL_BUCKETS_ADMISSION, PROTECTED, VERIFIED, bump,
-        global_bucket, list_may_have_entries,
-    },
-    parse::{Addr16, SipPacket},
+    lists::{is_allowlisted, is_denylisted, is_protected},
+    maps::{FLOWS, FRAGMENTS, GLOBAL_BUCKETS_ADMISSION, bump, global_bucket},
+    parse::SipPacket,
     prefixes,
+    sources::{Known, is_verified, key_is_address, limits_for, set_source_key, verified_until},
 };
-
-#[inline(always)]
-fn list_key(src: &[u8; 16]) -> Key<[u8; 16]> {
-    Key::new(128, *src)
-}
-
-/// An entry flagged as a hole (see `sip_xdp_common::MAPPED_HOLE_PREFIX`) lists nothing.
-#[inline(always)]
-pub fn is_allowlisted(src: &[u8; 16]) -> bool {
-    list_may_have_entries(list_presence::ALLOWLIST)
-        && ALLOWLIST
-            .get(list_key(src))
-            .is_some_and(|entry| entry.flags & allow_flags::HOLE == 0)
-}
-
-#[inline(always)]
-pub fn is_protected(src: &[u8; 16]) -> bool {
-    list_may_have_entries(list_presence::PROTECTED)
-        && PROTECTED
-            .get(list_key(src))
-            .is_some_and(|entry| entry.flags & allow_flags::HOLE == 0)
-}
-
-/// A hole's expiry lies in the past, so it never denies.
-#[inline(always)]
-fn is_denylisted(src: &[u8; 16], now_ns: u64) -> bool {
-    if !list_may_have_entries(list_presence::DENYLIST) {
-        return false;
-    }
-    match DENYLIST.get(list_key(src)) {
-        Some(entry) => entry.expires_at_ns == 0 || now_ns < entry.expires_at_ns,
-        None => false,
-    }
-}
-
-/// Per-source key of an IPv6 source grouped by prefix: the address masked to it.
-#[inline(always)]
-pub fn masked_key(cfg: &Config, src: &[u8; 16]) -> SourceKey {
-    let mut addr = *src;
-    let mut i = 0;
-    while i < 16 {
-        addr[i] &= cfg.ipv6_source_mask[i];
-        i += 1;
-    }
-    SourceKey { addr }
-}
-
-/// Whether the per-source key is the whole address: IPv4 (one source whatever the IPv6 mask
-/// says), or IPv6 at /128. User space writes prefix masks only, so the last byte is all ones at
-/// /128 alone.
-#[inline(always)]
-pub fn key_is_address(cfg: &Config, is_ipv4: bool) -> bool {
-    is_ipv4 || cfg.ipv6_source_mask[15] == 0xff
-}
-
-/// Whether the source counts as verified now: only while the egress program is attached
-/// (`ANSWERS`), so that a stale verification cannot loosen limits nobody refreshes.
-#[inline(always)]
-pub fn is_verified(cfg: &Config, verified_until_ns: u64, now_ns: u64) -> bool {
-    cfg.has_flag(flags::ANSWERS) && now_ns < verified_until_ns
-}
-
-/// The buckets a source draws from: a verified source's looser ones, or the defaults.
-#[inline(always)]
-pub fn limits_for(cfg: &Config, verified: bool) -> &[RateLimit; LimitClass::COUNT] {
-    if verified {
-        &cfg.verified_limits
-    } else {
-        &cfg.limits
-    }
-}
-
-/// Expiry of the source's verification in `VERIFIED`, 0 when it has none. Read when a source's
-/// entry is made or rebuilt; the egress program keeps the entry's copy current after that.
-#[inline(always)]
-pub fn verified_until(cfg: &Config, key: &SourceKey) -> u64 {
-    if !cfg.has_flag(flags::ANSWERS) {
-        return 0;
-    }
-    // SAFETY: a plain read of a value the egress program replaces in place.
-    match VERIFIED.get_ptr(key) {
-        Some(verified) => unsafe { (*verified).verified_until_ns },
-        None => 0,
-    }
-}
 
 /// REGISTER and INVITE (class indices) from unverified sources draw from the admission budget.
 #[inline(always)]
@@ -141,55 +53,6 @@ fn flow_banned(src: &[u8; 16], port: u16, now_ns: u64) -> bool {
         Some(flow) => now_ns < unsafe { (*flow).banned_until_ns },
         None => false,
     }
-}
-
-/// Sets `key` to the per-source key of the packet's source.
-#[inline(always)]
-fn set_source_key(cfg: &Config, packet: &SipPacket, key: &mut SourceKey) {
-    if key_is_address(cfg, packet.is_ipv4) {
-        key.addr = packet.src.0;
-    } else {
-        write_masked_key(cfg, &packet.src, key);
-    }
-}
-
-/// [`masked_key`], written in place. Not inlined: its byte-wise work, which only a masked IPv6
-/// source key needs, stays out of the program's own stack frame.
-#[inline(never)]
-fn write_masked_key(cfg: &Config, src: &Addr16, key: &mut SourceKey) {
-    *key = masked_key(cfg, &src.0);
-}
-
-/// What the walk of one packet knows about its source before its payload is read.
-/// Made once per packet and filled in place (never moved: a copy the verifier cannot follow
-/// would turn its pointers into plain numbers).
-pub struct Known {
-    /// The per-source key: the address, or an IPv6 address masked to `ipv6_source_mask`.
-    pub key: SourceKey,
-    pub tracked: Option<&'static mut SourceState>,
-    /// Set with a `Pass` verdict when the packet still draws from its prefixes' buckets (an
-    /// unverified source's limited class): the caller draws them, from its own frame, so that
-    /// the deepest call chain stays inside the 512-byte BPF stack.
-    pub draw_prefixes: bool,
-}
-
-impl Known {
-    /// The key's words laundered, for the reason and with the slots of `SipPacket::launder`.
-    #[inline(always)]
-    pub fn launder_key(&mut self) {
-        let words = &mut self.key as *mut SourceKey as *mut u64;
-        // SAFETY: `SourceKey` is 16 bytes, 8-byte aligned.
-        unsafe {
-            *words = opaque(4, *words as usize) as u64;
-            *words.add(1) = opaque(5, *words.add(1) as usize) as u64;
-        }
-    }
-
-    pub const EMPTY: Known = Known {
-        key: SourceKey { addr: [0; 16] },
-        tracked: None,
-        draw_prefixes: false,
-    };
 }
 
 /// The ban, decided from the addresses alone, before the payload is read: a flood from a banned

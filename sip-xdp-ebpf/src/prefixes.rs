@@ -14,9 +14,10 @@ use crate::{
         restore_ban,
     },
     buckets::conforms,
+    lists::{is_allowlisted, is_protected},
     maps::bump,
     parse::{Addr16, SipPacket},
-    policy::{Known, is_allowlisted, is_protected, is_verified, verified_until},
+    sources::{Known, is_verified, verified_until},
 };
 
 /// The source's prefix at `level` (a constant at every call), masked a word at a time.

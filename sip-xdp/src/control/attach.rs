@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use anyhow::Result;
-use sip_xdp_common::{Config, DurableBan, ban_flags};
+use sip_xdp_common::Config;
 
 use super::{
     AttachReport, Control, check_interface, forget_sources_in, prefixes::restore_prefix_bans,
@@ -167,7 +167,7 @@ fn restore_auto_bans(state: &StateFile, maps: &mut SipMaps) -> Result<usize> {
             IpAddr::V4(v4) => sip_xdp_common::ipv4_mapped(v4.octets()),
             IpAddr::V6(v6) => v6.octets(),
         };
-        let ban = restored_ban(
+        let ban = super::restored_ban(
             banned_until_ns,
             record.ban_duration_ns,
             record.strikes,
@@ -182,32 +182,4 @@ fn restore_auto_bans(state: &StateFile, maps: &mut SipMaps) -> Result<usize> {
         restored += 1;
     }
     Ok(restored)
-}
-
-/// A saved automatic ban (of a source or a prefix) as its durable table holds it, on the
-/// monotonic clock: its end still to be reported while it lies ahead, as the kernel would have
-/// it.
-pub(super) fn restored_ban(
-    banned_until_ns: u64,
-    ban_duration_ns: u64,
-    strikes: u32,
-    ban_class: u8,
-    monitor_only: bool,
-    now_mono_ns: u64,
-) -> DurableBan {
-    let mut flags = 0;
-    if monitor_only {
-        flags |= ban_flags::MONITOR_ONLY;
-    }
-    if banned_until_ns > now_mono_ns {
-        flags |= ban_flags::EXPIRY_PENDING;
-    }
-    DurableBan {
-        banned_until_ns,
-        ban_duration_ns,
-        strikes,
-        ban_class,
-        ban_flags: flags,
-        _pad: [0; 2],
-    }
 }

@@ -257,3 +257,31 @@ fn check_interface(iface: &str) -> Result<()> {
     loader::if_index(iface)?;
     Ok(())
 }
+
+/// A saved automatic ban (of a source or a prefix) as its durable table holds it, on the
+/// monotonic clock: its end still to be reported while it lies ahead, as the kernel would have
+/// it.
+pub(crate) fn restored_ban(
+    banned_until_ns: u64,
+    ban_duration_ns: u64,
+    strikes: u32,
+    ban_class: u8,
+    monitor_only: bool,
+    now_mono_ns: u64,
+) -> sip_xdp_common::DurableBan {
+    let mut flags = 0;
+    if monitor_only {
+        flags |= sip_xdp_common::ban_flags::MONITOR_ONLY;
+    }
+    if banned_until_ns > now_mono_ns {
+        flags |= sip_xdp_common::ban_flags::EXPIRY_PENDING;
+    }
+    sip_xdp_common::DurableBan {
+        banned_until_ns,
+        ban_duration_ns,
+        strikes,
+        ban_class,
+        ban_flags: flags,
+        _pad: [0; 2],
+    }
+}

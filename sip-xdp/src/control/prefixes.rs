@@ -192,7 +192,7 @@ pub(super) fn restore_prefix_bans(state: &StateFile, maps: &mut SipMaps) -> Resu
         if banned_until_ns.saturating_add(config.strike_decay_ns) <= clocks.mono_ns {
             continue;
         }
-        let ban = super::attach::restored_ban(
+        let ban = super::restored_ban(
             banned_until_ns,
             record.ban_duration_ns,
             record.strikes,

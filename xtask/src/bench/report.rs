@@ -226,14 +226,21 @@ pub(super) fn report(
          `RateLimit::per_second(u32::MAX, 2^40)`, i.e. a 1 ns interval and a burst tolerance of \
          ~18 minutes. The packet takes the full tracked-source path — SOURCES lookup, state \
          update, GCRA check and TAT write — but millions of back-to-back repeats cannot drain the \
-         bucket, which a realistic limit (5/s, burst 40) would after 40 packets."
+         bucket, which a realistic limit (5/s, burst 40) would after 40 packets. The prefix \
+         buckets are as wide, so every unverified source's packet also takes the prefix path \
+         (its /24's state looked up before the payload is read for a ban, and again for the \
+         draw after it; an IPv6 source's /64 and /48 each)."
     );
     let _ = writeln!(
         w,
         "* **banned drop**: REGISTER at 1/s with a burst of 1 and a 1 h first ban; the source is \
-         banned by a second REGISTER during setup, then measured (ban path: SOURCES lookup and \
-         ban check, then no list lookup, as the ban is read first; no extension write since the \
-         ban outlasts `ban_extend_ns`)."
+         banned by a second REGISTER during setup, then measured (ban path: the headers parsed, \
+         the SOURCES lookup and ban check, and nothing more: no payload read, no list lookup; no \
+         extension write since the ban outlasts `ban_extend_ns`). The banned prefix \
+         (203.0.113.0/24) is banned in setup by two sources spending its REGISTER bucket of one; \
+         the measured source of it is never tracked, so each repeat is a new source's packet: \
+         SOURCES misses, the prefix's state is found banned, the allowlist and protected list \
+         say it is not exempt."
     );
     let _ = writeln!(
         w,
