@@ -54,5 +54,11 @@ pub mod global_buckets {
     pub const ADMISSION: u32 = 0;
     /// Answers to unverified destinations (`Config::reflection_total`).
     pub const REFLECTION: u32 = 1;
-    pub const SLOTS: u32 = 2;
+    /// Not a bucket: the latest end (monotonic ns) of any prefix ban or would-ban recorded in
+    /// `PREFIX_BANS`. While it lies in the past no prefix ban can be in force, and the program
+    /// skips looking up a packet's prefixes before its payload is read. Raised by the program
+    /// with every prefix ban and extension, and by user space when it writes `PREFIX_BANS`
+    /// records itself (at attach); never lowered while a record it covers may be in force.
+    pub const PREFIX_BANS_UNTIL: u32 = 2;
+    pub const SLOTS: u32 = 3;
 }

@@ -10,7 +10,9 @@ use sip_xdp_common::{
 
 use crate::{
     buckets::{draw, extension_limit},
-    maps::{BAN_EVENTS, BANS, NEW_SOURCE, PREFIX_BANS, PREFIXES, SOURCES, bump},
+    maps::{
+        BAN_EVENTS, BANS, NEW_SOURCE, PREFIX_BANS, PREFIXES, SOURCES, bump, raise_prefix_bans_until,
+    },
 };
 
 /// Escalation factors above this are clamped so `duration * factor` cannot overflow.
@@ -93,6 +95,9 @@ impl BanKey for PrefixKey {
     }
     #[inline(always)]
     fn persist(&self, record: &DurableBan) -> bool {
+        // Raised first: a packet that reads the new end in PREFIX_BANS must not find the
+        // early check switched off.
+        raise_prefix_bans_until(record.banned_until_ns);
         PREFIX_BANS.insert(self, record, 0).is_ok()
     }
     #[inline(always)]

@@ -67,6 +67,31 @@ pub static FLOWS: LruHashMap<FlowKey, FlowState> =
 pub static GLOBAL_BUCKETS: Array<u64> = Array::with_max_entries(global_buckets::SLOTS, 0);
 
 pub const GLOBAL_BUCKETS_ADMISSION: u32 = global_buckets::ADMISSION;
+
+/// `global_buckets::PREFIX_BANS_UNTIL`: no prefix ban can be in force at or after it. 0 (no
+/// prefix ban yet) when the slot cannot be read: the slot always exists, so that never happens,
+/// and if it did the prefix bans would still be read in the draw after the payload.
+#[inline(always)]
+pub fn prefix_bans_until() -> u64 {
+    match GLOBAL_BUCKETS.get(global_buckets::PREFIX_BANS_UNTIL) {
+        Some(until) => *until,
+        None => 0,
+    }
+}
+
+/// Raises [`prefix_bans_until`] to `until_ns` (a race between CPUs can lose a raise only to a
+/// later end, which covers it).
+#[inline(always)]
+pub fn raise_prefix_bans_until(until_ns: u64) {
+    if let Some(slot) = GLOBAL_BUCKETS.get_ptr_mut(global_buckets::PREFIX_BANS_UNTIL) {
+        // SAFETY: an array slot lives as long as the map.
+        unsafe {
+            if *slot < until_ns {
+                *slot = until_ns;
+            }
+        }
+    }
+}
 pub const GLOBAL_BUCKETS_REFLECTION: u32 = global_buckets::REFLECTION;
 
 /// The arrival time of a shared bucket, to update in place.

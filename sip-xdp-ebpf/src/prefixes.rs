@@ -15,7 +15,7 @@ use crate::{
     },
     buckets::conforms,
     lists::{is_allowlisted, is_protected},
-    maps::bump,
+    maps::{bump, prefix_bans_until, raise_prefix_bans_until},
     parse::{Addr16, SipPacket},
     sources::{Known, is_verified, verified_until},
 };
@@ -61,6 +61,11 @@ pub fn early(cfg: &Config, packet: &SipPacket, known: &Known, now_ns: u64) -> Op
     if let Some(state) = known.tracked.as_deref()
         && is_verified(cfg, state.verified_until_ns, now_ns)
     {
+        return None;
+    }
+    // No prefix ban recorded lies ahead: none can hold the source, and the draw after the
+    // payload looks the prefixes up (and restores them) anyway.
+    if now_ns >= prefix_bans_until() {
         return None;
     }
     if packet.is_ipv4 {
@@ -139,7 +144,22 @@ fn draw_level(cfg: &Config, packet: &SipPacket, limit: usize, level: usize, now_
         return false;
     }
     let key = prefix_key(cfg, &packet.src, level);
-    let Some(state) = key.state() else {
+    // A prefix the LRU lost comes back with its strikes (its ban, if any, has ended: one in
+    // force would have been found before the payload); a new one starts afresh.
+    let found = match key.state() {
+        Some(state) => Some(state),
+        None => {
+            let restored = restore_ban(cfg, &key, || 0, now_ns);
+            // A ban in force restored here means the early check was off while it should not
+            // have been (a record written without raising the end): raise it, so the next
+            // packet is checked.
+            if let Some(state) = restored.as_deref() {
+                raise_prefix_bans_until(state.banned_until_ns);
+            }
+            restored
+        }
+    };
+    let Some(state) = found else {
         if !new_state(&key, limit, bucket.interval_ns, 0, now_ns) {
             bump(event_counter_index(EventCounter::PrefixTrackFailures));
         }

@@ -197,6 +197,7 @@ pub struct SipMaps {
     prefixes_capacity: u32,
     prefix_bans: HashMap<MapData, PrefixKey, DurableBan>,
     prefix_bans_capacity: u32,
+    global_buckets: Array<MapData, u64>,
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, MapsError> {
@@ -280,6 +281,8 @@ impl SipMaps {
                 .map_err(map_err(map_names::COUNTERS))?,
             list_presence: Array::try_from(take(map_names::LIST_PRESENCE)?)
                 .map_err(map_err(map_names::LIST_PRESENCE))?,
+            global_buckets: Array::try_from(take(map_names::GLOBAL_BUCKETS)?)
+                .map_err(map_err(map_names::GLOBAL_BUCKETS))?,
         };
         // Lists pinned by a build without LIST_PRESENCE (or filled while a flag was lost) must
         // be looked up again. Only ever set here: clearing could race a locked writer's insert.
@@ -292,6 +295,8 @@ impl SipMaps {
         if maps.protected.keys().next().is_some() {
             maps.set_presence(list_presence::PROTECTED, true)?;
         }
+        // Likewise the latest prefix-ban end: raised to cover the records there, never lowered.
+        maps.cover_prefix_ban_records()?;
         Ok(maps)
     }
 

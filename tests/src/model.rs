@@ -561,6 +561,9 @@ pub struct Model {
     pub prefixes: Lru<PrefixKey, SourceState>,
     /// `PREFIX_BANS`: the durable prefix bans, never evicted.
     pub prefix_bans: HashMap<PrefixKey, DurableBan>,
+    /// `GLOBAL_BUCKETS[PREFIX_BANS_UNTIL]`: the latest end of any prefix ban recorded; while
+    /// it lies in the past the early prefix check is skipped.
+    pub prefix_bans_until: u64,
     /// A deliberate bug, for the differential tests' check that they catch one.
     pub mutant: Mutant,
     packets: [[u64; MethodClass::COUNT]; Verdict::COUNT],
@@ -584,6 +587,7 @@ impl Model {
             global_tat_ns: [0; 2],
             prefixes: Lru::new(MAX_PREFIXES as usize),
             prefix_bans: HashMap::new(),
+            prefix_bans_until: 0,
             mutant: Mutant::None,
             packets: [[0; MethodClass::COUNT]; Verdict::COUNT],
             events: [0; EventCounter::COUNT],

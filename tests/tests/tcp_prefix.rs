@@ -1021,3 +1021,50 @@ fn the_model_agrees_on_a_spread_flood_over_tcp_and_udp() {
     );
     assert_eq!(mm.strikes, 1, "the REGISTERs ran the /24 dry");
 }
+
+#[test]
+fn a_prefix_ban_user_space_writes_is_enforced_before_the_payload() {
+    sip_xdp_tests::needs_root!();
+    let cfg = config();
+    let mut r = rig(&cfg);
+    // No prefix was ever banned: the program skips the early prefix lookups.
+    assert_eq!(r.dp.maps.prefix_bans_until().unwrap(), 0);
+    r.expect(
+        &reg("198.51.100.70"),
+        XDP_PASS,
+        Verdict::Pass,
+        MethodClass::Register,
+    );
+    // A saved prefix ban put back (as `attach` restores the state file): the record alone,
+    // written through the library, which raises the latest prefix-ban end with it.
+    let key = key24(&cfg, "198.51.100.1");
+    let until = sip_xdp::time::monotonic_now_ns() + HOUR_NS;
+    let record = DurableBan {
+        banned_until_ns: until,
+        ban_duration_ns: HOUR_NS,
+        strikes: 1,
+        ban_class: LimitClass::Register as u8,
+        ban_flags: ban_flags::EXPIRY_PENDING,
+        _pad: [0; 2],
+    };
+    // (At attach the prefix buckets are new, as here after the forget.)
+    r.dp.maps.forget_prefix_tracked(&key).unwrap();
+    r.dp.maps.set_prefix_ban(&key, &record).unwrap();
+    assert_eq!(r.dp.maps.prefix_bans_until().unwrap(), until);
+    // A new source of the /24 and the tracked one are both dropped on their addresses.
+    for src in ["198.51.100.71", "198.51.100.70"] {
+        r.expect(
+            &reg(src),
+            XDP_DROP,
+            Verdict::DropBanned,
+            MethodClass::Unread,
+        );
+    }
+    assert_eq!(r.event(EventCounter::BansRestored), 1);
+    r.dp.maps.raise_prefix_bans_until(until - 1).unwrap();
+    assert_eq!(
+        r.dp.maps.prefix_bans_until().unwrap(),
+        until,
+        "never lowered"
+    );
+}

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use sip_xdp_common::{DurableBan, PrefixKey, SourceState, map_names, prefix_mask};
+use sip_xdp_common::{DurableBan, PrefixKey, SourceState, global_buckets, map_names, prefix_mask};
 
 use super::{MapsError, SipMaps, absent_is_false, addr_key, key_addr, map_err};
 
@@ -67,15 +67,62 @@ impl SipMaps {
         self.prefix_bans_capacity
     }
 
-    /// Writes a prefix's ban record (restoring saved bans after a reboot).
+    /// Writes a prefix's ban record (restoring saved bans after a reboot). The program's
+    /// latest prefix-ban end is raised first, so a packet that could find the record also
+    /// finds the early prefix check on.
     pub fn set_prefix_ban(
         &mut self,
         key: &PrefixKey,
         record: &DurableBan,
     ) -> Result<(), MapsError> {
+        self.raise_prefix_bans_until(record.banned_until_ns)?;
         self.prefix_bans
             .insert(key, record, 0)
             .map_err(map_err(map_names::PREFIX_BANS))
+    }
+
+    /// The program's latest prefix-ban end (`global_buckets::PREFIX_BANS_UNTIL`): no prefix
+    /// ban can be in force at or after it.
+    pub fn prefix_bans_until(&self) -> Result<u64, MapsError> {
+        self.global_buckets
+            .get(&global_buckets::PREFIX_BANS_UNTIL, 0)
+            .map_err(map_err(map_names::GLOBAL_BUCKETS))
+    }
+
+    /// Sets the latest prefix-ban end to `until_ns`, lower or higher. Lowering it below a ban
+    /// in force switches that ban's check before the payload off: only `cargo xtask bench`
+    /// does it, to measure the path with and without a prefix ban in force in one run.
+    #[doc(hidden)]
+    pub fn set_prefix_bans_until_for_measurement(
+        &mut self,
+        until_ns: u64,
+    ) -> Result<(), MapsError> {
+        self.global_buckets
+            .set(global_buckets::PREFIX_BANS_UNTIL, until_ns, 0)
+            .map_err(map_err(map_names::GLOBAL_BUCKETS))
+    }
+
+    /// Raises the latest prefix-ban end to `until_ns`; never lowers it.
+    pub fn raise_prefix_bans_until(&mut self, until_ns: u64) -> Result<(), MapsError> {
+        if self.prefix_bans_until()? < until_ns {
+            self.global_buckets
+                .set(global_buckets::PREFIX_BANS_UNTIL, until_ns, 0)
+                .map_err(map_err(map_names::GLOBAL_BUCKETS))?;
+        }
+        Ok(())
+    }
+
+    /// Raises the latest prefix-ban end to cover every record in `PREFIX_BANS`: a record left
+    /// by an earlier load (or a `GLOBAL_BUCKETS` rebuilt on a layout change) is then enforced
+    /// before the payload like the program's own.
+    pub(crate) fn cover_prefix_ban_records(&mut self) -> Result<(), MapsError> {
+        let latest = self
+            .prefix_bans()?
+            .iter()
+            .map(|(_, record)| record.banned_until_ns)
+            .max()
+            .unwrap_or(0);
+        self.raise_prefix_bans_until(latest)
     }
 
     /// Removes a prefix's ban record only; `false` when there was none.

@@ -73,19 +73,21 @@ impl Model {
 
     /// A prefix missing from `PREFIXES` whose ban or strikes are still in `PREFIX_BANS` comes
     /// back with them (full buckets, no counts); a record whose strikes decayed is removed.
-    fn restore_prefix(&mut self, cfg: &Config, key: &PrefixKey, now: u64) {
+    /// True when it restored one.
+    fn restore_prefix(&mut self, cfg: &Config, key: &PrefixKey, now: u64) -> bool {
         if self.prefixes.contains_key(key) {
-            return;
+            return false;
         }
         let Some(record) = self.prefix_bans.get(key).copied() else {
-            return;
+            return false;
         };
         if now > record.banned_until_ns && now - record.banned_until_ns > cfg.strike_decay_ns {
             self.prefix_bans.remove(key);
-            return;
+            return false;
         }
         self.prefixes.insert(*key, restored(&record, now));
         self.events[EventCounter::BansRestored as usize] += 1;
+        true
     }
 
     /// Step 1b: whether an unverified source's prefix is banned, which drops the packet before
@@ -105,6 +107,10 @@ impl Model {
             .get(key)
             .is_some_and(|state| Self::is_verified(cfg, state.verified_until_ns, now))
         {
+            return false;
+        }
+        // No recorded prefix ban lies ahead: the kernel skips the lookups (and restores).
+        if now >= self.prefix_bans_until {
             return false;
         }
         for prefix in prefix_keys(cfg, &d.src, d.is_ipv4) {
@@ -128,7 +134,7 @@ impl Model {
             count_packet(state, now);
             if Self::drop_banned(cfg, state, &cfg.prefix_limits, now, mutant) {
                 let record = DurableBan::of(state);
-                self.prefix_bans.insert(prefix, record);
+                self.record_prefix_ban(prefix, record);
             }
             self.events[EventCounter::PrefixBannedDrops as usize] += 1;
             return true;
@@ -152,6 +158,12 @@ impl Model {
             return false;
         }
         for prefix in prefix_keys(cfg, &d.src, d.is_ipv4) {
+            // A prefix the LRU lost comes back from its record (if its strikes have not
+            // decayed); a ban in force found here raises the latest end, as the kernel does.
+            if self.restore_prefix(cfg, &prefix, now) {
+                let until = self.prefixes.peek(&prefix).map_or(0, |s| s.banned_until_ns);
+                self.prefix_bans_until = self.prefix_bans_until.max(until);
+            }
             let Some(state) = self.prefixes.get_mut(&prefix) else {
                 let mut state = SourceState {
                     window_start_ns: now,
@@ -193,6 +205,13 @@ impl Model {
         false
     }
 
+    /// Writes a prefix's record to `PREFIX_BANS` and raises the latest prefix-ban end, as the
+    /// kernel's persist does.
+    pub fn record_prefix_ban(&mut self, prefix: PrefixKey, record: DurableBan) {
+        self.prefix_bans_until = self.prefix_bans_until.max(record.banned_until_ns);
+        self.prefix_bans.insert(prefix, record);
+    }
+
     /// Bans a prefix (its state must exist) with the escalation of a source's ban, records it in
     /// `PREFIX_BANS` and reports it.
     fn impose_prefix_ban(&mut self, cfg: &Config, prefix: &PrefixKey, ban_class: u8, now: u64) {
@@ -206,7 +225,7 @@ impl Model {
         }
         let event = escalate(cfg, prefix.addr, prefix.prefix_len, state, ban_class, now);
         let record = DurableBan::of(state);
-        self.prefix_bans.insert(*prefix, record);
+        self.record_prefix_ban(*prefix, record);
         self.count_ban(cfg);
         self.events[EventCounter::PrefixBans as usize] += 1;
         self.ban_events.push(event);

@@ -61,6 +61,9 @@ pub(super) struct Case {
     pub(super) target: Option<Target>,
     /// Extra rows that explain where the cost goes; no target.
     pub(super) variant: bool,
+    /// Whether the banned prefix's ban counts as in force for the program's check before the
+    /// payload (`PREFIX_BANS_UNTIL` set to its end), or as if no prefix ban were (set to 0).
+    pub(super) prefix_ban_in_force: bool,
     pub(super) samples: Vec<Sample>,
 }
 
@@ -309,6 +312,7 @@ pub(super) fn cases() -> Vec<Case> {
         counter: Some(counter),
         target,
         variant: false,
+        prefix_ban_in_force: false,
         samples: Vec::new(),
     };
     let variant = |name, frame_desc, frame, config, action, counter| Case {
@@ -326,6 +330,7 @@ pub(super) fn cases() -> Vec<Case> {
         counter: None,
         target,
         variant: false,
+        prefix_ban_in_force: false,
         samples: Vec::new(),
     };
     let reference = |subject: Subject, name: &'static str| Case {
@@ -339,6 +344,7 @@ pub(super) fn cases() -> Vec<Case> {
         counter: None,
         target: None,
         variant: false,
+        prefix_ban_in_force: false,
         samples: Vec::new(),
     };
 
@@ -407,17 +413,20 @@ pub(super) fn cases() -> Vec<Case> {
             (Verdict::Pass, MethodClass::TcpSyn),
             vs_lru(1.5),
         ),
-        case(
-            "forged-source flood inside a banned /24",
-            "as ref frame, a source never seen in a prefix banned for 1 h: dropped by the \
-             prefix's ban before the payload"
-                .to_owned(),
-            register_frame(SRC_IN_BANNED_PREFIX),
-            prefix_ban_config(),
-            XDP_DROP,
-            (Verdict::DropBanned, MethodClass::Unread),
-            vs_lru(1.0),
-        ),
+        Case {
+            prefix_ban_in_force: true,
+            ..case(
+                "forged-source flood inside a banned /24",
+                "as ref frame, a source never seen in a prefix banned for 1 h: dropped by the \
+                 prefix's ban before the payload"
+                    .to_owned(),
+                register_frame(SRC_IN_BANNED_PREFIX),
+                prefix_ban_config(),
+                XDP_DROP,
+                (Verdict::DropBanned, MethodClass::Unread),
+                vs_lru(1.0),
+            )
+        },
         case(
             "malformed drop",
             format!(
@@ -502,6 +511,19 @@ pub(super) fn cases() -> Vec<Case> {
             dns_reply,
             vs_pass(5.0),
         ),
+        Case {
+            prefix_ban_in_force: true,
+            ..variant(
+                "REGISTER within budget, a prefix ban in force elsewhere",
+                "the ref frame; its /24 is looked up before the payload too, as while any \
+                 prefix ban lies ahead"
+                    .to_owned(),
+                register_v4.clone(),
+                budget_config(),
+                XDP_PASS,
+                (Verdict::Pass, MethodClass::Register),
+            )
+        },
         variant(
             "non-SIP TCP",
             format!("IPv4/TCP SYN to port 443, {} B frame", https_syn.len()),

@@ -160,6 +160,14 @@ impl Bench {
         if matches!(case.subject, Subject::SipXdp | Subject::SipXdpEgress) {
             self.set_config(&case.config)?;
             self.set_lists(case.lists)?;
+            // The banned prefix stays banned throughout; whether the program's check before the
+            // payload runs follows the case.
+            let until = if case.prefix_ban_in_force {
+                monotonic_now_ns() + 3000 * SECOND_NS
+            } else {
+                0
+            };
+            self.maps.set_prefix_bans_until_for_measurement(until)?;
         }
         let before = match case.counter {
             Some(_) if self.check_counters => Some(self.counters()?),
