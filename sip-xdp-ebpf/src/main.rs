@@ -156,7 +156,7 @@ fn sip_outcome(ctx: &XdpContext, cfg: &Config, packet: &mut SipPacket) -> usize 
             packet.is_ipv4 = packed & (1 << 24) != 0;
             packet.first_fragment = packed & (1 << 25) != 0;
             if limit < LimitClass::COUNT && prefixes::draw(cfg, packet, limit, now_ns) {
-                Verdict::DropPrefix as usize * MethodClass::COUNT + outcome % MethodClass::COUNT
+                outcome_index(Verdict::DropPrefix, outcome % MethodClass::COUNT)
             } else {
                 outcome
             }

@@ -656,8 +656,8 @@ pub fn classify_packet<C: PacketView>(ctx: &C, packet: &SipPacket) -> MethodClas
         transport::TCP => return MethodClass::Tcp,
         _ => return MethodClass::Malformed,
     }
-    let payload = opaque(0, packet.payload);
-    let len = opaque(1, packet.len);
+    // Laundered already (`SipPacket::launder`, before the early ban): bounded again here.
+    let (payload, len) = (packet.payload, packet.len);
     let bad = payload > MAX_L4_OFFSET + TCP_MAX_HEADER_LEN || len > u16::MAX as usize;
     if kind == transport::TCP_PAYLOAD {
         if bad {

@@ -10,7 +10,7 @@ use crate::{
         BanKey, count_packet, drop_banned, impose_ban, is_banned, new_state, report_if_expired,
         restore_ban,
     },
-    buckets::{NO_LIMIT, draw, limit_index},
+    buckets::{NO_LIMIT, conforms, draw, limit_index},
     lists::{is_allowlisted, is_denylisted, is_protected},
     maps::{FLOWS, FRAGMENTS, GLOBAL_BUCKETS_ADMISSION, bump, global_bucket},
     parse::SipPacket,
@@ -35,7 +35,7 @@ fn admitted(cfg: &Config, src: &[u8; 16], now_ns: u64) -> bool {
         return true;
     }
     match global_bucket(GLOBAL_BUCKETS_ADMISSION) {
-        Some(tat) => crate::buckets::conforms(tat, &cfg.admission, now_ns) || is_protected(src),
+        Some(tat) => conforms(tat, &cfg.admission, now_ns) || is_protected(src),
         None => true,
     }
 }
@@ -87,9 +87,10 @@ pub fn early(cfg: &Config, packet: &SipPacket, known: &mut Known, now_ns: u64) -
 }
 
 /// The classified packet of a source not known to be banned: lists, then its bucket and the
-/// admission budget; `known.draw_prefixes` says whether its prefixes' buckets are drawn next. Not inlined: the verifier then walks it once per
-/// class rather than once per combination of the caller's registers, and its stack frame is its
-/// own (inlining all of the policy took the program past the 512-byte stack).
+/// admission budget; `known.draw_prefixes` says whether its prefixes' buckets are drawn next.
+/// Not inlined: its stack frame is its own (inlining all of the policy took the program past
+/// the 512-byte stack), and with the class an unknown index the verifier walks it once for
+/// every class.
 #[inline(never)]
 pub fn listed_or_limited(
     cfg: &Config,
@@ -183,14 +184,14 @@ fn new_source(
     {
         return Verdict::DropMalformed;
     }
-    let Some(bucket) = limits_for(cfg, false).get(limit) else {
+    if limit == NO_LIMIT {
         return Verdict::Pass;
-    };
-    let _ = bucket;
+    }
     let verified_until_ns = verified_until(cfg, &known.key);
     let verified = is_verified(cfg, verified_until_ns, now_ns);
-    // Beyond the budget, or its prefix's, an unverified request makes no state: a forged flood
-    // with a new source every packet cannot churn the source table faster than they admit.
+    // Beyond the budget an unverified request makes no state: a forged flood with a new source
+    // every packet cannot churn the source table faster than the budget admits. (Its prefixes'
+    // buckets are drawn after the state is made, by the caller.)
     if needs_admission(cfg, packet.class_index, verified) && !admitted(cfg, &packet.src.0, now_ns) {
         return Verdict::DropAdmission;
     }
