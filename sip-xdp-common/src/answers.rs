@@ -108,12 +108,19 @@ pub const MAX_ANSWER_SCAN: usize = 1024;
 pub enum BanCause {
     Rate(crate::LimitClass),
     Auth(AuthFailure),
+    /// A signature in the request's headers (scan program).
+    Signature(crate::SignatureKind),
 }
 
 impl BanCause {
     /// `None` for a byte this build does not know (a program built from other sources).
     pub const fn from_ban_class(ban_class: u8) -> Option<Self> {
-        if ban_class & BAN_CLASS_AUTH != 0 {
+        if ban_class & crate::BAN_CLASS_SIGNATURE != 0 {
+            match crate::signature_ban_kind(ban_class) {
+                Some(kind) => Some(Self::Signature(kind)),
+                None => None,
+            }
+        } else if ban_class & BAN_CLASS_AUTH != 0 {
             match auth_ban_kind(ban_class) {
                 Some(kind) => Some(Self::Auth(kind)),
                 None => None,
@@ -130,14 +137,16 @@ impl BanCause {
         match self {
             Self::Rate(class) => class as u8,
             Self::Auth(kind) => BAN_CLASS_AUTH | kind as u8,
+            Self::Signature(kind) => crate::BAN_CLASS_SIGNATURE | kind as u8,
         }
     }
 
-    /// The ban's origin as `ban list` shows it: `rate` or `auth`.
+    /// The ban's origin as `ban list` shows it: `rate`, `auth`, `fingerprint` or `trap`.
     pub const fn origin(self) -> &'static str {
         match self {
             Self::Rate(_) => "rate",
             Self::Auth(_) => "auth",
+            Self::Signature(kind) => kind.name(),
         }
     }
 
@@ -146,6 +155,7 @@ impl BanCause {
         match self {
             Self::Rate(class) => class.name(),
             Self::Auth(kind) => kind.name(),
+            Self::Signature(kind) => kind.name(),
         }
     }
 }

@@ -121,6 +121,9 @@ labelled_enum! {
         DropAdmission => "drop_admission",
         /// Within its own bucket, but its prefix's bucket (`Config::prefix_limits`) ran dry.
         DropPrefix => "drop_prefix",
+        /// The request carried a signature (a scanner's fingerprint, a trap account): its
+        /// source is banned from this packet on.
+        DropSignature => "drop_signature",
     }
 }
 
@@ -136,6 +139,7 @@ impl Verdict {
                 | Self::DropUnparsed
                 | Self::DropAdmission
                 | Self::DropPrefix
+                | Self::DropSignature
         )
     }
 }

@@ -9,7 +9,7 @@ pub const PREFIX_LEVEL_IPV4: usize = 0;
 
 /// Bumped whenever [`Config`]'s layout or meaning changes; the program ignores a config map
 /// entry with another version and falls back to [`Config::DEFAULT`].
-pub const CONFIG_VERSION: u32 = 4;
+pub const CONFIG_VERSION: u32 = 5;
 
 /// Config flag bits.
 pub mod flags {
@@ -33,6 +33,11 @@ pub mod flags {
     /// User space sets it only while the egress program is attached, so that without it every
     /// source is treated as it was before (nobody verified, no admission budget).
     pub const ANSWERS: u32 = 1 << 7;
+    /// Requests the XDP program passes (from sources neither allowlisted nor verified) are
+    /// handed to the scan program, which bans on a signature (`sip_xdp_common::SignatureKind`).
+    /// User space sets it only while the scan program sits in `SCANNERS` and `SIGNATURES` has
+    /// entries.
+    pub const SIGNATURES: u32 = 1 << 8;
 }
 
 /// A token bucket in GCRA form, so the program needs one `u64` of state per bucket and no
@@ -156,6 +161,8 @@ pub struct Config {
     /// The buckets every prefix has, per [`LimitClass`], shared by the unverified sources in it.
     /// Unlimited means the class draws from no prefix bucket.
     pub prefix_limits: [RateLimit; LimitClass::COUNT],
+    /// Shortest ban a signature match imposes; escalation for repeat offenders still applies.
+    pub signature_ban_ns: u64,
 }
 
 // The program reads these masks a word at a time: they must sit at 8-byte offsets of the
@@ -268,6 +275,9 @@ impl Config {
             RateLimit::per_second(50, 100),   // malformed, when passed
             RateLimit::per_second(20, 200),   // TCP connections (SYNs)
         ],
+        // A scanner's name or a decoy account is proof, not a rate: an hour, doubled for each
+        // repeat up to `ban_max_ns`.
+        signature_ban_ns: crate::DEFAULT_SIGNATURE_BAN_NS,
     };
 
     pub const fn has_flag(&self, flag: u32) -> bool {

@@ -48,6 +48,26 @@ crate::classes::labelled_enum! {
         PrefixBannedDrops => "prefix_banned_drops",
         /// Prefix buckets that could not be tracked (LRU insert failed); their packets passed.
         PrefixTrackFailures => "prefix_track_failures",
+        /// Sources banned (or, in monitor mode, that would be) for a scanner fingerprint.
+        FingerprintBans => "fingerprint_bans",
+        /// Sources banned (or that would be) for a request to a trap account.
+        TrapBans => "trap_bans",
+        /// Requests handed to the scan program (`Config` flag `SIGNATURES`).
+        Scans => "scans",
+        /// Requests that passed unscanned although signatures were on: the scan program was
+        /// missing from `SCANNERS` or the payload could not be read.
+        ScanFailures => "scan_failures",
+        /// Requests whose headers ran past `MAX_SCAN_BYTES` or `MAX_SCAN_LOOKUPS`: the rest was
+        /// not scanned.
+        ScanTruncated => "scan_truncated",
+    }
+}
+
+/// The event counter of a signature kind's bans.
+pub const fn signature_counter(kind: crate::SignatureKind) -> EventCounter {
+    match kind {
+        crate::SignatureKind::Fingerprint => EventCounter::FingerprintBans,
+        crate::SignatureKind::Trap => EventCounter::TrapBans,
     }
 }
 

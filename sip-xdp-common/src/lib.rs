@@ -16,6 +16,7 @@ mod maps;
 mod parser;
 #[cfg(feature = "user")]
 mod pod;
+mod signatures;
 mod sources;
 
 pub use answers::*;
@@ -27,6 +28,7 @@ pub use fragments::*;
 pub use lists::*;
 pub use maps::*;
 pub use parser::*;
+pub use signatures::*;
 pub use sources::*;
 
 #[cfg(test)]
@@ -55,6 +57,7 @@ mod tests {
                 + 5
                 + 16 * PREFIX_LEVELS
                 + 16 * LimitClass::COUNT
+                + 8
         );
         assert_eq!(
             size_of::<SourceState>(),
@@ -71,6 +74,9 @@ mod tests {
         assert_eq!(size_of::<AnswerState>(), 8 * 2 + 4 * 4);
         assert_eq!(size_of::<FlowKey>(), 24);
         assert_eq!(size_of::<FlowState>(), 8 * 3 + 4 * 2);
+        assert_eq!(size_of::<SignatureKey>(), 8 + MAX_SIGNATURE_LEN);
+        assert_eq!(size_of::<SignatureEntry>(), 16);
+        assert_eq!(size_of::<ScanPending>(), 16 + 8 + 4 * 3 + 4);
     }
 
     #[test]
@@ -90,6 +96,24 @@ mod tests {
                 prefix_mask(Config::DEFAULT.prefix_lens[level])
             );
         }
+    }
+
+    #[test]
+    fn signature_keys_are_lowercased_whole_tokens() {
+        let key = SignatureKey::new(SignatureKind::Fingerprint, b"Friendly-Scanner").unwrap();
+        assert_eq!(key.token_bytes(), b"friendly-scanner");
+        assert_eq!(key.kind, SignatureKind::Fingerprint as u8);
+        assert_eq!(SignatureKey::new(SignatureKind::Trap, b""), Err(SignatureError::Empty));
+        assert_eq!(
+            SignatureKey::new(SignatureKind::Trap, b"a b"),
+            Err(SignatureError::BadByte(1))
+        );
+        assert_eq!(
+            SignatureKey::new(SignatureKind::Trap, &[b'a'; 33]),
+            Err(SignatureError::TooLong)
+        );
+        assert_eq!(signature_ban_kind(BAN_CLASS_SIGNATURE | 1), Some(SignatureKind::Trap));
+        assert_eq!(signature_ban_kind(BAN_CLASS_AUTH), None);
     }
 
     #[test]

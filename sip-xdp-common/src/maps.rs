@@ -19,12 +19,22 @@ pub mod map_names {
     pub const GLOBAL_BUCKETS: &str = "GLOBAL_BUCKETS";
     pub const PREFIXES: &str = "PREFIXES";
     pub const PREFIX_BANS: &str = "PREFIX_BANS";
+    /// Scanner fingerprints and trap accounts (`SignatureKey` → `SignatureEntry`).
+    pub const SIGNATURES: &str = "SIGNATURES";
+    /// The program array the XDP program tail-calls the scan program through (slot
+    /// [`SCAN_SLOT`](crate::SCAN_SLOT)). Pinned: the kernel empties a program array when the
+    /// last file descriptor or pin of it goes, which would switch the scan off silently.
+    pub const SCANNERS: &str = "SCANNERS";
 }
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "sip_xdp";
 /// Name of the TC egress program (the server's answers) in the object file.
 pub const EGRESS_PROGRAM_NAME: &str = "sip_xdp_egress";
+/// Name of the scan program (signatures in a request's headers), tail-called by the XDP program.
+pub const SCAN_PROGRAM_NAME: &str = "sip_xdp_scan";
+/// The scan program's slot in `SCANNERS`.
+pub const SCAN_SLOT: u32 = 0;
 
 /// Default capacity of the per-source LRU map (`SOURCES`).
 pub const DEFAULT_MAX_SOURCES: u32 = 131_072;

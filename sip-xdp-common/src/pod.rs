@@ -17,3 +17,6 @@ unsafe impl aya::Pod for AnswerState {}
 unsafe impl aya::Pod for FlowKey {}
 unsafe impl aya::Pod for FlowState {}
 unsafe impl aya::Pod for PrefixKey {}
+unsafe impl aya::Pod for SignatureKey {}
+unsafe impl aya::Pod for SignatureEntry {}
+unsafe impl aya::Pod for ScanPending {}

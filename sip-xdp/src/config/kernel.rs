@@ -74,6 +74,7 @@ impl Settings {
             _pad1: [0; 5],
             prefix_masks: self.prefixes.prefix_masks(),
             prefix_limits: self.prefixes.rate_limits(),
+            signature_ban_ns: sip_xdp_common::DEFAULT_SIGNATURE_BAN_NS,
         }
     }
 }

@@ -157,6 +157,7 @@ impl Crowdsec {
             _ if record.prefix_len.is_some() => self.config.push_prefix_bans,
             sip_xdp_common::BanCause::Rate(_) => self.config.push_rate_bans,
             sip_xdp_common::BanCause::Auth(_) => self.config.push_auth_bans,
+            sip_xdp_common::BanCause::Signature(_) => self.config.push_auth_bans,
         };
         if !wanted {
             return;

@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sip_xdp_common::{AuthFailure, BanCause, LimitClass};
+use sip_xdp_common::{AuthFailure, BanCause, LimitClass, SignatureKind};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
@@ -54,6 +54,8 @@ pub const fn scenario(cause: BanCause) -> &'static str {
         BanCause::Auth(AuthFailure::NotFound | AuthFailure::Unanswered) => {
             return "sip-xdp/sip-scan";
         }
+        BanCause::Signature(SignatureKind::Fingerprint) => return "sip-xdp/sip-scanner-fingerprint",
+        BanCause::Signature(SignatureKind::Trap) => return "sip-xdp/sip-trap-account",
     };
     match class {
         LimitClass::Register => "sip-xdp/register-flood",
@@ -306,6 +308,17 @@ fn build_alerts(batch: &[Signal], clocks: Clocks) -> Vec<Value> {
                 "sip-xdp: {value} failed authentication ({}) past the configured count; banned \
                  for {} (strike {})",
                 kind.name(),
+                format_duration(Duration::from_secs(secs)),
+                signal.strikes
+            ),
+            BanCause::Signature(SignatureKind::Fingerprint) => format!(
+                "sip-xdp: {value} sent a request with a scanner's fingerprint in its headers; \
+                 banned for {} (strike {})",
+                format_duration(Duration::from_secs(secs)),
+                signal.strikes
+            ),
+            BanCause::Signature(SignatureKind::Trap) => format!(
+                "sip-xdp: {value} sent a request to a trap account; banned for {} (strike {})",
                 format_duration(Duration::from_secs(secs)),
                 signal.strikes
             ),

@@ -242,6 +242,14 @@ fn rate_phrase(record: &BanRecord) -> String {
                 kind.name()
             );
         }
+        BanCause::Signature(kind) => {
+            return match kind {
+                sip_xdp_common::SignatureKind::Fingerprint => {
+                    "a scanner's fingerprint in its request".to_string()
+                }
+                sip_xdp_common::SignatureKind::Trap => "a request to a trap account".to_string(),
+            };
+        }
     };
     if record.window_ns == 0 {
         format!("{class} at {} packets at once", record.window_packets)
@@ -440,6 +448,7 @@ impl Suppressed {
             .map(|(c, n)| match c {
                 BanCause::Rate(_) => format!("{}={n}", c.name()),
                 BanCause::Auth(_) => format!("auth {}={n}", c.name()),
+                BanCause::Signature(_) => format!("signature {}={n}", c.name()),
             })
             .collect();
         text.push_str("; classes: ");
