@@ -76,7 +76,7 @@ mod tests {
         assert_eq!(size_of::<FlowState>(), 8 * 3 + 4 * 2);
         assert_eq!(size_of::<SignatureKey>(), 8 + MAX_SIGNATURE_LEN);
         assert_eq!(size_of::<SignatureEntry>(), 16);
-        assert_eq!(size_of::<ScanPending>(), 16 + 8 + 4 * 3 + 4);
+        assert_eq!(size_of::<ScanPending>(), 16 * 2 + 8 + 4 * 3 + 4);
     }
 
     #[test]
@@ -103,7 +103,10 @@ mod tests {
         let key = SignatureKey::new(SignatureKind::Fingerprint, b"Friendly-Scanner").unwrap();
         assert_eq!(key.token_bytes(), b"friendly-scanner");
         assert_eq!(key.kind, SignatureKind::Fingerprint as u8);
-        assert_eq!(SignatureKey::new(SignatureKind::Trap, b""), Err(SignatureError::Empty));
+        assert_eq!(
+            SignatureKey::new(SignatureKind::Trap, b""),
+            Err(SignatureError::Empty)
+        );
         assert_eq!(
             SignatureKey::new(SignatureKind::Trap, b"a b"),
             Err(SignatureError::BadByte(1))
@@ -112,7 +115,10 @@ mod tests {
             SignatureKey::new(SignatureKind::Trap, &[b'a'; 33]),
             Err(SignatureError::TooLong)
         );
-        assert_eq!(signature_ban_kind(BAN_CLASS_SIGNATURE | 1), Some(SignatureKind::Trap));
+        assert_eq!(
+            signature_ban_kind(BAN_CLASS_SIGNATURE | 1),
+            Some(SignatureKind::Trap)
+        );
         assert_eq!(signature_ban_kind(BAN_CLASS_AUTH), None);
     }
 

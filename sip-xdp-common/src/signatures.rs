@@ -47,7 +47,11 @@ pub const fn signature_ban_kind(ban_class: u8) -> Option<SignatureKind> {
 /// Bytes that make up a token: letters, digits and `-_.!~*'+%` (what SIP allows in a user part
 /// and a User-Agent product name, without the separators). Everything else separates tokens.
 pub const fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'+' | b'%')
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'+' | b'%'
+        )
 }
 
 /// Key of `SIGNATURES`: the kind and the token, lowercased ASCII, zero-padded.
@@ -93,7 +97,11 @@ impl SignatureKey {
 
     /// The token's bytes, without the padding.
     pub fn token_bytes(&self) -> &[u8] {
-        let len = self.token.iter().position(|&b| b == 0).unwrap_or(MAX_SIGNATURE_LEN);
+        let len = self
+            .token
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(MAX_SIGNATURE_LEN);
         &self.token[..len]
     }
 }
@@ -110,11 +118,13 @@ pub struct SignatureEntry {
 
 /// Handed from the XDP program to the scan program it tail-calls, through the per-CPU
 /// `SCAN_PENDING` slot: what the XDP program decided about the request and where its payload is.
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct ScanPending {
     /// The source's `SOURCES` key.
     pub key: [u8; 16],
+    /// The source address (the key may be an IPv6 prefix).
+    pub src: [u8; 16],
     pub now_ns: u64,
     /// Offset of the payload from the start of the frame.
     pub payload_offset: u32,

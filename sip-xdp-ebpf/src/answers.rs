@@ -538,7 +538,7 @@ fn ban_address(cfg: &Config, key: &SourceKey, kind: AuthFailure, now_ns: u64) {
     if now_ns < state.banned_until_ns {
         return;
     }
-    impose_ban(cfg, key, state, BAN_CLASS_AUTH | kind as u8, now_ns);
+    impose_ban(cfg, key, state, BAN_CLASS_AUTH | kind as u8, 0, now_ns);
     bump(event_counter_index(EventCounter::AuthBans));
 }
 

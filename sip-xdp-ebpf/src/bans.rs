@@ -150,13 +150,17 @@ fn persist_ban<K: BanKey>(key: &K, state: &SourceState) {
 }
 
 /// Bans the key, escalating from its strikes, and reports it. `ban_class` is the
-/// [`LimitClass`] that ran dry, or `BAN_CLASS_AUTH` with the failure kind (egress program).
+/// [`LimitClass`] that ran dry, `BAN_CLASS_AUTH` with the failure kind (egress program), or
+/// `BAN_CLASS_SIGNATURE` with the signature's kind (scan program). The ban lasts at least
+/// `min_duration_ns` (0 for the rate and auth bans: a constant the inlined code drops), still
+/// within `ban_max_ns`.
 #[inline(always)]
 pub fn impose_ban<K: BanKey>(
     cfg: &Config,
     key: &K,
     state: &mut SourceState,
     ban_class: u8,
+    min_duration_ns: u64,
     now_ns: u64,
 ) {
     let quiet_since_last = state.banned_until_ns == 0
@@ -174,6 +178,9 @@ pub fn impose_ban<K: BanKey>(
     } else {
         state.ban_duration_ns * factor
     };
+    if duration_ns < min_duration_ns {
+        duration_ns = min_duration_ns;
+    }
     if duration_ns > cfg.ban_max_ns {
         duration_ns = cfg.ban_max_ns;
     }

@@ -21,6 +21,7 @@ mod maps;
 mod parse;
 mod policy;
 mod prefixes;
+mod signatures;
 mod sources;
 
 use aya_ebpf::{
@@ -30,13 +31,15 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use sip_xdp_common::{
-    CONFIG_VERSION, Config, LimitClass, MethodClass, Verdict, flags, packet_counter_index,
+    CONFIG_VERSION, Config, EventCounter, LimitClass, MethodClass, SCAN_SLOT, Verdict,
+    event_counter_index, flags, packet_counter_index,
 };
 
 use crate::{
     buckets::{NO_LIMIT, limit_index},
-    maps::{ACTIVE_CONFIG, CONFIG, bump, opaque},
+    maps::{ACTIVE_CONFIG, CONFIG, SCANNERS, bump, opaque},
     parse::{Parsed, SipPacket},
+    signatures::SCAN_REQUEST,
 };
 
 /// Used until user space writes `CONFIG`, so a program loaded by hand is still safe to attach.
@@ -81,12 +84,37 @@ pub fn sip_xdp(ctx: XdpContext) -> u32 {
         }
         Parsed::Sip(packet) => sip_outcome(&ctx, cfg, packet),
     };
+    let outcome = if outcome & SCAN_REQUEST != 0 {
+        // The scan program counts the outcome and decides; here only when the tail call did
+        // not happen (no program in the slot), and the request passes unscanned.
+        // SAFETY: a tail call with this program's own context.
+        unsafe { SCANNERS.tail_call(&ctx, SCAN_SLOT) };
+        bump(event_counter_index(EventCounter::ScanFailures));
+        outcome & !SCAN_REQUEST
+    } else {
+        outcome
+    };
+    action(cfg, outcome)
+}
+
+/// Counts the outcome and turns it into the XDP action.
+#[inline(always)]
+fn action(cfg: &Config, outcome: usize) -> u32 {
     bump(outcome as u32);
     if is_drop(outcome) && !cfg.has_flag(flags::MONITOR) {
         xdp_action::XDP_DROP
     } else {
         xdp_action::XDP_PASS
     }
+}
+
+/// The scan program: signatures in a request's headers ([`signatures`]). Tail-called by
+/// `sip_xdp` only, never attached.
+#[xdp]
+pub fn sip_xdp_scan(ctx: XdpContext) -> u32 {
+    let cfg = live_config();
+    let outcome = signatures::scan(&ctx, cfg);
+    action(cfg, outcome)
 }
 
 /// A packet's fate as `COUNTERS` indexes it: its (verdict, class) slot.
@@ -157,13 +185,21 @@ fn sip_outcome(ctx: &XdpContext, cfg: &Config, packet: &mut SipPacket) -> usize 
             packet.first_fragment = packed & (1 << 25) != 0;
             if limit < LimitClass::COUNT && prefixes::draw(cfg, packet, limit, now_ns) {
                 outcome_index(Verdict::DropPrefix, outcome % MethodClass::COUNT)
+            } else if known.scan && outcome < MethodClass::COUNT {
+                // Still a pass (verdict Pass is 0: the outcome is its class) after the
+                // prefixes: the request goes on to the scan program, as the policy offered.
+                outcome | SCAN_REQUEST
             } else {
                 outcome
             }
         }
     };
     if packet.first_fragment {
-        policy::record_first_fragment(&packet.src.0, packet.fragment_id, is_drop(outcome));
+        policy::record_first_fragment(
+            &packet.src.0,
+            packet.fragment_id,
+            is_drop(outcome & !SCAN_REQUEST),
+        );
     }
     outcome
 }

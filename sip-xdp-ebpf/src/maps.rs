@@ -1,14 +1,15 @@
 //! The program's maps. Sizes here are defaults: the loader may resize `SOURCES` before load.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use sip_xdp_common::{
     AllowEntry, AnswerState, BAN_EVENTS_BYTES, COUNTER_SLOTS, Config, DEFAULT_MAX_BANS,
     DEFAULT_MAX_SOURCES, DEFAULT_MAX_VERIFIED, DenyEntry, DurableBan, FlowKey, FlowState,
     FragmentFate, FragmentKey, MAX_ANSWERED_CLIENTS, MAX_LIST_ENTRIES, MAX_PREFIX_BANS,
-    MAX_PREFIXES, MAX_TRACKED_FRAGMENTS, PrefixKey, SourceKey, SourceState, VerifiedSource,
-    global_buckets, list_presence,
+    MAX_PREFIXES, MAX_SCAN_BYTES, MAX_SIGNATURES, MAX_TRACKED_FRAGMENTS, PrefixKey, ScanPending,
+    SignatureEntry, SignatureKey, SourceKey, SourceState, VerifiedSource, global_buckets,
+    list_presence,
 };
 
 /// Two slots, so user space can fill one completely while packets read the other.
@@ -177,3 +178,31 @@ pub fn opaque(slot: u32, value: usize) -> usize {
         None => usize::MAX,
     }
 }
+
+/// Scanner fingerprints and trap accounts (`sip_xdp_common::SignatureKey`); user space writes
+/// them, the scan program counts its matches in the values.
+#[map(name = "SIGNATURES")]
+pub static SIGNATURES: HashMap<SignatureKey, SignatureEntry> =
+    HashMap::with_max_entries(MAX_SIGNATURES, 0);
+
+/// The scan program, in slot `sip_xdp_common::SCAN_SLOT`, put there by user space after load.
+#[map(name = "SCANNERS")]
+pub static SCANNERS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// What the XDP program hands the scan program it tail-calls (one per CPU: a tail call runs on
+/// the CPU of its caller, before any other packet).
+#[map(name = "SCAN_PENDING")]
+pub static SCAN_PENDING: PerCpuArray<ScanPending> = PerCpuArray::with_max_entries(1, 0);
+
+/// The scan program's working memory: the request's first bytes, copied out of the packet so
+/// the scan indexes a map value (one bounds mask) rather than packet memory (a bounds check the
+/// verifier must follow per byte), and the key of the token being read.
+#[repr(C)]
+pub struct ScanBuffer {
+    pub bytes: [u8; MAX_SCAN_BYTES],
+    pub key: SignatureKey,
+    pub scan: crate::signatures::Scan,
+}
+
+#[map(name = "SCAN_BUFFER")]
+pub static SCAN_BUFFER: PerCpuArray<ScanBuffer> = PerCpuArray::with_max_entries(1, 0);

@@ -14,7 +14,7 @@ use crate::{
     lists::{is_allowlisted, is_denylisted, is_protected},
     maps::{FLOWS, FRAGMENTS, GLOBAL_BUCKETS_ADMISSION, bump, global_bucket},
     parse::SipPacket,
-    prefixes,
+    prefixes, signatures,
     sources::{Known, is_verified, key_is_address, limits_for, set_source_key, verified_until},
 };
 
@@ -98,6 +98,16 @@ pub fn listed_or_limited(
     known: &mut Known,
     now_ns: u64,
 ) -> Verdict {
+    let verdict = limited(cfg, packet, known, now_ns);
+    if verdict == Verdict::Pass {
+        signatures::offer(cfg, packet, known, now_ns);
+    }
+    verdict
+}
+
+/// [`listed_or_limited`] up to its verdict.
+#[inline(always)]
+fn limited(cfg: &Config, packet: &SipPacket, known: &mut Known, now_ns: u64) -> Verdict {
     let src = &packet.src.0;
     // The class as an index the verifier does not know (`SipPacket::class_index`): one walk of
     // this function serves every class.
@@ -160,7 +170,7 @@ pub fn listed_or_limited(
             bump(event_counter_index(EventCounter::ProtectedDrops));
             return Verdict::DropRate;
         }
-        impose_ban(cfg, key, state, limit as u8, now_ns);
+        impose_ban(cfg, key, state, limit as u8, 0, now_ns);
         return Verdict::DropRate;
     }
     if needs_admission(cfg, class, verified) && !admitted(cfg, src, now_ns) {

@@ -178,5 +178,5 @@ fn draw_level(cfg: &Config, packet: &SipPacket, limit: usize, level: usize, now_
 /// Not inlined: a prefix ban is rare, and its event code would otherwise be walked per level.
 #[inline(never)]
 fn ban_prefix(cfg: &Config, key: &PrefixKey, state: &mut SourceState, ban_class: u8, now_ns: u64) {
-    impose_ban(cfg, key, state, ban_class, now_ns);
+    impose_ban(cfg, key, state, ban_class, 0, now_ns);
 }

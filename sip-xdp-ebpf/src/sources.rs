@@ -86,6 +86,8 @@ pub struct Known {
     /// unverified source's limited class): the caller draws them, from its own frame, so that
     /// the deepest call chain stays inside the 512-byte BPF stack.
     pub draw_prefixes: bool,
+    /// The policy handed the request to the scan program (`signatures::offer`).
+    pub scan: bool,
 }
 
 impl Known {
@@ -104,5 +106,6 @@ impl Known {
         key: SourceKey { addr: [0; 16] },
         tracked: None,
         draw_prefixes: false,
+        scan: false,
     };
 }

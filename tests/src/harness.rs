@@ -111,6 +111,13 @@ impl Datapath {
         {
             ids.extend(more);
         }
+        // And those only the scan program uses (SIGNATURES).
+        if let Ok(scan) = loader::scan_program(&mut self.ebpf)
+            && let Ok(info) = scan.info()
+            && let Ok(Some(more)) = info.map_ids()
+        {
+            ids.extend(more);
+        }
         for id in ids {
             let data = MapData::from_id(id).with_context(|| format!("opening map id {id}"))?;
             let info = data

@@ -28,5 +28,10 @@ pub(super) fn check() -> Result<()> {
         "TC egress program loaded and verified by the kernel (not attached); verified insns: \
          {verified}."
     );
+    let verified = count(loader::scan_program(&mut ebpf)?.info().ok());
+    println!(
+        "Scan program loaded and verified by the kernel (not attached); verified insns: \
+         {verified}."
+    );
     Ok(())
 }

@@ -4,9 +4,12 @@ use std::path::PathBuf;
 
 use aya::{
     Ebpf, EbpfLoader,
+    maps::{MapError, ProgramArray},
     programs::{ProgramError, SchedClassifier, Xdp},
 };
-use sip_xdp_common::{DEFAULT_MAX_SOURCES, EGRESS_PROGRAM_NAME, PROGRAM_NAME, map_names};
+use sip_xdp_common::{
+    DEFAULT_MAX_SOURCES, EGRESS_PROGRAM_NAME, PROGRAM_NAME, SCAN_PROGRAM_NAME, SCAN_SLOT, map_names,
+};
 use thiserror::Error;
 
 use super::{Migration, PINNED_MAPS, PinDir, PinError};
@@ -37,6 +40,17 @@ pub enum LoaderError {
          without it"
     )]
     EgressProgram(#[source] ProgramError),
+    #[error(
+        "the kernel rejected the sip-xdp scan program (scanner fingerprints and trap accounts): \
+         {0}; `sip-xdp check` prints the verifier log, and `[signatures] enabled = false` runs \
+         the XDP filter without it"
+    )]
+    ScanProgram(#[source] ProgramError),
+    #[error(
+        "cannot put the sip-xdp scan program into the SCANNERS program array: {0}; the XDP \
+         program would pass every request unscanned"
+    )]
+    ScanSlot(#[source] MapError),
     #[error("the sip-xdp eBPF object has no program named {0}; rebuild sip-xdp")]
     MissingProgram(&'static str),
     #[error("max_sources must be between 1 and {max}, got {got}")]
@@ -50,6 +64,10 @@ pub struct LoadOptions {
     pub max_sources: u32,
     /// Load the TC egress program too (`[answers] enabled`).
     pub egress: bool,
+    /// Load the scan program and put it in `SCANNERS` (`[signatures] enabled`). Without it the
+    /// XDP program must not be told to scan (`flags::SIGNATURES`): each request would count a
+    /// scan failure and pass unscanned.
+    pub scan: bool,
 }
 
 impl Default for LoadOptions {
@@ -57,6 +75,7 @@ impl Default for LoadOptions {
         Self {
             max_sources: DEFAULT_MAX_SOURCES,
             egress: true,
+            scan: true,
         }
     }
 }
@@ -90,20 +109,50 @@ impl LoadOptions {
 /// Loads the object and the XDP program into the kernel (running the verifier), unattached.
 pub fn load(options: &LoadOptions) -> Result<Ebpf, LoaderError> {
     options.check()?;
-    load_with(options.loader(), options.egress)
+    load_with(options.loader(), options)
 }
 
-/// Loads the embedded object with `loader`, then the XDP program and, with `egress`, the TC
-/// egress program (running the verifier on each).
-fn load_with(mut loader: EbpfLoader<'_>, egress: bool) -> Result<Ebpf, LoaderError> {
-    let mut ebpf = loader.load(EBPF_OBJECT)?;
+/// Loads the embedded object with `loader`, then the XDP program and, as `options` say, the
+/// TC egress program and the scan program (running the verifier on each).
+fn load_with(mut loader: EbpfLoader<'_>, options: &LoadOptions) -> Result<Ebpf, LoaderError> {
+    let mut ebpf = loader.load(&super::btf::loadable(EBPF_OBJECT))?;
     xdp_program(&mut ebpf)?.load()?;
-    if egress {
+    if options.egress {
         egress_program(&mut ebpf)?
             .load()
             .map_err(LoaderError::EgressProgram)?;
     }
+    if options.scan {
+        load_scan(&mut ebpf)?;
+    }
     Ok(ebpf)
+}
+
+/// Loads the scan program and puts it in its `SCANNERS` slot, where the XDP program's tail call
+/// finds it (the slot of a pinned array serves every later load until replaced).
+fn load_scan(ebpf: &mut Ebpf) -> Result<(), LoaderError> {
+    let program = scan_program(ebpf)?;
+    program.load().map_err(LoaderError::ScanProgram)?;
+    let fd = program
+        .fd()
+        .and_then(|fd| fd.try_clone().map_err(Into::into))
+        .map_err(LoaderError::ScanProgram)?;
+    let map = ebpf
+        .map_mut(map_names::SCANNERS)
+        .ok_or(LoaderError::MissingProgram(SCAN_PROGRAM_NAME))?;
+    let mut slots = ProgramArray::try_from(map).map_err(LoaderError::ScanSlot)?;
+    slots
+        .set(SCAN_SLOT, &fd, 0)
+        .map_err(LoaderError::ScanSlot)?;
+    Ok(())
+}
+
+/// The scan program inside a loaded object (loaded only with `LoadOptions::scan`).
+pub fn scan_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, LoaderError> {
+    let program = ebpf
+        .program_mut(SCAN_PROGRAM_NAME)
+        .ok_or(LoaderError::MissingProgram(SCAN_PROGRAM_NAME))?;
+    program.try_into().map_err(LoaderError::ScanProgram)
 }
 
 /// The TC egress program inside a loaded object (loaded only with `LoadOptions::egress`).
@@ -180,7 +229,7 @@ pub fn load_pinned(options: &LoadOptions, pins: &PinDir) -> Result<PinnedLoad, P
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());
     }
-    match load_with(loader, options.egress) {
+    match load_with(loader, options) {
         Ok(ebpf) => Ok(PinnedLoad {
             ebpf,
             adopted_maps,

@@ -5,10 +5,12 @@
 //! - `pins.rs`: the pin directory, the maps pinned there with their layouts, its locks.
 //! - `migrate.rs`: maps an older build pinned, checked and carried over.
 //! - `attach.rs`: XDP links to interfaces, owned by this process or pinned, and detaching.
+//! - `btf.rs`: the object's BTF mended so the kernel takes it (the scan program needs it).
 //! - `egress.rs`: the TC egress program on the same interfaces (TCX link or clsact filter).
 //! - `links.rs`: what applies to the links of both: detaching an interface, link ids.
 //! - `sys.rs`: the raw bpf(2) calls aya does not make ([`sys::bpf_syscall`], public for xtask).
 mod attach;
+mod btf;
 mod egress;
 mod links;
 mod load;
@@ -21,7 +23,7 @@ pub use egress::{attach_egress_pinned, detach_egress};
 pub use links::{attachment_ids, detach_pinned};
 pub use load::{
     EBPF_OBJECT, LoadOptions, LoaderError, MAX_SOURCES_LIMIT, PinnedLoad, PinnedLoadError,
-    egress_program, load, load_pinned, xdp_program,
+    egress_program, load, load_pinned, scan_program, xdp_program,
 };
 pub use migrate::Migration;
 pub use pins::{

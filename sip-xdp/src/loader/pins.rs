@@ -305,6 +305,15 @@ pub(super) const PINNED: &[Layout] = &[
         None,
         false,
     ),
+    // Rewritten from the config and the state file's runtime edits at every attach.
+    layout::<sip_xdp_common::SignatureKey, sip_xdp_common::SignatureEntry>(
+        map_names::SIGNATURES,
+        None,
+        true,
+    ),
+    // Pinned so that the kernel keeps the scan program in it when no process holds it (it
+    // empties a program array whose last user reference goes); filled at every load.
+    layout::<u32, u32>(map_names::SCANNERS, Some(1), true),
 ];
 
 /// The names of `PINNED`, in its order: the maps a load pins and a purge removes.
