@@ -61,7 +61,7 @@ else
 fi
 
 # 3. A real attach on veth, the flood sent from a second namespace.
-for suite in answers differential_answers tcp_prefix; do
+for suite in answers differential_answers tcp_prefix signatures; do
     out=$(/bin/$suite --test-threads=2 2>&1)
     rc=$?
     summary=$(echo "$out" | grep '^test result:' | tail -n 1)

@@ -3,7 +3,8 @@
 # on these machines) and runs there what the host's tests run on the host's kernel:
 #   - `sip-xdp check` (the verifier, with its processed-instruction count),
 #   - the BPF_PROG_TEST_RUN datapath suites (the compiled tests/tests/datapath.rs,
-#     tests/tests/answers.rs, tests/tests/differential_answers.rs and tests/tests/tcp_prefix.rs,
+#     tests/tests/answers.rs, tests/tests/differential_answers.rs, tests/tests/tcp_prefix.rs and
+#     tests/tests/signatures.rs,
 #     every test),
 #   - a real attach on veth: `sip-xdp attach` on one end, a REGISTER flood larger than the burst
 #     sent from a second network namespace, `ip -d link show` showing the program, and the
@@ -144,6 +145,9 @@ differential_answers=$(cargo test --quiet --package sip-xdp-tests --test differe
 tcp_prefix=$(cargo test --quiet --package sip-xdp-tests --test tcp_prefix --no-run \
     --message-format=json | executable tcp_prefix)
 [ -x "$tcp_prefix" ] || die "could not find the tcp_prefix test binary"
+signatures=$(cargo test --quiet --package sip-xdp-tests --test signatures --no-run \
+    --message-format=json | executable signatures)
+[ -x "$signatures" ] || die "could not find the signatures test binary"
 
 rootfs=$root/rootfs
 rm -rf "$rootfs"
@@ -161,8 +165,9 @@ strip --strip-debug -o "$rootfs/bin/datapath" "$datapath"
 strip --strip-debug -o "$rootfs/bin/answers" "$answers"
 strip --strip-debug -o "$rootfs/bin/differential_answers" "$differential_answers"
 strip --strip-debug -o "$rootfs/bin/tcp_prefix" "$tcp_prefix"
+strip --strip-debug -o "$rootfs/bin/signatures" "$signatures"
 bins=("$rootfs/bin/sip-xdp" "$rootfs/bin/datapath" "$rootfs/bin/answers" "$rootfs/bin/differential_answers"
-    "$rootfs/bin/tcp_prefix")
+    "$rootfs/bin/tcp_prefix" "$rootfs/bin/signatures")
 for tool in bash ip jq tc; do
     path=$(command -v "$tool")
     cp "$path" "$rootfs/bin/$tool"

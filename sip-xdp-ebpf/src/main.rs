@@ -84,16 +84,16 @@ pub fn sip_xdp(ctx: XdpContext) -> u32 {
         }
         Parsed::Sip(packet) => sip_outcome(&ctx, cfg, packet),
     };
-    let outcome = if outcome & SCAN_REQUEST != 0 {
-        // The scan program counts the outcome and decides; here only when the tail call did
-        // not happen (no program in the slot), and the request passes unscanned.
+    if outcome & SCAN_REQUEST != 0 {
+        // The scan program counts the outcome and decides. Past the call only when the tail
+        // call did not happen (no program in the slot): the request passes unscanned. Nothing
+        // of this frame lives across the call (the config and the outcome are read again), so
+        // the frame, whose stack with the parser's is at the 512-byte cap, needs no spill slot.
         // SAFETY: a tail call with this program's own context.
         unsafe { SCANNERS.tail_call(&ctx, SCAN_SLOT) };
         bump(event_counter_index(EventCounter::ScanFailures));
-        outcome & !SCAN_REQUEST
-    } else {
-        outcome
-    };
+        return action(live_config(), signatures::pending_outcome());
+    }
     action(cfg, outcome)
 }
 
@@ -163,33 +163,33 @@ fn sip_outcome(ctx: &XdpContext, cfg: &Config, packet: &mut SipPacket) -> usize 
         None => {
             known.launder_key();
             let class = parse::classify_packet(ctx, packet) as usize;
-            packet.class_index = opaque(3, class);
+            packet.class_index = opaque(3, class) as u32;
             let verdict = policy::listed_or_limited(cfg, packet, &mut known, now_ns);
             let limit = if verdict == Verdict::Pass && known.draw_prefixes {
-                limit_index(packet.class_index)
+                limit_index(packet.class_index as usize)
             } else {
                 NO_LIMIT
             };
             // Every verdict and class reaches the prefixes' draw as one unknown number, with the
             // packet's flags that the walk so far has branched on (the verifier narrows the
             // caller's copies too): it then walks the draw once, not once per combination.
+            // The scan offer rides along as `SCAN_REQUEST` in the outcome's bits: a flag of its
+            // own, live across the draw, would cost this frame a spill slot it does not have.
             let packed = opaque(
                 2,
-                outcome_index(verdict, packet.class_index)
+                outcome_index(verdict, packet.class_index as usize)
                     | limit << 16
                     | (packet.is_ipv4 as usize) << 24
-                    | (packet.first_fragment as usize) << 25,
+                    | (packet.first_fragment as usize) << 25
+                    | if known.scan { SCAN_REQUEST } else { 0 },
             );
-            let (outcome, limit) = (packed & 0xffff, (packed >> 16) & 0xff);
+            let (outcome, limit) = (packed & (0xffff | SCAN_REQUEST), (packed >> 16) & 0xff);
             packet.is_ipv4 = packed & (1 << 24) != 0;
             packet.first_fragment = packed & (1 << 25) != 0;
             if limit < LimitClass::COUNT && prefixes::draw(cfg, packet, limit, now_ns) {
-                outcome_index(Verdict::DropPrefix, outcome % MethodClass::COUNT)
-            } else if known.scan && outcome < MethodClass::COUNT {
-                // Still a pass (verdict Pass is 0: the outcome is its class) after the
-                // prefixes: the request goes on to the scan program, as the policy offered.
-                outcome | SCAN_REQUEST
+                outcome_index(Verdict::DropPrefix, (outcome & 0xffff) % MethodClass::COUNT)
             } else {
+                // Still a pass with the offer set: on to the scan program.
                 outcome
             }
         }

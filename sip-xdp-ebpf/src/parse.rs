@@ -153,7 +153,7 @@ pub struct SipPacket {
     pub transport: u8,
     /// The [`MethodClass`] index [`classify_packet`] found, laundered for the policy (see
     /// [`SipPacket::launder`]); [`MethodClass::Unread`] until then.
-    pub class_index: usize,
+    pub class_index: u32,
 }
 
 impl SipPacket {
@@ -533,7 +533,7 @@ pub fn parse<C: PacketView>(ctx: &C, cfg: &Config) -> Parsed {
         is_ipv4: l4.is_ipv4,
         first_fragment: l4.first_fragment_id.is_some(),
         transport,
-        class_index: MethodClass::Unread as usize,
+        class_index: MethodClass::Unread as u32,
     })
 }
 
@@ -590,7 +590,7 @@ fn parse_tcp(ctx: &impl PacketView, cfg: &Config, l4: &L4) -> Parsed {
         is_ipv4: l4.is_ipv4,
         first_fragment,
         transport,
-        class_index: MethodClass::Unread as usize,
+        class_index: MethodClass::Unread as u32,
     })
 }
 

@@ -111,7 +111,7 @@ fn limited(cfg: &Config, packet: &SipPacket, known: &mut Known, now_ns: u64) -> 
     let src = &packet.src.0;
     // The class as an index the verifier does not know (`SipPacket::class_index`): one walk of
     // this function serves every class.
-    let class = packet.class_index;
+    let class = packet.class_index as usize;
     if is_allowlisted(src) {
         return Verdict::PassAllowlisted;
     }
@@ -190,8 +190,7 @@ fn new_source(
     limit: usize,
     now_ns: u64,
 ) -> Verdict {
-    if packet.class_index == MethodClass::Malformed as usize && cfg.has_flag(flags::DROP_MALFORMED)
-    {
+    if packet.class_index == MethodClass::Malformed as u32 && cfg.has_flag(flags::DROP_MALFORMED) {
         return Verdict::DropMalformed;
     }
     if limit == NO_LIMIT {
@@ -202,7 +201,9 @@ fn new_source(
     // Beyond the budget an unverified request makes no state: a forged flood with a new source
     // every packet cannot churn the source table faster than the budget admits. (Its prefixes'
     // buckets are drawn after the state is made, by the caller.)
-    if needs_admission(cfg, packet.class_index, verified) && !admitted(cfg, &packet.src.0, now_ns) {
+    if needs_admission(cfg, packet.class_index as usize, verified)
+        && !admitted(cfg, &packet.src.0, now_ns)
+    {
         return Verdict::DropAdmission;
     }
     known.draw_prefixes = !verified;

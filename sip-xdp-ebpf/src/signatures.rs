@@ -37,8 +37,8 @@ use crate::{
 };
 
 /// Set in an outcome (a `COUNTERS` index) the XDP program is to hand to the scan program:
-/// far above every index.
-pub const SCAN_REQUEST: usize = 1 << 20;
+/// far above every index, and above the bits the XDP program packs beside the outcome.
+pub const SCAN_REQUEST: usize = 1 << 26;
 
 /// Request classes whose headers are scanned: those that open a dialog or stand alone. ACK,
 /// BYE, CANCEL, PRACK, UPDATE and INFO belong to dialogs the server accepted.
@@ -59,7 +59,7 @@ const _: () = assert!(MethodClass::COUNT <= 32);
 /// with the parser's is at the 512-byte cap.
 #[inline(always)]
 pub fn offer(cfg: &Config, packet: &SipPacket, known: &mut Known, now_ns: u64) {
-    let class = packet.class_index;
+    let class = packet.class_index as usize;
     if !known.draw_prefixes
         || !cfg.has_flag(sip_xdp_common::flags::SIGNATURES)
         || class >= MethodClass::COUNT
@@ -84,6 +84,16 @@ pub fn offer(cfg: &Config, packet: &SipPacket, known: &mut Known, now_ns: u64) {
         pending.class = class as u8;
     }
     known.scan = true;
+}
+
+/// The outcome [`offer`] handed over, for the XDP program when its tail call failed.
+#[inline(always)]
+pub fn pending_outcome() -> usize {
+    match SCAN_PENDING.get_ptr(0) {
+        // SAFETY: per-CPU slot this packet's `offer` wrote.
+        Some(pending) => unsafe { (*pending).outcome as usize },
+        None => 0,
+    }
 }
 
 /// Copies an address a word at a time. Both sides are 8-byte aligned (`SourceKey`, `Addr16`,
@@ -367,6 +377,12 @@ fn scan_payload(ctx: &XdpContext, pending: &ScanPending) -> Found {
     if len == 0 {
         return Found::Unreadable;
     }
+    // The same number, in a form whose bounds (1..=MAX_SCAN_BYTES) every verifier sees: Linux
+    // 6.1's does not learn the lower bound from the test above. Read back through a volatile
+    // load so the compiler, which knows the range, cannot fold the arithmetic away.
+    // SAFETY: a read of a local.
+    let len = unsafe { core::ptr::read_volatile(&len) };
+    let len = ((len.wrapping_sub(1)) & (MAX_SCAN_BYTES - 1)) + 1;
     // SAFETY: copies `len` (1..=MAX_SCAN_BYTES) bytes into the per-CPU buffer's byte array.
     let copied = unsafe {
         bpf_xdp_load_bytes(

@@ -136,6 +136,14 @@ pub(super) fn budget_config() -> Config {
     never_dry_prefixes(config)
 }
 
+/// [`budget_config`] with the scan program on (`flags::SIGNATURES`): every passed REGISTER is
+/// scanned for the signatures `Bench::load` writes.
+fn signatures_config() -> Config {
+    let mut config = budget_config();
+    config.flags |= sip_xdp_common::flags::SIGNATURES;
+    config
+}
+
 /// `config` with prefix buckets that no run can drain: every packet of an unverified source
 /// still draws from its /24 (the prefix path), and no case's prefix gets banned by another's.
 fn never_dry_prefixes(mut config: Config) -> Config {
@@ -400,6 +408,17 @@ pub(super) fn cases() -> Vec<Case> {
             XDP_PASS,
             (Verdict::Pass, MethodClass::Register),
             vs_pass(6.5),
+        ),
+        case(
+            "REGISTER within budget, 600 B header block, signatures on",
+            "as above, with the scan program reading its headers for the default fingerprints \
+             and a trap account (none match)"
+                .to_owned(),
+            register_frame_with_headers(SRC_HEADERS, 600),
+            signatures_config(),
+            XDP_PASS,
+            (Verdict::Pass, MethodClass::Register),
+            None,
         ),
         case(
             "TCP SYN to 5060 (connection bucket)",

@@ -77,9 +77,46 @@ fn load_sip_xdp(object: Option<&Path>) -> Result<Ebpf> {
     Ok(ebpf)
 }
 
+/// Signatures for the scan program to look up: a scanner list the size of the default one and a
+/// trap account. Only a lookup per token costs, whatever the list's length.
+fn write_signatures(ebpf: &mut Ebpf) -> Result<()> {
+    use sip_xdp_common::{SignatureEntry, SignatureKey, SignatureKind};
+    let map = ebpf
+        .map_mut(map_names::SIGNATURES)
+        .context("the object declares SIGNATURES")?;
+    let mut signatures: aya::maps::HashMap<_, SignatureKey, SignatureEntry> =
+        aya::maps::HashMap::try_from(map)?;
+    let tokens = [
+        "friendly-scanner",
+        "sipvicious",
+        "sipcli",
+        "vaxsipuseragent",
+        "pplsip",
+        "sip-scan",
+        "sundayddr",
+        "iwar",
+        "sivus",
+        "smap",
+        "sipsak",
+        "voipscanner",
+    ];
+    for token in tokens {
+        let key = SignatureKey::new(SignatureKind::Fingerprint, token.as_bytes())
+            .map_err(|e| anyhow::anyhow!("bench token {token}: {e:?}"))?;
+        signatures.insert(key, SignatureEntry::default(), 0)?;
+    }
+    let trap = SignatureKey::new(SignatureKind::Trap, b"trap-account")
+        .map_err(|e| anyhow::anyhow!("bench trap: {e:?}"))?;
+    signatures.insert(trap, SignatureEntry::default(), 0)?;
+    Ok(())
+}
+
 impl Bench {
     pub(super) fn load(object: Option<&Path>) -> Result<Self> {
         let mut sip = load_sip_xdp(object)?;
+        if object.is_none() {
+            write_signatures(&mut sip)?;
+        }
         let mut maps = SipMaps::take_from(&mut sip)?;
         maps.write_config(&budget_config())?;
         Ok(Self {
