@@ -43,7 +43,8 @@ rc=$?
 if [ $rc = 0 ]; then
     xdp=$(echo "$out" | sed -n 's/^XDP program.*verified insns: \([0-9a-z]*\).*/\1/p')
     egress=$(echo "$out" | sed -n 's/^TC egress program.*verified insns: \([0-9a-z]*\).*/\1/p')
-    step check ok "verified insns: XDP $xdp, TC egress $egress"
+    scan=$(echo "$out" | sed -n 's/^Scan program.*verified insns: \([0-9a-z]*\).*/\1/p')
+    step check ok "verified insns: XDP $xdp, TC egress $egress, scan $scan"
 else
     echo "$out"
     step check FAILED "sip-xdp check exit status $rc"

@@ -197,10 +197,12 @@ pub static SCAN_PENDING: PerCpuArray<ScanPending> = PerCpuArray::with_max_entrie
 /// The scan program's working memory: the request's first bytes, copied out of the packet so
 /// the scan indexes a map value (one bounds mask) rather than packet memory (a bounds check the
 /// verifier must follow per byte), and the key of the token being read.
-#[repr(C)]
+#[repr(C, align(8))]
 pub struct ScanBuffer {
     pub bytes: [u8; MAX_SCAN_BYTES],
     pub key: SignatureKey,
+    /// The token being read (its first `MAX_SIGNATURE_LEN` bytes count).
+    pub token: [u8; 2 * sip_xdp_common::MAX_SIGNATURE_LEN],
     pub scan: crate::signatures::Scan,
 }
 

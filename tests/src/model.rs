@@ -21,6 +21,7 @@ use sip_xdp_common::{
 mod answers;
 mod lru;
 mod prefixes;
+pub mod signatures;
 mod tcp;
 pub use answers::{AnswerOutcome, Answered, TC_ACT_OK, TC_ACT_SHOT};
 pub use lru::Lru;

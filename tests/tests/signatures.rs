@@ -15,6 +15,7 @@ use sip_xdp_common::{
 use sip_xdp_tests::{
     harness::{Datapath, XDP_DROP, XDP_PASS},
     packet::{Frame, tcp_flags},
+    rng::{DEFAULT_SEED, Rng, env_u64},
 };
 
 const SECOND_NS: u64 = 1_000_000_000;
@@ -688,4 +689,199 @@ fn scan_limits_hostile_shapes_and_a_missing_scan_program() {
     );
     assert_eq!(bare.event(EventCounter::ScanFailures), 1);
     assert_eq!(bare.event(EventCounter::Scans), 0);
+}
+
+/// A random request of the shapes scanners and phones send, built from tokens that are
+/// signatures, near misses of them and ordinary words, in headers of every form the scan reads
+/// (any case, compact names, display names quoted or bare, folded lines, CRLF before the
+/// request line, padding past the bytes scanned, lookups past the cap).
+fn random_request(rng: &mut Rng, method: &str) -> Vec<u8> {
+    const WORDS: [&str; 20] = [
+        "friendly-scanner",
+        "sipvicious",
+        "sipcli",
+        "100",
+        "admin",
+        "Friendly-Scanner",
+        "friendly-scanners",
+        "sipclient",
+        "1000",
+        "admin1",
+        "sip",
+        "cli",
+        "Yealink",
+        "alice",
+        "example.com",
+        "SIP-T46S",
+        "0.3.4",
+        "x",
+        "SIPVICIOUS",
+        "friendly-scanneraaaaaaaaaaaaaaaaaa",
+    ];
+    const SEPARATORS: [&str; 8] = [" ", "/", "(", ") ", "; ", ",", "-", "\t"];
+    let word = |rng: &mut Rng| rng.pick(&WORDS).to_string();
+    let phrase = |rng: &mut Rng| {
+        let mut text = word(rng);
+        for _ in 0..rng.below(4) {
+            text.push_str(*rng.pick(&SEPARATORS));
+            text.push_str(&word(rng));
+        }
+        text
+    };
+    let uri = |rng: &mut Rng| {
+        if rng.percent(30) {
+            format!("sip:{}", word(rng))
+        } else {
+            format!("sip:{}@{}", word(rng), word(rng))
+        }
+    };
+    let name_addr = |rng: &mut Rng| match rng.below(4) {
+        0 => format!("<{}>", uri(rng)),
+        1 => format!("\"{}\" <{}>", phrase(rng), uri(rng)),
+        2 => format!("{}<{}>;tag={}", word(rng), uri(rng), word(rng)),
+        _ => format!("{};tag={}", uri(rng), word(rng)),
+    };
+    let case = |rng: &mut Rng, name: &str| match rng.below(3) {
+        0 => name.to_string(),
+        1 => name.to_ascii_lowercase(),
+        _ => name.to_ascii_uppercase(),
+    };
+    let mut headers = vec![
+        "Via: SIP/2.0/UDP 198.51.100.10:5062;branch=z9hG4bK776".to_string(),
+        "Call-ID: 1@198.51.100.10".to_string(),
+        format!("CSeq: 1 {method}"),
+    ];
+    let from = if rng.percent(30) {
+        "f".to_string()
+    } else {
+        case(rng, "From")
+    };
+    headers.push(format!("{from}: {}", name_addr(rng)));
+    let to = if rng.percent(30) {
+        "t".to_string()
+    } else {
+        case(rng, "To")
+    };
+    headers.push(format!(
+        "{to}{}: {}",
+        if rng.percent(10) { " " } else { "" },
+        name_addr(rng)
+    ));
+    if rng.percent(70) {
+        let mut ua = format!("{}: {}", case(rng, "User-Agent"), phrase(rng));
+        if rng.percent(15) {
+            ua.push_str(&format!("\r\n {}", phrase(rng)));
+        }
+        headers.push(ua);
+    }
+    if rng.percent(15) {
+        headers.push(format!("X-Pad: {}", "p".repeat(rng.range(200, 1100))));
+    }
+    if rng.percent(10) {
+        // Many tokens in one User-Agent: past the lookup cap.
+        let many: Vec<String> = (0..60).map(|i| format!("t{i}")).collect();
+        headers.push(format!("User-Agent: {}", many.join(" ")));
+    }
+    // Shuffle (Fisher-Yates).
+    for i in (1..headers.len()).rev() {
+        headers.swap(i, rng.below(i + 1));
+    }
+    let prefix = if rng.percent(10) { "\r\n" } else { "" };
+    let mut text = format!("{prefix}{method} {} SIP/2.0\r\n", uri(rng));
+    for header in headers {
+        text.push_str(&header);
+        text.push_str("\r\n");
+    }
+    text.push_str("Content-Length: 0\r\n\r\n");
+    text.into_bytes()
+}
+
+#[test]
+fn the_scan_agrees_with_the_model_on_generated_requests() {
+    use sip_xdp_tests::model::signatures::{Scanned, Signatures, scan};
+    let seed = env_u64("SIP_XDP_DIFF_SEED", DEFAULT_SEED);
+    let count = env_u64("SIP_XDP_SIGNATURE_CASES", 1500) as usize;
+    let mut rng = Rng::new(seed);
+    let mut rig = rig(&config());
+    let mut model = Signatures::default();
+    for token in [
+        "friendly-scanner",
+        "sipvicious",
+        "sipcli",
+        "vaxsipuseragent",
+    ] {
+        model.insert(SignatureKind::Fingerprint, token);
+    }
+    model.insert(SignatureKind::Trap, "100");
+    rig.add(SignatureKind::Trap, "admin");
+    model.insert(SignatureKind::Trap, "admin");
+    let methods = [
+        ("REGISTER", MethodClass::Register),
+        ("INVITE", MethodClass::Invite),
+        ("OPTIONS", MethodClass::Options),
+        ("MESSAGE", MethodClass::Message),
+        ("SUBSCRIBE", MethodClass::Subscribe),
+    ];
+    let mut seen = std::collections::HashMap::new();
+    for i in 0..count {
+        let (method, class) = *rng.pick(&methods);
+        let payload = random_request(&mut rng, method);
+        // A source of its own per request, so no ban of an earlier one decides this one.
+        let src = format!("2001:db8:51::{:x}", i + 1);
+        let expected = scan(&payload, class, &model);
+        let before = rig.dp.maps.counters().unwrap();
+        // Requests behind CRLF keep-alives go over TCP, as a stream carries them.
+        let frame = if payload.starts_with(b"\r\n") {
+            Frame::tcp(
+                ip(&src),
+                ip(SERVER6),
+                5060,
+                tcp_flags::ACK | tcp_flags::PSH,
+                &payload,
+            )
+            .build()
+        } else {
+            udp(&src, &payload)
+        };
+        let action = rig.dp.run(&frame).unwrap();
+        let after = rig.dp.maps.counters().unwrap();
+        let delta = |c: EventCounter| after.event(c) - before.event(c);
+        let got = if delta(EventCounter::FingerprintBans) == 1 {
+            Scanned::Match(SignatureKind::Fingerprint)
+        } else if delta(EventCounter::TrapBans) == 1 {
+            Scanned::Match(SignatureKind::Trap)
+        } else if delta(EventCounter::ScanTruncated) == 1 {
+            Scanned::CutShort
+        } else {
+            Scanned::Nothing
+        };
+        assert_eq!(
+            got,
+            expected,
+            "request {i} (seed {seed:#x}, SIP_XDP_DIFF_SEED reproduces it):\n{}",
+            String::from_utf8_lossy(&payload)
+        );
+        let dropped = matches!(expected, Scanned::Match(_));
+        let verdict = if dropped {
+            Verdict::DropSignature
+        } else {
+            Verdict::Pass
+        };
+        assert_eq!(
+            (
+                action,
+                after.packets(verdict, class) - before.packets(verdict, class)
+            ),
+            (if dropped { XDP_DROP } else { XDP_PASS }, 1),
+            "request {i} counted as {verdict:?} {class:?}:\n{}",
+            String::from_utf8_lossy(&payload)
+        );
+        assert_eq!(delta(EventCounter::Scans), 1, "request {i} was scanned");
+        *seen.entry(format!("{expected:?}")).or_insert(0) += 1;
+    }
+    // Every outcome was generated, often enough to mean something.
+    for outcome in ["Nothing", "CutShort", "Match(Fingerprint)", "Match(Trap)"] {
+        let n = seen.get(outcome).copied().unwrap_or(0);
+        assert!(n >= count / 50, "{outcome}: only {n} of {count} requests");
+    }
 }
