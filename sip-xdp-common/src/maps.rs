@@ -25,7 +25,13 @@ pub mod map_names {
     /// [`SCAN_SLOT`](crate::SCAN_SLOT)). Pinned: the kernel empties a program array when the
     /// last file descriptor or pin of it goes, which would switch the scan off silently.
     pub const SCANNERS: &str = "SCANNERS";
+    /// The replay's clock (one `u64`), read only by programs loaded for `sip-xdp replay`.
+    pub const REPLAY_NOW: &str = "REPLAY_NOW";
 }
+
+/// The `.rodata` constant (`u32`) that switches the programs to the replay clock
+/// (`REPLAY_NOW`) when set to 1 before load; 0, the verifier removes the replay path.
+pub const REPLAY_CLOCK_GLOBAL: &str = "REPLAY_CLOCK";
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "sip_xdp";

@@ -16,6 +16,7 @@
 mod answers;
 mod bans;
 mod buckets;
+mod clock;
 mod lists;
 mod maps;
 mod parse;
@@ -26,7 +27,6 @@ mod sources;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
-    helpers::bpf_ktime_get_coarse_ns,
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
@@ -150,10 +150,7 @@ fn is_drop(outcome: usize) -> bool {
 /// A UDP datagram to a SIP port or a TCP segment to a SIP TCP port.
 #[inline(always)]
 fn sip_outcome(ctx: &XdpContext, cfg: &Config, packet: &mut SipPacket) -> usize {
-    // Coarse time (jiffies resolution) costs a memory read, not a clock read; bans and
-    // buckets work in milliseconds and up, so the resolution is plenty.
-    // SAFETY: helper without arguments.
-    let now_ns = unsafe { bpf_ktime_get_coarse_ns() };
+    let now_ns = clock::now_ns();
     // A banned source or prefix is dropped on its addresses alone; only the others' payloads
     // are read.
     let mut known = sources::Known::EMPTY;
@@ -216,8 +213,7 @@ pub fn sip_xdp_egress(ctx: TcContext) -> i32 {
     let Some((status, method)) = answers::read_answer(&ctx, answer.payload, answer.len) else {
         return TC_ACT_OK as i32;
     };
-    // SAFETY: helper without arguments.
-    let now_ns = unsafe { bpf_ktime_get_coarse_ns() };
+    let now_ns = clock::now_ns();
     if answers::answer_verdict(cfg, &answer, status, method, now_ns) {
         TC_ACT_SHOT as i32
     } else {

@@ -13,6 +13,7 @@ pub mod maps;
 pub mod metrics;
 pub mod namespaces;
 pub mod reference;
+pub mod replay;
 pub mod state;
 pub mod status;
 pub mod time;

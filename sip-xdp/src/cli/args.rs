@@ -121,6 +121,37 @@ pub enum Command {
     /// Load the XDP program into the kernel (running the verifier) without attaching it.
     #[command(after_help = "Example:\n  sudo sip-xdp check")]
     Check,
+    /// Run a capture through the real programs (private maps, the capture's clock) and report
+    /// what a config would have done: verdicts, bans, and bans of clients that later logged in.
+    ///
+    /// Nothing attached is touched. Frames from the server addresses go through the TC egress
+    /// program (the server's answers), the others through the XDP program.
+    #[command(after_help = "Examples:\n  sudo tcpdump -i eth0 -w edge.pcap udp port 5060 or tcp port 5060 or tcp port 5061\n  \
+                      sudo sip-xdp replay edge.pcap\n  \
+                      sudo sip-xdp replay edge.pcap --config /etc/sip-xdp/sip-xdp.toml --compare strict.toml --output json")]
+    Replay(ReplayArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    /// The capture (pcap or pcapng; Ethernet, Linux cooked or raw IP).
+    #[arg(value_name = "CAPTURE")]
+    pub capture: PathBuf,
+    /// Config file (TOML). Default: /etc/sip-xdp/sip-xdp.toml if it exists, else built-in defaults.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// A second config to run the same capture through, and report what it changes.
+    #[arg(long, value_name = "FILE")]
+    pub compare: Option<PathBuf>,
+    /// The SIP server's address (repeat for several). Default: the address most SIP-port
+    /// packets in the capture go to.
+    #[arg(long = "server", value_name = "ADDR")]
+    pub servers: Vec<IpAddr>,
+    /// Allowlist a CIDR for the replay (repeat), as `sip-xdp allow add` does live.
+    #[arg(long = "allow", value_name = "CIDR")]
+    pub allow: Vec<IpNet>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
 }
 
 #[derive(Args, Debug)]

@@ -18,6 +18,7 @@ mod config;
 mod detach;
 mod lists;
 mod print;
+mod replay;
 mod run;
 mod status;
 
@@ -37,6 +38,7 @@ pub fn main() -> ExitCode {
         Command::Ban(action) => ban::ban(&cli, action),
         Command::Config(action) => config::config(action),
         Command::Check => check::check(),
+        Command::Replay(args) => replay::replay(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -112,6 +112,16 @@ pub fn load(options: &LoadOptions) -> Result<Ebpf, LoaderError> {
     load_with(options.loader(), options)
 }
 
+/// Loads a private copy of the programs whose clock is the replay slot (`REPLAY_NOW`), not the
+/// system's: `sip-xdp replay` drives them with a capture's timestamps. Its maps are its own
+/// (nothing pinned, nothing shared with an attached filter).
+pub fn load_replay(options: &LoadOptions) -> Result<Ebpf, LoaderError> {
+    options.check()?;
+    let mut loader = options.loader();
+    loader.override_global(sip_xdp_common::REPLAY_CLOCK_GLOBAL, &1u32, true);
+    load_with(loader, options)
+}
+
 /// Loads the embedded object with `loader`, then the XDP program and, as `options` say, the
 /// TC egress program and the scan program (running the verifier on each).
 fn load_with(mut loader: EbpfLoader<'_>, options: &LoadOptions) -> Result<Ebpf, LoaderError> {

@@ -23,7 +23,7 @@ pub use egress::{attach_egress_pinned, detach_egress};
 pub use links::{attachment_ids, detach_pinned};
 pub use load::{
     EBPF_OBJECT, LoadOptions, LoaderError, MAX_SOURCES_LIMIT, PinnedLoad, PinnedLoadError,
-    egress_program, load, load_pinned, scan_program, xdp_program,
+    egress_program, load, load_pinned, load_replay, scan_program, xdp_program,
 };
 pub use migrate::Migration;
 pub use pins::{
