@@ -40,6 +40,12 @@ impl Settings {
             // `attach` puts the egress program on every interface it filters whenever this is
             // on, and refuses to report success without it.
             (answers.enabled, flags::ANSWERS),
+            // What the file asks for; `attach` (and every later write) also wants the scan
+            // program in `SCANNERS` and an entry in `SIGNATURES`, which only it can tell.
+            (
+                self.signatures.enabled && !self.signatures.keys().is_empty(),
+                flags::SIGNATURES,
+            ),
         ]
         .iter()
         .filter(|(on, _)| *on)
@@ -74,7 +80,7 @@ impl Settings {
             _pad1: [0; 5],
             prefix_masks: self.prefixes.prefix_masks(),
             prefix_limits: self.prefixes.rate_limits(),
-            signature_ban_ns: sip_xdp_common::DEFAULT_SIGNATURE_BAN_NS,
+            signature_ban_ns: duration_ns(self.signatures.ban),
         }
     }
 }

@@ -97,11 +97,12 @@ impl Crowdsec {
             Some(_)
                 if !ctx.cfg.push_rate_bans
                     && !ctx.cfg.push_auth_bans
-                    && !ctx.cfg.push_prefix_bans =>
+                    && !ctx.cfg.push_prefix_bans
+                    && !ctx.cfg.push_signature_bans =>
             {
                 info!(
-                    "crowdsec.signals.rate_bans, auth_bans and prefix_bans are off: this node's \
-                     own bans are not pushed to the Local API (a forged UDP flood would \
+                    "crowdsec.signals.rate_bans, auth_bans, prefix_bans and signature_bans are \
+                     off: this node's own bans are not pushed to the Local API (a forged UDP flood would \
                      otherwise ban a real peer on the whole fleet); set them to true where \
                      forged sources cannot reach this node"
                 );
@@ -157,7 +158,7 @@ impl Crowdsec {
             _ if record.prefix_len.is_some() => self.config.push_prefix_bans,
             sip_xdp_common::BanCause::Rate(_) => self.config.push_rate_bans,
             sip_xdp_common::BanCause::Auth(_) => self.config.push_auth_bans,
-            sip_xdp_common::BanCause::Signature(_) => self.config.push_auth_bans,
+            sip_xdp_common::BanCause::Signature(_) => self.config.push_signature_bans,
         };
         if !wanted {
             return;
