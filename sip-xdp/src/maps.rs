@@ -15,8 +15,8 @@ use ipnet::IpNet;
 use sip_xdp_common::{
     AllowEntry, AnswerState, Config, DENY_HOLE_EXPIRES_AT_NS, DenyEntry, DurableBan, EventCounter,
     FlowKey, FlowState, MAPPED_HOLE_PREFIX, MethodClass, PrefixKey, SignatureEntry, SignatureKey,
-    SourceKey, SourceState, Verdict, VerifiedSource, allow_flags, event_counter_index, ipv4_mapped, list_presence,
-    map_names, packet_counter_index,
+    SourceKey, SourceState, Verdict, VerifiedSource, allow_flags, event_counter_index, ipv4_mapped,
+    list_presence, map_names, packet_counter_index,
 };
 use thiserror::Error;
 

@@ -265,9 +265,9 @@ impl ValueEnum for DelOrigin {
                 DelOrigin::Trap,
             ]
             .into_iter()
-                .chain(BanOrigin::ALL.into_iter().map(DelOrigin::Of))
-                .chain(std::iter::once(DelOrigin::All))
-                .collect()
+            .chain(BanOrigin::ALL.into_iter().map(DelOrigin::Of))
+            .chain(std::iter::once(DelOrigin::All))
+            .collect()
         })
     }
 
@@ -396,7 +396,9 @@ pub struct SignatureConfigArg {
 pub enum SignatureAction {
     /// List the signatures in force: token, kind, from the config or added at runtime, hits
     /// and the last hit.
-    #[command(after_help = "Example:\n  sudo sip-xdp signature list --kind fingerprint --output json")]
+    #[command(
+        after_help = "Example:\n  sudo sip-xdp signature list --kind fingerprint --output json"
+    )]
     List {
         /// Only this kind.
         #[arg(long, value_enum)]
@@ -407,7 +409,9 @@ pub enum SignatureAction {
         config: SignatureConfigArg,
     },
     /// Add tokens (whole tokens, any case), in force at once.
-    #[command(after_help = "Examples:\n  sudo sip-xdp signature add fingerprint sipvicious-ng\n  sudo sip-xdp signature add trap 1 100 admin")]
+    #[command(
+        after_help = "Examples:\n  sudo sip-xdp signature add fingerprint sipvicious-ng\n  sudo sip-xdp signature add trap 1 100 admin"
+    )]
     Add {
         #[arg(value_enum)]
         kind: SignatureKindArg,

@@ -137,6 +137,30 @@ fn status_lines(status: &Status) -> String {
             e("prefix_track_failures")
         );
     }
+    if status.config.is_some() {
+        let scanning = if status.signatures_scanning {
+            "on"
+        } else if t.fingerprint_signatures + t.trap_signatures == 0 {
+            "off (no signatures listed)"
+        } else {
+            "off (disabled in the config, or the scan program is not loaded)"
+        };
+        say!(
+            "signatures: {scanning}; {} fingerprints, {} trap accounts (of {}); scans {}, \
+             failed {}, truncated {}; bans issued {} fingerprint, {} trap; in force {} \
+             fingerprint, {} trap",
+            t.fingerprint_signatures,
+            t.trap_signatures,
+            thousands(t.signatures_capacity),
+            e("scans"),
+            e("scan_failures"),
+            e("scan_truncated"),
+            e("fingerprint_bans"),
+            e("trap_bans"),
+            t.fingerprint_bans,
+            t.trap_bans
+        );
+    }
     let fill = if t.sources_capacity > 0 {
         100.0 * t.tracked_sources as f64 / t.sources_capacity as f64
     } else {
@@ -320,6 +344,9 @@ mod tests {
         events.insert("prefix_bans".to_owned(), 3);
         events.insert("prefix_banned_drops".to_owned(), 4_000);
         events.insert("prefix_track_failures".to_owned(), 1);
+        events.insert("scans".to_owned(), 5_000);
+        events.insert("scan_truncated".to_owned(), 2);
+        events.insert("fingerprint_bans".to_owned(), 4);
         let status = Status {
             version: "0.0.0",
             pin_dir: "/sys/fs/bpf/test".to_owned(),
@@ -328,10 +355,15 @@ mod tests {
             attached: Vec::new(),
             config: Some(crate::config::describe_kernel(&Config::DEFAULT)),
             monitor_mode: false,
+            signatures_scanning: true,
             tables: TableFill {
                 tracked_prefixes: 1_234,
                 prefixes_capacity: 65_536,
                 banned_prefixes: 2,
+                fingerprint_signatures: 20,
+                trap_signatures: 1,
+                signatures_capacity: 4_096,
+                fingerprint_bans: 3,
                 ..TableFill::default()
             },
             packets: std::collections::BTreeMap::new(),
@@ -347,6 +379,10 @@ mod tests {
             "  limit connection        5/s, burst 50",
             "  prefix register         20/s, burst 200",
             "  prefix keepalive        unlimited",
+            "signatures: on; 20 fingerprints, 1 trap accounts (of 4,096); scans 5000, failed 0, \
+             truncated 2; bans issued 4 fingerprint, 0 trap; in force 3 fingerprint, 0 trap",
+            // The program's own default has no scan: only attach turns it on.
+            "  signatures              off",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }

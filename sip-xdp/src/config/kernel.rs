@@ -145,6 +145,10 @@ pub struct KernelConfigView {
     pub prefix_ipv6: Vec<u8>,
     /// The buckets every prefix has (shared by its unverified sources).
     pub prefix_limits: Vec<LimitView>,
+    /// `flags::SIGNATURES`: requests are handed to the scan program.
+    pub signatures: bool,
+    /// Shortest ban for a signature match.
+    pub signature_ban: String,
 }
 
 impl KernelConfigView {
@@ -234,6 +238,8 @@ pub fn describe_kernel(cfg: &Config) -> KernelConfigView {
             .map(|(_, &len)| len)
             .collect(),
         prefix_limits: limit_views(&in_force.prefix_limits),
+        signatures: in_force.has_flag(flags::SIGNATURES),
+        signature_ban: human(in_force.signature_ban_ns),
     }
 }
 
@@ -287,6 +293,15 @@ impl fmt::Display for KernelConfigView {
             for limit in &self.prefix_limits {
                 writeln!(f, "prefix {:<16} {}", limit.class, bucket_text(limit))?;
             }
+        }
+        if self.signatures {
+            writeln!(
+                f,
+                "signatures              on (a match bans for {} at least)",
+                self.signature_ban
+            )?;
+        } else {
+            writeln!(f, "signatures              off")?;
         }
         writeln!(f, "ban base                {}", self.ban_base)?;
         writeln!(f, "ban factor              {}", self.ban_factor)?;

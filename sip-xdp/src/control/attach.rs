@@ -67,8 +67,7 @@ impl Control {
                 ));
             }
             // The signatures table first, so the flag never points the scan at a stale set.
-            let (config, warning) =
-                apply_signatures(settings, &mut state, &mut maps, &self.pins)?;
+            let (config, warning) = apply_signatures(settings, &mut state, &mut maps, &self.pins)?;
             warnings.extend(warning);
             {
                 let _config_lock = self.pins.lock_config()?;

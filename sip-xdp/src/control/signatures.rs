@@ -151,10 +151,7 @@ impl Control {
             })
             .collect();
         let (scanning, capacity) = match &maps {
-            Some(maps) => (
-                scanning_now(maps, &self.pins),
-                maps.signatures_capacity(),
-            ),
+            Some(maps) => (scanning_now(maps, &self.pins), maps.signatures_capacity()),
             None => (false, 0),
         };
         Ok(SignatureList {
@@ -210,7 +207,9 @@ impl Control {
             for token in &tokens {
                 let origin = state.signatures.origin(kind, token);
                 match state.signatures.remove(kind, token) {
-                    SignatureChange::NotFound => report.missing.push(format!("{} {token:?}", kind.name())),
+                    SignatureChange::NotFound => {
+                        report.missing.push(format!("{} {token:?}", kind.name()))
+                    }
                     _ if origin == "config" => report.lines.push(format!(
                         "removed {} {token:?} (a config entry: kept out until `sip-xdp \
                          signature add` puts it back)",
@@ -242,7 +241,12 @@ impl Control {
         let before = state.signatures.wanted();
         let mut report = SignatureReport::default();
         edit(&mut state, &mut report)?;
-        let wanted: Vec<_> = state.signatures.wanted().into_iter().map(|(_, _, k)| k).collect();
+        let wanted: Vec<_> = state
+            .signatures
+            .wanted()
+            .into_iter()
+            .map(|(_, _, k)| k)
+            .collect();
         let mut maps = self.live_maps()?.filter(SipMaps::has_signatures);
         report.live = maps.is_some();
         if let Some(maps) = maps.as_mut() {
@@ -306,7 +310,12 @@ pub fn apply_signatures(
 ) -> Result<(Config, Option<String>)> {
     let mut config = settings.kernel_config();
     state.signatures.apply_config(applied_of(settings));
-    let wanted: Vec<_> = state.signatures.wanted().into_iter().map(|(_, _, k)| k).collect();
+    let wanted: Vec<_> = state
+        .signatures
+        .wanted()
+        .into_iter()
+        .map(|(_, _, k)| k)
+        .collect();
     let mut warning = None;
     if maps.has_signatures() {
         maps.sync_signatures(&wanted)

@@ -237,7 +237,9 @@ mod tests {
         for signature_bans in [false, true] {
             let mut section = machine_section_with(false, false);
             section.signals.signature_bans = signature_bans;
-            let cfg = ClientConfig::from_settings(&section, None).unwrap().unwrap();
+            let cfg = ClientConfig::from_settings(&section, None)
+                .unwrap()
+                .unwrap();
             assert_eq!(cfg.push_signature_bans, signature_bans);
             let (tx, mut rx) = mpsc::channel(SIGNAL_QUEUE);
             let (stop, _) = watch::channel(false);
@@ -250,9 +252,8 @@ mod tests {
                 last_full_warn_ms: AtomicU64::new(0),
                 config: cfg,
             };
-            let sig = |kind, source| {
-                record(BanEventKind::Ban, source, None, BanCause::Signature(kind))
-            };
+            let sig =
+                |kind, source| record(BanEventKind::Ban, source, None, BanCause::Signature(kind));
             client.on_ban(&sig(SignatureKind::Fingerprint, "203.0.113.50"));
             client.on_ban(&sig(SignatureKind::Trap, "2001:db8::51"));
             client.on_ban(&record(

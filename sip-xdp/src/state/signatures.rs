@@ -245,6 +245,11 @@ mod tests {
             tokens(&state),
             [(F, "pplsip".to_owned()), (T, "100".to_owned())]
         );
-        assert!(serde_json::from_str::<SignatureState>(r#"{"added":[{"kind":"ua","token":"x","at":1}]}"#).is_err());
+        assert!(
+            serde_json::from_str::<SignatureState>(
+                r#"{"added":[{"kind":"ua","token":"x","at":1}]}"#
+            )
+            .is_err()
+        );
     }
 }
