@@ -89,6 +89,18 @@ const ANSWERS_METRICS: &[&str] = &[
 /// sustained part carries SYNs: the other prefix and TCP series are checked with the rest.)
 const PREFIX_TABLE_METRICS: &[&str] = &["sip_xdp_tracked_prefixes", "sip_xdp_prefixes_capacity"];
 
+/// The scan program's series: they need a scanner or a trap request, which the core flood does
+/// not send (its panels are checked against the served names like every other).
+const SIGNATURE_METRICS: &[&str] = &[
+    "sip_xdp_signature_bans_total",
+    "sip_xdp_signature_scans_total",
+    "sip_xdp_signature_scan_failures_total",
+    "sip_xdp_signature_scan_truncated_total",
+    "sip_xdp_signatures",
+    "sip_xdp_signatures_capacity",
+    "sip_xdp_signature_banned_sources",
+];
+
 fn repo_file(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
@@ -230,9 +242,16 @@ fn is_prefix_table(expr: &str) -> bool {
         .any(|n| PREFIX_TABLE_METRICS.contains(&n.as_str()))
 }
 
-/// Neither CrowdSec's, the answers' nor the prefix table's: the parts the flood test checks.
+fn is_signatures(expr: &str) -> bool {
+    metric_names(expr)
+        .iter()
+        .any(|n| SIGNATURE_METRICS.contains(&n.as_str()))
+}
+
+/// Neither CrowdSec's, the answers', the prefix table's nor the scan's: the parts the flood
+/// test checks.
 fn is_core(expr: &str) -> bool {
-    !is_crowdsec(expr) && !is_answers(expr) && !is_prefix_table(expr)
+    !is_crowdsec(expr) && !is_answers(expr) && !is_prefix_table(expr) && !is_signatures(expr)
 }
 
 /// A sample's value; Prometheus writes NaN and infinities as "NaN", "+Inf", "-Inf".
