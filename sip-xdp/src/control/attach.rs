@@ -53,7 +53,7 @@ impl Control {
         let options = LoadOptions {
             max_sources: settings.datapath.max_sources,
             egress: settings.answers.enabled,
-            scan: true,
+            scan: settings.signatures.enabled,
         };
         let mut load = loader::load_pinned(&options, &self.pins)?;
         let prepared = (|| -> Result<()> {
