@@ -317,6 +317,89 @@ fn bans_text(bans: &[BanEntry]) -> String {
     text
 }
 
+/// A unix time as `signature list` prints it: RFC 3339, UTC, to the second.
+fn unix_time(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+        .to_string()
+}
+
+pub(super) fn signatures(list: &SignatureList, output: OutputFormat) -> Result<()> {
+    if output == OutputFormat::Json {
+        println!("{}", serde_json::to_string_pretty(list)?);
+        return Ok(());
+    }
+    print!("{}", signatures_text(list));
+    Ok(())
+}
+
+/// `signature list` as text: a header, one line per signature, then the notes.
+fn signatures_text(list: &SignatureList) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    if list.signatures.is_empty() {
+        out.push_str("no signatures listed\n");
+    } else {
+        let _ = writeln!(
+            out,
+            "{:<32} {:<11} {:<8} {:>8}  last hit",
+            "token", "kind", "from", "hits"
+        );
+    }
+    for s in &list.signatures {
+        let last = match (s.live, s.last_hit_at) {
+            (false, _) => "(not in the kernel: applies at the next attach)".to_owned(),
+            (true, Some(at)) => unix_time(at),
+            (true, None) => "never".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<32} {:<11} {:<8} {:>8}  {last}",
+            s.token, s.kind, s.origin, s.hits
+        );
+    }
+    if !list.removed_from_config.is_empty() {
+        let removed: Vec<String> = list
+            .removed_from_config
+            .iter()
+            .map(|s| format!("{} {}", s.kind, s.token))
+            .collect();
+        let _ = writeln!(
+            out,
+            "removed from the config at runtime: {} (`sip-xdp signature add` puts one back)",
+            removed.join(", ")
+        );
+    }
+    if !list.live {
+        out.push_str(
+            "(no kernel SIGNATURES table here: not attached, or a build without the scan \
+             program; the list applies at the next attach)\n",
+        );
+    } else if !list.scanning {
+        out.push_str(
+            "(requests are not scanned now: signatures are off in the config, the list is \
+             empty, or the scan program is not loaded)\n",
+        );
+    }
+    out
+}
+
+pub(super) fn signature_report(report: &SignatureReport) {
+    for line in &report.lines {
+        println!("{line}");
+    }
+    if !report.live {
+        println!(
+            "(no kernel SIGNATURES table here: saved to the state file, applied at the next \
+             attach)"
+        );
+    } else if !report.scanning {
+        println!(
+            "(in the kernel's table, but requests are not scanned now: signatures are off in \
+             the config, the list is empty, or the scan program is not loaded)"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,88 +539,5 @@ mod tests {
         assert_eq!(json["class"], "register");
         assert_eq!(json["strikes"], 2);
         assert_eq!(bans_text(&[]), "no bans in force\n");
-    }
-}
-
-/// A unix time as `signature list` prints it: RFC 3339, UTC, to the second.
-fn unix_time(secs: u64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
-        .to_string()
-}
-
-pub(super) fn signatures(list: &SignatureList, output: OutputFormat) -> Result<()> {
-    if output == OutputFormat::Json {
-        println!("{}", serde_json::to_string_pretty(list)?);
-        return Ok(());
-    }
-    print!("{}", signatures_text(list));
-    Ok(())
-}
-
-/// `signature list` as text: a header, one line per signature, then the notes.
-fn signatures_text(list: &SignatureList) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    if list.signatures.is_empty() {
-        out.push_str("no signatures listed\n");
-    } else {
-        let _ = writeln!(
-            out,
-            "{:<32} {:<11} {:<8} {:>8}  last hit",
-            "token", "kind", "from", "hits"
-        );
-    }
-    for s in &list.signatures {
-        let last = match (s.live, s.last_hit_at) {
-            (false, _) => "(not in the kernel: applies at the next attach)".to_owned(),
-            (true, Some(at)) => unix_time(at),
-            (true, None) => "never".to_owned(),
-        };
-        let _ = writeln!(
-            out,
-            "{:<32} {:<11} {:<8} {:>8}  {last}",
-            s.token, s.kind, s.origin, s.hits
-        );
-    }
-    if !list.removed_from_config.is_empty() {
-        let removed: Vec<String> = list
-            .removed_from_config
-            .iter()
-            .map(|s| format!("{} {}", s.kind, s.token))
-            .collect();
-        let _ = writeln!(
-            out,
-            "removed from the config at runtime: {} (`sip-xdp signature add` puts one back)",
-            removed.join(", ")
-        );
-    }
-    if !list.live {
-        out.push_str(
-            "(no kernel SIGNATURES table here: not attached, or a build without the scan \
-             program; the list applies at the next attach)\n",
-        );
-    } else if !list.scanning {
-        out.push_str(
-            "(requests are not scanned now: signatures are off in the config, the list is \
-             empty, or the scan program is not loaded)\n",
-        );
-    }
-    out
-}
-
-pub(super) fn signature_report(report: &SignatureReport) {
-    for line in &report.lines {
-        println!("{line}");
-    }
-    if !report.live {
-        println!(
-            "(no kernel SIGNATURES table here: saved to the state file, applied at the next \
-             attach)"
-        );
-    } else if !report.scanning {
-        println!(
-            "(in the kernel's table, but requests are not scanned now: signatures are off in \
-             the config, the list is empty, or the scan program is not loaded)"
-        );
     }
 }
