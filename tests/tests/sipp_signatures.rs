@@ -73,8 +73,7 @@ fn scanner(host: &Host, xml: &str, csv: &str) -> Sipp {
         &host.net.client,
         xml,
         &[
-            REGISTRAR, "-sf", &sf, "-inf", &inf, "-i", &source, "-p", "5070", "-m", &m, "-r",
-            "10",
+            REGISTRAR, "-sf", &sf, "-inf", &inf, "-i", &source, "-p", "5070", "-m", &m, "-r", "10",
         ],
         Duration::from_secs(30),
     )
@@ -232,8 +231,7 @@ fn check_ban_everywhere(host: &Host, daemon: &Daemon, kind: &str, counter: &str)
 /// phone in its /24. The first REGISTER bans the scanner (drop_signature), so none of its 20
 /// reaches the registrar; the phone registers 4 times out of 4.
 #[test]
-fn a_scanner_naming_itself_is_banned_on_its_first_register_while_a_phone_beside_it_registers()
-{
+fn a_scanner_naming_itself_is_banned_on_its_first_register_while_a_phone_beside_it_registers() {
     sip_xdp_tests::needs_root!();
     let _serial = serial();
     let host = Host::new(DEFAULTS);
