@@ -310,3 +310,70 @@ fn defaults_plus(extra: &[(&str, &str)]) -> Signatures {
     all.extend(set(extra));
     all
 }
+
+/// The daemon's SIGHUP reload applies the new `[signatures]` lists to the kernel's table,
+/// keeps the runtime edits on top, and turns the scan off when the config does.
+#[test]
+fn a_config_reload_applies_the_new_lists_and_keeps_the_runtime_edits() {
+    sip_xdp_tests::needs_root!();
+    let host = Host::new(CONFIG);
+    let daemon = sip_xdp_tests::host::Daemon::start(&host, &[]);
+    daemon.wait_for(&["sip-xdp running"]);
+    host.ok(&["signature", "add", "trap", "7"]);
+    host.ok(&["signature", "del", "trap", "100"]);
+    record_hits(&host, SignatureKind::Fingerprint, "friendly-scanner", 3);
+
+    std::fs::write(
+        &host.config,
+        "[signatures]\nban = \"2h\"\nfingerprints = [\"friendly-scanner\", \"pplsip\"]\n\
+         traps = [\"100\", \"7\"]\n",
+    )
+    .unwrap();
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_for(&["config reloaded"]);
+    // sipcli left the config; pplsip came in; 7 is a config entry now; 100's runtime removal
+    // still holds. friendly-scanner stayed, with its hits.
+    assert_eq!(
+        kernel(&host),
+        set(&[
+            ("fingerprint", "friendly-scanner"),
+            ("fingerprint", "pplsip"),
+            ("trap", "7"),
+        ])
+    );
+    assert_eq!(kernel_flag(&host), (true, 2 * 3600 * 1_000_000_000));
+    let shown = list(&host);
+    assert_eq!(hits_of(&shown, "fingerprint", "friendly-scanner").0, 3);
+    assert!(
+        listed(&shown)
+            .iter()
+            .all(|(_, _, origin, live)| origin == "config" && *live),
+        "{shown}"
+    );
+
+    std::fs::write(
+        &host.config,
+        "[signatures]\nenabled = false\nfingerprints = [\"pplsip\"]\n",
+    )
+    .unwrap();
+    daemon.signal(libc::SIGHUP);
+    let reloads = || {
+        daemon
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("config reloaded"))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while reloads() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no second reload");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        !kernel_flag(&host).0,
+        "signatures.enabled = false turns the scan off"
+    );
+    assert_eq!(kernel(&host), set(&[("fingerprint", "pplsip")]));
+}
