@@ -92,22 +92,24 @@ impl Crowdsec {
         let config = ctx.cfg.clone();
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = vec![tokio::spawn(run_bouncer(ctx.clone(), stop_rx.clone()))];
+        let cfg = &ctx.cfg;
+        let evidence_off = !cfg.push_rate_bans && !cfg.push_auth_bans && !cfg.push_prefix_bans;
+        if cfg.machine.is_some() && evidence_off {
+            info!(
+                "crowdsec.signals.rate_bans, auth_bans and prefix_bans are off: this node's \
+                 rate, auth and prefix bans are not pushed to the Local API (a forged UDP flood \
+                 would otherwise ban a real peer on the whole fleet); set them to true where \
+                 forged sources cannot reach this node{}",
+                if cfg.push_signature_bans {
+                    "; its fingerprint and trap bans are (signature_bans)"
+                } else {
+                    ""
+                }
+            );
+        }
         let signals = match ctx.cfg.machine.clone() {
             None => None,
-            Some(_)
-                if !ctx.cfg.push_rate_bans
-                    && !ctx.cfg.push_auth_bans
-                    && !ctx.cfg.push_prefix_bans
-                    && !ctx.cfg.push_signature_bans =>
-            {
-                info!(
-                    "crowdsec.signals.rate_bans, auth_bans, prefix_bans and signature_bans are \
-                     off: this node's own bans are not pushed to the Local API (a forged UDP flood would \
-                     otherwise ban a real peer on the whole fleet); set them to true where \
-                     forged sources cannot reach this node"
-                );
-                None
-            }
+            Some(_) if evidence_off && !ctx.cfg.push_signature_bans => None,
             Some(machine) => {
                 let (tx, rx) = mpsc::channel(SIGNAL_QUEUE);
                 tasks.push(tokio::spawn(run_pusher(ctx.clone(), machine, rx, stop_rx)));
