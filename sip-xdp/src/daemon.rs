@@ -502,6 +502,22 @@ fn snapshot(shared: &Shared) -> Result<Snapshot> {
     })
 }
 
+/// The reloaded `[signatures]` applied to the kernel's table and saved in the state file; the
+/// config to write, with its scan flag.
+fn reload_signatures(
+    shared: &Shared,
+    new: &Settings,
+) -> anyhow::Result<(sip_xdp_common::Config, Option<String>)> {
+    let state_dir = shared.control.state_dir();
+    // The maps before the state lock, in the order the ban saver takes them.
+    let mut maps = lock(&shared.maps);
+    let _state_lock = crate::state::lock(state_dir)?;
+    let mut state = StateFile::load(state_dir)?;
+    let applied = crate::control::apply_signatures(new, &mut state, &mut maps, &shared.pins)?;
+    state.save(state_dir)?;
+    Ok(applied)
+}
+
 /// SIGHUP: the new config applies as a whole, or not at all.
 fn reload(shared: &Shared, settings: &mut Settings, path: Option<&Path>) {
     let Some(path) = path else {
@@ -532,15 +548,16 @@ fn reload(shared: &Shared, settings: &mut Settings, path: Option<&Path>) {
         );
         new.answers.enabled = settings.answers.enabled;
     }
-    let written = shared
-        .pins
-        .lock_config()
-        .map_err(anyhow::Error::from)
-        .and_then(|_config_lock| {
-            lock(&shared.maps)
-                .write_config(&new.kernel_config())
-                .map_err(Into::into)
-        });
+    // The signature lists follow the file (runtime edits kept on top), and the scan flag
+    // follows the table, before the config that may turn it on.
+    let written = reload_signatures(shared, &new).and_then(|(config, warning)| {
+        if let Some(warning) = warning {
+            warn!(config = %path.display(), "{warning}");
+        }
+        let _config_lock = shared.pins.lock_config()?;
+        lock(&shared.maps).write_config(&config)?;
+        Ok(())
+    });
     if let Err(e) = written {
         stats.config_reload_failures += 1;
         error!(error = %e, "could not apply the reloaded config; the running config stays in force");

@@ -1,7 +1,9 @@
 //! Typed access to the program's maps, shared by the daemon, the CLI and the tests.
 //!
 //! `prefixes.rs`: the prefix buckets (`PREFIXES`) and prefix bans (`PREFIX_BANS`).
+//! `signatures.rs`: scanner fingerprints and trap accounts (`SIGNATURES`, `SCANNERS`).
 mod prefixes;
+mod signatures;
 
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -12,15 +14,16 @@ use aya::{
 use ipnet::IpNet;
 use sip_xdp_common::{
     AllowEntry, AnswerState, Config, DENY_HOLE_EXPIRES_AT_NS, DenyEntry, DurableBan, EventCounter,
-    FlowKey, FlowState, MAPPED_HOLE_PREFIX, MethodClass, PrefixKey, SourceKey, SourceState,
-    Verdict, VerifiedSource, allow_flags, event_counter_index, ipv4_mapped, list_presence,
-    map_names, packet_counter_index,
+    FlowKey, FlowState, MAPPED_HOLE_PREFIX, MethodClass, PrefixKey, SignatureEntry, SignatureKey,
+    SourceKey, SourceState, Verdict, VerifiedSource, allow_flags, event_counter_index, ipv4_mapped,
+    list_presence, map_names, packet_counter_index,
 };
 use thiserror::Error;
 
 use crate::loader::PinDir;
 
 pub use prefixes::{prefix_key, prefix_net};
+pub use signatures::scan_program_in_place;
 
 #[derive(Debug, Error)]
 pub enum MapsError {
@@ -198,6 +201,9 @@ pub struct SipMaps {
     prefix_bans: HashMap<MapData, PrefixKey, DurableBan>,
     prefix_bans_capacity: u32,
     global_buckets: Array<MapData, u64>,
+    /// `None` for a program built before the scan program.
+    signatures: Option<HashMap<MapData, SignatureKey, SignatureEntry>>,
+    signatures_capacity: u32,
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, MapsError> {
@@ -253,7 +259,18 @@ impl SipMaps {
         let prefixes_capacity = capacity(&prefixes);
         let prefix_bans = take(map_names::PREFIX_BANS)?;
         let prefix_bans_capacity = capacity(&prefix_bans);
+        let signatures = match take(map_names::SIGNATURES) {
+            Ok(map) => Some(map),
+            Err(MapsError::Missing(_) | MapsError::NotPinned { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let signatures_capacity = signatures.as_ref().map_or(0, capacity);
         let mut maps = Self {
+            signatures: signatures
+                .map(HashMap::try_from)
+                .transpose()
+                .map_err(map_err(map_names::SIGNATURES))?,
+            signatures_capacity,
             prefixes: HashMap::try_from(prefixes).map_err(map_err(map_names::PREFIXES))?,
             prefixes_capacity,
             prefix_bans: HashMap::try_from(prefix_bans).map_err(map_err(map_names::PREFIX_BANS))?,

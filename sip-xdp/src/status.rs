@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use anyhow::{Result, bail};
 use serde::Serialize;
 use sip_xdp_common::{
-    EventCounter, MethodClass, PrefixKey, SourceKey, SourceState, Verdict, ban_flags, flags,
+    EventCounter, MethodClass, PrefixKey, SignatureKind, SourceKey, SourceState, Verdict,
+    ban_flags, flags, signature_ban_kind,
 };
 
 use std::path::Path;
@@ -60,6 +61,13 @@ pub struct TableFill {
     /// Records in the durable prefix ban table, and its capacity.
     pub prefix_ban_records: u64,
     pub prefix_bans_capacity: u64,
+    /// Entries of `SIGNATURES` by kind, and its capacity (0 for a build without the scan).
+    pub fingerprint_signatures: u64,
+    pub trap_signatures: u64,
+    pub signatures_capacity: u64,
+    /// Sources banned now (enforced) for a scanner's fingerprint, and for a trap account.
+    pub fingerprint_bans: u64,
+    pub trap_bans: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -71,6 +79,9 @@ pub struct Status {
     pub attached: Vec<Attachment>,
     pub config: Option<KernelConfigView>,
     pub monitor_mode: bool,
+    /// Requests are scanned for signatures now: `flags::SIGNATURES` set and the scan program
+    /// in `SCANNERS`.
+    pub signatures_scanning: bool,
     pub tables: TableFill,
     /// packets[verdict][method], non-zero entries only.
     pub packets: BTreeMap<String, BTreeMap<String, u64>>,
@@ -105,12 +116,27 @@ pub fn table_fill_with(maps: &SipMaps, sources: &[(SourceKey, SourceState)]) -> 
         if ban.banned_until_ns > now_ns {
             if ban.ban_flags & ban_flags::MONITOR_ONLY == 0 {
                 fill.active_bans += 1;
+                match signature_ban_kind(ban.ban_class) {
+                    Some(SignatureKind::Fingerprint) => fill.fingerprint_bans += 1,
+                    Some(SignatureKind::Trap) => fill.trap_bans += 1,
+                    None => {}
+                }
             } else if monitor {
                 fill.active_would_bans += 1;
             }
         }
     }
     count_prefixes(maps, &mut fill, now_ns, monitor)?;
+    if maps.has_signatures() {
+        fill.signatures_capacity = u64::from(maps.signatures_capacity());
+        for (key, _) in maps.signatures()? {
+            match SignatureKind::from_index(usize::from(key.kind)) {
+                Some(SignatureKind::Fingerprint) => fill.fingerprint_signatures += 1,
+                Some(SignatureKind::Trap) => fill.trap_signatures += 1,
+                None => {}
+            }
+        }
+    }
     fill.verified_capacity = u64::from(maps.verified_capacity());
     fill.verified_sources = maps
         .verified()?
@@ -218,6 +244,7 @@ pub fn gather(pin_dir: &Path, state_dir: &Path) -> Result<Status> {
         attached,
         config: None,
         monitor_mode: false,
+        signatures_scanning: false,
         tables: TableFill::default(),
         packets: BTreeMap::new(),
         events: BTreeMap::new(),
@@ -237,6 +264,9 @@ pub fn gather(pin_dir: &Path, state_dir: &Path) -> Result<Status> {
         let maps = SipMaps::open_pinned(&pins)?;
         let config = maps.read_config()?;
         status.monitor_mode = config.has_flag(flags::MONITOR);
+        status.signatures_scanning = config.version == sip_xdp_common::CONFIG_VERSION
+            && config.has_flag(flags::SIGNATURES)
+            && crate::maps::scan_program_in_place(&pins);
         status.config = Some(describe_kernel(&config));
         status.tables = table_fill(&maps)?;
         let counters = maps.counters()?;

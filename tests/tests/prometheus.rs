@@ -27,10 +27,12 @@ use std::{
 };
 
 use serde_json::Value;
+use sip_xdp::loader::PinDir;
 use sip_xdp_tests::{
     host::{Daemon, Host},
     netns::{
-        CLIENT_MAC, CLIENT_V4_A, CLIENT_V4_B, Netns, SERVER_IF, SERVER_MAC, SERVER_V4, SERVER_V6,
+        CLIENT_MAC, CLIENT_V4_A, CLIENT_V4_B, CLIENT_V6_A, Netns, SERVER_IF, SERVER_MAC, SERVER_V4,
+        SERVER_V6,
     },
     packet::{self, Frame},
     raw::{RawSender, mac},
@@ -88,6 +90,18 @@ const ANSWERS_METRICS: &[&str] = &[
 /// filled past 90%. (The core flood's IPv4 sources share one /24 and get it banned, and its
 /// sustained part carries SYNs: the other prefix and TCP series are checked with the rest.)
 const PREFIX_TABLE_METRICS: &[&str] = &["sip_xdp_tracked_prefixes", "sip_xdp_prefixes_capacity"];
+
+/// The scan program's series: they need a scanner or a trap request, which the core flood does
+/// not send (its panels are checked against the served names like every other).
+const SIGNATURE_METRICS: &[&str] = &[
+    "sip_xdp_signature_bans_total",
+    "sip_xdp_signature_scans_total",
+    "sip_xdp_signature_scan_failures_total",
+    "sip_xdp_signature_scan_truncated_total",
+    "sip_xdp_signatures",
+    "sip_xdp_signatures_capacity",
+    "sip_xdp_signature_banned_sources",
+];
 
 fn repo_file(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -230,9 +244,16 @@ fn is_prefix_table(expr: &str) -> bool {
         .any(|n| PREFIX_TABLE_METRICS.contains(&n.as_str()))
 }
 
-/// Neither CrowdSec's, the answers' nor the prefix table's: the parts the flood test checks.
+fn is_signatures(expr: &str) -> bool {
+    metric_names(expr)
+        .iter()
+        .any(|n| SIGNATURE_METRICS.contains(&n.as_str()))
+}
+
+/// Neither CrowdSec's, the answers', the prefix table's nor the scan's: the parts the flood
+/// test checks.
 fn is_core(expr: &str) -> bool {
-    !is_crowdsec(expr) && !is_answers(expr) && !is_prefix_table(expr)
+    !is_crowdsec(expr) && !is_answers(expr) && !is_prefix_table(expr) && !is_signatures(expr)
 }
 
 /// A sample's value; Prometheus writes NaN and infinities as "NaN", "+Inf", "-Inf".
@@ -1187,6 +1208,135 @@ fn answers_alerts_and_panels_return_data_from_real_answers() {
         sample_value(&admission[0]),
         u32::from(VICTIMS) * u32::from(CHALLENGES_PER_VICTIM),
         sample_value(&reflection[0]),
+        started.elapsed()
+    );
+}
+
+/// A REGISTER as `packet::register` makes it, with `User-Agent: user_agent`.
+fn register_with_user_agent(user: &str, seq: u32, user_agent: &str) -> Vec<u8> {
+    let text = String::from_utf8(packet::register(user, seq)).expect("requests are text");
+    text.replacen(
+        "Content-Length:",
+        &format!("User-Agent: {user_agent}\r\nContent-Length:"),
+        1,
+    )
+    .into_bytes()
+}
+
+/// The scan program's parts: a scanner naming itself (`friendly-scanner`) and a REGISTER for a
+/// trap account, each banned on its first request; every signature panel returns data and
+/// shows something non-zero, and the scan-failure alert's expression returns none until the
+/// scan program is taken out of its `SCANNERS` slot, then data once requests pass unscanned.
+#[test]
+fn signature_alert_and_panels_return_data_from_a_real_scanner() {
+    sip_xdp_tests::needs_root!();
+    require_prometheus();
+    let started = Instant::now();
+    let host = Host::new(&daemon_config("[signatures]\ntraps = [\"999\"]\n"));
+    let mut daemon = Daemon::start(&host, &[]);
+    wait_running(&mut daemon);
+    let prometheus = Prometheus::start(&host);
+    let rules = prometheus.loaded_rules();
+    prometheus.wait_scraped();
+    let failing_rule = rule(&rules, "SipXdpSignatureScanFailing");
+    assert_eq!(
+        rules.values().filter(|q| is_signatures(q)).count(),
+        1,
+        "the test creates the condition of each signature alert; a new one needs its own"
+    );
+    assert!(prometheus.query(failing_rule).is_empty());
+
+    // The scanner, then a trap request from another address.
+    let scanner = host.client(IpAddr::V4(CLIENT_V4_A));
+    for seq in 1..=5 {
+        scanner
+            .send_to(
+                &register_with_user_agent("1000", seq, "friendly-scanner"),
+                host.sip,
+            )
+            .unwrap();
+    }
+    let trapped = host.client(IpAddr::V4(CLIENT_V4_B));
+    trapped
+        .send_to(&packet::register("999", 1), host.sip)
+        .unwrap();
+    // The in-force gauges follow the daemon's table refresh.
+    prometheus.wait_for_data(
+        "a fingerprint ban and a trap ban in force",
+        r#"sip_xdp_signature_banned_sources{kind="fingerprint"} == 1 and on (instance) sip_xdp_signature_banned_sources{kind="trap"} == 1"#,
+        CONDITION_DEADLINE,
+    );
+    prometheus.wait_for_data(
+        "two signature bans counted",
+        r#"sum(sip_xdp_signature_bans_total) == 2"#,
+        CONDITION_DEADLINE,
+    );
+
+    let dashboard = dashboard();
+    let instance = metrics_addr().to_string();
+    let queries: Vec<PanelQuery> = dashboard_queries(&dashboard, &instance)
+        .into_iter()
+        .filter(|q| is_signatures(&q.expr))
+        .collect();
+    assert!(
+        queries.len() >= 4,
+        "the dashboard's signature row: {}",
+        queries.len()
+    );
+    let mut panel_max: BTreeMap<&str, f64> = BTreeMap::new();
+    for query in &queries {
+        let samples = prometheus.query(&query.expr);
+        assert!(
+            !samples.is_empty(),
+            "panel {:?}: `{}` returned no data",
+            query.panel,
+            query.expr
+        );
+        let max = samples
+            .iter()
+            .map(sample_value)
+            .filter(|v| !v.is_nan())
+            .fold(0.0, f64::max);
+        let entry = panel_max.entry(&query.panel).or_insert(0.0);
+        *entry = entry.max(max);
+    }
+    for (panel, max) in &panel_max {
+        assert!(
+            *max > 0.0,
+            "panel {panel:?} shows only zeros after two bans"
+        );
+    }
+    assert!(prometheus.query(failing_rule).is_empty());
+
+    // The scan program taken out of its slot: requests pass unscanned, and the alert says so.
+    let slot = PinDir::new(&host.pin_dir).map_path("SCANNERS");
+    let out = Command::new("bpftool")
+        .args(["map", "delete", "pinned"])
+        .arg(&slot)
+        .args(["key", "0", "0", "0", "0"])
+        .output()
+        .expect("running bpftool");
+    assert!(out.status.success(), "bpftool map delete: {out:?}");
+    let unscanned = host.client(IpAddr::V6(CLIENT_V6_A));
+    for seq in 1..=3 {
+        unscanned
+            .send_to(
+                &packet::register("300", seq),
+                SocketAddr::new(IpAddr::V6(SERVER_V6), 5060),
+            )
+            .unwrap();
+    }
+    prometheus.wait_for_data(
+        "SipXdpSignatureScanFailing with the scan program out of its slot",
+        failing_rule,
+        CONDITION_DEADLINE,
+    );
+    assert_eq!(host.status()["signatures_scanning"], false);
+    eprintln!(
+        "prometheus: {} signature panel queries returned data after a fingerprint and a trap \
+         ban; the scan-failure alert held once the scan program was taken out; whole test \
+         {:.1?}",
+        queries.len(),
         started.elapsed()
     );
 }

@@ -112,6 +112,19 @@ pub enum Command {
         after_help = "Examples:\n  sudo sip-xdp ban add 203.0.113.7 --for 2h\n  sudo sip-xdp ban del 203.0.113.7\n  sudo sip-xdp ban list --output json"
     )]
     Ban(BanAction),
+    /// Scanner fingerprints and trap accounts the kernel bans on at the first request: list
+    /// them with their hits, add or remove some at runtime (in force at once, kept across
+    /// restarts in the state file; config entries too).
+    #[command(
+        subcommand,
+        after_help = "Examples:
+  sudo sip-xdp signature list
+  sudo sip-xdp signature add fingerprint sipvicious-ng
+  sudo sip-xdp signature add trap 100 admin
+  sudo sip-xdp signature del trap admin
+  sudo sip-xdp signature list --kind trap --output json"
+    )]
+    Signature(SignatureAction),
     /// Check or show the configuration.
     #[command(
         subcommand,
@@ -262,6 +275,10 @@ pub enum DelOrigin {
     Auth,
     /// The bans of prefixes (`[prefixes]`) inside it; with no address, every prefix ban.
     Prefix,
+    /// The bans for a scanner's fingerprint inside it (`[signatures]`).
+    Fingerprint,
+    /// The bans for a request to a trap account inside it.
+    Trap,
     Of(BanOrigin),
     /// Every origin.
     All,
@@ -271,11 +288,17 @@ impl ValueEnum for DelOrigin {
     fn value_variants<'a>() -> &'a [Self] {
         static VARIANTS: std::sync::OnceLock<Vec<DelOrigin>> = std::sync::OnceLock::new();
         VARIANTS.get_or_init(|| {
-            [DelOrigin::Rate, DelOrigin::Auth, DelOrigin::Prefix]
-                .into_iter()
-                .chain(BanOrigin::ALL.into_iter().map(DelOrigin::Of))
-                .chain(std::iter::once(DelOrigin::All))
-                .collect()
+            [
+                DelOrigin::Rate,
+                DelOrigin::Auth,
+                DelOrigin::Prefix,
+                DelOrigin::Fingerprint,
+                DelOrigin::Trap,
+            ]
+            .into_iter()
+            .chain(BanOrigin::ALL.into_iter().map(DelOrigin::Of))
+            .chain(std::iter::once(DelOrigin::All))
+            .collect()
         })
     }
 
@@ -287,6 +310,10 @@ impl ValueEnum for DelOrigin {
                 .help("the bans for failed authentication (of addresses and of phones) inside it"),
             DelOrigin::Prefix => PossibleValue::new("prefix")
                 .help("the bans of whole prefixes inside it; without an address, every prefix ban"),
+            DelOrigin::Fingerprint => PossibleValue::new("fingerprint")
+                .help("the bans for a scanner's fingerprint inside it"),
+            DelOrigin::Trap => PossibleValue::new("trap")
+                .help("the bans for a request to a trap account inside it"),
             DelOrigin::Of(origin) => PossibleValue::new(origin.name()),
             DelOrigin::All => PossibleValue::new("all").help("every origin"),
         })
@@ -308,8 +335,10 @@ pub fn lift_for(origins: &[DelOrigin]) -> Lift {
     };
     for origin in origins {
         match *origin {
-            // The kernel's own bans, rate and auth alike: one table holds them.
-            DelOrigin::Rate | DelOrigin::Auth => lift.rate = true,
+            // The kernel's own bans, rate, auth and signature alike: one table holds them.
+            DelOrigin::Rate | DelOrigin::Auth | DelOrigin::Fingerprint | DelOrigin::Trap => {
+                lift.rate = true
+            }
             DelOrigin::Prefix => lift.prefix = true,
             DelOrigin::Of(origin) => lift.origins.push(origin),
             DelOrigin::All => {}
@@ -366,6 +395,72 @@ pub enum BanAction {
     /// List manual and automatic bans in force.
     #[command(after_help = "Example:\n  sudo sip-xdp ban list --output json")]
     List(OutputArgs),
+}
+
+/// `signature ... KIND`: what a signature proves.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum SignatureKindArg {
+    /// A scanner's name: a whole token of User-Agent, or of the From/To display name or user.
+    Fingerprint,
+    /// A decoy account: the Request-URI or To user of a REGISTER, INVITE or OPTIONS.
+    Trap,
+}
+
+impl From<SignatureKindArg> for sip_xdp_common::SignatureKind {
+    fn from(kind: SignatureKindArg) -> Self {
+        match kind {
+            SignatureKindArg::Fingerprint => Self::Fingerprint,
+            SignatureKindArg::Trap => Self::Trap,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct SignatureConfigArg {
+    /// Config file whose [signatures] lists stand in until an attach has recorded its own.
+    /// Default: /etc/sip-xdp/sip-xdp.toml if it exists, else built-in defaults.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SignatureAction {
+    /// List the signatures in force: token, kind, from the config or added at runtime, hits
+    /// and the last hit.
+    #[command(
+        after_help = "Example:\n  sudo sip-xdp signature list --kind fingerprint --output json"
+    )]
+    List {
+        /// Only this kind.
+        #[arg(long, value_enum)]
+        kind: Option<SignatureKindArg>,
+        #[arg(long, value_enum, default_value = "text")]
+        output: OutputFormat,
+        #[command(flatten)]
+        config: SignatureConfigArg,
+    },
+    /// Add tokens (whole tokens, any case), in force at once.
+    #[command(
+        after_help = "Examples:\n  sudo sip-xdp signature add fingerprint sipvicious-ng\n  sudo sip-xdp signature add trap 1 100 admin"
+    )]
+    Add {
+        #[arg(value_enum)]
+        kind: SignatureKindArg,
+        #[arg(value_name = "TOKEN", required = true)]
+        tokens: Vec<String>,
+        #[command(flatten)]
+        config: SignatureConfigArg,
+    },
+    /// Remove tokens, config entries included (kept out until added again).
+    #[command(after_help = "Example:\n  sudo sip-xdp signature del fingerprint smap")]
+    Del {
+        #[arg(value_enum)]
+        kind: SignatureKindArg,
+        #[arg(value_name = "TOKEN", required = true)]
+        tokens: Vec<String>,
+        #[command(flatten)]
+        config: SignatureConfigArg,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -20,6 +20,7 @@ mod lists;
 mod print;
 mod replay;
 mod run;
+mod signature;
 mod status;
 
 pub use args::*;
@@ -36,6 +37,7 @@ pub fn main() -> ExitCode {
         Command::Deny(action) => lists::list(&cli, crate::control::ListKind::Deny, action),
         Command::Protect(action) => lists::list(&cli, crate::control::ListKind::Protect, action),
         Command::Ban(action) => ban::ban(&cli, action),
+        Command::Signature(action) => signature::signature(&cli, action),
         Command::Config(action) => config::config(action),
         Command::Check => check::check(),
         Command::Replay(args) => replay::replay(args),

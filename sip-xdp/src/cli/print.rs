@@ -3,7 +3,7 @@ use anyhow::Result;
 
 use super::OutputFormat;
 use crate::{
-    control::{BanEntry, EditReport, ListEntry, ListKind},
+    control::{BanEntry, EditReport, ListEntry, ListKind, SignatureList, SignatureReport},
     status::Status,
 };
 
@@ -135,6 +135,30 @@ fn status_lines(status: &Status) -> String {
             e("prefix_bans"),
             e("prefix_banned_drops"),
             e("prefix_track_failures")
+        );
+    }
+    if status.config.is_some() {
+        let scanning = if status.signatures_scanning {
+            "on"
+        } else if t.fingerprint_signatures + t.trap_signatures == 0 {
+            "off (no signatures listed)"
+        } else {
+            "off (disabled in the config, or the scan program is not loaded)"
+        };
+        say!(
+            "signatures: {scanning}; {} fingerprints, {} trap accounts (of {}); scans {}, \
+             failed {}, truncated {}; bans issued {} fingerprint, {} trap; in force {} \
+             fingerprint, {} trap",
+            t.fingerprint_signatures,
+            t.trap_signatures,
+            thousands(t.signatures_capacity),
+            e("scans"),
+            e("scan_failures"),
+            e("scan_truncated"),
+            e("fingerprint_bans"),
+            e("trap_bans"),
+            t.fingerprint_bans,
+            t.trap_bans
         );
     }
     let fill = if t.sources_capacity > 0 {
@@ -293,6 +317,89 @@ fn bans_text(bans: &[BanEntry]) -> String {
     text
 }
 
+/// A unix time as `signature list` prints it: RFC 3339, UTC, to the second.
+fn unix_time(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+        .to_string()
+}
+
+pub(super) fn signatures(list: &SignatureList, output: OutputFormat) -> Result<()> {
+    if output == OutputFormat::Json {
+        println!("{}", serde_json::to_string_pretty(list)?);
+        return Ok(());
+    }
+    print!("{}", signatures_text(list));
+    Ok(())
+}
+
+/// `signature list` as text: a header, one line per signature, then the notes.
+fn signatures_text(list: &SignatureList) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    if list.signatures.is_empty() {
+        out.push_str("no signatures listed\n");
+    } else {
+        let _ = writeln!(
+            out,
+            "{:<32} {:<11} {:<8} {:>8}  last hit",
+            "token", "kind", "from", "hits"
+        );
+    }
+    for s in &list.signatures {
+        let last = match (s.live, s.last_hit_at) {
+            (false, _) => "(not in the kernel: applies at the next attach)".to_owned(),
+            (true, Some(at)) => unix_time(at),
+            (true, None) => "never".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<32} {:<11} {:<8} {:>8}  {last}",
+            s.token, s.kind, s.origin, s.hits
+        );
+    }
+    if !list.removed_from_config.is_empty() {
+        let removed: Vec<String> = list
+            .removed_from_config
+            .iter()
+            .map(|s| format!("{} {}", s.kind, s.token))
+            .collect();
+        let _ = writeln!(
+            out,
+            "removed from the config at runtime: {} (`sip-xdp signature add` puts one back)",
+            removed.join(", ")
+        );
+    }
+    if !list.live {
+        out.push_str(
+            "(no kernel SIGNATURES table here: not attached, or a build without the scan \
+             program; the list applies at the next attach)\n",
+        );
+    } else if !list.scanning {
+        out.push_str(
+            "(requests are not scanned now: signatures are off in the config, the list is \
+             empty, or the scan program is not loaded)\n",
+        );
+    }
+    out
+}
+
+pub(super) fn signature_report(report: &SignatureReport) {
+    for line in &report.lines {
+        println!("{line}");
+    }
+    if !report.live {
+        println!(
+            "(no kernel SIGNATURES table here: saved to the state file, applied at the next \
+             attach)"
+        );
+    } else if !report.scanning {
+        println!(
+            "(in the kernel's table, but requests are not scanned now: signatures are off in \
+             the config, the list is empty, or the scan program is not loaded)"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,6 +427,9 @@ mod tests {
         events.insert("prefix_bans".to_owned(), 3);
         events.insert("prefix_banned_drops".to_owned(), 4_000);
         events.insert("prefix_track_failures".to_owned(), 1);
+        events.insert("scans".to_owned(), 5_000);
+        events.insert("scan_truncated".to_owned(), 2);
+        events.insert("fingerprint_bans".to_owned(), 4);
         let status = Status {
             version: "0.0.0",
             pin_dir: "/sys/fs/bpf/test".to_owned(),
@@ -328,10 +438,15 @@ mod tests {
             attached: Vec::new(),
             config: Some(crate::config::describe_kernel(&Config::DEFAULT)),
             monitor_mode: false,
+            signatures_scanning: true,
             tables: TableFill {
                 tracked_prefixes: 1_234,
                 prefixes_capacity: 65_536,
                 banned_prefixes: 2,
+                fingerprint_signatures: 20,
+                trap_signatures: 1,
+                signatures_capacity: 4_096,
+                fingerprint_bans: 3,
                 ..TableFill::default()
             },
             packets: std::collections::BTreeMap::new(),
@@ -347,6 +462,10 @@ mod tests {
             "  limit connection        5/s, burst 50",
             "  prefix register         20/s, burst 200",
             "  prefix keepalive        unlimited",
+            "signatures: on; 20 fingerprints, 1 trap accounts (of 4,096); scans 5000, failed 0, \
+             truncated 2; bans issued 4 fingerprint, 0 trap; in force 3 fingerprint, 0 trap",
+            // The program's own default has no scan: only attach turns it on.
+            "  signatures              off",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }

@@ -63,7 +63,7 @@ pub struct CrowdsecSection {
 }
 
 /// `[crowdsec.signals]`: the machine (watcher) credentials this node pushes alerts with.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(
     default,
     deny_unknown_fields,
@@ -83,6 +83,10 @@ pub struct SignalsSection {
     /// sip-xdp/sip-prefix-flood). Off by default, like `rate_bans`: forged sources spread over
     /// a prefix make its ban as easily as a real flood.
     pub prefix_bans: bool,
+    /// Push the bans for a scanner's fingerprint or a trap account (`[signatures]`; scenarios
+    /// sip-xdp/sip-scanner-fingerprint and sip-xdp/sip-trap-account). On by default: the
+    /// request itself is the proof, not a rate.
+    pub signature_bans: bool,
     /// cscli's local_api_credentials.yaml format (`url`, `login`, `password`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credentials_file: Option<PathBuf>,
@@ -90,6 +94,21 @@ pub struct SignalsSection {
     pub machine_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+}
+
+impl Default for SignalsSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            rate_bans: false,
+            auth_bans: false,
+            prefix_bans: false,
+            signature_bans: true,
+            credentials_file: None,
+            machine_id: None,
+            password: None,
+        }
+    }
 }
 
 impl Default for CrowdsecSection {

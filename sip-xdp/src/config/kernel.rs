@@ -40,6 +40,12 @@ impl Settings {
             // `attach` puts the egress program on every interface it filters whenever this is
             // on, and refuses to report success without it.
             (answers.enabled, flags::ANSWERS),
+            // What the file asks for; `attach` (and every later write) also wants the scan
+            // program in `SCANNERS` and an entry in `SIGNATURES`, which only it can tell.
+            (
+                self.signatures.enabled && !self.signatures.keys().is_empty(),
+                flags::SIGNATURES,
+            ),
         ]
         .iter()
         .filter(|(on, _)| *on)
@@ -74,7 +80,7 @@ impl Settings {
             _pad1: [0; 5],
             prefix_masks: self.prefixes.prefix_masks(),
             prefix_limits: self.prefixes.rate_limits(),
-            signature_ban_ns: sip_xdp_common::DEFAULT_SIGNATURE_BAN_NS,
+            signature_ban_ns: duration_ns(self.signatures.ban),
         }
     }
 }
@@ -139,6 +145,10 @@ pub struct KernelConfigView {
     pub prefix_ipv6: Vec<u8>,
     /// The buckets every prefix has (shared by its unverified sources).
     pub prefix_limits: Vec<LimitView>,
+    /// `flags::SIGNATURES`: requests are handed to the scan program.
+    pub signatures: bool,
+    /// Shortest ban for a signature match.
+    pub signature_ban: String,
 }
 
 impl KernelConfigView {
@@ -228,6 +238,8 @@ pub fn describe_kernel(cfg: &Config) -> KernelConfigView {
             .map(|(_, &len)| len)
             .collect(),
         prefix_limits: limit_views(&in_force.prefix_limits),
+        signatures: in_force.has_flag(flags::SIGNATURES),
+        signature_ban: human(in_force.signature_ban_ns),
     }
 }
 
@@ -281,6 +293,15 @@ impl fmt::Display for KernelConfigView {
             for limit in &self.prefix_limits {
                 writeln!(f, "prefix {:<16} {}", limit.class, bucket_text(limit))?;
             }
+        }
+        if self.signatures {
+            writeln!(
+                f,
+                "signatures              on (a match bans for {} at least)",
+                self.signature_ban
+            )?;
+        } else {
+            writeln!(f, "signatures              off")?;
         }
         writeln!(f, "ban base                {}", self.ban_base)?;
         writeln!(f, "ban factor              {}", self.ban_factor)?;

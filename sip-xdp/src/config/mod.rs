@@ -8,7 +8,7 @@
 //!
 //! The rooms: `settings` (the whole file, [`Settings`]), `sections` (`[sip]`, `[bans]`,
 //! `[datapath]`, `[metrics]`, `[log]`), `limits` (`[limits.*]`), `answers` (`[answers]`), `crowdsec` (`[crowdsec]`),
-//! `prefixes` (`[prefixes]`),
+//! `prefixes` (`[prefixes]`), `signatures` (`[signatures]`),
 //! `parse` (located errors, key paths), `units` (rates and durations) and `kernel` (the kernel
 //! config and its description).
 //! Nothing here imports the rest of the crate.
@@ -20,6 +20,7 @@ mod parse;
 mod prefixes;
 mod sections;
 mod settings;
+mod signatures;
 #[cfg(test)]
 mod tests;
 mod units;
@@ -36,5 +37,8 @@ pub use self::{
         SipSection,
     },
     settings::{DEFAULT_CONFIG_PATH, EMBEDDED_DEFAULT_TOML, Settings},
+    signatures::{
+        DEFAULT_FINGERPRINTS, SignaturesSection, list_key, signature_key, token_problem, tokenize,
+    },
     units::{Rate, RatePeriod, format_duration, parse_duration},
 };

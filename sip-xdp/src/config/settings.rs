@@ -11,6 +11,7 @@ use super::{
     parse::{ConfigError, CrossFieldProblem, invalid_across_fields, invalid_toml},
     prefixes::PrefixesSection,
     sections::{BansSection, DatapathSection, LogSection, MetricsSection, SipSection},
+    signatures::SignaturesSection,
 };
 
 /// Where the daemon and the CLI look for the configuration unless told otherwise.
@@ -34,6 +35,7 @@ pub struct Settings {
     pub crowdsec: CrowdsecSection,
     pub answers: AnswersSection,
     pub prefixes: PrefixesSection,
+    pub signatures: SignaturesSection,
 }
 
 /// Equal to parsing [`EMBEDDED_DEFAULT_TOML`] (a test holds the two together).
@@ -49,6 +51,7 @@ impl Default for Settings {
             crowdsec: CrowdsecSection::default(),
             answers: AnswersSection::default(),
             prefixes: PrefixesSection::default(),
+            signatures: SignaturesSection::default(),
         }
     }
 }
@@ -107,12 +110,14 @@ impl Settings {
                 ));
             }
         }
+        warnings.extend(self.signatures.warnings());
         warnings
     }
 
     fn check_across_fields(&self) -> Result<(), CrossFieldProblem> {
         self.bans.check()?;
         self.answers.check()?;
+        self.signatures.check(self.bans.max)?;
         self.crowdsec.check()
     }
 }

@@ -40,7 +40,7 @@ fn embedded_file_is_the_default_and_matches_the_kernel_default() {
     assert_eq!(
         settings.kernel_config(),
         Config {
-            flags: Config::DEFAULT.flags | flags::ANSWERS,
+            flags: Config::DEFAULT.flags | flags::ANSWERS | flags::SIGNATURES,
             ..Config::DEFAULT
         }
     );
@@ -71,10 +71,10 @@ fn embedded_file_sets_every_key() {
     let before_tcp_and_prefixes = 47 + 1 + 8 + 3 * 2 + 8 * 2;
     // datapath.tcp_ports; limits.connection and answers.verified_limits.connection (rate and
     // burst each); prefixes.ipv4 and ipv6; prefixes.limits.* (9 classes, rate and burst);
-    // crowdsec.signals.prefix_bans.
+    // crowdsec.signals.prefix_bans; signatures.* (4) and crowdsec.signals.signature_bans.
     assert_eq!(
         want.len(),
-        before_tcp_and_prefixes + 1 + 2 * 2 + 2 + 9 * 2 + 1
+        before_tcp_and_prefixes + 1 + 2 * 2 + 2 + 9 * 2 + 1 + 4 + 1
     );
 }
 
@@ -173,7 +173,11 @@ summary_interval = "500ms"
     assert_eq!(k.ipv6_source_mask, mask);
     assert_eq!(
         k.flags,
-        flags::MONITOR | flags::DROP_UNKNOWN_FRAGMENTS | flags::PASS_UNPARSED | flags::ANSWERS
+        flags::MONITOR
+            | flags::DROP_UNKNOWN_FRAGMENTS
+            | flags::PASS_UNPARSED
+            | flags::ANSWERS
+            | flags::SIGNATURES
     );
     assert_eq!(
         k.limits[LimitClass::Register as usize].interval_ns,

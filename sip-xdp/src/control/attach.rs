@@ -7,7 +7,7 @@ use sip_xdp_common::Config;
 
 use super::{
     AttachReport, Control, check_interface, forget_sources_in, prefixes::restore_prefix_bans,
-    reconcile::reconcile_locked,
+    reconcile::reconcile_locked, signatures::apply_signatures,
 };
 use crate::{
     config::Settings,
@@ -53,7 +53,7 @@ impl Control {
         let options = LoadOptions {
             max_sources: settings.datapath.max_sources,
             egress: settings.answers.enabled,
-            scan: true,
+            scan: settings.signatures.enabled,
         };
         let mut load = loader::load_pinned(&options, &self.pins)?;
         let prepared = (|| -> Result<()> {
@@ -66,9 +66,12 @@ impl Control {
                     maps.sources_capacity()
                 ));
             }
+            // The signatures table first, so the flag never points the scan at a stale set.
+            let (config, warning) = apply_signatures(settings, &mut state, &mut maps, &self.pins)?;
+            warnings.extend(warning);
             {
                 let _config_lock = self.pins.lock_config()?;
-                maps.write_config(&settings.kernel_config())?;
+                maps.write_config(&config)?;
             }
             let shortened = reconcile_locked(&mut state, &mut maps)?;
             if shortened > 0 {

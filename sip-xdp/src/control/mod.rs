@@ -13,6 +13,7 @@ mod origins;
 mod prefixes;
 mod quotas;
 mod reconcile;
+mod signatures;
 mod snapshot;
 #[cfg(test)]
 mod tests;
@@ -26,6 +27,7 @@ use serde::Serialize;
 pub use lists::forget_sources_in;
 pub use quotas::{CROWDSEC_QUOTA, FAIL2BAN_QUOTA, Quotas};
 pub use reconcile::{forget_quiet_sources, gc_bans, gc_sources};
+pub use signatures::{SignatureList, SignatureReport, SignatureView, apply_signatures};
 
 use crate::{
     loader::{self, AttachOutcome, PinDir},

@@ -37,6 +37,8 @@ pub struct ClientConfig {
     pub push_auth_bans: bool,
     /// `crowdsec.signals.prefix_bans`: push the kernel's prefix bans as Range decisions.
     pub push_prefix_bans: bool,
+    /// `crowdsec.signals.signature_bans`: push the bans for a fingerprint or a trap account.
+    pub push_signature_bans: bool,
     /// `crowdsec.ca_file`'s PEM text: extra roots for an https:// Local API.
     pub(super) ca_pem: Option<Vec<u8>>,
 }
@@ -53,6 +55,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("push_rate_bans", &self.push_rate_bans)
             .field("push_auth_bans", &self.push_auth_bans)
             .field("push_prefix_bans", &self.push_prefix_bans)
+            .field("push_signature_bans", &self.push_signature_bans)
             .finish_non_exhaustive()
     }
 }
@@ -116,6 +119,7 @@ impl ClientConfig {
             push_rate_bans: signals.enabled && signals.rate_bans,
             push_auth_bans: signals.enabled && signals.auth_bans,
             push_prefix_bans: signals.enabled && signals.prefix_bans,
+            push_signature_bans: signals.enabled && signals.signature_bans,
             ca_pem,
         }))
     }

@@ -92,21 +92,24 @@ impl Crowdsec {
         let config = ctx.cfg.clone();
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = vec![tokio::spawn(run_bouncer(ctx.clone(), stop_rx.clone()))];
+        let cfg = &ctx.cfg;
+        let evidence_off = !cfg.push_rate_bans && !cfg.push_auth_bans && !cfg.push_prefix_bans;
+        if cfg.machine.is_some() && evidence_off {
+            info!(
+                "crowdsec.signals.rate_bans, auth_bans and prefix_bans are off: this node's \
+                 rate, auth and prefix bans are not pushed to the Local API (a forged UDP flood \
+                 would otherwise ban a real peer on the whole fleet); set them to true where \
+                 forged sources cannot reach this node{}",
+                if cfg.push_signature_bans {
+                    "; its fingerprint and trap bans are (signature_bans)"
+                } else {
+                    ""
+                }
+            );
+        }
         let signals = match ctx.cfg.machine.clone() {
             None => None,
-            Some(_)
-                if !ctx.cfg.push_rate_bans
-                    && !ctx.cfg.push_auth_bans
-                    && !ctx.cfg.push_prefix_bans =>
-            {
-                info!(
-                    "crowdsec.signals.rate_bans, auth_bans and prefix_bans are off: this node's \
-                     own bans are not pushed to the Local API (a forged UDP flood would \
-                     otherwise ban a real peer on the whole fleet); set them to true where \
-                     forged sources cannot reach this node"
-                );
-                None
-            }
+            Some(_) if evidence_off && !ctx.cfg.push_signature_bans => None,
             Some(machine) => {
                 let (tx, rx) = mpsc::channel(SIGNAL_QUEUE);
                 tasks.push(tokio::spawn(run_pusher(ctx.clone(), machine, rx, stop_rx)));
@@ -157,7 +160,7 @@ impl Crowdsec {
             _ if record.prefix_len.is_some() => self.config.push_prefix_bans,
             sip_xdp_common::BanCause::Rate(_) => self.config.push_rate_bans,
             sip_xdp_common::BanCause::Auth(_) => self.config.push_auth_bans,
-            sip_xdp_common::BanCause::Signature(_) => self.config.push_auth_bans,
+            sip_xdp_common::BanCause::Signature(_) => self.config.push_signature_bans,
         };
         if !wanted {
             return;
@@ -222,7 +225,68 @@ mod tests {
         section.signals.password = Some("p".to_owned());
         section.signals.rate_bans = rate_bans;
         section.signals.auth_bans = auth_bans;
+        // On by default; these tests are about the other switches.
+        section.signals.signature_bans = false;
         section
+    }
+
+    /// Signature bans go out under their own switch (on by default), each kind under its own
+    /// scenario, whatever rate_bans and auth_bans say; a would-ban never does.
+    #[test]
+    fn signature_bans_are_signalled_under_their_own_switch() {
+        use sip_xdp_common::SignatureKind;
+        assert!(CrowdsecSection::default().signals.signature_bans);
+        for signature_bans in [false, true] {
+            let mut section = machine_section_with(false, false);
+            section.signals.signature_bans = signature_bans;
+            let cfg = ClientConfig::from_settings(&section, None)
+                .unwrap()
+                .unwrap();
+            assert_eq!(cfg.push_signature_bans, signature_bans);
+            let (tx, mut rx) = mpsc::channel(SIGNAL_QUEUE);
+            let (stop, _) = watch::channel(false);
+            let client = Crowdsec {
+                stop,
+                tasks: Vec::new(),
+                signals: Some(tx),
+                ipv6_prefix: AtomicU8::new(128),
+                stats: Arc::default(),
+                last_full_warn_ms: AtomicU64::new(0),
+                config: cfg,
+            };
+            let sig =
+                |kind, source| record(BanEventKind::Ban, source, None, BanCause::Signature(kind));
+            client.on_ban(&sig(SignatureKind::Fingerprint, "203.0.113.50"));
+            client.on_ban(&sig(SignatureKind::Trap, "2001:db8::51"));
+            client.on_ban(&record(
+                BanEventKind::WouldBan,
+                "203.0.113.52",
+                None,
+                BanCause::Signature(SignatureKind::Trap),
+            ));
+            client.on_ban(&record(
+                BanEventKind::Ban,
+                "203.0.113.53",
+                None,
+                BanCause::Rate(LimitClass::Register),
+            ));
+            let mut queued = Vec::new();
+            while let Ok(signal) = rx.try_recv() {
+                queued.push((signal.net().to_string(), signal.scenario()));
+            }
+            let expected: Vec<(String, &str)> = if signature_bans {
+                vec![
+                    (
+                        "203.0.113.50/32".to_owned(),
+                        "sip-xdp/sip-scanner-fingerprint",
+                    ),
+                    ("2001:db8::51/128".to_owned(), "sip-xdp/sip-trap-account"),
+                ]
+            } else {
+                Vec::new()
+            };
+            assert_eq!(queued, expected, "signature_bans = {signature_bans}");
+        }
     }
 
     #[tokio::test]

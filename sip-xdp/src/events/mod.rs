@@ -187,7 +187,7 @@ impl BanRecord {
         }
     }
 
-    /// `rate`, `auth` or, for a prefix's ban, `prefix`.
+    /// `rate`, `auth`, `fingerprint`, `trap` or, for a prefix's ban, `prefix`.
     pub fn origin(&self) -> &'static str {
         if self.prefix_len.is_some() {
             "prefix"
@@ -242,12 +242,20 @@ fn rate_phrase(record: &BanRecord) -> String {
                 kind.name()
             );
         }
+        // The event does not carry the token; `sip-xdp signature list` shows which one's hits
+        // went up.
         BanCause::Signature(kind) => {
             return match kind {
                 sip_xdp_common::SignatureKind::Fingerprint => {
-                    "a scanner's fingerprint in its request".to_string()
+                    "a scanner's fingerprint (a listed token in User-Agent, From or To; \
+                     `sip-xdp signature list` shows the hits)"
+                        .to_string()
                 }
-                sip_xdp_common::SignatureKind::Trap => "a request to a trap account".to_string(),
+                sip_xdp_common::SignatureKind::Trap => {
+                    "a REGISTER, INVITE or OPTIONS for a trap account (`sip-xdp signature \
+                     list` shows the hits)"
+                        .to_string()
+                }
             };
         }
     };

@@ -354,6 +354,36 @@ fn auth_and_phone_bans_decode_and_read_as_such() {
     assert!(BanRecord::decode(&ev).is_none());
 }
 
+#[test]
+fn signature_bans_decode_and_read_as_such() {
+    use sip_xdp_common::{BAN_CLASS_SIGNATURE, SignatureKind};
+    let mut ev = event(ban_event_kind::BAN);
+    ev.limit_class = BAN_CLASS_SIGNATURE | SignatureKind::Fingerprint as u8;
+    let record = BanRecord::decode(&ev).expect("a fingerprint ban");
+    assert_eq!(
+        record.cause,
+        BanCause::Signature(SignatureKind::Fingerprint)
+    );
+    assert_eq!(record.origin(), "fingerprint");
+    let text = message(&record);
+    assert!(
+        text.starts_with("banned 198.51.100.7 for 1m: a scanner's fingerprint (a listed token in User-Agent, From or To"),
+        "{text}"
+    );
+    let mut ev = event(ban_event_kind::WOULD_BAN);
+    ev.limit_class = BAN_CLASS_SIGNATURE | SignatureKind::Trap as u8;
+    let record = BanRecord::decode(&ev).expect("a trap would-ban");
+    assert_eq!(record.origin(), "trap");
+    let text = message(&record);
+    assert!(
+        text.contains("(monitor mode): a REGISTER, INVITE or OPTIONS for a trap account"),
+        "{text}"
+    );
+    // A signature kind this build does not know is refused.
+    ev.limit_class = BAN_CLASS_SIGNATURE | 0x3f;
+    assert!(BanRecord::decode(&ev).is_none());
+}
+
 fn prefix_event(kind: u8, addr: [u8; 16], prefix_len: u8) -> BanEvent {
     BanEvent {
         addr,

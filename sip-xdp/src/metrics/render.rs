@@ -5,7 +5,7 @@ use prometheus::{
     core::Collector,
 };
 use sip_xdp_common::{
-    AuthFailure, EventCounter, LimitClass, MethodClass, Verdict, failure_counter,
+    AuthFailure, EventCounter, LimitClass, MethodClass, SignatureKind, Verdict, failure_counter,
 };
 
 use super::{CrowdsecMetrics, MetricsError, Snapshot};
@@ -30,6 +30,9 @@ fn expected_ban_event_labels() -> Vec<(&'static str, &'static str)> {
         }
         for failure in AuthFailure::ALL {
             labels.push((kind, failure.name()));
+        }
+        for signature in SignatureKind::ALL {
+            labels.push((kind, signature.name()));
         }
     }
     for kind in ["prefix_ban", "would_prefix_ban", "prefix_expired"] {
@@ -211,6 +214,7 @@ pub fn render(snapshot: &Snapshot) -> Result<String, MetricsError> {
     )?;
 
     render_prefixes(&scrape, snapshot)?;
+    render_signatures(&scrape, snapshot)?;
     render_answers(&scrape, snapshot)?;
 
     let ban_events = scrape.counter_vec(
@@ -218,7 +222,7 @@ pub fn render(snapshot: &Snapshot) -> Result<String, MetricsError> {
         "Ban events the daemon read from the programs, by kind (ban, would_ban, expired; \
          prefix_ban, would_prefix_ban, prefix_expired for whole prefixes; flow_ban, \
          would_flow_ban) and class (the limit class of a rate or prefix ban, the failure kind \
-         of an auth ban).",
+         of an auth ban, fingerprint or trap for a signature ban).",
         &["kind", "class"],
     )?;
     for (kind, class) in expected_ban_event_labels() {
@@ -356,6 +360,63 @@ pub fn render(snapshot: &Snapshot) -> Result<String, MetricsError> {
     String::from_utf8(body).map_err(|e| {
         MetricsError::Encode(prometheus::Error::Msg(format!("output is not UTF-8: {e}")))
     })
+}
+
+/// The scan program (`[signatures]`): scanner fingerprints and trap accounts, the requests
+/// scanned and the bans they made.
+fn render_signatures(scrape: &ScrapeRegistry, snapshot: &Snapshot) -> Result<(), MetricsError> {
+    let counters = &snapshot.counters;
+    let tables = &snapshot.tables;
+    let bans = scrape.counter_vec(
+        "sip_xdp_signature_bans_total",
+        "Sources banned on their first matching request by the scan program, for a scanner's \
+         fingerprint in User-Agent, From or To (kind=fingerprint) or for a request to a trap \
+         account (kind=trap); monitor-mode would-bans included (also in sip_xdp_bans_total).",
+        &["kind"],
+    )?;
+    bans.add(
+        &["fingerprint"],
+        counters.event(EventCounter::FingerprintBans),
+    )?;
+    bans.add(&["trap"], counters.event(EventCounter::TrapBans))?;
+    scrape.counter(
+        "sip_xdp_signature_scans_total",
+        "Requests handed to the scan program (sources neither allowlisted nor verified, \
+         signatures on).",
+        counters.event(EventCounter::Scans),
+    )?;
+    scrape.counter(
+        "sip_xdp_signature_scan_failures_total",
+        "Requests that passed unscanned although signatures were on: the scan program was \
+         missing or the payload could not be read.",
+        counters.event(EventCounter::ScanFailures),
+    )?;
+    scrape.counter(
+        "sip_xdp_signature_scan_truncated_total",
+        "Requests whose headers ran past the scan's limits (1024 bytes, 48 token lookups); the \
+         rest of their headers was not scanned.",
+        counters.event(EventCounter::ScanTruncated),
+    )?;
+    let listed = scrape.gauge_vec(
+        "sip_xdp_signatures",
+        "Signatures in the kernel's table, by kind (config entries and runtime additions).",
+        &["kind"],
+    )?;
+    listed.set(&["fingerprint"], tables.fingerprint_signatures)?;
+    listed.set(&["trap"], tables.trap_signatures)?;
+    scrape.gauge(
+        "sip_xdp_signatures_capacity",
+        "Capacity of the kernel's signature table (fingerprints and trap accounts together).",
+        tables.signatures_capacity,
+    )?;
+    let banned = scrape.gauge_vec(
+        "sip_xdp_signature_banned_sources",
+        "Sources under a signature ban now (enforced), by kind.",
+        &["kind"],
+    )?;
+    banned.set(&["fingerprint"], tables.fingerprint_bans)?;
+    banned.set(&["trap"], tables.trap_bans)?;
+    Ok(())
 }
 
 /// The prefix buckets (`[prefixes]`): bans of whole prefixes and the tables behind them.

@@ -49,6 +49,11 @@ fn sample_snapshot() -> Snapshot {
                 (EventCounter::PrefixBans, 6),
                 (EventCounter::PrefixBannedDrops, 700),
                 (EventCounter::PrefixTrackFailures, 8),
+                (EventCounter::FingerprintBans, 14),
+                (EventCounter::TrapBans, 3),
+                (EventCounter::Scans, 9_001),
+                (EventCounter::ScanFailures, 2),
+                (EventCounter::ScanTruncated, 27),
             ],
         ),
         tables: TableFill {
@@ -71,6 +76,11 @@ fn sample_snapshot() -> Snapshot {
             would_banned_prefixes: 0,
             prefix_ban_records: 5,
             prefix_bans_capacity: 16_384,
+            fingerprint_signatures: 20,
+            trap_signatures: 2,
+            signatures_capacity: 4_096,
+            fingerprint_bans: 11,
+            trap_bans: 1,
         },
         list_bans: [("manual".to_string(), 2), ("crowdsec".to_string(), 5)].into(),
         list_bans_added: [("fail2ban".to_string(), 7)].into(),
@@ -126,6 +136,19 @@ fn renders_every_metric_from_the_snapshot() {
         "sip_xdp_prefixes_capacity 65536",
         "sip_xdp_prefix_ban_records 5",
         "sip_xdp_prefix_bans_capacity 16384",
+        r#"sip_xdp_signature_bans_total{kind="fingerprint"} 14"#,
+        r#"sip_xdp_signature_bans_total{kind="trap"} 3"#,
+        "sip_xdp_signature_scans_total 9001",
+        "sip_xdp_signature_scan_failures_total 2",
+        "sip_xdp_signature_scan_truncated_total 27",
+        r#"sip_xdp_signatures{kind="fingerprint"} 20"#,
+        r#"sip_xdp_signatures{kind="trap"} 2"#,
+        "sip_xdp_signatures_capacity 4096",
+        r#"sip_xdp_signature_banned_sources{kind="fingerprint"} 11"#,
+        r#"sip_xdp_signature_banned_sources{kind="trap"} 1"#,
+        r#"sip_xdp_ban_events_total{class="trap",kind="would_ban"} 0"#,
+        "# TYPE sip_xdp_signature_bans_total counter",
+        "# TYPE sip_xdp_signatures gauge",
         "# TYPE sip_xdp_banned_prefixes gauge",
         "# TYPE sip_xdp_prefix_bans_total counter",
         r#"sip_xdp_active_bans{mode="enforce"} 3"#,
@@ -285,8 +308,9 @@ fn every_metric_has_help_text() {
         assert!(help.len() > 10, "metric {name} lacks a help text");
     }
     // + 8: the prefix families (bans, banned drops, track failures, banned prefixes, the two
-    // tables' fill and capacity).
-    assert_eq!(families, 24 + 13 + 8, "{text}");
+    // tables' fill and capacity); + 7: the signature families (bans, scans, scan failures,
+    // truncated scans, signatures listed, their capacity, sources banned now).
+    assert_eq!(families, 24 + 13 + 8 + 7, "{text}");
 }
 
 #[test]
@@ -329,7 +353,7 @@ fn crowdsec_series_only_when_enabled() {
         );
     }
     let families = lines.iter().filter(|l| l.starts_with("# TYPE ")).count();
-    assert_eq!(families, 24 + 13 + 8 + 7, "{text}");
+    assert_eq!(families, 24 + 13 + 8 + 7 + 7, "{text}");
 }
 
 #[test]

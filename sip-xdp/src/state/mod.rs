@@ -9,6 +9,7 @@
 mod clock;
 mod lock;
 mod records;
+mod signatures;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -29,6 +30,7 @@ pub use lock::{LOCK_FILE, LOCK_TIMEOUT, StateLock, lock, lock_with_timeout};
 pub use records::{
     AllowRecord, AutoBanRecord, BanOrigin, DenyRecord, ListBan, PrefixBanRecord, StateFile,
 };
+pub use signatures::{AppliedSignatures, SignatureChange, SignatureEdit, SignatureState};
 pub use store::{Recovery, rejected_files};
 
 /// Name of the state file inside the state directory.

@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, net::IpAddr};
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::{Clocks, STATE_VERSION, SavedClock};
+use super::{Clocks, STATE_VERSION, SavedClock, SignatureState};
 use crate::time::now_wall_secs;
 
 /// A CIDR allowed through without rate limiting.
@@ -138,6 +138,10 @@ pub struct StateFile {
     /// without them still reads in a sip-xdp that knows no prefix bans.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prefix_bans: Vec<PrefixBanRecord>,
+    /// Runtime signature edits (`sip-xdp signature add|del`) and the config lists they apply
+    /// to; left out while there are none, like `prefix_bans`.
+    #[serde(default, skip_serializing_if = "SignatureState::is_empty")]
+    pub signatures: SignatureState,
     /// The clocks when the file was saved (written by every save): lets a restore tell how much
     /// time can have passed since, whatever the wall clock says now (see
     /// [`StateFile::clamp_restored_bans`]).
@@ -156,6 +160,7 @@ impl PartialEq for StateFile {
             && self.bans_added == other.bans_added
             && self.auto_bans == other.auto_bans
             && self.prefix_bans == other.prefix_bans
+            && self.signatures == other.signatures
     }
 }
 
@@ -170,6 +175,7 @@ impl Default for StateFile {
             bans_added: BTreeMap::new(),
             auto_bans: Vec::new(),
             prefix_bans: Vec::new(),
+            signatures: SignatureState::default(),
             saved: None,
         }
     }

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     AllowRecord, AutoBanRecord, BanOrigin, DenyRecord, FILE_MODE, ListBan, PREV_FILE,
-    PrefixBanRecord, REJECTED_PREFIX, STATE_FILE, STATE_VERSION, SavedClock, StateError, StateFile,
-    create_dir, lock,
+    PrefixBanRecord, REJECTED_PREFIX, STATE_FILE, STATE_VERSION, SavedClock, SignatureState,
+    StateError, StateFile, create_dir, lock,
 };
 use crate::time::now_wall_secs;
 
@@ -35,6 +35,8 @@ struct SaveView<'a> {
     auto_bans: &'a [AutoBanRecord],
     #[serde(skip_serializing_if = "<[PrefixBanRecord]>::is_empty")]
     prefix_bans: &'a [PrefixBanRecord],
+    #[serde(skip_serializing_if = "SignatureState::is_empty")]
+    signatures: &'a SignatureState,
     saved: SavedClock,
 }
 
@@ -223,6 +225,7 @@ impl StateFile {
             bans_added: &self.bans_added,
             auto_bans: &self.auto_bans,
             prefix_bans: &self.prefix_bans,
+            signatures: &self.signatures,
             saved: SavedClock::now(),
         };
         let mut json = serde_json::to_string_pretty(&view).map_err(StateError::Encode)?;
