@@ -139,9 +139,11 @@ pub enum Command {
     ///
     /// Nothing attached is touched. Frames from the server addresses go through the TC egress
     /// program (the server's answers), the others through the XDP program.
-    #[command(after_help = "Examples:\n  sudo tcpdump -i eth0 -w edge.pcap udp port 5060 or tcp port 5060 or tcp port 5061\n  \
+    #[command(
+        after_help = "Examples:\n  sudo tcpdump -i eth0 -w edge.pcap udp port 5060 or tcp port 5060 or tcp port 5061\n  \
                       sudo sip-xdp replay edge.pcap\n  \
-                      sudo sip-xdp replay edge.pcap --config /etc/sip-xdp/sip-xdp.toml --compare strict.toml --output json")]
+                      sudo sip-xdp replay edge.pcap --config /etc/sip-xdp/sip-xdp.toml --compare strict.toml --output json"
+    )]
     Replay(ReplayArgs),
 }
 

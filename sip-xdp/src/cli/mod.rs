@@ -28,6 +28,12 @@ pub use args::*;
 /// Runs the command the operator typed; the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse_settled();
+    if !matches!(cli.command, Command::Run(_)) {
+        // A one-shot command piped into `head` ends quietly, as a Unix tool does, rather than
+        // panicking on its next print. Not for the daemon: its sockets need EPIPE as an error.
+        // SAFETY: setting a signal's disposition before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = match &cli.command {
         Command::Run(args) => run::run(&cli, args),
         Command::Attach(args) => attach::attach(&cli, args),

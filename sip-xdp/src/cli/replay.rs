@@ -24,7 +24,10 @@ pub(super) fn replay(args: &ReplayArgs) -> Result<()> {
     let tty = std::io::stderr().is_terminal();
     let show = |done: usize, total: usize| {
         if tty && total >= 10_000 {
-            eprint!("\rreplaying: {done}/{total} frames ({}%)", done * 100 / total);
+            eprint!(
+                "\rreplaying: {done}/{total} frames ({}%)",
+                done * 100 / total
+            );
             if done == total {
                 eprintln!();
             }
@@ -32,7 +35,10 @@ pub(super) fn replay(args: &ReplayArgs) -> Result<()> {
         }
     };
     let name = |path: Option<&std::path::Path>| {
-        path.map_or_else(|| "built-in defaults".to_owned(), |p| p.display().to_string())
+        path.map_or_else(
+            || "built-in defaults".to_owned(),
+            |p| p.display().to_string(),
+        )
     };
     let run = replay::replay(
         &capture,
@@ -115,11 +121,20 @@ fn print_run(run: &RunReport) {
     for ban in run.bans.iter().take(50) {
         println!(
             "    {:>9.3}s  {:<40} {} {} ({}), {}s, strike {}",
-            ban.at_secs, ban.source, ban.kind, ban.origin, ban.cause, ban.duration_secs, ban.strikes
+            ban.at_secs,
+            ban.source,
+            ban.kind,
+            ban.origin,
+            ban.cause,
+            ban.duration_secs,
+            ban.strikes
         );
     }
     if run.bans.len() > 50 {
-        println!("    ... {} more (--output json lists them all)", run.bans.len() - 50);
+        println!(
+            "    ... {} more (--output json lists them all)",
+            run.bans.len() - 50
+        );
     }
     if run.banned_then_succeeded.is_empty() {
         println!("  banned, then logged in: none");
@@ -150,7 +165,11 @@ fn print_text(report: &ReplayReport) {
         c.link_types.join("/"),
         c.frames,
         c.duration_secs,
-        if servers.is_empty() { "unknown (none received SIP)".to_owned() } else { servers.join(", ") }
+        if servers.is_empty() {
+            "unknown (none received SIP)".to_owned()
+        } else {
+            servers.join(", ")
+        }
     );
     if c.snapped > 0 {
         println!(

@@ -186,9 +186,15 @@ fn to_ethernet(link: DataLink, data: &[u8]) -> Option<Vec<u8>> {
     let (ethertype, ip) = match link {
         DataLink::ETHERNET => return Some(data.to_vec()),
         // SLL: packet type, ARPHRD, address length, 8 address bytes, protocol (16 bytes).
-        DataLink::LINUX_SLL => (u16::from_be_bytes([*data.get(14)?, *data.get(15)?]), data.get(16..)?),
+        DataLink::LINUX_SLL => (
+            u16::from_be_bytes([*data.get(14)?, *data.get(15)?]),
+            data.get(16..)?,
+        ),
         // SLL2: protocol first, 20 bytes in all.
-        DataLink::LINUX_SLL2 => (u16::from_be_bytes([*data.first()?, *data.get(1)?]), data.get(20..)?),
+        DataLink::LINUX_SLL2 => (
+            u16::from_be_bytes([*data.first()?, *data.get(1)?]),
+            data.get(20..)?,
+        ),
         DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 => {
             let ethertype = match data.first()? >> 4 {
                 4 => 0x0800,

@@ -158,7 +158,10 @@ pub struct CaptureSummary {
 pub fn compare(first: &RunReport, second: &RunReport) -> Comparison {
     let mut verdicts = Vec::new();
     for verdict in sip_xdp_common::Verdict::ALL {
-        let (a, b) = (first.by_verdict(verdict.name()), second.by_verdict(verdict.name()));
+        let (a, b) = (
+            first.by_verdict(verdict.name()),
+            second.by_verdict(verdict.name()),
+        );
         if a != b {
             verdicts.push((verdict.name().to_owned(), a, b));
         }

@@ -154,7 +154,7 @@ fn load(options: &ReplayOptions) -> Result<Programs, ReplayError> {
     let load_options = LoadOptions {
         max_sources: settings.datapath.max_sources,
         egress: settings.answers.enabled,
-        scan: true,
+        scan: settings.signatures.enabled,
     };
     let mut ebpf = loader::load_replay(&load_options)?;
     let take = |ebpf: &mut Ebpf, name: &'static str| {
@@ -168,7 +168,22 @@ fn load(options: &ReplayOptions) -> Result<Programs, ReplayError> {
     let clock = Array::try_from(take(&mut ebpf, map_names::REPLAY_NOW)?)
         .map_err(|e| run_error("replay clock", e))?;
     let mut maps = SipMaps::take_from(&mut ebpf)?;
-    maps.write_config(&settings.kernel_config())?;
+    // The config's signatures (runtime edits live in the operator's state file, not here).
+    let mut config = settings.kernel_config();
+    let signatures = if settings.signatures.enabled {
+        settings.signatures.keys()
+    } else {
+        Vec::new()
+    };
+    if maps.has_signatures() {
+        maps.sync_signatures(&signatures)?;
+    }
+    if signatures.is_empty() || !maps.has_signatures() {
+        config.flags &= !sip_xdp_common::flags::SIGNATURES;
+    } else {
+        config.flags |= sip_xdp_common::flags::SIGNATURES;
+    }
+    maps.write_config(&config)?;
     for net in options.allow {
         maps.allow(*net)?;
     }
