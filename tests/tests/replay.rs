@@ -136,6 +136,10 @@ fn a_replay_reports_what_the_programs_do_to_the_capture() {
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("edge.pcap");
     write_pcap(&pcap, 1, &edge_capture());
+    // The README's example is this capture: `SIP_XDP_KEEP_CAPTURE=FILE` keeps a copy.
+    if let Some(keep) = std::env::var_os("SIP_XDP_KEEP_CAPTURE") {
+        std::fs::copy(&pcap, keep).unwrap();
+    }
     // The built-in defaults (no config file is read from /etc when one is named).
     let defaults = dir.path().join("defaults.toml");
     std::fs::write(&defaults, "").unwrap();
