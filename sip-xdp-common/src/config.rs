@@ -163,6 +163,11 @@ pub struct Config {
     pub prefix_limits: [RateLimit; LimitClass::COUNT],
     /// Shortest ban a signature match imposes; escalation for repeat offenders still applies.
     pub signature_ban_ns: u64,
+    /// While the clock is below this, packets of the sources in `TRACED` are reported in
+    /// `TRACE_EVENTS` (`sip-xdp trace`, which keeps moving it a few seconds ahead while it runs,
+    /// so a trace whose process died stops by itself). 0: no trace, and the program pays one
+    /// compare per SIP packet.
+    pub trace_until_ns: u64,
 }
 
 // The program reads these masks a word at a time: they must sit at 8-byte offsets of the
@@ -278,6 +283,7 @@ impl Config {
         // A scanner's name or a decoy account is proof, not a rate: an hour, doubled for each
         // repeat up to `ban_max_ns`.
         signature_ban_ns: crate::DEFAULT_SIGNATURE_BAN_NS,
+        trace_until_ns: 0,
     };
 
     pub const fn has_flag(&self, flag: u32) -> bool {

@@ -60,6 +60,8 @@ crate::classes::labelled_enum! {
         /// Requests whose headers ran past `MAX_SCAN_BYTES` or `MAX_SCAN_LOOKUPS`: the rest was
         /// not scanned.
         ScanTruncated => "scan_truncated",
+        /// Trace events not sent: past `TRACE_EVENTS_PER_SEC`, or the trace ring buffer full.
+        TraceDropped => "trace_dropped",
     }
 }
 

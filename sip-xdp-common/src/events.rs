@@ -12,6 +12,44 @@ pub mod ban_event_kind {
     pub const WOULD_FLOW_BAN: u8 = 4;
 }
 
+/// Bits of [`TraceEvent::lists`].
+pub mod trace_lists {
+    pub const ALLOWLISTED: u8 = 1 << 0;
+    pub const DENYLISTED: u8 = 1 << 1;
+    pub const PROTECTED: u8 = 1 << 2;
+    /// The source has state in `SOURCES` (the fields after `lists` are read from it).
+    pub const TRACKED: u8 = 1 << 3;
+    /// The source is verified (its state's `verified_until_ns` lies ahead, answers on).
+    pub const VERIFIED: u8 = 1 << 4;
+    /// Sent by the scan program after it read the request's headers.
+    pub const SCANNED: u8 = 1 << 5;
+}
+
+/// One packet of a traced source (`sip-xdp trace`), sent through `TRACE_EVENTS` with the
+/// program's decision and the source's state after it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TraceEvent {
+    pub addr: [u8; 16],
+    pub now_ns: u64,
+    /// The bucket the class draws from, after the packet: its GCRA arrival time (0 untracked).
+    pub tat_ns: u64,
+    pub banned_until_ns: u64,
+    /// The source's port (UDP or TCP).
+    pub port: u16,
+    /// A [`Verdict`](crate::Verdict) index.
+    pub verdict: u8,
+    /// A [`MethodClass`](crate::MethodClass) index.
+    pub class: u8,
+    /// The [`LimitClass`](crate::LimitClass) index of the class's bucket; 0xff for none.
+    pub limit: u8,
+    /// Bits from [`trace_lists`].
+    pub lists: u8,
+    /// The current ban's `ban_class` (see `BanCause`).
+    pub ban_class: u8,
+    pub strikes: u8,
+}
+
 /// Sent through the `BAN_EVENTS` ring buffer each time a source is (or would be) banned, and
 /// when the first packet after such a ban arrives once it ran out (`kind` tells which). An
 /// expiry event carries the ban that ended: its end, duration, strikes and class.

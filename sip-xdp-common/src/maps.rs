@@ -27,6 +27,10 @@ pub mod map_names {
     pub const SCANNERS: &str = "SCANNERS";
     /// The replay's clock (one `u64`), read only by programs loaded for `sip-xdp replay`.
     pub const REPLAY_NOW: &str = "REPLAY_NOW";
+    /// The sources `sip-xdp trace` follows (an LPM trie like the lists).
+    pub const TRACED: &str = "TRACED";
+    /// The ring buffer of `TraceEvent`s.
+    pub const TRACE_EVENTS: &str = "TRACE_EVENTS";
 }
 
 /// The `.rodata` constant (`u32`) that switches the programs to the replay clock
@@ -62,6 +66,14 @@ pub const DEFAULT_MAX_VERIFIED: u32 = 65_536;
 pub const MAX_ANSWERED_CLIENTS: u32 = 65_536;
 /// Capacity of `PREFIXES`, the prefix buckets (an LRU hash: a prefix that went quiet makes room).
 pub const MAX_PREFIXES: u32 = 65_536;
+/// Capacity of `TRACED`: sources (CIDRs) traced at once.
+pub const MAX_TRACED: u32 = 64;
+/// Size of the trace ring buffer in bytes.
+pub const TRACE_EVENTS_BYTES: u32 = 256 * 1024;
+/// Trace events the program sends per second at most (burst the same): beyond it they are
+/// counted in `EventCounter::TraceDropped`, and a trace of a flooding CIDR costs the datapath a
+/// bounded amount.
+pub const TRACE_EVENTS_PER_SEC: u64 = 2000;
 /// Capacity of `PREFIX_BANS`, the durable prefix bans (a plain hash, like `BANS`).
 pub const MAX_PREFIX_BANS: u32 = 16_384;
 /// Slots of `GLOBAL_BUCKETS`, an array of GCRA arrival times shared by every source.
@@ -76,5 +88,7 @@ pub mod global_buckets {
     /// with every prefix ban and extension, and by user space when it writes `PREFIX_BANS`
     /// records itself (at attach); never lowered while a record it covers may be in force.
     pub const PREFIX_BANS_UNTIL: u32 = 2;
-    pub const SLOTS: u32 = 3;
+    /// The trace's rate limit (`crate::TRACE_EVENTS_PER_SEC`): a GCRA arrival time.
+    pub const TRACE: u32 = 3;
+    pub const SLOTS: u32 = 4;
 }

@@ -20,3 +20,4 @@ unsafe impl aya::Pod for PrefixKey {}
 unsafe impl aya::Pod for SignatureKey {}
 unsafe impl aya::Pod for SignatureEntry {}
 unsafe impl aya::Pod for ScanPending {}
+unsafe impl aya::Pod for TraceEvent {}

@@ -134,5 +134,7 @@ pub struct ScanPending {
     pub outcome: u32,
     /// The request's `MethodClass`.
     pub class: u8,
-    pub _pad: [u8; 3],
+    pub _pad: u8,
+    /// The source's port.
+    pub port: u16,
 }

@@ -24,6 +24,7 @@ mod policy;
 mod prefixes;
 mod signatures;
 mod sources;
+mod trace;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
@@ -191,6 +192,15 @@ fn sip_outcome(ctx: &XdpContext, cfg: &Config, packet: &mut SipPacket) -> usize 
             }
         }
     };
+    // One compare while no trace runs.
+    if cfg.trace_until_ns != 0 {
+        trace::record(
+            cfg,
+            &packet.src.0,
+            &known.key,
+            trace::packed(outcome & !SCAN_REQUEST, packet.port, 0),
+        );
+    }
     if packet.first_fragment {
         policy::record_first_fragment(
             &packet.src.0,

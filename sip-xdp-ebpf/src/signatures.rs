@@ -82,6 +82,7 @@ pub fn offer(cfg: &Config, packet: &SipPacket, known: &mut Known, now_ns: u64) {
         // A pass: verdict Pass is 0, so the outcome is the class.
         pending.outcome = class as u32;
         pending.class = class as u8;
+        pending.port = packet.port;
     }
     known.scan = true;
 }
@@ -491,7 +492,17 @@ pub fn scan(ctx: &XdpContext, cfg: &Config) -> usize {
     } else {
         bump(event_counter_index(EventCounter::ProtectedDrops));
     }
-    Verdict::DropSignature as usize * MethodClass::COUNT + class
+    let outcome = Verdict::DropSignature as usize * MethodClass::COUNT + class;
+    // The XDP program's trace event said `pass`; this one says what the scan decided.
+    if cfg.trace_until_ns != 0 {
+        crate::trace::record(
+            cfg,
+            &pending.src,
+            &key,
+            crate::trace::packed(outcome, pending.port, sip_xdp_common::trace_lists::SCANNED),
+        );
+    }
+    outcome
 }
 
 /// Counts the match in the entry that matched (its key is still in the buffer).

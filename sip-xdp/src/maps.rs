@@ -220,6 +220,17 @@ fn open_pin(pins: &PinDir, name: &'static str) -> Result<Map, MapsError> {
         .map_err(|source| MapsError::OpenPinned { path, source })
 }
 
+/// The trace's source trie pinned in `pins` (`sip-xdp trace`).
+pub fn open_traced(pins: &PinDir) -> Result<LpmTrie<MapData, [u8; 16], u32>, MapsError> {
+    LpmTrie::try_from(open_pin(pins, map_names::TRACED)?).map_err(map_err(map_names::TRACED))
+}
+
+/// The trace's ring buffer pinned in `pins`.
+pub fn open_trace_events(pins: &PinDir) -> Result<RingBuf<MapData>, MapsError> {
+    RingBuf::try_from(open_pin(pins, map_names::TRACE_EVENTS)?)
+        .map_err(map_err(map_names::TRACE_EVENTS))
+}
+
 /// The ban event ring buffer pinned in `pins`.
 pub fn open_ban_events(pins: &PinDir) -> Result<RingBuf<MapData>, MapsError> {
     RingBuf::try_from(open_pin(pins, map_names::BAN_EVENTS)?)

@@ -145,6 +145,25 @@ pub enum Command {
                       sudo sip-xdp replay edge.pcap --config /etc/sip-xdp/sip-xdp.toml --compare strict.toml --output json"
     )]
     Replay(ReplayArgs),
+    /// Show the kernel's decision for each packet of some sources as it happens: class,
+    /// verdict, lists matched, bucket left, ban. Until Ctrl-C or --for; costs the datapath one
+    /// compare per SIP packet while no trace runs.
+    #[command(after_help = "Examples:\n  sudo sip-xdp trace 198.51.100.7\n  \
+                      sudo sip-xdp trace 203.0.113.0/24 2001:db8::/64 --for 30s --output json")]
+    Trace(TraceArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TraceArgs {
+    /// Sources to follow: addresses or CIDRs (up to 64).
+    #[arg(value_name = "ADDR|CIDR", required = true, value_parser = parse_net)]
+    pub nets: Vec<IpNet>,
+    /// Stop after this long (default: until Ctrl-C).
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub duration: Option<Duration>,
+    /// `json`: one object per line.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
 }
 
 #[derive(Args, Debug)]

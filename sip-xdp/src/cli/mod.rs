@@ -22,6 +22,7 @@ mod replay;
 mod run;
 mod signature;
 mod status;
+mod trace;
 
 pub use args::*;
 
@@ -47,6 +48,7 @@ pub fn main() -> ExitCode {
         Command::Config(action) => config::config(action),
         Command::Check => check::check(),
         Command::Replay(args) => replay::replay(args),
+        Command::Trace(args) => trace::trace(&cli, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

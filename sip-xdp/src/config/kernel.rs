@@ -81,6 +81,7 @@ impl Settings {
             prefix_masks: self.prefixes.prefix_masks(),
             prefix_limits: self.prefixes.rate_limits(),
             signature_ban_ns: duration_ns(self.signatures.ban),
+            trace_until_ns: 0,
         }
     }
 }

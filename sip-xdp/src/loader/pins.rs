@@ -314,6 +314,10 @@ pub(super) const PINNED: &[Layout] = &[
     // Pinned so that the kernel keeps the scan program in it when no process holds it (it
     // empties a program array whose last user reference goes); filled at every load.
     layout::<u32, u32>(map_names::SCANNERS, Some(1), true),
+    // `sip-xdp trace`'s sources and events: pinned so the command reaches them from another
+    // process than the one that attached.
+    layout::<[u8; 20], u32>(map_names::TRACED, None, true),
+    ring(map_names::TRACE_EVENTS),
 ];
 
 /// The names of `PINNED`, in its order: the maps a load pins and a purge removes.
