@@ -144,6 +144,14 @@ fn signatures_config() -> Config {
     config
 }
 
+/// [`budget_config`] with a trace running (its end far ahead): every SIP packet pays the trace's
+/// source lookup (`Bench::load` traces 203.0.113.128/25, where no bench source is).
+fn tracing_config() -> Config {
+    let mut config = budget_config();
+    config.trace_until_ns = u64::MAX;
+    config
+}
+
 /// `config` with prefix buckets that no run can drain: every packet of an unverified source
 /// still draws from its /24 (the prefix path), and no case's prefix gets banned by another's.
 fn never_dry_prefixes(mut config: Config) -> Config {
@@ -416,6 +424,18 @@ pub(super) fn cases() -> Vec<Case> {
                 .to_owned(),
             register_frame_with_headers(SRC_HEADERS, 600),
             signatures_config(),
+            XDP_PASS,
+            (Verdict::Pass, MethodClass::Register),
+            None,
+        ),
+        case(
+            "REGISTER within budget, a trace running for another source",
+            format!(
+                "the ref frame ({} B), tracked source, `sip-xdp trace` on for a /24 it is not in",
+                register_v4.len()
+            ),
+            register_v4.clone(),
+            tracing_config(),
             XDP_PASS,
             (Verdict::Pass, MethodClass::Register),
             None,

@@ -108,6 +108,16 @@ fn write_signatures(ebpf: &mut Ebpf) -> Result<()> {
     let trap = SignatureKey::new(SignatureKind::Trap, b"trap-account")
         .map_err(|e| anyhow::anyhow!("bench trap: {e:?}"))?;
     signatures.insert(trap, SignatureEntry::default(), 0)?;
+    // A trace of a CIDR no bench source is in, for the case that runs with a trace on.
+    let traced = ebpf
+        .map_mut(map_names::TRACED)
+        .context("the object declares TRACED")?;
+    let mut traced: aya::maps::LpmTrie<_, [u8; 16], u32> = aya::maps::LpmTrie::try_from(traced)?;
+    traced.insert(
+        &sip_xdp::maps::cidr_key("203.0.113.128/25".parse().expect("a CIDR")),
+        1,
+        0,
+    )?;
     Ok(())
 }
 
