@@ -723,7 +723,7 @@ fn random_request(rng: &mut Rng, method: &str) -> Vec<u8> {
     let phrase = |rng: &mut Rng| {
         let mut text = word(rng);
         for _ in 0..rng.below(4) {
-            let separator: &str = rng.pick(&SEPARATORS);
+            let separator: &&str = rng.pick(&SEPARATORS);
             text.push_str(separator);
             text.push_str(&word(rng));
         }

@@ -42,11 +42,14 @@ fn capture(host: &Host, path: &std::path::Path) -> (std::process::Child, mpsc::R
     });
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("tcpdump did not start listening within 10 s");
-        if line.contains("listening on") {
-            return (child, rx);
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) if line.contains("listening on") => return (child, rx),
+            Ok(_) => {}
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("tcpdump did not start listening within 10 s");
+            }
         }
     }
 }
