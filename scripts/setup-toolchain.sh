@@ -20,7 +20,8 @@ fi
 # nftables and iptables for the head-to-head, a font for the chart. Operator integrations, each
 # tested against the real thing: fail2ban, crowdsec (its Local API), prometheus (with promtool).
 # The operator's instruments: tcpdump (captures `sip-xdp replay` is checked on), tmux (a
-# pseudo-terminal whose screen the `top` test reads).
+# pseudo-terminal whose screen the `top` test reads), bpftool (what the kernel holds, read from
+# outside sip-xdp).
 # Kernel matrix (scripts/kernel-matrix.sh): QEMU, a static busybox for the VM's initramfs, jq, xz
 # (Debian 6.12's modules are xz-compressed); the kernels themselves are downloaded, not installed.
 apt_pkgs=()
@@ -28,7 +29,7 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok
 for p in rustc-web rust-web-src "llvm-${LLVM_MAJOR}-dev" libpolly-${LLVM_MAJOR}-dev libzstd-dev zlib1g-dev \
          iproute2 util-linux \
          sip-tester nftables iptables fonts-dejavu-core \
-         fail2ban crowdsec prometheus openssl tcpdump tmux \
+         fail2ban crowdsec prometheus openssl tcpdump tmux bpftool \
          qemu-system-x86 busybox-static jq xz-utils ${SIP_XDP_EXTRA_APT:-}; do
     have_pkg "$p" || apt_pkgs+=("$p")
 done

@@ -941,7 +941,12 @@ fn egress_from_outside(host: &Host, program_id: Option<u64>) -> Option<String> {
             .output()
         {
             let text = String::from_utf8_lossy(&out.stdout);
-            assert!(text.contains("tcx"), "bpftool link show pinned: {text}");
+            // bpftool 7.1 (Debian 12) predates the name and prints the number:
+            // BPF_LINK_TYPE_TCX is 11.
+            assert!(
+                text.contains("tcx") || text.contains("type 11 "),
+                "bpftool link show pinned: {text}"
+            );
             found.push(format!("bpftool: {}", text.trim().replace('\n', " / ")));
         }
     }
