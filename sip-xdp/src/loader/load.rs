@@ -134,6 +134,12 @@ fn load_with(mut loader: EbpfLoader<'_>, options: &LoadOptions) -> Result<Ebpf, 
     }
     if options.scan {
         load_scan(&mut ebpf)?;
+    } else if let Some(map) = ebpf.map_mut(map_names::SCANNERS)
+        && let Ok(mut slots) = ProgramArray::try_from(map)
+    {
+        // A scan program an earlier load left in the pinned array goes: nothing may reach it
+        // while signatures are off (an empty slot is not an error).
+        let _ = slots.clear_index(&SCAN_SLOT);
     }
     Ok(ebpf)
 }
