@@ -25,10 +25,14 @@ else
     cargo test 2>&1 | tee "$log"
     # Tier 2: the system tests (packages, namespaces, services, the binary), tests/Cargo.toml.
     echo "== cargo test --features system (system tests)" >&2
+    # Every `[[test]]` of tests/Cargo.toml that requires the `system` feature, read from there so
+    # that a new suite cannot be left out.
     system_tests=()
-    for t in cli_daemon control_plane crowdsec deb e2e_veth fail2ban prometheus sipp_scenarios; do
+    for t in $(awk '/^\[\[test\]\]/ { name = "" } /^name = / { gsub(/"/, "", $3); name = $3 }
+                    /^required-features = \["system"\]/ && name != "" { print name }' tests/Cargo.toml); do
         system_tests+=(--test "$t")
     done
+    [ ${#system_tests[@]} -ge 10 ] || { echo "test.sh: found only ${system_tests[*]} in tests/Cargo.toml" >&2; exit 1; }
     cargo test -p sip-xdp-tests --features system "${system_tests[@]}" 2>&1 | tee -a "$log"
 fi
 # Debian 12's own kernels (6.1 and 6.12) under QEMU: the verifier, the datapath suite and a veth
