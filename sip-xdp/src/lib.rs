@@ -6,6 +6,7 @@ pub mod control;
 pub mod crowdsec;
 pub mod daemon;
 pub mod events;
+pub mod explain;
 pub mod feeds;
 pub mod instance;
 pub mod loader;

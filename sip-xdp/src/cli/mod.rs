@@ -16,10 +16,12 @@ mod ban;
 mod check;
 mod config;
 mod detach;
+mod explain;
 mod lists;
 mod print;
 mod run;
 mod status;
+mod top;
 
 pub use args::*;
 
@@ -37,6 +39,8 @@ pub fn main() -> ExitCode {
         Command::Ban(action) => ban::ban(&cli, action),
         Command::Config(action) => config::config(action),
         Command::Check => check::check(),
+        Command::Explain(args) => explain::explain(&cli, args),
+        Command::Top(args) => top::top(&cli, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
