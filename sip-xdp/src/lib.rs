@@ -17,5 +17,6 @@ pub mod reference;
 pub mod state;
 pub mod status;
 pub mod time;
+pub mod top;
 
 pub use sip_xdp_common as common;

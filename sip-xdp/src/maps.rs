@@ -531,6 +531,22 @@ impl SipMaps {
             .collect()
     }
 
+    /// At most `limit` entries of `SOURCES` (a bounded walk, for live views), and whether the
+    /// table held more.
+    pub fn sources_bounded(
+        &self,
+        limit: usize,
+    ) -> Result<(Vec<(SourceKey, SourceState)>, bool), MapsError> {
+        let mut entries = Vec::new();
+        for kv in self.sources.iter() {
+            if entries.len() == limit {
+                return Ok((entries, true));
+            }
+            entries.push(kv.map_err(map_err(map_names::SOURCES))?);
+        }
+        Ok((entries, false))
+    }
+
     /// Writes a source's state (restoring saved bans after a reboot).
     pub fn set_source(&mut self, key: [u8; 16], state: &SourceState) -> Result<(), MapsError> {
         self.sources
