@@ -50,7 +50,9 @@ pub enum ExplainError {
 /// An address as `explain` takes it: one host, IPv4 or IPv6.
 pub fn parse_address(text: &str) -> Result<IpAddr, ExplainError> {
     let text = text.trim();
-    let bare = text.strip_suffix("/32").or_else(|| text.strip_suffix("/128"));
+    let bare = text
+        .strip_suffix("/32")
+        .or_else(|| text.strip_suffix("/128"));
     bare.unwrap_or(text)
         .parse()
         .map_err(|_| ExplainError::BadAddress(text.to_owned()))
@@ -438,9 +440,7 @@ fn buckets(
 /// The ban fields of a key: its live state's where newer than its durable record's (as
 /// `ban list` reads them), if either has a ban.
 fn kernel_ban(state: Option<&SourceState>, record: Option<&DurableBan>) -> Option<DurableBan> {
-    let live = state
-        .filter(|s| s.banned_until_ns != 0)
-        .map(DurableBan::of);
+    let live = state.filter(|s| s.banned_until_ns != 0).map(DurableBan::of);
     match (live, record.copied()) {
         (Some(live), Some(saved)) if saved.banned_until_ns > live.banned_until_ns => Some(saved),
         (Some(live), _) => Some(live),
@@ -478,7 +478,10 @@ fn source_ban(cfg: &Config, target: &str, ban: &DurableBan, now_ns: u64) -> BanI
         },
         class,
         active,
-        remaining_s: ban.banned_until_ns.saturating_sub(now_ns).div_ceil(NS_PER_SEC),
+        remaining_s: ban
+            .banned_until_ns
+            .saturating_sub(now_ns)
+            .div_ceil(NS_PER_SEC),
         strikes: Some(ban.strikes),
         reason: if would {
             format!("{reason} (monitor mode: not enforced)")
@@ -679,13 +682,23 @@ struct World<'a> {
     protected: bool,
     denylisted: bool,
     prefix_bans_until_ns: u64,
-    prefixes: Vec<(usize, sip_xdp_common::PrefixKey, Option<SourceState>, Option<DurableBan>)>,
+    prefixes: Vec<(
+        usize,
+        sip_xdp_common::PrefixKey,
+        Option<SourceState>,
+        Option<DurableBan>,
+    )>,
     admission_tat_ns: u64,
 }
 
 /// The state a durable record restores (`bans::restore_ban`): its ban, full buckets; `None` for
 /// no record or one whose strikes decayed.
-fn restored(cfg: &Config, record: Option<&DurableBan>, verified_until_ns: u64, now_ns: u64) -> Option<SourceState> {
+fn restored(
+    cfg: &Config,
+    record: Option<&DurableBan>,
+    verified_until_ns: u64,
+    now_ns: u64,
+) -> Option<SourceState> {
     let record = record?;
     if now_ns > record.banned_until_ns && now_ns - record.banned_until_ns > cfg.strike_decay_ns {
         return None;
@@ -781,8 +794,7 @@ impl World<'_> {
                         Some(t) => t.verified_until_ns,
                         None => self.verified_until_map,
                     };
-                    if is_verified(cfg, verified_until, now) || self.allowlisted || self.protected
-                    {
+                    if is_verified(cfg, verified_until, now) || self.allowlisted || self.protected {
                         continue;
                     }
                     return self.verdict(
@@ -807,9 +819,9 @@ impl World<'_> {
             );
         }
         let limit = limit_of(class);
-        let state = self.tracked.or_else(|| {
-            restored(cfg, self.record.as_ref(), self.verified_until_map, now)
-        });
+        let state = self
+            .tracked
+            .or_else(|| restored(cfg, self.record.as_ref(), self.verified_until_map, now));
         let verified;
         match state {
             None => {
@@ -910,7 +922,10 @@ mod tests {
         );
         assert!(parse_address("2001:db8::7").is_ok());
         let err = parse_address("198.51.100.0/24").unwrap_err().to_string();
-        assert!(err.contains("not an IP address") && err.contains("203.0.113.7"), "{err}");
+        assert!(
+            err.contains("not an IP address") && err.contains("203.0.113.7"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -183,7 +183,10 @@ impl Reader {
                             (s.banned_until_ns - now_ns).div_ceil(NS_PER_SEC),
                         )
                     }),
-                    register_tokens: (tokens_left(s.tat_ns[register], limit, now_ns), limit.burst()),
+                    register_tokens: (
+                        tokens_left(s.tat_ns[register], limit, now_ns),
+                        limit.burst(),
+                    ),
                 }
             })
             .collect();
@@ -279,8 +282,13 @@ fn scrape(addr: SocketAddr) -> Option<String> {
 /// The CrowdSec gauges of a metrics page.
 pub fn feed_from_metrics(body: &str, now_wall: u64) -> FeedHealth {
     let value = |name: &str| {
-        body.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+        body.lines().find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
     };
     match value("sip_xdp_crowdsec_lapi_up") {
         None => FeedHealth::NotConfigured,
@@ -468,7 +476,10 @@ mod tests {
     #[test]
     fn sources_rank_by_their_rate_since_the_last_sample_and_filter_by_prefix() {
         let t0 = Instant::now();
-        let before = sample(t0, vec![row("198.51.100.1", 1000, 0), row("203.0.113.9", 0, 0)]);
+        let before = sample(
+            t0,
+            vec![row("198.51.100.1", 1000, 0), row("203.0.113.9", 0, 0)],
+        );
         let now = sample(
             t0 + Duration::from_secs(2),
             vec![
@@ -491,7 +502,11 @@ mod tests {
             SortBy::DropRate,
         );
         assert_eq!(filtered.len(), 2);
-        assert!(filtered.iter().all(|r| r.row.addr.to_string().starts_with("203.0.113.")));
+        assert!(
+            filtered
+                .iter()
+                .all(|r| r.row.addr.to_string().starts_with("203.0.113."))
+        );
     }
 
     #[test]

@@ -89,7 +89,11 @@ fn check_predictions(dp: &mut Datapath, state: &StateFile, addr: &str, expected:
             "{addr}: {} predicted {predicted:?}, the kernel said {actual:?}",
             predicted.packet
         );
-        assert_eq!(predicted.verdict, expected[i], "{addr} {}", predicted.packet);
+        assert_eq!(
+            predicted.verdict, expected[i],
+            "{addr} {}",
+            predicted.packet
+        );
     }
 }
 
@@ -136,12 +140,7 @@ fn lists_bans_and_buckets_are_explained_and_predicted_as_the_kernel_decides() {
     assert!(entry.live && entry.saved && entry.effective);
     assert_eq!(entry.comment.as_deref(), Some("office NAT"));
     assert!(office.bans.is_empty() && office.denylist.is_empty());
-    check_predictions(
-        &mut dp,
-        &state,
-        "198.51.100.5",
-        ["pass_allowlisted"; 4],
-    );
+    check_predictions(&mut dp, &state, "198.51.100.5", ["pass_allowlisted"; 4]);
 
     // Denylisted, with its comment.
     let denied = explained(&dp, &state, "203.0.113.70");
@@ -160,7 +159,10 @@ fn lists_bans_and_buckets_are_explained_and_predicted_as_the_kernel_decides() {
         assert_eq!(report.bans.len(), 1, "{addr}: {:?}", report.bans);
         let ban = &report.bans[0];
         assert_eq!((ban.origin.as_str(), ban.reason.as_str()), (origin, reason));
-        assert!(ban.active && (3590..=3600).contains(&ban.remaining_s), "{ban:?}");
+        assert!(
+            ban.active && (3590..=3600).contains(&ban.remaining_s),
+            "{ban:?}"
+        );
         check_predictions(&mut dp, &state, addr, ["drop_denylisted"; 4]);
     }
 
@@ -169,16 +171,32 @@ fn lists_bans_and_buckets_are_explained_and_predicted_as_the_kernel_decides() {
     assert!(unknown.source.is_none() && unknown.bans.is_empty());
     assert!(unknown.allowlist.is_empty() && unknown.denylist.is_empty());
     check_predictions(&mut dp, &state, "203.0.113.50", ["pass"; 4]);
-    let known = explained(&dp, &state, "203.0.113.50").source.expect("tracked");
+    let known = explained(&dp, &state, "203.0.113.50")
+        .source
+        .expect("tracked");
     assert_eq!(known.packets, 4);
-    let fill = |class: &str| known.buckets.iter().find(|b| b.class == class).unwrap().clone();
-    assert_eq!((fill("register").tokens_left, fill("register").burst), (4, 5));
+    let fill = |class: &str| {
+        known
+            .buckets
+            .iter()
+            .find(|b| b.class == class)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        (fill("register").tokens_left, fill("register").burst),
+        (4, 5)
+    );
     assert_eq!(fill("connection").tokens_left, 4);
 
     // Part of its bucket drawn: the fill says what is left.
     assert_eq!(registers(&mut dp, "203.0.113.30", 3), 3);
     let partly = explained(&dp, &state, "203.0.113.30").source.unwrap();
-    let register = partly.buckets.iter().find(|b| b.class == "register").unwrap();
+    let register = partly
+        .buckets
+        .iter()
+        .find(|b| b.class == "register")
+        .unwrap();
     assert_eq!(register.tokens_left, 2);
     assert_eq!(partly.packets, 3);
 
@@ -237,7 +255,11 @@ fn a_prefix_ban_is_explained_for_a_new_address_inside_it() {
         .find(|p| p.prefix == net("2001:db8:1::/64"))
         .expect("the /64 level");
     assert!(prefix.tracked && prefix.packets == 8, "{prefix:?}");
-    let register = prefix.buckets.iter().find(|b| b.class == "register").unwrap();
+    let register = prefix
+        .buckets
+        .iter()
+        .find(|b| b.class == "register")
+        .unwrap();
     assert_eq!((register.tokens_left, register.burst), (0, 8));
     check_predictions(
         &mut dp,
@@ -255,7 +277,10 @@ fn a_prefix_ban_is_explained_for_a_new_address_inside_it() {
         .find(|b| b.origin == "prefix")
         .expect("the prefix ban");
     assert_eq!(ban.target, "2001:db8:1::/64");
-    assert_eq!((ban.class.as_deref(), ban.strikes), (Some("register"), Some(1)));
+    assert_eq!(
+        (ban.class.as_deref(), ban.strikes),
+        (Some("register"), Some(1))
+    );
     check_predictions(&mut dp, &state, "2001:db8:1::77", ["drop_banned"; 4]);
     // Another /48: unaffected.
     check_predictions(&mut dp, &state, "2001:db8:2::5", ["pass"; 4]);
@@ -296,7 +321,11 @@ fn verified_and_auth_banned_sources_are_explained_from_the_answers() {
     assert!(report.answers.verified_remaining_s.unwrap() > 3600);
     let source = report.source.expect("tracked");
     assert_eq!(source.limits, "verified");
-    let register = source.buckets.iter().find(|b| b.class == "register").unwrap();
+    let register = source
+        .buckets
+        .iter()
+        .find(|b| b.class == "register")
+        .unwrap();
     assert_eq!((register.tokens_left, register.burst), (48, 50));
     check_predictions(&mut dp, &state, phone, ["pass"; 4]);
 
@@ -315,7 +344,10 @@ fn verified_and_auth_banned_sources_are_explained_from_the_answers() {
     let report = explained(&dp, &state, guesser);
     let ban = report.bans.first().expect("an auth ban");
     assert_eq!(ban.origin, "auth", "{ban:?}");
-    assert!(ban.active && ban.reason.contains("failed authentication"), "{ban:?}");
+    assert!(
+        ban.active && ban.reason.contains("failed authentication"),
+        "{ban:?}"
+    );
     assert_eq!(
         (ban.class.as_deref(), ban.strikes),
         (Some("rechallenged"), Some(1)),
@@ -379,7 +411,10 @@ mod command {
         sip_xdp_tests::needs_root!();
         let host = Host::new(TEST_CONFIG);
         let err = host.fails(&["explain", "198.51.100.10"]);
-        assert!(err.contains("nothing to explain") && err.contains("attach"), "{err}");
+        assert!(
+            err.contains("nothing to explain") && err.contains("attach"),
+            "{err}"
+        );
         host.attach();
         let err = host.fails(&["explain", "198.51.100.0/24"]);
         assert!(err.contains("not an IP address"), "{err}");
@@ -395,12 +430,18 @@ mod command {
         assert!(text.contains("register  pass_allowlisted"), "{text}");
         let report = explain_json(&host, &b.to_string());
         assert_eq!(report["allowlist"][0]["comment"], "office NAT");
-        assert_eq!(predicted_register(&report), sent_register(&host, &server, b));
+        assert_eq!(
+            predicted_register(&report),
+            sent_register(&host, &server, b)
+        );
 
         // Unknown, then flooded past its burst of 10: banned by rate.
         let report = explain_json(&host, &a.to_string());
         assert!(report["source"].is_null());
-        assert_eq!(predicted_register(&report), sent_register(&host, &server, a));
+        assert_eq!(
+            predicted_register(&report),
+            sent_register(&host, &server, a)
+        );
         assert_eq!(host.registers_through(&server, a, 20), 9);
         let report = explain_json(&host, &a.to_string());
         assert_eq!(report["bans"][0]["origin"], "rate");
@@ -412,12 +453,29 @@ mod command {
         assert_eq!(predicted, sent_register(&host, &server, a));
 
         // A manual ban on top: both listed, the manual one with its reason.
-        host.ok(&["ban", "add", &a.to_string(), "--for", "2h", "--reason", "scanner"]);
+        host.ok(&[
+            "ban",
+            "add",
+            &a.to_string(),
+            "--for",
+            "2h",
+            "--reason",
+            "scanner",
+        ]);
         let text = host.ok(&["explain", &a.to_string()]);
         eprintln!("sip-xdp explain {a}:\n{text}");
-        assert!(text.contains("manual  ban of 198.51.100.10/32: scanner"), "{text}");
-        assert!(text.contains("rate register ban of 198.51.100.10"), "{text}");
-        assert!(text.contains("register  drop_banned       as unread"), "{text}");
+        assert!(
+            text.contains("manual  ban of 198.51.100.10/32: scanner"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rate register ban of 198.51.100.10"),
+            "{text}"
+        );
+        assert!(
+            text.contains("register  drop_banned       as unread"),
+            "{text}"
+        );
         let report = explain_json(&host, &a.to_string());
         assert_eq!(report["denylist"][0]["origin"], "manual");
         assert_eq!(report["denylist"][0]["reason"], "scanner");

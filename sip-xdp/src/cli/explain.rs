@@ -46,7 +46,11 @@ fn list_line(m: &ListMatch) -> String {
         (false, true) => "state file only, not in the kernel",
         (false, false) => "nowhere",
     };
-    let _ = write!(line, "  [{place}{}]", if m.effective { ", in force" } else { "" });
+    let _ = write!(
+        line,
+        "  [{place}{}]",
+        if m.effective { ", in force" } else { "" }
+    );
     line
 }
 
@@ -83,7 +87,9 @@ pub(super) fn text(e: &Explanation) -> String {
         say!("{:<11} none", "bans");
     }
     for b in &e.bans {
-        let strikes = b.strikes.map_or(String::new(), |s| format!(", strikes {s}"));
+        let strikes = b
+            .strikes
+            .map_or(String::new(), |s| format!(", strikes {s}"));
         let state = if b.active {
             format!("{}s left", b.remaining_s)
         } else {
@@ -111,7 +117,10 @@ pub(super) fn text(e: &Explanation) -> String {
             );
             say!("{:<11} {}", "  buckets", buckets_line(&s.buckets));
         }
-        None => say!("{:<11} not tracked (no packet of a limited class lately)", "source"),
+        None => say!(
+            "{:<11} not tracked (no packet of a limited class lately)",
+            "source"
+        ),
     }
     for p in &e.prefixes {
         if p.tracked {

@@ -59,10 +59,7 @@ pub(super) fn top(cli: &Cli, args: &TopArgs) -> Result<()> {
 /// The daemon's metrics address, from the default config (feed health), if it serves one.
 fn metrics_address(config: Option<&Path>) -> Result<Option<std::net::SocketAddr>> {
     let (settings, _) = load_settings(config).context("reading the config")?;
-    Ok(settings
-        .metrics
-        .enabled
-        .then_some(settings.metrics.listen))
+    Ok(settings.metrics.enabled.then_some(settings.metrics.listen))
 }
 
 /// What the operator asked for, awaiting a yes.
@@ -77,7 +74,9 @@ impl Action {
     fn question(&self) -> String {
         match self {
             Action::Ban(a) => format!("Ban {a} for {}? (y/n)", human_duration(BAN_FOR)),
-            Action::Unban(a) => format!("Lift this node's bans of {a} (manual, rate, prefix)? (y/n)"),
+            Action::Unban(a) => {
+                format!("Lift this node's bans of {a} (manual, rate, prefix)? (y/n)")
+            }
             Action::Allow(a) => format!("Allowlist {a} (never limited)? (y/n)"),
         }
     }
@@ -312,7 +311,14 @@ fn draw(frame: &mut Frame, view: &View) {
         frame.render_widget(Paragraph::new("sip-xdp top: reading the maps..."), area);
         return;
     };
-    let [header, rates_area, tables_area, sources_area, bans_area, footer] = Layout::vertical([
+    let [
+        header,
+        rates_area,
+        tables_area,
+        sources_area,
+        bans_area,
+        footer,
+    ] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(3),
         Constraint::Length(2),
@@ -322,9 +328,7 @@ fn draw(frame: &mut Frame, view: &View) {
     ])
     .areas(area);
 
-    let filter = view
-        .filter
-        .map_or("all".to_owned(), |f| f.to_string());
+    let filter = view.filter.map_or("all".to_owned(), |f| f.to_string());
     frame.render_widget(
         Paragraph::new(format!(
             "sip-xdp top  on {}  {}  refresh {}  sort {}  sources {}",
@@ -333,7 +337,11 @@ fn draw(frame: &mut Frame, view: &View) {
             } else {
                 view.ifaces.join(",")
             },
-            if now.monitor { "MONITOR MODE" } else { "enforcing" },
+            if now.monitor {
+                "MONITOR MODE"
+            } else {
+                "enforcing"
+            },
             human_duration(view.interval),
             view.sort.name(),
             filter
@@ -552,7 +560,10 @@ mod tests {
     #[test]
     fn a_small_terminal_gets_one_line_saying_so() {
         let text = screen(&view_with(Vec::new()), 60, 10);
-        assert!(text.starts_with("sip-xdp top: terminal too small (60x10), needs 80x20"), "{text}");
+        assert!(
+            text.starts_with("sip-xdp top: terminal too small (60x10), needs 80x20"),
+            "{text}"
+        );
     }
 
     #[test]
