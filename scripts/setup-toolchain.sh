@@ -17,8 +17,9 @@ fi
 
 # Build: Debian's rustc with core sources, LLVM for bpf-linker. Tests: iproute2 and util-linux
 # (nsenter, setpriv) for the namespaces, sip-tester (sipp) for the SIP scenarios, tmux for the
-# `top` screen test. Benchmark: nftables and iptables for the head-to-head, a font for the chart. Operator integrations, each
-# tested against the real thing: fail2ban, crowdsec (its Local API), prometheus (with promtool).
+# `top` screen test. Benchmark: nftables and iptables for the head-to-head, a font for the
+# chart. Operator integrations, each tested against the real thing: fail2ban, crowdsec (its
+# Local API), prometheus (with promtool).
 # Kernel matrix (scripts/kernel-matrix.sh): QEMU, a static busybox for the VM's initramfs, jq, xz
 # (Debian 6.12's modules are xz-compressed); the kernels themselves are downloaded, not installed.
 apt_pkgs=()
