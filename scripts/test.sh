@@ -26,7 +26,8 @@ else
     # Tier 2: the system tests (packages, namespaces, services, the binary), tests/Cargo.toml.
     echo "== cargo test --features system (system tests)" >&2
     system_tests=()
-    for t in cli_daemon control_plane crowdsec deb e2e_veth fail2ban prometheus sipp_scenarios; do
+    for t in cli_daemon control_plane crowdsec deb e2e_veth explain fail2ban prometheus sipp_scenarios \
+        top; do
         system_tests+=(--test "$t")
     done
     cargo test -p sip-xdp-tests --features system "${system_tests[@]}" 2>&1 | tee -a "$log"
