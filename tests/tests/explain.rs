@@ -465,11 +465,11 @@ mod command {
         let text = host.ok(&["explain", &a.to_string()]);
         eprintln!("sip-xdp explain {a}:\n{text}");
         assert!(
-            text.contains("manual  ban of 198.51.100.10/32: scanner"),
+            text.contains("manual ban of 198.51.100.10/32: scanner"),
             "{text}"
         );
         assert!(
-            text.contains("rate register ban of 198.51.100.10"),
+            text.contains("rate ban of 198.51.100.10: its register bucket ran dry"),
             "{text}"
         );
         assert!(

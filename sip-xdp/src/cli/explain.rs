@@ -4,7 +4,14 @@ use std::fmt::Write as _;
 use anyhow::Result;
 
 use super::{Cli, ExplainArgs, OutputFormat};
-use crate::explain::{self, BucketFill, Explanation, ListMatch};
+use crate::{
+    explain::{self, BucketFill, Explanation, ListMatch},
+    time::human_duration,
+};
+
+fn left(secs: u64) -> String {
+    human_duration(std::time::Duration::from_secs(secs))
+}
 
 pub(super) fn explain(cli: &Cli, args: &ExplainArgs) -> Result<()> {
     let address = explain::parse_address(&args.address)?;
@@ -27,8 +34,8 @@ fn buckets_line(buckets: &[BucketFill]) -> String {
 fn list_line(m: &ListMatch) -> String {
     let mut line = m.cidr.to_string();
     match m.remaining_s {
-        Some(left) => {
-            let _ = write!(line, "  {} ban, {left}s left", m.origin);
+        Some(remaining) => {
+            let _ = write!(line, "  {} ban, {} left", m.origin, left(remaining));
         }
         None => {
             let _ = write!(line, "  {}", m.origin);
@@ -91,15 +98,14 @@ pub(super) fn text(e: &Explanation) -> String {
             .strikes
             .map_or(String::new(), |s| format!(", strikes {s}"));
         let state = if b.active {
-            format!("{}s left", b.remaining_s)
+            format!("{} left", left(b.remaining_s))
         } else {
             "not in force".to_owned()
         };
         say!(
-            "{:<11} {} {} ban of {}: {}; {state}{strikes}",
+            "{:<11} {} ban of {}: {}; {state}{strikes}",
             "bans",
             b.origin,
-            b.class.as_deref().unwrap_or(""),
             b.target,
             b.reason
         );
@@ -141,8 +147,8 @@ pub(super) fn text(e: &Explanation) -> String {
         "no (the answers are not read: [answers] enabled = false)".to_owned()
     } else if a.verified {
         format!(
-            "yes, {}s left, {} successes",
-            a.verified_remaining_s.unwrap_or(0),
+            "yes, {} left, {} successes",
+            left(a.verified_remaining_s.unwrap_or(0)),
             a.successes.unwrap_or(0)
         )
     } else {
