@@ -127,6 +127,11 @@ fn lists_bans_and_buckets_are_explained_and_predicted_as_the_kernel_decides() {
     for (addr, origin, reason) in [
         ("203.0.113.9/32", BanOrigin::Manual, "password guessing"),
         ("203.0.113.10/32", BanOrigin::Fail2ban, "asterisk"),
+        (
+            "203.0.113.11/32",
+            BanOrigin::Crowdsec,
+            "crowdsecurity/sip-bf",
+        ),
     ] {
         state.add_ban(net(addr), origin, now_wall + 3600, Some(reason.into()));
         dp.maps.deny(net(addr), now_ns + HOUR_NS).unwrap();
@@ -154,6 +159,7 @@ fn lists_bans_and_buckets_are_explained_and_predicted_as_the_kernel_decides() {
     for (addr, origin, reason) in [
         ("203.0.113.9", "manual", "password guessing"),
         ("203.0.113.10", "fail2ban", "asterisk"),
+        ("203.0.113.11", "crowdsec", "crowdsecurity/sip-bf"),
     ] {
         let report = explained(&dp, &state, addr);
         assert_eq!(report.bans.len(), 1, "{addr}: {:?}", report.bans);
@@ -286,6 +292,35 @@ fn a_prefix_ban_is_explained_for_a_new_address_inside_it() {
     check_predictions(&mut dp, &state, "2001:db8:2::5", ["pass"; 4]);
 }
 
+#[test]
+fn an_ipv6_source_grouped_by_prefix_is_banned_as_its_key_after_the_lists() {
+    sip_xdp_tests::needs_root!();
+    // `sip.ipv6_source_prefix = 64`: the /64 is one source, keyed by its masked address.
+    let mut cfg = config(5);
+    cfg.ipv6_source_mask = sip_xdp_common::prefix_mask(64);
+    let mut dp = Datapath::load(&cfg).expect("loading the program");
+    let mut state = StateFile::default();
+    assert_eq!(registers(&mut dp, "2001:db8:5::1", 5), 5);
+    check_predictions(
+        &mut dp,
+        &state,
+        "2001:db8:5::1",
+        ["drop_rate", "drop_banned", "drop_banned", "drop_banned"],
+    );
+    // Another address of the /64: the same source, banned. A masked key's ban is read after
+    // the lists, so the packet is classified first: counted under its own class.
+    let neighbour = explained(&dp, &state, "2001:db8:5::2");
+    let source = neighbour.source.as_ref().expect("the /64's entry");
+    assert_eq!(source.key, "2001:db8:5::");
+    assert_eq!(neighbour.bans[0].target, "2001:db8:5::");
+    assert_eq!(neighbour.predictions[0].counted_as, "register");
+    check_predictions(&mut dp, &state, "2001:db8:5::2", ["drop_banned"; 4]);
+    // Allowlisted inside it: the lists come before that ban.
+    state.add_allow(net("2001:db8:5::aa/128"), None);
+    dp.maps.allow(net("2001:db8:5::aa/128")).unwrap();
+    check_predictions(&mut dp, &state, "2001:db8:5::aa", ["pass_allowlisted"; 4]);
+}
+
 fn answers_config() -> Config {
     let mut cfg = config(3);
     cfg.flags |= flags::ANSWERS;
@@ -296,6 +331,33 @@ fn answers_config() -> Config {
     cfg.auth_window_ns = HOUR_NS;
     cfg.auth_max_failures = 4;
     cfg
+}
+
+#[test]
+fn the_admission_budget_is_predicted_for_new_and_tracked_sources() {
+    sip_xdp_tests::needs_root!();
+    // Two unverified REGISTERs or INVITEs admitted, from anyone, then none.
+    let mut cfg = answers_config();
+    cfg.admission = slow(2);
+    let mut dp = Datapath::load(&cfg).expect("loading both programs");
+    let state = StateFile::default();
+    assert_eq!(registers(&mut dp, "198.51.100.20", 1), 1);
+    assert_eq!(registers(&mut dp, "198.51.100.21", 1), 1);
+    // A new source: its REGISTER and INVITE beyond the budget; OPTIONS and SYNs are not
+    // budgeted.
+    check_predictions(
+        &mut dp,
+        &state,
+        "198.51.100.22",
+        ["drop_admission", "drop_admission", "pass", "pass"],
+    );
+    // A tracked one (within its own bucket): the same.
+    check_predictions(
+        &mut dp,
+        &state,
+        "198.51.100.20",
+        ["drop_admission", "drop_admission", "pass", "pass"],
+    );
 }
 
 fn answer_to(dp: &mut Datapath, client: &str, code: u16, reason: &str) {
