@@ -13,7 +13,7 @@ use std::{
 
 use serde_json::Value;
 use sip_xdp_tests::{
-    host::{Host, TEST_CONFIG, sip_xdp_bin},
+    host::{Daemon, Host, TEST_CONFIG, sip_xdp_bin},
     netns::{CLIENT_V4_A, CLIENT_V4_B},
     packet,
 };
@@ -27,11 +27,13 @@ impl Tmux {
     fn start(host: &Host, width: u16, height: u16) -> Self {
         let socket = format!("sxdp-top-{}", std::process::id());
         let command = format!(
-            "env SIP_XDP_PIN_DIR={} SIP_XDP_STATE_DIR={} nsenter --net={} -- {} top --interval 500ms",
+            "env SIP_XDP_PIN_DIR={} SIP_XDP_STATE_DIR={} nsenter --net={} -- {} top --interval \
+             500ms --config {}",
             host.pin_dir.display(),
             host.state_dir.path().display(),
             host.net.server.path().display(),
-            sip_xdp_bin().display()
+            sip_xdp_bin().display(),
+            host.config.display()
         );
         let tmux = Self { socket };
         let out = tmux
@@ -128,6 +130,10 @@ fn top_shows_the_sources_bans_and_rates_and_acts_on_the_selected_source() {
     assert!(err.contains("needs a terminal"), "{err}");
 
     host.attach();
+    // With the daemon running (top reads the same pinned maps either way), serving metrics:
+    // the feeds' health comes from them.
+    let daemon = Daemon::start(&host, &[]);
+    daemon.wait_for(&["sip-xdp running"]);
     let (a, b) = (IpAddr::V4(CLIENT_V4_A), IpAddr::V4(CLIENT_V4_B));
     let server = host.server_socket();
     // B: a phone within its limits; A: a flood past its burst of 10, banned by rate.
@@ -165,12 +171,16 @@ fn top_shows_the_sources_bans_and_rates_and_acts_on_the_selected_source() {
     assert!(source_line(&screen, &b.to_string()).is_some(), "{screen}");
     assert!(screen.contains("bans       rate 1"), "{screen}");
     assert!(
+        screen.contains("feeds: CrowdSec not configured"),
+        "{screen}"
+    );
+    assert!(
         screen
             .lines()
             .any(|l| l.starts_with("class/s") && l.contains("unread")),
         "{screen}"
     );
-    assert!(screen.contains("bans in force: 1"), "{screen}");
+    assert!(screen.contains("bans in force: 1 shown of 1"), "{screen}");
     stop.store(true, Ordering::Relaxed);
     flood.join().unwrap();
 
@@ -182,14 +192,19 @@ fn top_shows_the_sources_bans_and_rates_and_acts_on_the_selected_source() {
     assert!(source_line(&screen, &a_text).is_none(), "{screen}");
     assert!(source_line(&screen, &b.to_string()).is_some(), "{screen}");
 
-    // Select B and ban it, confirmed: the same ban `sip-xdp ban add` makes.
+    // Select B and ban it for a time typed in, confirmed: the same ban `sip-xdp ban add` makes.
     tmux.keys(&["j", "b"]);
+    tmux.wait_for("the length's prompt", |s| {
+        s.contains("ban 198.51.100.11 for how long")
+    });
+    tmux.keys(&["-l", "2h"]);
+    tmux.keys(&["Enter"]);
     tmux.wait_for("the confirmation", |s| {
-        s.contains("Ban 198.51.100.11 for 1h? (y/n)")
+        s.contains("Ban 198.51.100.11 for 2h? (y/n)")
     });
     tmux.keys(&["y"]);
     tmux.wait_for("the ban's report", |s| {
-        s.contains("ban 198.51.100.11/32: banned for 1h")
+        s.contains("ban 198.51.100.11/32: banned for 2h")
     });
     let bans: Value = serde_json::from_str(&host.ok(&["ban", "list", "--output", "json"])).unwrap();
     let manual = bans
@@ -200,6 +215,7 @@ fn top_shows_the_sources_bans_and_rates_and_acts_on_the_selected_source() {
         .expect("B's ban");
     assert_eq!(manual["origin"], "manual");
     assert_eq!(manual["reason"], "from sip-xdp top");
+    assert!(manual["remaining_s"].as_u64().unwrap() > 7100, "{manual}");
     assert_eq!(
         host.registers_through(&server, b, 2),
         0,
@@ -222,6 +238,21 @@ fn top_shows_the_sources_bans_and_rates_and_acts_on_the_selected_source() {
         "{screen}"
     );
 
+    // q quits, with status 0 (the pane stays, dead, with the status).
     tmux.keys(&["q"]);
-    tmux.wait_for("top's exit", |s| s.contains("Pane is dead"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let dead = tmux.ok(&[
+            "display-message",
+            "-p",
+            "-t",
+            "top",
+            "#{pane_dead} #{pane_dead_status}",
+        ]);
+        if dead.trim() == "1 0" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "top did not exit 0 on q: {dead}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -137,7 +137,7 @@ pub enum Command {
     /// and allow go through the same calls as `sip-xdp ban` and `sip-xdp allow`, each
     /// confirmed first.
     #[command(
-        after_help = "Examples:\n  sudo sip-xdp top\n  sudo sip-xdp top --filter 203.0.113.0/24 --interval 2s\n\nKeys: s sort, / filter, b ban 1h, u unban, a allow, j/k or arrows move, q quit"
+        after_help = "Examples:\n  sudo sip-xdp top\n  sudo sip-xdp top --filter 203.0.113.0/24 --interval 2s\n\nKeys: s sort, / filter, j/k or arrows select, b ban (for a time you type), u unban, a allow, q quit"
     )]
     Top(TopArgs),
 }
@@ -162,6 +162,10 @@ pub struct TopArgs {
     /// Sources read from SOURCES per refresh, at most (the walk is bounded).
     #[arg(long, value_name = "N", default_value_t = 65_536)]
     pub max_sources: usize,
+    /// The daemon's config file, for the address of its metrics (CrowdSec's health). Default:
+    /// /etc/sip-xdp/sip-xdp.toml if it exists, else built-in defaults.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

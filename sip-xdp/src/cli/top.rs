@@ -30,7 +30,7 @@ use crate::{
 /// Smaller than this, the view says so on one line instead.
 pub const MIN_WIDTH: u16 = 80;
 pub const MIN_HEIGHT: u16 = 20;
-/// A ban from `top` lasts this long (`sip-xdp ban add` sets other lengths).
+/// A ban from `top` lasts this long unless the operator types another length.
 const BAN_FOR: Duration = Duration::from_secs(3600);
 const ACTION_COMMENT: &str = "from sip-xdp top";
 
@@ -41,7 +41,7 @@ pub(super) fn top(cli: &Cli, args: &TopArgs) -> Result<()> {
              for scripts and logs use `sip-xdp status --output json` or `sip-xdp ban list`"
         );
     }
-    let metrics = metrics_address(None).unwrap_or(None);
+    let metrics = metrics_address(args.config.as_deref())?;
     let reader = Reader::open(&cli.pin_dir, &cli.state_dir, metrics, args.max_sources)?;
     let control = Control::new(PinDir::new(&cli.pin_dir), cli.state_dir.clone());
     let mut view = View {
@@ -65,7 +65,7 @@ fn metrics_address(config: Option<&Path>) -> Result<Option<std::net::SocketAddr>
 /// What the operator asked for, awaiting a yes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Action {
-    Ban(IpAddr),
+    Ban(IpAddr, Duration),
     Unban(IpAddr),
     Allow(IpAddr),
 }
@@ -73,7 +73,7 @@ enum Action {
 impl Action {
     fn question(&self) -> String {
         match self {
-            Action::Ban(a) => format!("Ban {a} for {}? (y/n)", human_duration(BAN_FOR)),
+            Action::Ban(a, d) => format!("Ban {a} for {}? (y/n)", human_duration(*d)),
             Action::Unban(a) => {
                 format!("Lift this node's bans of {a} (manual, rate, prefix)? (y/n)")
             }
@@ -83,10 +83,10 @@ impl Action {
 
     fn apply(&self, control: &Control) -> Result<String> {
         let report = match self {
-            Action::Ban(a) => control.ban_add(
+            Action::Ban(a, d) => control.ban_add(
                 &[IpNet::from(*a)],
                 BanOrigin::Manual,
-                BAN_FOR,
+                *d,
                 Some(ACTION_COMMENT.to_owned()),
             )?,
             Action::Unban(a) => control.ban_del(&[IpNet::from(*a)], &Lift::local())?,
@@ -110,6 +110,8 @@ enum Mode {
     Normal,
     /// Typing a filter (address or CIDR).
     Filter(String),
+    /// Typing how long to ban the selected source (empty: [`BAN_FOR`]).
+    BanFor(IpAddr, String),
     Confirm(Action),
 }
 
@@ -186,6 +188,26 @@ fn run(
                 }
                 _ => view.mode = Mode::Filter(text),
             },
+            Mode::BanFor(addr, mut text) => match key.code {
+                KeyCode::Enter if text.trim().is_empty() => {
+                    view.mode = Mode::Confirm(Action::Ban(addr, BAN_FOR));
+                }
+                KeyCode::Enter => match super::parse_duration_arg(text.trim()) {
+                    Ok(d) if !d.is_zero() => view.mode = Mode::Confirm(Action::Ban(addr, d)),
+                    Ok(_) => view.message = "a ban must last longer than 0s".to_owned(),
+                    Err(e) => view.message = e,
+                },
+                KeyCode::Esc => view.message = "cancelled".to_owned(),
+                KeyCode::Backspace => {
+                    text.pop();
+                    view.mode = Mode::BanFor(addr, text);
+                }
+                KeyCode::Char(c) => {
+                    text.push(c);
+                    view.mode = Mode::BanFor(addr, text);
+                }
+                _ => view.mode = Mode::BanFor(addr, text),
+            },
             Mode::Confirm(action) => {
                 if matches!(key.code, KeyCode::Char('y') | KeyCode::Char('Y')) {
                     view.message = match action.apply(control) {
@@ -232,12 +254,11 @@ fn handle_normal(code: KeyCode, view: &mut View) -> bool {
         }
         KeyCode::Char(c @ ('b' | 'u' | 'a')) => match index.and_then(select) {
             Some(addr) => {
-                let action = match c {
-                    'b' => Action::Ban(addr),
-                    'u' => Action::Unban(addr),
-                    _ => Action::Allow(addr),
+                view.mode = match c {
+                    'b' => Mode::BanFor(addr, String::new()),
+                    'u' => Mode::Confirm(Action::Unban(addr)),
+                    _ => Mode::Confirm(Action::Allow(addr)),
                 };
-                view.mode = Mode::Confirm(action);
             }
             None => view.message = "select a source first (j/k or the arrows)".to_owned(),
         },
@@ -476,6 +497,7 @@ fn draw(frame: &mut Frame, view: &View) {
             ])
         })
         .collect();
+    let shown_bans = ban_rows.len();
     let bans = Table::new(
         ban_rows,
         [
@@ -490,15 +512,23 @@ fn draw(frame: &mut Frame, view: &View) {
         Row::new(vec!["banned", "origin", "class", "left", "strikes"])
             .style(Style::new().add_modifier(Modifier::BOLD)),
     )
-    .block(Block::bordered().title(format!(" bans in force: {} ", now.bans.len())));
+    .block(Block::bordered().title(format!(
+        " bans in force: {} shown of {} ",
+        shown_bans,
+        now.bans.len()
+    )));
     frame.render_widget(bans, bans_area);
 
     let footer_text = match &view.mode {
         Mode::Normal if view.message.is_empty() => {
-            "q quit  s sort  / filter  j/k select  b ban 1h  u unban  a allow".to_owned()
+            "q quit  s sort  / filter  j/k select  b ban  u unban  a allow".to_owned()
         }
         Mode::Normal => view.message.clone(),
         Mode::Filter(text) => format!("filter (address or CIDR, empty for all): {text}_"),
+        Mode::BanFor(addr, text) => format!(
+            "ban {addr} for how long (e.g. 30m, 2h, 7d; empty for {}): {text}_",
+            human_duration(BAN_FOR)
+        ),
         Mode::Confirm(action) => action.question(),
     };
     frame.render_widget(
@@ -580,14 +610,16 @@ mod tests {
         let text = screen(&view, 120, 30);
         assert!(text.contains("203.0.113.9"), "{text}");
         assert!(text.contains("rate 59s"), "{text}");
-        assert!(text.contains("bans in force: 1"), "{text}");
+        assert!(text.contains("bans in force: 1 shown of 1"), "{text}");
         assert!(!handle_normal(KeyCode::Char('j'), &mut view));
         assert_eq!(view.selected, Some("203.0.113.9".parse().unwrap()));
         assert!(!handle_normal(KeyCode::Char('b'), &mut view));
         assert_eq!(
             view.mode,
-            Mode::Confirm(Action::Ban("203.0.113.9".parse().unwrap()))
+            Mode::BanFor("203.0.113.9".parse().unwrap(), String::new())
         );
+        assert!(screen(&view, 120, 30).contains("ban 203.0.113.9 for how long"));
+        view.mode = Mode::Confirm(Action::Ban("203.0.113.9".parse().unwrap(), BAN_FOR));
         assert!(screen(&view, 120, 30).contains("Ban 203.0.113.9 for 1h? (y/n)"));
         assert!(handle_normal(KeyCode::Char('q'), &mut view));
     }
