@@ -22,7 +22,7 @@ use sip_xdp_common::{
 use thiserror::Error;
 
 use crate::{
-    loader::PinDir,
+    loader::{self, PinDir},
     maps::{MapsError, SipMaps, addr_key, key_addr, prefix_key},
     state::{Clocks, StateError, StateFile},
     time::NS_PER_SEC,
@@ -161,6 +161,10 @@ pub struct Prediction {
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Explanation {
     pub address: IpAddr,
+    /// Whether the program is attached to an interface present here (`None` when the maps were
+    /// given, not found through a pin directory). Detached, the maps still say what the
+    /// program would do once attached again, but nothing is filtered now.
+    pub attached: Option<bool>,
     pub monitor_mode: bool,
     pub allowlist: Vec<ListMatch>,
     pub protected: Vec<ListMatch>,
@@ -185,7 +189,15 @@ pub fn explain_pinned(
     }
     let maps = SipMaps::open_pinned(&pins)?;
     let state = StateFile::load(state_dir)?;
-    explain(&maps, &state, address)
+    let mut report = explain(&maps, &state, address)?;
+    report.attached = Some(pins.attachments().is_ok_and(|attachments| {
+        attachments.iter().any(|a| {
+            a.hook == loader::Hook::XdpIngress
+                && loader::attachment_ids(a).is_some()
+                && loader::if_index(&a.iface).is_ok()
+        })
+    }));
+    Ok(report)
 }
 
 /// What the maps and the state file say about `address`, with the predicted verdicts (see the
@@ -336,6 +348,7 @@ pub fn explain(
 
     Ok(Explanation {
         address,
+        attached: None,
         monitor_mode: monitor,
         allowlist,
         protected,

@@ -429,7 +429,7 @@ mod command {
 
     use serde_json::Value;
     use sip_xdp_tests::{
-        host::{Host, TEST_CONFIG, packets},
+        host::{Daemon, Host, TEST_CONFIG, packets},
         netns::{CLIENT_V4_A, CLIENT_V4_B},
     };
 
@@ -539,7 +539,29 @@ mod command {
             "{text}"
         );
         let report = explain_json(&host, &a.to_string());
+        assert_eq!(report["attached"], true);
         assert_eq!(report["denylist"][0]["origin"], "manual");
         assert_eq!(report["denylist"][0]["reason"], "scanner");
+
+        // With the daemon (it adopts the pinned attachment): the same maps, the same answer.
+        let daemon = Daemon::start(&host, &[]);
+        daemon.wait_for(&["sip-xdp running"]);
+        let with_daemon = explain_json(&host, &a.to_string());
+        assert_eq!(with_daemon["bans"][0]["origin"], "manual");
+        assert_eq!(with_daemon["bans"][1]["origin"], "rate");
+        assert_eq!(
+            predicted_register(&with_daemon),
+            sent_register(&host, &server, a)
+        );
+        drop(daemon);
+
+        // Detached, maps kept: explained, with the warning that nothing is filtered now.
+        host.ok(&["detach", "--all"]);
+        let text = host.ok(&["explain", &a.to_string()]);
+        assert!(
+            text.contains("WARNING     sip-xdp is not attached"),
+            "{text}"
+        );
+        assert_eq!(explain_json(&host, &a.to_string())["attached"], false);
     }
 }

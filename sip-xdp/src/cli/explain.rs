@@ -78,6 +78,12 @@ pub(super) fn text(e: &Explanation) -> String {
             ""
         }
     );
+    if e.attached == Some(false) {
+        say!(
+            "WARNING     sip-xdp is not attached to any interface here: nothing is filtered now; \
+             the verdicts below apply once it is attached again"
+        );
+    }
     for (name, list) in [
         ("allowlist", &e.allowlist),
         ("protected", &e.protected),
