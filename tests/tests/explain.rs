@@ -330,6 +330,7 @@ fn answers_config() -> Config {
     cfg.reflection_total = RateLimit::UNLIMITED;
     cfg.auth_window_ns = HOUR_NS;
     cfg.auth_max_failures = 4;
+    cfg.auth_max_flow_failures = 3;
     cfg
 }
 
@@ -361,8 +362,12 @@ fn the_admission_budget_is_predicted_for_new_and_tracked_sources() {
 }
 
 fn answer_to(dp: &mut Datapath, client: &str, code: u16, reason: &str) {
+    answer_to_port(dp, client, 5062, code, reason);
+}
+
+fn answer_to_port(dp: &mut Datapath, client: &str, port: u16, code: u16, reason: &str) {
     let payload = answer(code, reason, "REGISTER", 7);
-    let frame = answer_frame(ip(SERVER), ip(client), 5062, &payload);
+    let frame = answer_frame(ip(SERVER), ip(client), port, &payload);
     assert_eq!(dp.run_egress(&frame).unwrap(), TC_ACT_OK);
 }
 
@@ -389,6 +394,32 @@ fn verified_and_auth_banned_sources_are_explained_from_the_answers() {
         .find(|b| b.class == "register")
         .unwrap();
     assert_eq!((register.tokens_left, register.burst), (48, 50));
+    check_predictions(&mut dp, &state, phone, ["pass"; 4]);
+
+    // One phone behind it (its own port) challenged again and again: that phone is banned,
+    // the address is not.
+    for seq in 0..4 {
+        let mut frame = Frame::sip(
+            ip(phone),
+            ip(SERVER),
+            &sip_xdp_tests::packet::register("100", seq),
+        );
+        frame.src_port = 6100;
+        dp.run(&frame.build()).unwrap();
+        answer_to_port(&mut dp, phone, 6100, 401, "Unauthorized");
+    }
+    let report = explained(&dp, &state, phone);
+    let ban = report
+        .bans
+        .iter()
+        .find(|b| b.target == format!("{phone}:6100"))
+        .expect("the phone's ban");
+    assert_eq!(
+        (ban.origin.as_str(), ban.class.as_deref()),
+        ("auth", Some("phone"))
+    );
+    assert!(ban.active, "{ban:?}");
+    assert_eq!(report.bans.len(), 1, "{:?}", report.bans);
     check_predictions(&mut dp, &state, phone, ["pass"; 4]);
 
     // Banned for failed authentication: each guess challenged again (the bucket kept full, as
