@@ -36,6 +36,11 @@ pub enum ExplainError {
     )]
     BadAddress(String),
     #[error(
+        "{0} is an IPv4-mapped IPv6 address, which no packet comes from (the program drops IPv6 \
+         packets from ::ffff:0:0/96): IPv4 sources are explained as IPv4, write {1}"
+    )]
+    MappedAddress(IpAddr, std::net::Ipv4Addr),
+    #[error(
         "nothing to explain: sip-xdp has no maps pinned under {0} (not attached on this host); \
          run `sip-xdp attach --iface IFACE` or start sip-xdp.service, or pass the right \
          --pin-dir"
@@ -53,9 +58,16 @@ pub fn parse_address(text: &str) -> Result<IpAddr, ExplainError> {
     let bare = text
         .strip_suffix("/32")
         .or_else(|| text.strip_suffix("/128"));
-    bare.unwrap_or(text)
+    let address: IpAddr = bare
+        .unwrap_or(text)
         .parse()
-        .map_err(|_| ExplainError::BadAddress(text.to_owned()))
+        .map_err(|_| ExplainError::BadAddress(text.to_owned()))?;
+    if let IpAddr::V6(v6) = address
+        && let Some(v4) = v6.to_ipv4_mapped()
+    {
+        return Err(ExplainError::MappedAddress(address, v4));
+    }
+    Ok(address)
 }
 
 /// One list entry that covers the address.
@@ -934,6 +946,10 @@ mod tests {
             "203.0.113.7".parse::<IpAddr>().unwrap()
         );
         assert!(parse_address("2001:db8::7").is_ok());
+        let err = parse_address("::ffff:198.51.100.7")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("write 198.51.100.7"), "{err}");
         let err = parse_address("198.51.100.0/24").unwrap_err().to_string();
         assert!(
             err.contains("not an IP address") && err.contains("203.0.113.7"),

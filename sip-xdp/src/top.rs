@@ -13,19 +13,32 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Result;
 use ipnet::IpNet;
 use sip_xdp_common::{
     BanCause, LimitClass, MethodClass, SourceKey, SourceState, Verdict, ban_flags, flags,
 };
+use thiserror::Error;
 
 use crate::{
     loader::PinDir,
-    maps::{Counters, SipMaps, key_addr, prefix_net},
+    maps::{Counters, MapsError, SipMaps, key_addr, prefix_net},
     state::{Clocks, StateFile},
     status::{TableFill, table_fill_with},
     time::NS_PER_SEC,
 };
+
+#[derive(Debug, Error)]
+pub enum TopError {
+    #[error(
+        "nothing to show: sip-xdp has no maps pinned under {0} (not attached on this host); run \
+         `sip-xdp attach --iface IFACE` or start sip-xdp.service, or pass the right --pin-dir"
+    )]
+    NotAttached(String),
+    #[error(transparent)]
+    Maps(#[from] MapsError),
+    #[error("reading the table fill: {0:#}")]
+    Fill(anyhow::Error),
+}
 
 /// One source as a sample reads it from `SOURCES`.
 #[derive(Clone, Debug, PartialEq)]
@@ -115,15 +128,10 @@ impl Reader {
         state_dir: &Path,
         metrics: Option<SocketAddr>,
         max_sources: usize,
-    ) -> Result<Self> {
+    ) -> Result<Self, TopError> {
         let pins = PinDir::new(pin_dir);
         if !pins.has_maps() {
-            anyhow::bail!(
-                "nothing to show: sip-xdp has no maps pinned under {} (not attached on this \
-                 host); run `sip-xdp attach --iface IFACE` or start sip-xdp.service, or pass the \
-                 right --pin-dir",
-                pins.path().display()
-            );
+            return Err(TopError::NotAttached(pins.path().display().to_string()));
         }
         Ok(Self {
             maps: SipMaps::open_pinned(&pins)?,
@@ -148,7 +156,7 @@ impl Reader {
     }
 
     /// Reads one sample.
-    pub fn sample(&self) -> Result<Sample> {
+    pub fn sample(&self) -> Result<Sample, TopError> {
         let clocks = Clocks::now();
         let now_ns = clocks.mono_ns;
         let cfg = self.maps.read_config()?;
@@ -237,7 +245,7 @@ impl Reader {
         }
         bans.sort_by_key(|b| std::cmp::Reverse(b.remaining_s));
 
-        let mut fill = table_fill_with(&self.maps, &raw)?;
+        let mut fill = table_fill_with(&self.maps, &raw).map_err(TopError::Fill)?;
         if walk_truncated {
             // At least this many: the walk stopped before the end.
             fill.tracked_sources = raw.len() as u64;
