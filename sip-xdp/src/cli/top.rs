@@ -138,8 +138,12 @@ fn run(
     let mut next_sample = Instant::now();
     loop {
         if Instant::now() >= next_sample {
-            let sample = reader.sample()?;
-            view.previous = view.current.replace(sample);
+            match reader.sample() {
+                Ok(sample) => view.previous = view.current.replace(sample),
+                // Shown, and read again at the next refresh: the maps may be back by then (a
+                // detach and attach), and the operator may still want to act.
+                Err(e) => view.message = format!("reading the maps failed: {e:#}"),
+            }
             next_sample = Instant::now() + view.interval;
         }
         terminal.draw(|frame| draw(frame, view))?;
