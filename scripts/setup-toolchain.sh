@@ -16,17 +16,16 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # Build: Debian's rustc with core sources, LLVM for bpf-linker. Tests: iproute2 and util-linux
-# (nsenter, setpriv) for the namespaces, sip-tester (sipp) for the SIP scenarios, tmux for the
-# `top` screen test. Benchmark: nftables and iptables for the head-to-head, a font for the
-# chart. Operator integrations, each tested against the real thing: fail2ban, crowdsec (its
-# Local API), prometheus (with promtool).
+# (nsenter, setpriv) for the namespaces, sip-tester (sipp) for the SIP scenarios. Benchmark:
+# nftables and iptables for the head-to-head, a font for the chart. Operator integrations, each
+# tested against the real thing: fail2ban, crowdsec (its Local API), prometheus (with promtool).
 # Kernel matrix (scripts/kernel-matrix.sh): QEMU, a static busybox for the VM's initramfs, jq, xz
 # (Debian 6.12's modules are xz-compressed); the kernels themselves are downloaded, not installed.
 apt_pkgs=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 for p in rustc-web rust-web-src "llvm-${LLVM_MAJOR}-dev" libpolly-${LLVM_MAJOR}-dev libzstd-dev zlib1g-dev \
          iproute2 util-linux \
-         sip-tester tmux nftables iptables fonts-dejavu-core \
+         sip-tester nftables iptables fonts-dejavu-core \
          fail2ban crowdsec prometheus openssl \
          qemu-system-x86 busybox-static jq xz-utils ${SIP_XDP_EXTRA_APT:-}; do
     have_pkg "$p" || apt_pkgs+=("$p")
