@@ -18,14 +18,17 @@ use sip_xdp_tests::{
     packet,
 };
 
-/// A tmux server of this test's own (`-L`), killed when dropped.
+/// A tmux server of this test's own (its socket in a temporary directory, `-S`), killed when
+/// dropped, the socket with it.
 struct Tmux {
-    socket: String,
+    _dir: tempfile::TempDir,
+    socket: std::path::PathBuf,
 }
 
 impl Tmux {
     fn start(host: &Host, width: u16, height: u16) -> Self {
-        let socket = format!("sxdp-top-{}", std::process::id());
+        let dir = tempfile::tempdir().expect("a directory for tmux's socket");
+        let socket = dir.path().join("tmux");
         // The shell then says how `top` exited, and stays (20 s at most, the server is killed
         // before) so that its last words and an early error stay on the screen.
         let command = format!(
@@ -37,7 +40,7 @@ impl Tmux {
             sip_xdp_bin().display(),
             host.config.display()
         );
-        let tmux = Self { socket };
+        let tmux = Self { _dir: dir, socket };
         let out = tmux
             .cmd(&[
                 "new-session",
@@ -62,7 +65,7 @@ impl Tmux {
 
     fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("tmux");
-        cmd.arg("-L").arg(&self.socket).args(args);
+        cmd.arg("-S").arg(&self.socket).args(args);
         cmd
     }
 
