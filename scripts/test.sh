@@ -32,6 +32,13 @@ else
                     /^required-features = \["system"\]/ && name != "" { print name }' tests/Cargo.toml); do
         system_tests+=(--test "$t")
     done
+    # And the suites that run in both tiers with a system part of their own.
+    for f in tests/tests/*.rs; do
+        t=$(basename "$f" .rs)
+        if grep -q 'cfg(feature = "system")' "$f" && [[ " ${system_tests[*]} " != *" $t "* ]]; then
+            system_tests+=(--test "$t")
+        fi
+    done
     [ ${#system_tests[@]} -ge 10 ] || { echo "test.sh: found only ${system_tests[*]} in tests/Cargo.toml" >&2; exit 1; }
     cargo test -p sip-xdp-tests --features system "${system_tests[@]}" 2>&1 | tee -a "$log"
 fi

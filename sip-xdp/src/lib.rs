@@ -6,6 +6,7 @@ pub mod control;
 pub mod crowdsec;
 pub mod daemon;
 pub mod events;
+pub mod explain;
 pub mod feeds;
 pub mod instance;
 pub mod loader;
@@ -18,5 +19,6 @@ pub mod state;
 pub mod status;
 pub mod time;
 pub mod trace;
+pub mod top;
 
 pub use sip_xdp_common as common;

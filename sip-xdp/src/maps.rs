@@ -509,6 +509,23 @@ impl SipMaps {
             .collect()
     }
 
+    /// One source's durable ban record (keyed like `SOURCES`), if it has one.
+    pub fn ban(&self, key: [u8; 16]) -> Result<Option<DurableBan>, MapsError> {
+        match self.bans.get(&SourceKey { addr: key }, 0) {
+            Ok(ban) => Ok(Some(ban)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(map_names::BANS)(e)),
+        }
+    }
+
+    /// The admission budget's arrival time (`global_buckets::ADMISSION`), 0 before its first
+    /// draw.
+    pub fn admission_tat_ns(&self) -> Result<u64, MapsError> {
+        self.global_buckets
+            .get(&sip_xdp_common::global_buckets::ADMISSION, 0)
+            .map_err(map_err(map_names::GLOBAL_BUCKETS))
+    }
+
     /// Writes a ban record (restoring saved bans, migrating an older source table).
     pub fn set_ban(&mut self, key: [u8; 16], record: &DurableBan) -> Result<(), MapsError> {
         self.bans
@@ -540,6 +557,22 @@ impl SipMaps {
             .iter()
             .map(|kv| kv.map_err(map_err(map_names::SOURCES)))
             .collect()
+    }
+
+    /// At most `limit` entries of `SOURCES` (a bounded walk, for live views), and whether the
+    /// table held more.
+    pub fn sources_bounded(
+        &self,
+        limit: usize,
+    ) -> Result<(Vec<(SourceKey, SourceState)>, bool), MapsError> {
+        let mut entries = Vec::new();
+        for kv in self.sources.iter() {
+            if entries.len() == limit {
+                return Ok((entries, true));
+            }
+            entries.push(kv.map_err(map_err(map_names::SOURCES))?);
+        }
+        Ok((entries, false))
     }
 
     /// Writes a source's state (restoring saved bans after a reboot).

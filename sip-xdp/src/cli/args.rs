@@ -151,6 +151,51 @@ pub enum Command {
     #[command(after_help = "Examples:\n  sudo sip-xdp trace 198.51.100.7\n  \
                       sudo sip-xdp trace 203.0.113.0/24 2001:db8::/64 --for 30s --output json")]
     Trace(TraceArgs),
+    /// Why an address is treated as it is: the lists, bans, buckets and verification that
+    /// apply to it, and the verdict its next REGISTER, INVITE, OPTIONS or TCP SYN would get.
+    ///
+    /// Reads the pinned maps (never writes them) and the state file; the daemon need not run.
+    /// The verdicts are predicted from the maps, following the program's order.
+    #[command(
+        after_help = "Examples:\n  sudo sip-xdp explain 203.0.113.7\n  sudo sip-xdp explain 2001:db8::7 --output json | jq .predictions"
+    )]
+    Explain(ExplainArgs),
+    /// A live view of what hits the edge and what the filter does: rates by verdict and
+    /// class, top sources, bans in force, table fill; keys to sort, filter and act.
+    ///
+    /// Reads the pinned maps about once a second (walks of SOURCES are bounded); ban, unban
+    /// and allow go through the same calls as `sip-xdp ban` and `sip-xdp allow`, each
+    /// confirmed first.
+    #[command(
+        after_help = "Examples:\n  sudo sip-xdp top\n  sudo sip-xdp top --filter 203.0.113.0/24 --interval 2s\n\nKeys: s sort, / filter, j/k or arrows select, b ban (for a time you type), u unban, a allow, q quit"
+    )]
+    Top(TopArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ExplainArgs {
+    /// The address (IPv4 or IPv6, one host).
+    #[arg(value_name = "ADDR")]
+    pub address: String,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct TopArgs {
+    /// Refresh period.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration_arg)]
+    pub interval: Duration,
+    /// Show only sources inside this address or CIDR (the `/` key changes it).
+    #[arg(long, value_name = "CIDR", value_parser = parse_net)]
+    pub filter: Option<IpNet>,
+    /// Sources read from SOURCES per refresh, at most (the walk is bounded).
+    #[arg(long, value_name = "N", default_value_t = 65_536)]
+    pub max_sources: usize,
+    /// The daemon's config file, for the address of its metrics (CrowdSec's health). Default:
+    /// /etc/sip-xdp/sip-xdp.toml if it exists, else built-in defaults.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

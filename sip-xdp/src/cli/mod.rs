@@ -16,6 +16,7 @@ mod ban;
 mod check;
 mod config;
 mod detach;
+mod explain;
 mod lists;
 mod print;
 mod replay;
@@ -23,6 +24,7 @@ mod run;
 mod signature;
 mod status;
 mod trace;
+mod top;
 
 pub use args::*;
 
@@ -49,6 +51,8 @@ pub fn main() -> ExitCode {
         Command::Check => check::check(),
         Command::Replay(args) => replay::replay(args),
         Command::Trace(args) => trace::trace(&cli, args),
+        Command::Explain(args) => explain::explain(&cli, args),
+        Command::Top(args) => top::top(&cli, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -49,6 +49,24 @@ impl SipMaps {
             .collect()
     }
 
+    /// One prefix's bucket and ban fields, if the program tracks it.
+    pub fn prefix(&self, key: &PrefixKey) -> Result<Option<SourceState>, MapsError> {
+        match self.prefixes.get(key, 0) {
+            Ok(state) => Ok(Some(state)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(map_names::PREFIXES)(e)),
+        }
+    }
+
+    /// One prefix's durable ban record, if it has one.
+    pub fn prefix_ban(&self, key: &PrefixKey) -> Result<Option<DurableBan>, MapsError> {
+        match self.prefix_bans.get(key, 0) {
+            Ok(ban) => Ok(Some(ban)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(map_names::PREFIX_BANS)(e)),
+        }
+    }
+
     /// Capacity of `PREFIXES`.
     pub fn prefixes_capacity(&self) -> u32 {
         self.prefixes_capacity
