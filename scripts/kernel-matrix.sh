@@ -17,13 +17,13 @@
 #
 # Usage: sudo ./scripts/kernel-matrix.sh            (scripts/test.sh calls it)
 #   SIP_XDP_KM_KERNELS="linux-image-...-unsigned ..."  boot these packages instead
-#   SIP_XDP_KM_TIMEOUT=480                              seconds per kernel before the VM is killed
+#   SIP_XDP_KM_TIMEOUT=600                              seconds per kernel before the VM is killed
 # Last line: `kernel-matrix: N passed, M failed`; exit status 1 if any kernel failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 root=target/kernel-matrix
-timeout_s=${SIP_XDP_KM_TIMEOUT:-480}
+timeout_s=${SIP_XDP_KM_TIMEOUT:-600}
 log() { printf 'kernel-matrix: %s\n' "$*" >&2; }
 die() {
     log "$*"
