@@ -200,10 +200,16 @@ pub static SCAN_PENDING: PerCpuArray<ScanPending> = PerCpuArray::with_max_entrie
 #[repr(C, align(8))]
 pub struct ScanBuffer {
     pub bytes: [u8; MAX_SCAN_BYTES],
+    pub tokens: Tokens,
+    pub scan: crate::signatures::Scan,
+}
+
+/// The token being read and the key it is looked up with.
+#[repr(C, align(8))]
+pub struct Tokens {
     pub key: SignatureKey,
     /// The token being read (its first `MAX_SIGNATURE_LEN` bytes count).
     pub token: [u8; 2 * sip_xdp_common::MAX_SIGNATURE_LEN],
-    pub scan: crate::signatures::Scan,
 }
 
 #[map(name = "SCAN_BUFFER")]

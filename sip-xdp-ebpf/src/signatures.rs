@@ -31,7 +31,7 @@ use crate::{
     bans::{BanKey, impose_ban, new_state},
     buckets::NO_LIMIT,
     lists::is_protected,
-    maps::{SCAN_BUFFER, SCAN_PENDING, SIGNATURES, ScanBuffer, bump},
+    maps::{SCAN_BUFFER, SCAN_PENDING, SIGNATURES, ScanBuffer, Tokens, bump},
     parse::SipPacket,
     sources::Known,
 };
@@ -185,6 +185,9 @@ fn lower(b: u8) -> u8 {
 #[derive(Clone, Copy)]
 pub struct Scan {
     name_hash: u64,
+    /// The next byte to read, and how many there are.
+    pos: u32,
+    len: u32,
     /// Bytes of the current token so far; past `MAX_SIGNATURE_LEN` it can match nothing.
     token_len: u32,
     lookups: u32,
@@ -235,15 +238,15 @@ fn zero_words(to: &mut [u8; 2 * MAX_SIGNATURE_LEN]) {
 /// Looks the current token up as `kind`; 1 (stop the loop) on a match or when the lookups run
 /// out.
 #[inline(always)]
-fn lookup(scan: &mut Scan, buffer: &mut ScanBuffer, kind: SignatureKind) -> i64 {
+fn lookup(scan: &mut Scan, tokens: &mut Tokens, kind: SignatureKind) -> i64 {
     if scan.lookups >= MAX_SCAN_LOOKUPS {
         scan.out_of_lookups = 1;
         return 1;
     }
     scan.lookups += 1;
-    buffer.key.kind = kind as u8;
-    set_words(&mut buffer.key.token, &buffer.token);
-    if SIGNATURES.get_ptr(&buffer.key).is_some() {
+    tokens.key.kind = kind as u8;
+    set_words(&mut tokens.key.token, &tokens.token);
+    if SIGNATURES.get_ptr(&tokens.key).is_some() {
         scan.hit = kind as u8 + 1;
         return 1;
     }
@@ -252,27 +255,27 @@ fn lookup(scan: &mut Scan, buffer: &mut ScanBuffer, kind: SignatureKind) -> i64 
 
 /// A token ended at `delimiter`: looked up in the roles its place gives it.
 #[inline(always)]
-fn token_ended(scan: &mut Scan, buffer: &mut ScanBuffer, delimiter: u8) -> i64 {
+fn token_ended(scan: &mut Scan, tokens: &mut Tokens, delimiter: u8) -> i64 {
     let user = delimiter == b'@';
     let fingerprint = scan.mode == mode::VALUE
         && (scan.field == field::USER_AGENT
             || ((scan.field == field::FROM || scan.field == field::TO)
                 && (user || scan.seen_angle == 0)));
-    if fingerprint && lookup(scan, buffer, SignatureKind::Fingerprint) != 0 {
+    if fingerprint && lookup(scan, tokens, SignatureKind::Fingerprint) != 0 {
         return 1;
     }
     let trap = scan.traps != 0
         && user
         && (scan.mode == mode::REQUEST || (scan.mode == mode::VALUE && scan.field == field::TO));
     if trap {
-        return lookup(scan, buffer, SignatureKind::Trap);
+        return lookup(scan, tokens, SignatureKind::Trap);
     }
     0
 }
 
 /// One byte of the request. Returns 1 to stop the loop.
 #[inline(always)]
-fn step(scan: &mut Scan, buffer: &mut ScanBuffer, b: u8) -> i64 {
+fn step(scan: &mut Scan, tokens: &mut Tokens, b: u8) -> i64 {
     match scan.mode {
         mode::LINE_START => {
             match b {
@@ -281,9 +284,18 @@ fn step(scan: &mut Scan, buffer: &mut ScanBuffer, b: u8) -> i64 {
                     scan.ended = 1;
                     return 1;
                 }
-                // A folded line continues the previous header's value (its field is kept).
-                b' ' | b'\t' => scan.mode = mode::VALUE,
-                _ if is_token_byte(b) => {
+                // A folded line continues the previous header's value (its field is kept);
+                // one of a header nothing is read from is skipped like it.
+                b' ' | b'\t' => {
+                    scan.mode = if scan.field == field::NONE {
+                        mode::SKIP
+                    } else {
+                        mode::VALUE
+                    }
+                }
+                // Every header read starts with `u`, `f` or `t` (User-Agent, From, To and
+                // their compact forms): any other is skipped from its first byte.
+                b'u' | b'U' | b'f' | b'F' | b't' | b'T' => {
                     scan.field = field::NONE;
                     scan.name_hash = fold(FNV_OFFSET, lower(b));
                     scan.mode = mode::NAME;
@@ -328,12 +340,12 @@ fn step(scan: &mut Scan, buffer: &mut ScanBuffer, b: u8) -> i64 {
     // The request line or a value of interest: tokens.
     if is_token_byte(b) {
         if scan.token_len == 0 {
-            zero_words(&mut buffer.token);
+            zero_words(&mut tokens.token);
         }
         // Written whatever the length, into a scratch twice a key's size: no bounds branch for
         // the compiler to turn into one the verifier cannot follow, and the bytes past a key's
         // end (a token too long to match) are never copied into the key.
-        buffer.token[scan.token_len as usize & (2 * MAX_SIGNATURE_LEN - 1)] = lower(b);
+        tokens.token[scan.token_len as usize & (2 * MAX_SIGNATURE_LEN - 1)] = lower(b);
         if scan.token_len <= MAX_SIGNATURE_LEN as u32 {
             scan.token_len += 1;
         }
@@ -346,7 +358,7 @@ fn step(scan: &mut Scan, buffer: &mut ScanBuffer, b: u8) -> i64 {
     if scan.token_len != 0 {
         let whole = scan.token_len <= MAX_SIGNATURE_LEN as u32;
         scan.token_len = 0;
-        if whole && token_ended(scan, buffer, b) != 0 {
+        if whole && token_ended(scan, tokens, b) != 0 {
             return 1;
         }
     }
@@ -358,20 +370,85 @@ fn step(scan: &mut Scan, buffer: &mut ScanBuffer, b: u8) -> i64 {
     0
 }
 
-/// `bpf_loop`'s callback: byte `index` of the buffer. Verified once, whatever the count.
+/// Bytes a line nothing is read from is skipped by per callback: the callback's own cost (an
+/// indirect call, the buffer's lookup) is paid once for them.
+const SKIP_STRIDE: u32 = 8;
+/// Words of 8 bytes without a line feed skipped per callback before the byte-wise skip.
+const SKIP_WORDS: u32 = 8;
+/// Bytes of the request line or a value of interest read per callback.
+const READ_STRIDE: u32 = 4;
+
+/// `bpf_loop`'s callback: the next byte of the buffer (`Scan::pos`), or up to
+/// [`SKIP_STRIDE`] of a line nothing is read from. Verified once, whatever the count; 1 stops
+/// the loop, at the end of the bytes or of the scan.
 #[inline(never)]
-extern "C" fn scan_byte(index: u64, _ctx: *mut c_void) -> i64 {
+extern "C" fn scan_byte(_index: u64, _ctx: *mut c_void) -> i64 {
     let Some(buffer) = SCAN_BUFFER.get_ptr_mut(0) else {
         return 1;
     };
-    // SAFETY: the per-CPU `SCAN_BUFFER` slot, used by this packet only. The scan state is
-    // moved out of it for the step and back, so the two borrows do not overlap.
+    // SAFETY: the per-CPU `SCAN_BUFFER` slot, used by this packet only; its fields are
+    // borrowed apart.
     let buffer = unsafe { &mut *buffer };
-    let b = buffer.bytes[index as usize & (MAX_SCAN_BYTES - 1)];
-    let mut scan = buffer.scan;
-    let stop = step(&mut scan, buffer, b);
-    buffer.scan = scan;
-    stop
+    let ScanBuffer {
+        bytes,
+        tokens,
+        scan,
+    } = buffer;
+    if scan.mode == mode::SKIP {
+        // A word at a time while no line feed is in it (the classic zero-byte test on the word
+        // XOR '\n'; its false positives only send a word to the byte-wise loop).
+        let mut w = 0;
+        while w < SKIP_WORDS {
+            let pos = scan.pos;
+            if pos + 8 > scan.len {
+                break;
+            }
+            // SAFETY: `pos + 8 <= len <= MAX_SCAN_BYTES`, inside `bytes`; the mask keeps the
+            // bound the verifier checks inside the map value.
+            let word = unsafe {
+                core::ptr::read_unaligned(
+                    bytes.as_ptr().add(pos as usize & (MAX_SCAN_BYTES - 1)) as *const u64
+                )
+            };
+            let x = word ^ 0x0a0a_0a0a_0a0a_0a0a;
+            if x.wrapping_sub(0x0101_0101_0101_0101) & !x & 0x8080_8080_8080_8080 != 0 {
+                break;
+            }
+            scan.pos = pos + 8;
+            w += 1;
+        }
+        let mut i = 0;
+        while i < SKIP_STRIDE {
+            let pos = scan.pos;
+            if pos >= scan.len {
+                return 1;
+            }
+            scan.pos = pos + 1;
+            if bytes[pos as usize & (MAX_SCAN_BYTES - 1)] == b'\n' {
+                scan.mode = mode::LINE_START;
+                return 0;
+            }
+            i += 1;
+        }
+        return 0;
+    }
+    let mut i = 0;
+    while i < READ_STRIDE {
+        let pos = scan.pos;
+        if pos >= scan.len {
+            return 1;
+        }
+        scan.pos = pos + 1;
+        if step(scan, tokens, bytes[pos as usize & (MAX_SCAN_BYTES - 1)]) != 0 {
+            return 1;
+        }
+        // The rest of a line nothing is read from goes at the skip's stride.
+        if scan.mode == mode::SKIP {
+            return 0;
+        }
+        i += 1;
+    }
+    0
 }
 
 /// What the scan found.
@@ -430,6 +507,8 @@ fn scan_payload(ctx: &XdpContext, pending: &ScanPending) -> Found {
     let buffer = unsafe { &mut *buffer };
     buffer.scan = Scan {
         name_hash: 0,
+        pos: 0,
+        len: len as u32,
         token_len: 0,
         lookups: 0,
         mode: mode::REQUEST,
@@ -512,7 +591,7 @@ fn count_hit(now_ns: u64) {
         return;
     };
     // SAFETY: per-CPU slot; the key the scan stopped on.
-    let key = unsafe { &(*buffer).key };
+    let key = unsafe { &(*buffer).tokens.key };
     if let Some(entry) = SIGNATURES.get_ptr_mut(key) {
         // SAFETY: a value of a preallocated hash lives while it is in the map; a race between
         // CPUs only loses a count.

@@ -18,7 +18,7 @@ pub mod replay;
 pub mod state;
 pub mod status;
 pub mod time;
-pub mod trace;
 pub mod top;
+pub mod trace;
 
 pub use sip_xdp_common as common;

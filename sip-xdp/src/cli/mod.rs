@@ -23,8 +23,8 @@ mod replay;
 mod run;
 mod signature;
 mod status;
-mod trace;
 mod top;
+mod trace;
 
 pub use args::*;
 
