@@ -85,6 +85,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         sip_xdp_common::EGRESS_PROGRAM_NAME,
         sip_xdp::loader::egress_program(bench.ebpf())?.info()?,
     );
+    // Tail-called by sip_xdp for passed requests while signatures are on.
+    let scan_facts = facts(
+        sip_xdp_common::SCAN_PROGRAM_NAME,
+        sip_xdp::loader::scan_program(bench.ebpf())?.info()?,
+    );
     let pass_facts = facts(REF_PASS_PROGRAM, bench.program(Subject::RefPass)?.info()?);
     let lru_facts = facts(REF_LRU_PROGRAM, bench.program(Subject::RefLru)?.info()?);
 
@@ -155,7 +160,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         &environment(),
         &method,
         &cases,
-        &[sip_facts, egress_facts, pass_facts, lru_facts],
+        &[sip_facts, egress_facts, scan_facts, pass_facts, lru_facts],
     );
     print!("{report}");
     fs::write(&output, &report).with_context(|| format!("writing {}", output.display()))?;
