@@ -7,9 +7,8 @@ use sip_xdp_common::{
     AllowEntry, AnswerState, BAN_EVENTS_BYTES, COUNTER_SLOTS, Config, DEFAULT_MAX_BANS,
     DEFAULT_MAX_SOURCES, DEFAULT_MAX_VERIFIED, DenyEntry, DurableBan, FlowKey, FlowState,
     FragmentFate, FragmentKey, MAX_ANSWERED_CLIENTS, MAX_LIST_ENTRIES, MAX_PREFIX_BANS,
-    MAX_PREFIXES, MAX_SCAN_BYTES, MAX_SIGNATURES, MAX_TRACKED_FRAGMENTS, PrefixKey, ScanPending,
-    SignatureEntry, SignatureKey, SourceKey, SourceState, VerifiedSource, global_buckets,
-    list_presence,
+    MAX_PREFIXES, MAX_SIGNATURES, MAX_TRACKED_FRAGMENTS, PrefixKey, ScanPending, SignatureEntry,
+    SignatureKey, SourceKey, SourceState, VerifiedSource, global_buckets, list_presence,
 };
 
 /// Two slots, so user space can fill one completely while packets read the other.
@@ -193,24 +192,3 @@ pub static SCANNERS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 /// the CPU of its caller, before any other packet).
 #[map(name = "SCAN_PENDING")]
 pub static SCAN_PENDING: PerCpuArray<ScanPending> = PerCpuArray::with_max_entries(1, 0);
-
-/// The scan program's working memory: the request's first bytes, copied out of the packet so
-/// the scan indexes a map value (one bounds mask) rather than packet memory (a bounds check the
-/// verifier must follow per byte), and the key of the token being read.
-#[repr(C, align(8))]
-pub struct ScanBuffer {
-    pub bytes: [u8; MAX_SCAN_BYTES],
-    pub tokens: Tokens,
-    pub scan: crate::signatures::Scan,
-}
-
-/// The token being read and the key it is looked up with.
-#[repr(C, align(8))]
-pub struct Tokens {
-    pub key: SignatureKey,
-    /// The token being read (its first `MAX_SIGNATURE_LEN` bytes count).
-    pub token: [u8; 2 * sip_xdp_common::MAX_SIGNATURE_LEN],
-}
-
-#[map(name = "SCAN_BUFFER")]
-pub static SCAN_BUFFER: PerCpuArray<ScanBuffer> = PerCpuArray::with_max_entries(1, 0);

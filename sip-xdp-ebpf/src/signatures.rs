@@ -19,11 +19,13 @@ use core::ffi::c_void;
 use aya_ebpf::{
     EbpfContext,
     helpers::generated::{bpf_loop, bpf_xdp_load_bytes},
+    macros::map,
+    maps::PerCpuArray,
     programs::XdpContext,
 };
 use sip_xdp_common::{
     BAN_CLASS_SIGNATURE, Config, EventCounter, MAX_SCAN_BYTES, MAX_SCAN_LOOKUPS, MAX_SIGNATURE_LEN,
-    MethodClass, ScanPending, SignatureKind, SourceKey, Verdict, event_counter_index,
+    MethodClass, ScanPending, SignatureKey, SignatureKind, SourceKey, Verdict, event_counter_index,
     is_token_byte, signature_counter,
 };
 
@@ -31,7 +33,7 @@ use crate::{
     bans::{BanKey, impose_ban, new_state},
     buckets::NO_LIMIT,
     lists::is_protected,
-    maps::{SCAN_BUFFER, SCAN_PENDING, SIGNATURES, ScanBuffer, Tokens, bump},
+    maps::{SCAN_PENDING, SIGNATURES, bump},
     parse::SipPacket,
     sources::Known,
 };
@@ -110,6 +112,27 @@ fn copy_words(to: &mut [u8; 16], from: &[u8; 16]) {
 }
 
 const _: () = assert!(MAX_SCAN_BYTES.is_power_of_two() && MAX_SIGNATURE_LEN == 32);
+
+/// The scan program's working memory: the request's first bytes, copied out of the packet so
+/// the scan indexes a map value (one bounds mask) rather than packet memory (a bounds check the
+/// verifier must follow per byte), and the key of the token being read.
+#[repr(C, align(8))]
+pub struct ScanBuffer {
+    pub bytes: [u8; MAX_SCAN_BYTES],
+    pub tokens: Tokens,
+    pub scan: Scan,
+}
+
+/// The token being read and the key it is looked up with.
+#[repr(C, align(8))]
+pub struct Tokens {
+    pub key: SignatureKey,
+    /// The token being read (its first `MAX_SIGNATURE_LEN` bytes count).
+    pub token: [u8; 2 * sip_xdp_common::MAX_SIGNATURE_LEN],
+}
+
+#[map(name = "SCAN_BUFFER")]
+static SCAN_BUFFER: PerCpuArray<ScanBuffer> = PerCpuArray::with_max_entries(1, 0);
 
 /// Where the scan is in the request.
 mod mode {
