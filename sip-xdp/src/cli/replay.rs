@@ -40,32 +40,25 @@ pub(super) fn replay(args: &ReplayArgs) -> Result<()> {
             |p| p.display().to_string(),
         )
     };
-    let run = replay::replay(
-        &capture,
-        &ReplayOptions {
-            settings: &settings,
-            config_name: name(path.as_deref()),
-            servers: &servers,
-            allow: &args.allow,
-            progress: Some(&show),
-        },
-    )
-    .context("replaying the capture")?;
+    let run_with = |settings: &crate::config::Settings, path: Option<&std::path::Path>| {
+        replay::replay(
+            &capture,
+            &ReplayOptions {
+                settings,
+                config_name: name(path),
+                servers: &servers,
+                allow: &args.allow,
+                progress: Some(&show),
+            },
+        )
+    };
+    let run = run_with(&settings, path.as_deref()).context("replaying the capture")?;
     let second = match &args.compare {
         Some(file) => {
             let (settings, path) = load_settings(Some(file))?;
             Some(
-                replay::replay(
-                    &capture,
-                    &ReplayOptions {
-                        settings: &settings,
-                        config_name: name(path.as_deref()),
-                        servers: &servers,
-                        allow: &args.allow,
-                        progress: Some(&show),
-                    },
-                )
-                .context("replaying the capture with the second config")?,
+                run_with(&settings, path.as_deref())
+                    .context("replaying the capture with the second config")?,
             )
         }
         None => None,
