@@ -23,6 +23,10 @@ pub mod trace_lists {
     pub const VERIFIED: u8 = 1 << 4;
     /// Sent by the scan program after it read the request's headers.
     pub const SCANNED: u8 = 1 << 5;
+    /// An answer the server sent to the traced source (TC egress): `status` is its code.
+    pub const ANSWER: u8 = 1 << 6;
+    /// That answer was dropped (the reflection guard).
+    pub const ANSWER_DROPPED: u8 = 1 << 7;
 }
 
 /// One packet of a traced source (`sip-xdp trace`), sent through `TRACE_EVENTS` with the
@@ -48,6 +52,9 @@ pub struct TraceEvent {
     /// The current ban's `ban_class` (see `BanCause`).
     pub ban_class: u8,
     pub strikes: u8,
+    /// For an answer ([`trace_lists::ANSWER`]), its status code.
+    pub status: u16,
+    pub _pad: [u8; 6],
 }
 
 /// Sent through the `BAN_EVENTS` ring buffer each time a source is (or would be) banned, and

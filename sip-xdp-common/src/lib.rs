@@ -76,7 +76,7 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 24);
         assert_eq!(size_of::<FlowState>(), 8 * 3 + 4 * 2);
         assert_eq!(size_of::<SignatureKey>(), 8 + MAX_SIGNATURE_LEN);
-        assert_eq!(size_of::<TraceEvent>(), 16 + 8 * 3 + 2 + 6);
+        assert_eq!(size_of::<TraceEvent>(), 16 + 8 * 3 + 2 + 6 + 8);
         assert_eq!(size_of::<SignatureEntry>(), 16);
         assert_eq!(size_of::<ScanPending>(), 16 * 2 + 8 + 4 * 3 + 4);
     }

@@ -224,7 +224,12 @@ pub fn sip_xdp_egress(ctx: TcContext) -> i32 {
         return TC_ACT_OK as i32;
     };
     let now_ns = clock::now_ns();
-    if answers::answer_verdict(cfg, &answer, status, method, now_ns) {
+    let shot = answers::answer_verdict(cfg, &answer, status, method, now_ns);
+    // One compare while no trace runs; a traced client's answers are reported too.
+    if cfg.trace_until_ns != 0 {
+        trace::record_answer(cfg, &answer.dst.0, answer.port, status as u32, shot);
+    }
+    if shot {
         TC_ACT_SHOT as i32
     } else {
         TC_ACT_OK as i32

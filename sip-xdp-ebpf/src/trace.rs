@@ -15,7 +15,7 @@ use sip_xdp_common::{
 };
 
 use crate::{
-    buckets::{conforms, limit_index},
+    buckets::{NO_LIMIT, conforms, limit_index},
     clock,
     lists::{is_allowlisted, is_denylisted, is_protected},
     maps::{SOURCES, bump, global_bucket},
@@ -37,6 +37,20 @@ const TRACE_LIMIT: RateLimit = RateLimit::per_second(TRACE_EVENTS_PER_SEC, TRACE
 #[inline(always)]
 pub fn packed(outcome: usize, port: u16, extra: u8) -> u64 {
     (outcome as u64 & 0xffff_ffff) | (port as u64) << 32 | (extra as u64) << 48
+}
+
+/// Reports an answer the server sends to `client` (a traced source): its status code, and
+/// whether the egress program dropped it. Not inlined, as [`record`].
+#[inline(never)]
+pub fn record_answer(cfg: &Config, client: &[u8; 16], port: u16, status: u32, dropped: bool) {
+    let extra = trace_lists::ANSWER
+        | if dropped {
+            trace_lists::ANSWER_DROPPED
+        } else {
+            0
+        };
+    let key = SourceKey { addr: *client };
+    record(cfg, client, &key, packed(status as usize, port, extra));
 }
 
 /// Reports the packet of `src` (its per-source `key`) with what [`packed`] packs, if a trace
@@ -63,8 +77,14 @@ pub fn record(cfg: &Config, src: &[u8; 16], key: &SourceKey, packed: u64) {
         bump(event_counter_index(EventCounter::TraceDropped));
         return;
     };
-    let class = outcome % MethodClass::COUNT;
-    let limit = limit_index(class);
+    // An answer carries its status code where a request carries its outcome.
+    let answer = extra & trace_lists::ANSWER != 0;
+    let class = if answer {
+        MethodClass::Response as usize
+    } else {
+        outcome % MethodClass::COUNT
+    };
+    let limit = if answer { NO_LIMIT } else { limit_index(class) };
     let mut lists = extra;
     if is_allowlisted(src) {
         lists |= trace_lists::ALLOWLISTED;
@@ -79,7 +99,12 @@ pub fn record(cfg: &Config, src: &[u8; 16], key: &SourceKey, packed: u64) {
         addr: *src,
         now_ns,
         port,
-        verdict: (outcome / MethodClass::COUNT) as u8,
+        verdict: if answer {
+            0
+        } else {
+            (outcome / MethodClass::COUNT) as u8
+        },
+        status: if answer { outcome as u16 } else { 0 },
         class: class as u8,
         limit: limit as u8,
         ..TraceEvent::default()

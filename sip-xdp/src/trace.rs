@@ -69,6 +69,10 @@ pub struct TraceRecord {
     pub verified: bool,
     /// Reported by the scan program, after it read the request's headers.
     pub scanned: bool,
+    /// An answer the server sent to the source (TC egress): its status code, and whether the
+    /// egress program dropped it (the reflection guard); `class` is then `response`.
+    pub answer: Option<u16>,
+    pub answer_dropped: bool,
 }
 
 /// A running trace.
@@ -193,7 +197,15 @@ pub fn decode(event: &TraceEvent, config: &Config) -> TraceRecord {
         source: key_addr(event.addr),
         port: event.port,
         class: MethodClass::from_index(event.class as usize).map_or("?", |c| c.name()),
-        verdict: Verdict::from_index(event.verdict as usize).map_or("?", |v| v.name()),
+        verdict: if lists(event.lists, trace_lists::ANSWER) {
+            if lists(event.lists, trace_lists::ANSWER_DROPPED) {
+                "answer_dropped"
+            } else {
+                "answer_sent"
+            }
+        } else {
+            Verdict::from_index(event.verdict as usize).map_or("?", |v| v.name())
+        },
         bucket: bucket.map(|b| b.name()),
         tokens_left,
         burst,
@@ -208,5 +220,7 @@ pub fn decode(event: &TraceEvent, config: &Config) -> TraceRecord {
         protected: lists(event.lists, trace_lists::PROTECTED),
         verified,
         scanned: lists(event.lists, trace_lists::SCANNED),
+        answer: lists(event.lists, trace_lists::ANSWER).then_some(event.status),
+        answer_dropped: lists(event.lists, trace_lists::ANSWER_DROPPED),
     }
 }

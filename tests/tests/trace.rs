@@ -125,3 +125,52 @@ fn a_killed_trace_stops_by_itself() {
     assert!(again.wait().unwrap().success());
     assert_eq!(sip_xdp::maps::open_traced(&pins).unwrap().keys().count(), 0);
 }
+
+#[test]
+fn a_trace_shows_the_servers_answers_to_its_source() {
+    sip_xdp_tests::needs_root!();
+    // The defaults: the answers on, so the egress program reads what the server sends.
+    let host = Host::new("[prefixes]\nipv4 = 0\nipv6 = []\n");
+    host.attach();
+    let server = host.server_socket();
+    let traced = CLIENT_V4_A.to_string();
+    let (mut trace, stdout) = start(&host, &[&traced, "--for", "3s", "--output", "json"]);
+    let a = host.client(IpAddr::V4(CLIENT_V4_A));
+    for seq in 1..=3 {
+        a.send_to(&register("100", seq), host.sip).unwrap();
+        let mut buf = [0u8; 2048];
+        let (_, from) = server
+            .recv_from(&mut buf)
+            .expect("the REGISTER reaches the server");
+        // The server challenges each one, as a registrar does.
+        server
+            .send_to(
+                &sip_xdp_tests::packet::answer(401, "Unauthorized", "REGISTER", seq),
+                from,
+            )
+            .unwrap();
+    }
+    assert!(trace.wait().unwrap().success(), "sip-xdp trace failed");
+    let records: Vec<Value> = BufReader::new(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(&l.unwrap()).expect("one JSON object per line"))
+        .collect();
+    let requests: Vec<&Value> = records.iter().filter(|r| r["answer"].is_null()).collect();
+    let answers: Vec<&Value> = records.iter().filter(|r| !r["answer"].is_null()).collect();
+    assert_eq!(requests.len(), 3, "{records:#?}");
+    assert!(
+        requests.iter().all(|r| r["verdict"] == "pass"),
+        "{records:#?}"
+    );
+    assert_eq!(
+        answers.len(),
+        3,
+        "the three challenges the egress program read: {records:#?}"
+    );
+    for r in answers {
+        assert_eq!(r["answer"], 401);
+        assert_eq!(r["verdict"], "answer_sent");
+        assert_eq!(r["class"], "response");
+        assert_eq!(r["source"], traced.as_str());
+    }
+}

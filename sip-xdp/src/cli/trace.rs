@@ -72,6 +72,19 @@ pub(super) fn trace(cli: &Cli, args: &TraceArgs) -> Result<()> {
 }
 
 fn line(r: &TraceRecord) -> String {
+    if let Some(status) = r.answer {
+        return format!(
+            "{:>12.3} {}:{} <- the server's {status}: {}",
+            r.at_mono_ns as f64 / 1e9,
+            r.source,
+            r.port,
+            if r.answer_dropped {
+                "dropped (reflection guard)"
+            } else {
+                "sent"
+            }
+        );
+    }
     let mut text = format!(
         "{:>12.3} {}:{} {} -> {}",
         r.at_mono_ns as f64 / 1e9,
