@@ -292,6 +292,64 @@ fn a_prefix_ban_is_explained_for_a_new_address_inside_it() {
     check_predictions(&mut dp, &state, "2001:db8:2::5", ["pass"; 4]);
 }
 
+/// A scanner's fingerprint and a trap account ban on the first request (the scan program):
+/// `explain` names the origin, and predicts what the kernel then does.
+#[test]
+fn fingerprint_and_trap_bans_are_explained() {
+    sip_xdp_tests::needs_root!();
+    let mut cfg = config(50);
+    cfg.flags |= flags::SIGNATURES;
+    cfg.signature_ban_ns = 2 * HOUR_NS;
+    let mut dp = Datapath::load(&cfg).expect("loading the program");
+    for (kind, token) in [
+        (
+            sip_xdp_common::SignatureKind::Fingerprint,
+            "friendly-scanner",
+        ),
+        (sip_xdp_common::SignatureKind::Trap, "100"),
+    ] {
+        dp.maps
+            .add_signature(&sip_xdp_common::SignatureKey::new(kind, token.as_bytes()).unwrap())
+            .unwrap();
+    }
+    let state = StateFile::default();
+    let scanner = String::from_utf8(request("OPTIONS", "sip:300@example.com", 1))
+        .unwrap()
+        .replace(
+            "Content-Length: 0",
+            "User-Agent: friendly-scanner\r\nContent-Length: 0",
+        )
+        // Its From and To name user 300, not the trap account.
+        .replace("sip:100@", "sip:300@");
+    assert_eq!(
+        kernel_verdict(
+            &mut dp,
+            &Frame::sip(ip("198.51.100.60"), ip(SERVER), scanner.as_bytes()).build()
+        ),
+        ("drop_signature", "options")
+    );
+    // REGISTER for user 100: its To user is the trap.
+    assert_eq!(
+        kernel_verdict(&mut dp, &frames("198.51.100.61", 1)[0]),
+        ("drop_signature", "register")
+    );
+    for (addr, origin) in [("198.51.100.60", "fingerprint"), ("198.51.100.61", "trap")] {
+        let report = explained(&dp, &state, addr);
+        let ban = report
+            .bans
+            .iter()
+            .find(|b| b.origin == origin)
+            .unwrap_or_else(|| panic!("{addr}: a {origin} ban in {:?}", report.bans));
+        assert!(ban.active, "{ban:?}");
+        assert!(
+            ban.remaining_s > HOUR_NS / NS_PER_SEC,
+            "the signature ban's floor: {ban:?}"
+        );
+        assert_eq!(ban.strikes, Some(1));
+        check_predictions(&mut dp, &state, addr, ["drop_banned"; 4]);
+    }
+}
+
 #[test]
 fn an_ipv6_source_grouped_by_prefix_is_banned_as_its_key_after_the_lists() {
     sip_xdp_tests::needs_root!();
