@@ -128,6 +128,44 @@ pub(super) fn load_redirect_program(ifindex: u32) -> Result<OwnedFd> {
     )
 }
 
+/// The redirect program of [`load_redirect_program`], first giving the IPv4 frame a random source
+/// in `first..first + count` (the last byte of an address whose last byte is 0), and the IP
+/// identification's low byte (0xff in the frame) the same amount less: the two 16-bit words
+/// move by opposite amounts, so the header checksum stays valid without being recomputed.
+pub(super) fn load_forging_redirect_program(ifindex: u32, first: u8, count: u8) -> Result<OwnedFd> {
+    const BPF_FUNC_GET_PRANDOM_U32: u64 = 7;
+    const BPF_FUNC_REDIRECT: u64 = 23;
+    // Offsets in the frame: Ethernet 14 bytes, then the IPv4 header.
+    const ID_LOW: u64 = 14 + 5;
+    const SRC_LAST: u64 = 14 + 15;
+    const HEADERS: u64 = 14 + 20;
+    let insns: [u64; 17] = [
+        0xbf | (6 << 8) | (1 << 12),                  // mov64 r6, r1 (ctx)
+        0x85 | (BPF_FUNC_GET_PRANDOM_U32 << 32),      // call bpf_get_prandom_u32
+        0x97 | (u64::from(count) << 32),              // mod64 r0, count
+        0x07 | (u64::from(first) << 32),              // add64 r0, first
+        0x61 | (2 << 8) | (6 << 12),                  // ldxw r2, [r6 + 0] (data)
+        0x61 | (3 << 8) | (6 << 12) | (4 << 16),      // ldxw r3, [r6 + 4] (data_end)
+        0xbf | (4 << 8) | (2 << 12),                  // mov64 r4, r2
+        0x07 | (4 << 8) | (HEADERS << 32),            // add64 r4, HEADERS
+        0x2d | (4 << 8) | (3 << 12) | (4 << 16),      // if r4 > r3 goto +4
+        0x73 | (2 << 8) | (SRC_LAST << 16),           // stxb [r2 + SRC_LAST], r0
+        0xb7 | (5 << 8) | (0xff << 32),               // mov64 r5, 0xff
+        0x1f | (5 << 8),                              // sub64 r5, r0
+        0x73 | (2 << 8) | (5 << 12) | (ID_LOW << 16), // stxb [r2 + ID_LOW], r5
+        0xb7 | (1 << 8) | (u64::from(ifindex) << 32), // mov64 r1, ifindex
+        0xb7 | (2 << 8),                              // mov64 r2, 0
+        0x85 | (BPF_FUNC_REDIRECT << 32),             // call bpf_redirect
+        0x95,                                         // exit
+    ];
+    load_xdp(
+        &insns,
+        "h2h_forge",
+        0,
+        "loading the forged-source sender's program (BPF_PROG_LOAD)",
+    )
+}
+
 /// `r0 = XDP_DROP; exit`, loaded and attached in native mode through a BPF link, on the server
 /// interface of the calling thread's namespace. Closing the returned link fd detaches it.
 pub(super) fn attach_xdp_drop() -> Result<(OwnedFd, OwnedFd)> {

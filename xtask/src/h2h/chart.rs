@@ -76,7 +76,7 @@ pub(super) fn draw_chart(path: &Path, summaries: &[Summary], ctx: &Context) -> R
         * 1.15;
     let (top, bottom) = body.split_vertically(560);
     let columns = [top.split_horizontally(800), bottom.split_horizontally(800)];
-    for (i, mode) in Mode::ALL.into_iter().enumerate() {
+    for (i, mode) in Mode::CHARTED.into_iter().enumerate() {
         let of_mode = |setups: &[Setup]| -> Vec<&Summary> {
             setups
                 .iter()

@@ -7,6 +7,11 @@ use sip_xdp_tests::netns::{CLIENT_V4_A, CLIENT_V4_B};
 
 /// The flooding source and the phone that keeps registering through the flood.
 pub(super) const FLOOD_SOURCE: Ipv4Addr = CLIENT_V4_A;
+/// The forged flood's sources: `FORGED_FIRST..=FORGED_LAST` of this /24, one at random per
+/// frame (the server's /24; its own .1 and the network and broadcast addresses left out).
+pub(super) const FORGED_NET: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 0);
+pub(super) const FORGED_FIRST: u8 = 2;
+pub(super) const FORGED_SOURCES: u8 = 250;
 pub(super) const PHONE_SOURCE: Ipv4Addr = CLIENT_V4_B;
 pub(super) const SIP_PORT: u16 = 5060;
 pub(super) const CLIENT_PORT: u16 = 5062;
@@ -22,14 +27,19 @@ pub(super) enum Mode {
     /// `sendmmsg` on a UDP socket: every packet is a socket buffer built by the client's stack
     /// before it crosses the veth.
     Socket,
+    /// As `Frames`, but every frame from a forged source: one of `FORGED_SOURCES` addresses of
+    /// `FORGED_NET`, drawn at random by the sender's XDP program.
+    Forged,
 }
 
 impl Mode {
-    pub(super) const ALL: [Mode; 2] = [Mode::Frames, Mode::Socket];
+    pub(super) const ALL: [Mode; 3] = [Mode::Frames, Mode::Socket, Mode::Forged];
+    /// The modes the chart draws (one column each).
+    pub(super) const CHARTED: [Mode; 2] = [Mode::Frames, Mode::Socket];
 
     pub(super) fn packets(self, ctx: &Context) -> u32 {
         match self {
-            Mode::Frames => ctx.frame_packets,
+            Mode::Frames | Mode::Forged => ctx.frame_packets,
             Mode::Socket => ctx.socket_packets,
         }
     }
@@ -38,6 +48,7 @@ impl Mode {
         match self {
             Mode::Frames => "frames",
             Mode::Socket => "socket",
+            Mode::Forged => "forged",
         }
     }
 
@@ -45,6 +56,18 @@ impl Mode {
         match self {
             Mode::Frames => "NIC-like path: pre-built frames arrive as XDP frames",
             Mode::Socket => "socket path: packets arrive as socket buffers from a local UDP socket",
+            Mode::Forged => {
+                "forged-source flood on the NIC-like path: each frame from a random one of 250 \
+                 addresses of 203.0.113.0/24"
+            }
+        }
+    }
+
+    /// How many sources the flood comes from.
+    pub(super) fn sources(self) -> u64 {
+        match self {
+            Mode::Frames | Mode::Socket => 1,
+            Mode::Forged => u64::from(FORGED_SOURCES),
         }
     }
 }

@@ -17,8 +17,8 @@ use super::{
     counters::{CpuTimes, VethStats, ksoftirqd_runtime_ns, thread_cpu_ns, udp_rcvbuf_errors},
     setups::{Installed, REGISTER_BURST, REGISTER_RATE_PER_S, Setup, install},
     traffic::{
-        client_socket, flood_payload, receive, run_phone, send_flood, send_frames, server_socket,
-        set_gro,
+        client_socket, flood_payload, receive, run_phone, send_flood, send_forged_frames,
+        send_frames, server_socket, set_gro,
     },
 };
 use crate::host;
@@ -196,6 +196,9 @@ pub(super) fn measure(mode: Mode, setup: Setup, ctx: &Context) -> Result<Sample>
                     Mode::Frames => net
                         .client
                         .run(|| timed(&|| send_frames(&flood_payload, ctx.frame_packets))),
+                    Mode::Forged => net
+                        .client
+                        .run(|| timed(&|| send_forged_frames(&flood_payload, ctx.frame_packets))),
                 }
             });
             let flood_result = flood_thread.join().expect("the flood thread panicked");
@@ -241,7 +244,7 @@ pub(super) fn measure(mode: Mode, setup: Setup, ctx: &Context) -> Result<Sample>
         server_rx_packets: veth.server_rx_packets,
         xdp_counted,
     };
-    check(setup, &sample)?;
+    check(mode, setup, &sample)?;
     drop(installed);
     drop(net);
     Ok(sample)
@@ -250,7 +253,7 @@ pub(super) fn measure(mode: Mode, setup: Setup, ctx: &Context) -> Result<Sample>
 const VETH_OTHER_SLACK: u64 = 16;
 
 /// What every run must show, or its figures mean nothing.
-fn check(setup: Setup, sample: &Sample) -> Result<()> {
+fn check(mode: Mode, setup: Setup, sample: &Sample) -> Result<()> {
     if let Some((seen, dropped)) = sample.xdp_counted {
         // The program sees every packet the server veth receives and drops all it does not
         // deliver: its counters and the socket must tell the same story, but for neighbour
@@ -286,9 +289,11 @@ fn check(setup: Setup, sample: &Sample) -> Result<()> {
         "no flood packet reached the server socket: the path through veth is broken"
     );
     if setup.limits() {
-        // The burst, plus the rate over the whole window, plus slack for timer granularity.
-        let allowed =
-            REGISTER_BURST + (REGISTER_RATE_PER_S * sample.window.as_secs_f64()).ceil() as u64 + 5;
+        // The burst, plus the rate over the whole window, plus slack for timer granularity;
+        // per source (a forged flood's sources each have their own).
+        let allowed = mode.sources()
+            * (REGISTER_BURST + (REGISTER_RATE_PER_S * sample.window.as_secs_f64()).ceil() as u64)
+            + 5;
         ensure!(
             sample.flood_delivered <= allowed,
             "{} let {} of {} flood REGISTERs through (at most {allowed} expected): the filter \

@@ -21,7 +21,9 @@ use sip_xdp_tests::{
 
 use super::{
     bpf,
-    context::{CLIENT_PORT, FLOOD_SOURCE, PHONE_SOURCE, SIP_PORT},
+    context::{
+        CLIENT_PORT, FLOOD_SOURCE, FORGED_FIRST, FORGED_NET, FORGED_SOURCES, PHONE_SOURCE, SIP_PORT,
+    },
     counters::thread_cpu_ns,
 };
 use crate::host;
@@ -103,19 +105,49 @@ pub(super) fn set_gro(iface: &str) -> Result<()> {
 /// calling thread's namespace with BPF_PROG_TEST_RUN in live-frames mode (what xdp-trafficgen
 /// does): the peer receives them as XDP frames, with no socket buffer built on the way.
 pub(super) fn send_frames(payload: &[u8], count: u32) -> Result<u64> {
-    let mut frame = packet::Frame::udp(
-        IpAddr::V4(FLOOD_SOURCE),
-        IpAddr::V4(SERVER_V4),
-        SIP_PORT,
-        payload,
-    );
+    let frame = flood_frame(FLOOD_SOURCE, payload)?;
+    let ifindex = loader::if_index(CLIENT_IF).context("in the client namespace")?;
+    let prog = bpf::load_redirect_program(ifindex)?;
+    bpf::send_live_frames(&prog, &frame, count)
+}
+
+/// The flood frame from `source` to the server, addressed to its veth.
+fn flood_frame(source: Ipv4Addr, payload: &[u8]) -> Result<Vec<u8>> {
+    let mut frame =
+        packet::Frame::udp(IpAddr::V4(source), IpAddr::V4(SERVER_V4), SIP_PORT, payload);
     frame.src_port = CLIENT_PORT;
     let mut frame = frame.build();
     frame[0..6].copy_from_slice(&mac_bytes(SERVER_MAC)?);
     frame[6..12].copy_from_slice(&mac_bytes(CLIENT_MAC)?);
+    Ok(frame)
+}
+
+/// As [`send_frames`], each frame from a random address of `FORGED_NET` (the sender's XDP
+/// program writes it): a forged-source flood.
+pub(super) fn send_forged_frames(payload: &[u8], count: u32) -> Result<u64> {
+    let mut frame = flood_frame(FORGED_NET, payload)?;
+    // The IP identification's low byte 0xff, the UDP checksum off (IPv4 allows it): the
+    // program then moves the source's last byte and the identification in opposite
+    // directions, and the header checksum stays right.
+    frame[19] = 0xff;
+    frame[40..42].copy_from_slice(&[0, 0]);
+    frame[24..26].copy_from_slice(&[0, 0]);
+    let checksum = ipv4_checksum(&frame[14..34]);
+    frame[24..26].copy_from_slice(&checksum.to_be_bytes());
     let ifindex = loader::if_index(CLIENT_IF).context("in the client namespace")?;
-    let prog = bpf::load_redirect_program(ifindex)?;
+    let prog = bpf::load_forging_redirect_program(ifindex, FORGED_FIRST, FORGED_SOURCES)?;
     bpf::send_live_frames(&prog, &frame, count)
+}
+
+fn ipv4_checksum(header: &[u8]) -> u16 {
+    let mut sum: u32 = header
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
 }
 
 fn mac_bytes(mac: &str) -> Result<[u8; 6]> {
@@ -222,6 +254,11 @@ pub(super) fn receive(socket: &UdpSocket, stop: &AtomicBool, cpu: usize) -> Resu
         .collect();
     let flood = u32::from(FLOOD_SOURCE).to_be();
     let phone = u32::from(PHONE_SOURCE).to_be();
+    let forged = |source: u32| {
+        let source = Ipv4Addr::from(u32::from_be(source)).octets();
+        source[..3] == FORGED_NET.octets()[..3]
+            && (FORGED_FIRST..FORGED_FIRST + FORGED_SOURCES).contains(&source[3])
+    };
     let mut received = Received {
         flood: 0,
         phone: 0,
@@ -258,7 +295,7 @@ pub(super) fn receive(socket: &UdpSocket, stop: &AtomicBool, cpu: usize) -> Resu
         // The kernel filled `addrs` through the raw pointers in `msgs`.
         for addr in &addrs[..n as usize] {
             let source = std::hint::black_box(addr.sin_addr.s_addr);
-            if source == flood {
+            if source == flood || forged(source) {
                 received.flood += 1;
             } else if source == phone {
                 received.phone += 1;
