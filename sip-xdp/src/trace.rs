@@ -78,6 +78,8 @@ pub struct TraceRecord {
 /// A running trace.
 pub struct Trace {
     pins: PinDir,
+    /// Opened once: the live config is read for every poll and rewritten at every renewal.
+    maps: SipMaps,
     traced: LpmTrie<MapData, [u8; 16], u32>,
     events: RingBuf<MapData>,
     nets: Vec<IpNet>,
@@ -88,8 +90,7 @@ fn lists(bits: u8, bit: u8) -> bool {
 }
 
 /// Sets the live config's `trace_until_ns`, under the config lock.
-fn set_trace_until(pins: &PinDir, until_ns: u64) -> Result<(), TraceError> {
-    let mut maps = SipMaps::open_pinned(pins)?;
+fn set_trace_until(pins: &PinDir, maps: &mut SipMaps, until_ns: u64) -> Result<(), TraceError> {
     let _lock = pins.lock_config()?;
     let mut config = maps.read_config()?;
     if config.version != CONFIG_VERSION {
@@ -109,7 +110,7 @@ impl Trace {
                 max: sip_xdp_common::MAX_TRACED,
             });
         }
-        SipMaps::open_pinned(pins).map_err(TraceError::NotAttached)?;
+        let maps = SipMaps::open_pinned(pins).map_err(TraceError::NotAttached)?;
         let mut traced = maps::open_traced(pins).map_err(|_| TraceError::OldProgram)?;
         let events = maps::open_trace_events(pins).map_err(|_| TraceError::OldProgram)?;
         for net in nets {
@@ -122,6 +123,7 @@ impl Trace {
         }
         let mut trace = Trace {
             pins: pins.clone(),
+            maps,
             traced,
             events,
             nets: nets.iter().map(|n| n.trunc()).collect(),
@@ -135,13 +137,13 @@ impl Trace {
     /// Moves the trace's end [`TRACE_LEASE`] ahead; call it every second or so.
     pub fn renew(&mut self) -> Result<(), TraceError> {
         let until = monotonic_now_ns() + TRACE_LEASE.as_nanos() as u64;
-        set_trace_until(&self.pins, until)
+        set_trace_until(&self.pins, &mut self.maps, until)
     }
 
     /// The events sent since the last call, decoded against the live config (for the buckets'
     /// sizes); only those of this trace's CIDRs.
     pub fn poll(&mut self) -> Result<Vec<TraceRecord>, TraceError> {
-        let config = SipMaps::open_pinned(&self.pins)?.read_config()?;
+        let config = self.maps.read_config()?;
         let mut out = Vec::new();
         while let Some(item) = self.events.next() {
             if item.len() != size_of::<TraceEvent>() {
@@ -165,7 +167,7 @@ impl Trace {
         }
         let others = self.traced.keys().next().is_some();
         if !others {
-            set_trace_until(&self.pins, 0)?;
+            set_trace_until(&self.pins, &mut self.maps, 0)?;
         }
         Ok(())
     }

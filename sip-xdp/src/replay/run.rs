@@ -216,7 +216,7 @@ pub fn replay(capture: &Capture, options: &ReplayOptions) -> Result<RunReport, R
     // The last XDP action on each client's request, and when the server accepted each client.
     let mut last_dropped: HashMap<IpAddr, bool> = HashMap::new();
     let mut successes: HashMap<IpAddr, Vec<u64>> = HashMap::new();
-    let mut ban_times: Vec<(IpAddr, u64, usize)> = Vec::new();
+    let mut ban_times: Vec<(IpAddr, u64)> = Vec::new();
     let mut now_ns = 0u64;
     let total = capture.frames.len();
     for (done, frame) in capture.frames.iter().enumerate() {
@@ -275,7 +275,7 @@ pub fn replay(capture: &Capture, options: &ReplayOptions) -> Result<RunReport, R
                 None => record.source.to_string(),
             };
             if record.prefix_len.is_none() {
-                ban_times.push((record.source, event.now_ns, report.bans.len()));
+                ban_times.push((record.source, event.now_ns));
             }
             report.bans.push(ReplayBan {
                 source,
@@ -309,7 +309,7 @@ pub fn replay(capture: &Capture, options: &ReplayOptions) -> Result<RunReport, R
         }
     }
     report.events_lost = counters.event(EventCounter::EventsLost);
-    for (source, banned_ns, _) in ban_times {
+    for (source, banned_ns) in ban_times {
         if let Some(&succeeded_ns) = successes
             .get(&source)
             .and_then(|times| times.iter().find(|&&t| t > banned_ns))
